@@ -1,0 +1,172 @@
+/**
+ * Picks the fastest TensorFlow.js backend available in this Node process:
+ *   tensorflow (tfjs-node-gpu, then tfjs-node; optional peers) -> wasm (SIMD) -> cpu.
+ * `MASKSUB_BACKEND=wasm|cpu|tensorflow` forces one; `prefer` moves one to the front.
+ *
+ * Before wasm is used, masksub's wasm kernels (missing training kernels and the fast matmul)
+ * are registered. The choice is logged once per distinct selection; repeated calls are cheap.
+ */
+import { OptionError } from '../errors.js';
+import { tf } from '../tf.js';
+import { registerWasmKernels, type WasmKernelRegistration } from './wasm_kernels.js';
+
+export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
+export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+export const BACKEND_ENV = 'MASKSUB_BACKEND';
+
+export interface BackendInfo {
+  /** masksub's name for the backend (also tfjs' backend name). */
+  name: BackendName;
+  /** What was loaded, e.g. "@tensorflow/tfjs-node" or "wasm simd, 1 thread". */
+  detail: string;
+  /** Why this backend: forced by env, preferred, or first available. */
+  reason: string;
+  /** Kernels masksub registered on wasm (null for other backends). */
+  wasmKernels: WasmKernelRegistration | null;
+}
+
+export interface InitBackendOptions {
+  prefer?: BackendName;
+  log?: (msg: string) => void;
+}
+
+/** Outcome of trying one backend: its detail when it works, why not otherwise. */
+type Attempt = { ok: true; detail: string; wasmKernels: WasmKernelRegistration | null } | { ok: false; why: string };
+
+/**
+ * Imports a package that may be absent. The specifier is a variable so neither TypeScript nor a
+ * bundler tries to resolve it: tfjs-node(-gpu) are optional peers and are not installed here.
+ */
+async function importOptional(specifier: string): Promise<unknown> {
+  return import(specifier);
+}
+
+async function tryTensorflow(): Promise<Attempt> {
+  const reasons: string[] = [];
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      await importOptional(pkg);
+    } catch (e) {
+      reasons.push(`${pkg}: ${firstLine(e)}`);
+      continue;
+    }
+    if (tf.findBackend('tensorflow') == null) {
+      // It registered on its own copy of tfjs-core, which masksub's tensors never reach.
+      reasons.push(`${pkg} loaded but registered on another @tensorflow/tfjs-core instance (versions must match 4.22)`);
+      continue;
+    }
+    if (await tf.setBackend('tensorflow')) return { ok: true, detail: pkg, wasmKernels: null };
+    reasons.push(`${pkg}: backend failed to initialise`);
+  }
+  return { ok: false, why: reasons.join('; ') };
+}
+
+async function tryWasm(): Promise<Attempt> {
+  try {
+    await import('@tensorflow/tfjs-backend-wasm');
+  } catch (e) {
+    return { ok: false, why: `@tensorflow/tfjs-backend-wasm: ${firstLine(e)}` };
+  }
+  // Registered before the backend is first used (and before setBackend runs kernel setups).
+  const wasmKernels = registerWasmKernels();
+  if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'the wasm backend failed to initialise' };
+  const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  const threads = wasm.getThreadsCount();
+  // tfjs disables the threaded build under Node (its pthread workers are created from blob:
+  // URLs, which Node's worker_threads rejects), so this is the single-threaded SIMD build.
+  const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  return { ok: true, detail, wasmKernels };
+}
+
+async function tryCpu(): Promise<Attempt> {
+  if (await tf.setBackend('cpu')) return { ok: true, detail: 'cpu (pure JS)', wasmKernels: null };
+  return { ok: false, why: 'the cpu backend failed to initialise' };
+}
+
+const TRY: Record<BackendName, () => Promise<Attempt>> = { tensorflow: tryTensorflow, wasm: tryWasm, cpu: tryCpu };
+
+function firstLine(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  return msg.split('\n')[0];
+}
+
+function isBackendName(v: string): v is BackendName {
+  return (BACKEND_NAMES as readonly string[]).includes(v);
+}
+
+/** Which backends can be loaded here (used in error messages; tries each without keeping it). */
+async function availableBackends(): Promise<BackendName[]> {
+  const previous = tf.getBackend();
+  const out: BackendName[] = [];
+  for (const name of BACKEND_NAMES) if ((await TRY[name]()).ok) out.push(name);
+  if (previous) await tf.setBackend(previous);
+  return out;
+}
+
+const selections = new Map<string, Promise<BackendInfo>>();
+const logged = new Set<string>();
+
+async function select(forced: string | undefined, prefer: BackendName | undefined, log: (msg: string) => void): Promise<BackendInfo> {
+  if (forced !== undefined) {
+    if (!isBackendName(forced)) {
+      throw new OptionError(
+        BACKEND_ENV,
+        `unknown backend '${forced}'; use one of ${BACKEND_NAMES.join(', ')} (available here: ${(await availableBackends()).join(', ')})`,
+      );
+    }
+    const attempt = await TRY[forced]();
+    if (!attempt.ok) {
+      throw new OptionError(
+        BACKEND_ENV,
+        `backend '${forced}' is not available (${attempt.why}); available here: ${(await availableBackends()).join(', ')}`,
+      );
+    }
+    return report({ name: forced, detail: attempt.detail, reason: `forced by ${BACKEND_ENV}`, wasmKernels: attempt.wasmKernels }, log);
+  }
+  const order = prefer ? [prefer, ...BACKEND_NAMES.filter((n) => n !== prefer)] : [...BACKEND_NAMES];
+  const skipped: string[] = [];
+  for (const name of order) {
+    const attempt = await TRY[name]();
+    if (attempt.ok) {
+      const reason = name === prefer ? 'preferred' : skipped.length ? `first available (skipped ${skipped.join('; ')})` : 'first available';
+      return report({ name, detail: attempt.detail, reason, wasmKernels: attempt.wasmKernels }, log);
+    }
+    skipped.push(`${name}: ${attempt.why}`);
+  }
+  throw new Error(`no TensorFlow.js backend could be initialised: ${skipped.join('; ')}`);
+}
+
+function report(info: BackendInfo, log: (msg: string) => void): BackendInfo {
+  const line = `backend: ${info.name} (${info.detail}; ${info.reason})`;
+  if (!logged.has(line)) {
+    logged.add(line);
+    log(line);
+  }
+  return info;
+}
+
+/**
+ * Selects and initialises the backend (see the file comment for the order). Idempotent: the same
+ * request (env + prefer) returns the same result without re-initialising; a different request
+ * switches backend. Throws OptionError when MASKSUB_BACKEND names an unknown or unavailable one.
+ */
+export async function initBackend(opts: InitBackendOptions = {}): Promise<BackendInfo> {
+  const forced = process.env[BACKEND_ENV]?.trim() || undefined;
+  const prefer = opts.prefer;
+  if (prefer !== undefined && !isBackendName(prefer)) {
+    throw new OptionError('prefer', `unknown backend '${String(prefer)}'; use one of ${BACKEND_NAMES.join(', ')}`);
+  }
+  const log = opts.log ?? ((msg: string) => console.error(`[masksub] ${msg}`));
+  const key = `${forced ?? ''}|${prefer ?? ''}`;
+  let pending = selections.get(key);
+  if (pending === undefined) {
+    pending = select(forced, prefer, log);
+    selections.set(key, pending);
+    pending.catch(() => selections.delete(key));
+  }
+  const info = await pending;
+  // Another request may have switched backend since; come back to this one.
+  if (tf.getBackend() !== info.name) await tf.setBackend(info.name);
+  return info;
+}

@@ -1,0 +1,114 @@
+/**
+ * Small helpers for kernels that run in TypeScript on the tfjs wasm backend's memory.
+ *
+ * Why a structural type instead of importing `BackendWasm`: the kernels only need five members,
+ * and typing against them keeps this package independent of the wasm package's internal d.ts
+ * (which drags in `@tensorflow/tfjs-core` types from a second path).
+ *
+ * Caution that shapes every kernel here: the wasm heap can grow on any allocation, which detaches
+ * the old `ArrayBuffer`. Typed-array views must therefore be (re)taken after the last
+ * `makeOutput` / kernel call that precedes their use.
+ */
+import { tf } from '../tf.js';
+
+export type TensorInfo = tf.TensorInfo;
+export type NumericDType = 'float32' | 'int32' | 'bool';
+export type HeapArray = Float32Array | Int32Array | Uint8Array;
+
+/** The members of tfjs' `BackendWasm` that masksub's kernels use. */
+export interface WasmBackend {
+  dataIdMap: { get(dataId: object): { id: number; shape: number[]; dtype: tf.DataType } | undefined };
+  makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): TensorInfo;
+  typedArrayFromHeap(info: TensorInfo): tf.TypedArray;
+  disposeData(dataId: object, force?: boolean): boolean;
+}
+
+/** Signature of a registered kernel function, narrowed to what we call. */
+export type KernelCall = (args: { inputs: tf.NamedTensorInfoMap; backend: WasmBackend; attrs?: tf.NamedAttrMap }) =>
+  TensorInfo | TensorInfo[];
+
+/** A live view of a tensor's data on the wasm heap (valid until the next allocation). */
+export function heapView(backend: WasmBackend, info: TensorInfo): HeapArray {
+  return backend.typedArrayFromHeap(info) as HeapArray;
+}
+
+export function heapF32(backend: WasmBackend, info: TensorInfo): Float32Array {
+  const view = backend.typedArrayFromHeap(info);
+  if (!(view instanceof Float32Array)) throw new Error(`expected a float32 tensor, got ${info.dtype}`);
+  return view;
+}
+
+/** Allocate a new tensor on the wasm heap (contents undefined unless `zero`). */
+export function allocate(backend: WasmBackend, shape: number[], dtype: tf.DataType, zero = false): TensorInfo {
+  const info = backend.makeOutput(shape, dtype);
+  if (zero) heapView(backend, info).fill(0);
+  return info;
+}
+
+export function release(backend: WasmBackend, ...infos: TensorInfo[]): void {
+  for (const info of infos) backend.disposeData(info.dataId);
+}
+
+/** A kernel's single output (kernels may return arrays; the ones we delegate to return one). */
+export function single(out: TensorInfo | TensorInfo[]): TensorInfo {
+  return Array.isArray(out) ? out[0] : out;
+}
+
+export function sizeOf(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+/**
+ * dst[dstOff + c*rows + r] = src[srcOff + r*cols + c], in 32x32 tiles so both sides stay in
+ * cache (a naive loop strides through one side by a whole row per element).
+ */
+export function transposeInto(
+  src: Float32Array,
+  srcOff: number,
+  rows: number,
+  cols: number,
+  dst: Float32Array,
+  dstOff: number,
+): void {
+  const T = 32;
+  for (let r0 = 0; r0 < rows; r0 += T) {
+    const r1 = Math.min(r0 + T, rows);
+    for (let c0 = 0; c0 < cols; c0 += T) {
+      const c1 = Math.min(c0 + T, cols);
+      for (let r = r0; r < r1; r++) {
+        const s = srcOff + r * cols;
+        for (let c = c0; c < c1; c++) dst[dstOff + c * rows + r] = src[s + c];
+      }
+    }
+  }
+}
+
+/**
+ * For an output batch index, the batch index of an operand with (possibly broadcast) leading
+ * dims `operandDims` against the broadcast result `outDims` (numpy rules, right-aligned).
+ */
+export function broadcastIndexer(operandDims: readonly number[], outDims: readonly number[]): (outIndex: number) => number {
+  const rank = outDims.length;
+  const offset = rank - operandDims.length;
+  const same = operandDims.length === outDims.length && operandDims.every((d, i) => d === outDims[i]);
+  if (same) return (i) => i;
+  if (sizeOf(operandDims) === 1) return () => 0;
+  return (outIndex) => {
+    let rem = outIndex;
+    let idx = 0;
+    let stride = 1;
+    for (let ax = rank - 1; ax >= 0; ax--) {
+      const coord = rem % outDims[ax];
+      rem = Math.floor(rem / outDims[ax]);
+      const od = ax - offset;
+      if (od >= 0) {
+        const d = operandDims[od];
+        idx += (d === 1 ? 0 : coord) * stride;
+        stride *= d;
+      }
+    }
+    return idx;
+  };
+}
