@@ -1,0 +1,140 @@
+/**
+ * The relaxed loss: the main model takes the recipe's loss (CE or BCE, hard, smoothed or soft
+ * targets); the sub-model is pulled toward the main model's *detached* prediction (softmax for CE
+ * recipes, sigmoid for BCE recipes). For contrastive models (CLIP) the same idea applies to the
+ * image-text similarity matrix, row- and column-wise.
+ */
+import { OptionError } from '../errors.js';
+import { tf } from '../tf.js';
+
+export type LossKind = 'ce' | 'bce';
+
+/** Targets of the main loss: class indices, or soft targets [B, C] (mixup/cutmix/smoothing). */
+export type Targets = { labels: tf.Tensor1D } | { soft: tf.Tensor2D };
+
+/**
+ * Identity whose gradient is zero: tfjs has no stop_gradient op. The teacher signal is built from
+ * it, so even if a caller computes the teacher inside a gradient tape, no gradient reaches the
+ * main pass through the sub loss.
+ */
+const stopGradientOp = tf.customGrad((...args: unknown[]) => ({
+  value: tf.clone(args[0] as tf.Tensor),
+  gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy),
+}));
+export function stopGradient(x: tf.Tensor): tf.Tensor {
+  return stopGradientOp(x);
+}
+
+/** log(softmax(x)) along the last axis, written with ops every backend has. */
+export function logSoftmax(logits: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    // The shift cancels in the gradient (softmax is shift invariant), so no stop-gradient is needed.
+    const max = tf.max(logits, -1, true);
+    const shifted = tf.sub(logits, max);
+    return tf.sub(shifted, tf.log(tf.sum(tf.exp(shifted), -1, true)));
+  });
+}
+
+/** mean_i( -sum_c p_ic log_softmax(x)_ic ). */
+export function softCrossEntropy(logits: tf.Tensor, probs: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => tf.mean(tf.neg(tf.sum(tf.mul(probs, logSoftmax(logits)), -1))) as tf.Scalar);
+}
+
+/** BCEWithLogits, mean over every element: max(x,0) - x t + log(1 + exp(-|x|)). */
+export function bceWithLogits(logits: tf.Tensor, targets: tf.Tensor): tf.Scalar {
+  return tf.tidy(() => {
+    const elem = tf.add(tf.sub(tf.relu(logits), tf.mul(logits, targets)), tf.log1p(tf.exp(tf.neg(tf.abs(logits)))));
+    return tf.mean(elem) as tf.Scalar;
+  });
+}
+
+/** Dense targets [B, C] from labels (one-hot, smoothed as in timm: 1-eps+eps/C and eps/C) or soft targets. */
+export function denseTargets(targets: Targets, numClasses: number, labelSmoothing = 0): tf.Tensor2D {
+  if (labelSmoothing < 0 || labelSmoothing >= 1) throw new OptionError('labelSmoothing', `must be in [0, 1), got ${labelSmoothing}`);
+  return tf.tidy(() => {
+    if ('soft' in targets) {
+      if (targets.soft.shape[1] !== numClasses) {
+        throw new OptionError('targets', `soft targets have ${targets.soft.shape[1]} classes, the model ${numClasses}`);
+      }
+      return targets.soft;
+    }
+    const oneHot = tf.oneHot(tf.cast(targets.labels, 'int32'), numClasses).toFloat() as tf.Tensor2D;
+    if (labelSmoothing === 0) return oneHot;
+    return tf.add(tf.mul(oneHot, 1 - labelSmoothing), labelSmoothing / numClasses) as tf.Tensor2D;
+  });
+}
+
+export interface RelaxedLoss {
+  readonly kind: LossKind | 'contrastive';
+  /** The recipe's loss on the main model's logits. */
+  main(logits: tf.Tensor, targets: Targets): tf.Scalar;
+  /** The teacher signal from the main logits (call on detached logits). */
+  teacher(mainLogits: tf.Tensor): tf.Tensor;
+  /** The sub-model's loss toward the teacher signal. */
+  sub(subLogits: tf.Tensor, teacher: tf.Tensor): tf.Scalar;
+}
+
+/** CE recipes: main CE (label smoothing, soft targets); sub soft-CE toward softmax(stopgrad(main)). */
+export function crossEntropyLoss(opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+  const eps = opts.labelSmoothing ?? 0;
+  return {
+    kind: 'ce',
+    main: (logits, targets) => tf.tidy(() => softCrossEntropy(logits, denseTargets(targets, logits.shape[logits.rank - 1], eps))),
+    teacher: (mainLogits) => tf.tidy(() => tf.softmax(stopGradient(mainLogits))),
+    sub: (subLogits, teacher) => softCrossEntropy(subLogits, teacher),
+  };
+}
+
+/** BCE recipes (DeiT-III, RSB): main BCE on (smoothed) one-hot or soft targets; sub BCE toward sigmoid(stopgrad(main)). */
+export function binaryCrossEntropyLoss(opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+  const eps = opts.labelSmoothing ?? 0;
+  return {
+    kind: 'bce',
+    main: (logits, targets) => tf.tidy(() => bceWithLogits(logits, denseTargets(targets, logits.shape[logits.rank - 1], eps))),
+    teacher: (mainLogits) => tf.tidy(() => tf.sigmoid(stopGradient(mainLogits))),
+    sub: (subLogits, teacher) => bceWithLogits(subLogits, teacher),
+  };
+}
+
+/**
+ * Contrastive form for image-text models. "Logits" here is the [B, B] similarity matrix S
+ * (images x texts). Main: (CE(S, arange) + CE(S^T, arange)) / 2. Sub: the masked-image matrix
+ * mimics softmax of the detached main matrix, row-wise and column-wise. The teacher packs both
+ * directions as [2, B, B].
+ */
+export function contrastiveLoss(): RelaxedLoss {
+  return {
+    kind: 'contrastive',
+    main: (s) =>
+      tf.tidy(() => {
+        const n = s.shape[0];
+        const labels = { labels: tf.range(0, n, 1, 'int32') as tf.Tensor1D };
+        const rows = softCrossEntropy(s, denseTargets(labels, n));
+        const cols = softCrossEntropy(tf.transpose(s), denseTargets(labels, n));
+        return tf.div(tf.add(rows, cols), 2) as tf.Scalar;
+      }),
+    teacher: (s) =>
+      tf.tidy(() => {
+        const d = stopGradient(s);
+        return tf.stack([tf.softmax(d), tf.softmax(tf.transpose(d))]);
+      }),
+    sub: (sSub, teacher) =>
+      tf.tidy(() => {
+        const [rowT, colT] = tf.unstack(teacher);
+        return tf.div(tf.add(softCrossEntropy(sSub, rowT), softCrossEntropy(tf.transpose(sSub), colT)), 2) as tf.Scalar;
+      }),
+  };
+}
+
+export function relaxedLoss(kind: LossKind | 'contrastive', opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+  switch (kind) {
+    case 'ce':
+      return crossEntropyLoss(opts);
+    case 'bce':
+      return binaryCrossEntropyLoss(opts);
+    case 'contrastive':
+      return contrastiveLoss();
+    default:
+      throw new OptionError('loss', `unknown loss '${String(kind)}' (ce, bce, contrastive)`);
+  }
+}

@@ -1,0 +1,13 @@
+/** @masksub/core: the sub-model contract, withMaskSub, the adapter registry, checkpoint I/O, backends. */
+export { tf } from './tf.js';
+export * from './errors.js';
+export * from './rng.js';
+export * from './io/types.js';
+export * from './io/safetensors.js';
+export * from './model.js';
+export * from './nn.js';
+export * from './contract/drop.js';
+export * from './contract/loss.js';
+export * from './contract/schedule.js';
+export * from './masksub.js';
+export * from './registry.js';

@@ -1,0 +1,203 @@
+/**
+ * withMaskSub(model, options): the two-pass MaskSub training step, nothing architecture-specific.
+ *
+ * One step = main forward + backward on the clean batch, free that graph, sub forward + backward
+ * on the dropped view toward stopgrad(main), add the gradients, one optimizer update. This is
+ * what the official code does (two backward passes, one step), so peak memory stays near a
+ * standard step's instead of doubling. The main gradient cannot depend on the sub pass: the sub
+ * loss only sees a constant copy of the main logits.
+ */
+import type { DropKind, DropMask, DropOperator } from './contract/drop.js';
+import { checkRatio, dropPathSub, dropoutSub } from './contract/drop.js';
+import type { LossKind, RelaxedLoss, Targets } from './contract/loss.js';
+import { relaxedLoss } from './contract/loss.js';
+import type { RatioScheduleSpec, WeightSchedule } from './contract/schedule.js';
+import { weightSchedule } from './contract/schedule.js';
+import { OptionError } from './errors.js';
+import type { ForwardOptions, MaskSubModel, ModelInputs } from './model.js';
+import { Rng } from './rng.js';
+import { tf } from './tf.js';
+
+export type Variant = 'masksub' | 'dropsub' | 'pathsub' | 'none';
+
+/** Anything that applies a gradient map (checkpoint names -> internal-layout gradients). */
+export interface GradientApplier {
+  step(grads: Map<string, tf.Tensor>, lr: number): void;
+}
+
+export interface MaskSubOptions {
+  /** masksub (the model's own drop operator), dropsub, pathsub, or none (standard training). */
+  variant?: Variant;
+  /** For 'masksub': which of the model's drop operators (default: the adapter's default). */
+  drop?: DropKind | DropOperator;
+  /** Drop ratio r (constant) or its schedule; 0.5 by default. */
+  ratio?: number | RatioScheduleSpec;
+  /** Loss weights; (1/2, 1/2) by default. */
+  mainWeight?: number;
+  subWeight?: number;
+  /** Recipe loss: 'ce' (default), 'bce' (DeiT-III/RSB), 'contrastive' (CLIP), or a custom one. */
+  loss?: LossKind | 'contrastive' | RelaxedLoss;
+  labelSmoothing?: number;
+  /** Seed of the mask/noise stream. */
+  seed?: number;
+}
+
+export interface Batch {
+  inputs: ModelInputs;
+  targets: Targets;
+}
+
+export interface StepResult {
+  /** Weighted total: main weight * main loss + sub weight * sub loss. */
+  loss: number;
+  /** Weighted halves (what the fixtures call loss_main / loss_sub). */
+  lossMain: number;
+  lossSub: number;
+  ratio: number;
+}
+
+export interface GradientResult extends StepResult {
+  /** Summed gradients of both passes, internal layout, keyed by checkpoint name. Caller disposes. */
+  grads: Map<string, tf.Tensor>;
+  mainLogits: tf.Tensor;
+  subLogits: tf.Tensor | null;
+  mask: DropMask | null;
+}
+
+/** Drop operators an adapter offers for its models. */
+export interface DropOperatorProvider {
+  /** The operator used by the 'masksub' variant when none is named. */
+  defaultDrop: DropKind;
+  dropOperator(kind: DropKind): DropOperator;
+}
+
+export class MaskSubTrainer {
+  readonly schedule: WeightSchedule;
+  readonly loss: RelaxedLoss;
+  readonly variant: Variant;
+  readonly rng: Rng;
+  private readonly drop: DropOperator | null;
+
+  constructor(
+    readonly model: MaskSubModel,
+    options: MaskSubOptions = {},
+    provider?: DropOperatorProvider,
+  ) {
+    this.variant = options.variant ?? 'masksub';
+    if (!['masksub', 'dropsub', 'pathsub', 'none'].includes(this.variant)) {
+      throw new OptionError('variant', `unknown variant '${this.variant}' (masksub, dropsub, pathsub, none)`);
+    }
+    this.schedule = weightSchedule({ ratio: options.ratio, mainWeight: options.mainWeight, subWeight: options.subWeight });
+    this.loss = typeof options.loss === 'object' ? options.loss : relaxedLoss(options.loss ?? 'ce', { labelSmoothing: options.labelSmoothing });
+    this.rng = new Rng(options.seed ?? 0);
+    this.drop = this.resolveDrop(options.drop, provider);
+  }
+
+  private resolveDrop(drop: MaskSubOptions['drop'], provider?: DropOperatorProvider): DropOperator | null {
+    switch (this.variant) {
+      case 'none':
+        return null;
+      case 'dropsub':
+        return dropoutSub();
+      case 'pathsub':
+        return dropPathSub();
+      case 'masksub':
+        if (drop && typeof drop === 'object') return drop;
+        if (!provider) throw new OptionError('drop', `the ${this.model.architecture} model offers no drop operators; pass one`);
+        return provider.dropOperator(drop ?? provider.defaultDrop);
+    }
+  }
+
+  /**
+   * Losses and summed gradients of both passes for one batch. `mask` replays a fixed drop (for
+   * parity checks against reference masks); otherwise one is drawn at the scheduled ratio.
+   */
+  computeGradients(batch: Batch, step = 0, mask?: DropMask): GradientResult {
+    const vars = this.model.params.trainable();
+    const varList = [...vars.values()];
+    const { main: wMain, sub: wSub } = this.schedule.weights(step);
+    const ratio = this.schedule.ratio(step);
+    checkRatio(ratio);
+
+    // Main pass: its graph is released when variableGrads returns; only the logits survive.
+    let mainLogits: tf.Tensor | null = null;
+    const main = tf.variableGrads(() => {
+      const logits = this.model.forward(batch.inputs, { training: true });
+      mainLogits = tf.keep(logits);
+      return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
+    }, varList);
+    const lossMain = main.value.dataSync()[0];
+    main.value.dispose();
+    const grads = renameGrads(vars, main.grads);
+    if (!mainLogits) throw new Error('main forward produced no logits');
+    const mainOut: tf.Tensor = mainLogits;
+
+    if (!this.drop || wSub === 0) {
+      return { loss: lossMain, lossMain, lossSub: 0, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
+    }
+
+    // Sub pass toward a constant teacher: no path back into the main pass.
+    const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
+    const view = this.drop.apply(batch.inputs, theMask);
+    const teacher = this.loss.teacher(mainOut);
+    let subLogits: tf.Tensor | null = null;
+    const sub = tf.variableGrads(() => {
+      const forward: ForwardOptions = { ...view.forward, training: true };
+      const logits = this.model.forward(view.inputs, forward);
+      subLogits = tf.keep(logits);
+      return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
+    }, varList);
+    const lossSub = sub.value.dataSync()[0];
+    sub.value.dispose();
+    teacher.dispose();
+    disposeView(batch.inputs, view.inputs, view.forward);
+
+    for (const [name, v] of vars) {
+      const g = sub.grads[v.name];
+      if (!g) continue;
+      const prev = grads.get(name);
+      if (prev) {
+        grads.set(name, tf.add(prev, g));
+        prev.dispose();
+        g.dispose();
+      } else {
+        grads.set(name, g);
+      }
+    }
+    return { loss: lossMain + lossSub, lossMain, lossSub, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+  }
+
+  /** One training step: both passes, one optimizer update. */
+  step(batch: Batch, optimizer: GradientApplier, lr: number, step = 0): StepResult {
+    const r = this.computeGradients(batch, step);
+    optimizer.step(r.grads, lr);
+    for (const g of r.grads.values()) g.dispose();
+    r.mainLogits.dispose();
+    r.subLogits?.dispose();
+    return { loss: r.loss, lossMain: r.lossMain, lossSub: r.lossSub, ratio: r.ratio };
+  }
+}
+
+function renameGrads(vars: Map<string, tf.Variable>, grads: tf.NamedTensorMap): Map<string, tf.Tensor> {
+  const out = new Map<string, tf.Tensor>();
+  for (const [name, v] of vars) {
+    const g = grads[v.name];
+    if (g) out.set(name, g);
+  }
+  return out;
+}
+
+function disposeView(original: ModelInputs, inputs: ModelInputs, forward: ForwardOptions): void {
+  for (const [k, t] of Object.entries(inputs)) if (original[k] !== t) t.dispose();
+  forward.keepIndices?.dispose();
+  forward.maskedPositions?.dispose();
+}
+
+/**
+ * Wrap a model for MaskSub training. The drop operator comes from the model's adapter (registered
+ * in the registry) unless one is passed in `options.drop`.
+ */
+export function withMaskSub(model: MaskSubModel & Partial<DropOperatorProvider>, options: MaskSubOptions = {}): MaskSubTrainer {
+  const provider = model.dropOperator && model.defaultDrop ? (model as DropOperatorProvider) : undefined;
+  return new MaskSubTrainer(model, options, provider);
+}

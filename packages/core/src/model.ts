@@ -1,0 +1,250 @@
+/**
+ * What an architecture adapter builds: a network as pure tfjs functions over named variables.
+ * Variables are keyed by checkpoint names (HF hub names) but stored in the layout that is fast
+ * in tfjs (e.g. Linear as [in, out]); `ParamSpec.layout` converts in both directions, so
+ * loading, saving and gradient checks all speak PyTorch layouts.
+ */
+import { TensorMismatchError } from './errors.js';
+import type { HostTensor, TensorMap } from './io/types.js';
+import { numel, toFloat32 } from './io/types.js';
+import type { Rng } from './rng.js';
+import { tf } from './tf.js';
+
+/** Named model inputs, as HF names them: pixel_values [B,C,H,W], input_ids, attention_mask, ... */
+export type ModelInputs = Record<string, tf.Tensor>;
+
+/** Per-pass instructions; the sub pass sets these from its drop operator. */
+export interface ForwardOptions {
+  /** Training mode (dropout, drop-path, batch-norm statistics). */
+  training?: boolean;
+  /** Token removal: kept patch indices [B, K] (int32), CLS excluded. */
+  keepIndices?: tf.Tensor;
+  /** Mask-token swap: [B, N] float, 1 = replace the patch token by the mask token. */
+  maskedPositions?: tf.Tensor;
+  /** DropSub: dropout rate for this pass (overrides the config's). */
+  dropoutRate?: number;
+  /** PathSub: stochastic-depth rate for this pass (overrides the config's). */
+  dropPathRate?: number;
+  /** Seed for this pass's random noise. */
+  seed?: number;
+}
+
+/**
+ * How a checkpoint tensor maps onto a tfjs variable:
+ * - identity: same shape and order;
+ * - linear: PyTorch Linear [out, in] <-> [in, out] so the forward matmul needs no transpose;
+ * - patch-linear: a conv with kernel == stride [D, C, p, p] <-> [C*p*p, D], applied as a matmul on patches;
+ * - conv-hwio: PyTorch Conv2d [O, I, kh, kw] <-> tfjs [kh, kw, I, O].
+ */
+export type Layout = 'identity' | 'linear' | 'patch-linear' | 'conv-hwio';
+
+export type Initializer = 'zeros' | 'ones' | { normal: number } | { truncNormal: number } | { uniform: number };
+
+export interface ParamSpec {
+  /** Checkpoint name (hub name). */
+  name: string;
+  /** Shape in the checkpoint (PyTorch layout). */
+  shape: number[];
+  layout: Layout;
+  init: Initializer;
+  /** Updated by the optimizer (false for batch-norm running statistics). */
+  trainable?: boolean;
+  /** May be absent from a checkpoint (created by the adapter, e.g. a mask token). */
+  optional?: boolean;
+}
+
+export function internalShape(spec: Pick<ParamSpec, 'shape' | 'layout'>): number[] {
+  const s = spec.shape;
+  switch (spec.layout) {
+    case 'identity':
+      return [...s];
+    case 'linear':
+      return [s[1], s[0]];
+    case 'patch-linear':
+      return [s[1] * s[2] * s[3], s[0]];
+    case 'conv-hwio':
+      return [s[2], s[3], s[1], s[0]];
+  }
+}
+
+/** Checkpoint layout -> internal layout (host arrays, no tfjs). */
+export function toInternal(spec: Pick<ParamSpec, 'shape' | 'layout'>, data: Float32Array): Float32Array {
+  const s = spec.shape;
+  switch (spec.layout) {
+    case 'identity':
+      return data;
+    case 'linear':
+      return transpose2d(data, s[0], s[1]);
+    case 'patch-linear':
+      return transpose2d(data, s[0], s[1] * s[2] * s[3]);
+    case 'conv-hwio':
+      return permute(data, s, [2, 3, 1, 0]);
+  }
+}
+
+/** Internal layout -> checkpoint layout. */
+export function toCheckpoint(spec: Pick<ParamSpec, 'shape' | 'layout'>, data: Float32Array): Float32Array {
+  const s = spec.shape;
+  switch (spec.layout) {
+    case 'identity':
+      return data;
+    case 'linear':
+      return transpose2d(data, s[1], s[0]);
+    case 'patch-linear':
+      return transpose2d(data, s[1] * s[2] * s[3], s[0]);
+    case 'conv-hwio':
+      return permute(data, [s[2], s[3], s[1], s[0]], [3, 2, 0, 1]);
+  }
+}
+
+function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
+  const out = new Float32Array(a.length);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
+  return out;
+}
+
+/** out[idx permuted] = a[idx] for a rank-4 array of shape `shape`; out has shape shape[perm[i]]. */
+function permute(a: Float32Array, shape: number[], perm: number[]): Float32Array {
+  const outShape = perm.map((p) => shape[p]);
+  const inStrides = [shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
+  const out = new Float32Array(a.length);
+  const st = perm.map((p) => inStrides[p]);
+  let o = 0;
+  for (let i0 = 0; i0 < outShape[0]; i0++)
+    for (let i1 = 0; i1 < outShape[1]; i1++)
+      for (let i2 = 0; i2 < outShape[2]; i2++)
+        for (let i3 = 0; i3 < outShape[3]; i3++) out[o++] = a[i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3]];
+  return out;
+}
+
+function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
+  const n = numel(spec.shape);
+  const out = new Float32Array(n);
+  const init = spec.init;
+  if (init === 'zeros') return out;
+  if (init === 'ones') return out.fill(1);
+  if ('uniform' in init) {
+    for (let i = 0; i < n; i++) out[i] = (rng.next() * 2 - 1) * init.uniform;
+    return out;
+  }
+  const std = 'normal' in init ? init.normal : init.truncNormal;
+  for (let i = 0; i < n; i++) {
+    let v = rng.normal();
+    if ('truncNormal' in init) while (Math.abs(v) > 2) v = rng.normal();
+    out[i] = v * std;
+  }
+  return out;
+}
+
+let modelCounter = 0;
+
+/** The variables of one model instance, keyed by checkpoint name. */
+export class ParameterStore {
+  readonly specs: ReadonlyMap<string, ParamSpec>;
+  readonly variables = new Map<string, tf.Variable>();
+  private readonly prefix = `m${modelCounter++}`;
+
+  constructor(specs: ParamSpec[], rng: Rng) {
+    this.specs = new Map(specs.map((s) => [s.name, s]));
+    for (const spec of specs) {
+      const values = toInternal(spec, initialValues(spec, rng));
+      // tfjs variable names are global: prefix them so two models can live side by side.
+      const v = tf.variable(tf.tensor(values, internalShape(spec)), spec.trainable ?? true, `${this.prefix}/${spec.name}`);
+      this.variables.set(spec.name, v);
+    }
+  }
+
+  /** The variable for a checkpoint name (throws naming it when absent: a programming error in an adapter). */
+  get(name: string): tf.Variable {
+    const v = this.variables.get(name);
+    if (!v) throw new Error(`model has no parameter '${name}'`);
+    return v;
+  }
+
+  has(name: string): boolean {
+    return this.variables.has(name);
+  }
+
+  /** Trainable variables keyed by checkpoint name. */
+  trainable(): Map<string, tf.Variable> {
+    return new Map([...this.variables].filter(([name]) => this.specs.get(name)?.trainable ?? true));
+  }
+
+  /**
+   * Assign checkpoint tensors (PyTorch layouts). Every mismatch is collected and reported at once:
+   * missing required tensors, tensors that cannot be placed, and wrong shapes. Tensors listed in
+   * `ignore` (e.g. a pooler the classifier does not use) are skipped silently.
+   */
+  load(tensors: TensorMap, source: string, ignore: (name: string) => boolean = () => false): { loaded: string[]; created: string[] } {
+    const missing: string[] = [];
+    const created: string[] = [];
+    const wrongShape: { name: string; expected: number[]; found: number[] }[] = [];
+    const loaded: string[] = [];
+    for (const [name, spec] of this.specs) {
+      const t = tensors.get(name);
+      if (!t) {
+        if (spec.optional) created.push(name);
+        else missing.push(name);
+        continue;
+      }
+      if (t.shape.length !== spec.shape.length || t.shape.some((d, i) => d !== spec.shape[i])) {
+        wrongShape.push({ name, expected: spec.shape, found: t.shape });
+      }
+    }
+    const unexpected = [...tensors.keys()].filter((n) => !this.specs.has(n) && !ignore(n));
+    if (missing.length || unexpected.length || wrongShape.length) {
+      throw new TensorMismatchError(source, missing, unexpected, wrongShape);
+    }
+    for (const [name, spec] of this.specs) {
+      const t = tensors.get(name);
+      if (!t) continue;
+      const value = tf.tensor(toInternal(spec, toFloat32(t)), internalShape(spec));
+      this.get(name).assign(value);
+      value.dispose();
+      loaded.push(name);
+    }
+    return { loaded, created };
+  }
+
+  /** All variables as checkpoint tensors (PyTorch layouts). */
+  export(): TensorMap {
+    const out: TensorMap = new Map();
+    for (const [name, spec] of this.specs) {
+      const data = toCheckpoint(spec, this.get(name).dataSync() as Float32Array);
+      out.set(name, { name, dtype: 'float32', shape: [...spec.shape], data: Float32Array.from(data) } satisfies HostTensor);
+    }
+    return out;
+  }
+
+  /** A gradient (internal layout) as a checkpoint-layout host tensor, for checks against PyTorch. */
+  gradientToCheckpoint(name: string, grad: tf.Tensor): HostTensor {
+    const spec = this.specs.get(name);
+    if (!spec) throw new Error(`model has no parameter '${name}'`);
+    return { name, dtype: 'float32', shape: [...spec.shape], data: toCheckpoint(spec, grad.dataSync() as Float32Array) };
+  }
+
+  count(): number {
+    let n = 0;
+    for (const spec of this.specs.values()) n += numel(spec.shape);
+    return n;
+  }
+
+  dispose(): void {
+    for (const v of this.variables.values()) v.dispose();
+    this.variables.clear();
+  }
+}
+
+/** A trainable network as masksub sees it. */
+export interface MaskSubModel {
+  /** The adapter's name (e.g. 'vit'). */
+  readonly architecture: string;
+  /** The HF config it was built from (config.json contents). */
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly params: ParameterStore;
+  /** Number of output classes (or embedding size for contrastive models). */
+  readonly numClasses: number;
+  /** Logits [B, classes] (or for contrastive models the [B, B] similarity matrix). */
+  forward(inputs: ModelInputs, options?: ForwardOptions): tf.Tensor;
+  dispose(): void;
+}

@@ -1,0 +1,120 @@
+/**
+ * Building blocks shared by the transformer adapters, as pure functions of tensors. Weights are
+ * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
+ */
+import { tf } from './tf.js';
+
+/** y = x W + b over the last axis; W is [in, out]. */
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inDim = x.shape[x.rank - 1] as number;
+    const outDim = weight.shape[1] as number;
+    const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
+    let y = tf.matMul(flat, weight);
+    if (bias) y = tf.add(y, bias);
+    return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
+  });
+}
+
+/** LayerNorm over the last axis (biased variance, as PyTorch). */
+export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  return tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    const normed = tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps)));
+    return tf.add(tf.mul(normed, gamma), beta);
+  });
+}
+
+/** Exact GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). */
+export function geluExact(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1)));
+}
+
+/** tanh-approximated GELU ("gelu_new", "gelu_pytorch_tanh"). */
+export function geluTanh(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const inner = tf.mul(tf.add(x, tf.mul(tf.pow(x, 3), 0.044715)), Math.sqrt(2 / Math.PI));
+    return tf.mul(tf.mul(x, 0.5), tf.add(tf.tanh(inner), 1));
+  });
+}
+
+/** x * sigmoid(1.702 x) (CLIP's "quick_gelu"). */
+export function quickGelu(x: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))));
+}
+
+export type Activation = 'gelu' | 'gelu_new' | 'gelu_pytorch_tanh' | 'quick_gelu' | 'relu';
+
+export function activation(name: string): (x: tf.Tensor) => tf.Tensor {
+  switch (name) {
+    case 'gelu':
+      return geluExact;
+    case 'gelu_new':
+    case 'gelu_pytorch_tanh':
+      return geluTanh;
+    case 'quick_gelu':
+      return quickGelu;
+    case 'relu':
+      return (x) => tf.relu(x);
+    default:
+      throw new Error(`unsupported hidden_act '${name}' (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu)`);
+  }
+}
+
+/** Inverted dropout with a seeded mask; identity when rate is 0. */
+export function dropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
+  if (rate <= 0) return x;
+  return tf.tidy(() => {
+    const keep = tf.cast(tf.greaterEqual(tf.randomUniform(x.shape, 0, 1, 'float32', seed), rate), 'float32');
+    return tf.mul(x, tf.div(keep, 1 - rate));
+  });
+}
+
+/** Stochastic depth: drops a residual branch per sample (x is [B, ...]); identity when rate is 0. */
+export function dropPath(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
+  if (rate <= 0) return x;
+  return tf.tidy(() => {
+    const shape = [x.shape[0], ...new Array<number>(x.rank - 1).fill(1)];
+    const keep = tf.cast(tf.greaterEqual(tf.randomUniform(shape, 0, 1, 'float32', seed), rate), 'float32');
+    return tf.mul(x, tf.div(keep, 1 - rate));
+  });
+}
+
+export interface AttentionWeights {
+  q: [tf.Tensor, tf.Tensor?];
+  k: [tf.Tensor, tf.Tensor?];
+  v: [tf.Tensor, tf.Tensor?];
+  out: [tf.Tensor, tf.Tensor?];
+}
+
+/**
+ * Multi-head self-attention on x [B, T, D]. `bias` (optional) is added to the scores
+ * [B or 1, heads or 1, T, T] (padding masks, relative positions). Attention dropout on the
+ * probabilities when `dropoutRate` > 0.
+ */
+export function multiHeadAttention(
+  x: tf.Tensor,
+  w: AttentionWeights,
+  heads: number,
+  opts: { bias?: tf.Tensor; dropoutRate?: number; seed?: number; scale?: number } = {},
+): tf.Tensor {
+  return tf.tidy(() => {
+    const [b, t, d] = x.shape;
+    const dh = d / heads;
+    const split = (y: tf.Tensor) => tf.transpose(tf.reshape(y, [b, t, heads, dh]), [0, 2, 1, 3]);
+    const q = split(linear(x, w.q[0], w.q[1]));
+    const k = split(linear(x, w.k[0], w.k[1]));
+    const v = split(linear(x, w.v[0], w.v[1]));
+    let scores = tf.mul(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh));
+    if (opts.bias) scores = tf.add(scores, opts.bias);
+    let probs = tf.softmax(scores);
+    if (opts.dropoutRate) probs = dropout(probs, opts.dropoutRate, opts.seed ?? 0);
+    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
+    return linear(ctx, w.out[0], w.out[1]);
+  });
+}
+
+/** A per-layer seed from a pass seed, so layers draw different noise. */
+export function layerSeed(seed: number, layer: number, slot: number): number {
+  return (seed * 1009 + layer * 31 + slot) >>> 0;
+}

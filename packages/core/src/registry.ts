@@ -1,0 +1,62 @@
+/**
+ * The adapter registry: each architecture package registers one adapter (the HF `model_type`s
+ * it serves, how to build a model from config.json, its weight names, its drop operators) in a
+ * tsyringe container; `loadPretrained(dir)` reads config.json and dispatches.
+ */
+import 'reflect-metadata';
+import { container, type DependencyContainer } from 'tsyringe';
+import { MaskSubError } from './errors.js';
+import type { MaskSubModel } from './model.js';
+import type { DropOperatorProvider } from './masksub.js';
+import type { Rng } from './rng.js';
+
+export type HFConfig = Record<string, unknown> & { model_type?: string };
+
+export type AdapterModel = MaskSubModel & DropOperatorProvider;
+
+export interface ArchitectureAdapter {
+  /** Short name, e.g. 'vit'. */
+  readonly name: string;
+  /** HF `model_type` values it serves. */
+  readonly modelTypes: readonly string[];
+  /** Build a randomly initialised model from a config.json object (validates the fields it reads). */
+  build(config: HFConfig, options?: { rng?: Rng }): AdapterModel;
+  /**
+   * Checkpoint names that may appear in a file but that this model does not use (e.g. a pooler
+   * with a classification head); they are skipped rather than reported as unexpected.
+   */
+  ignoredWeights?(name: string): boolean;
+  /** Alternative names (e.g. transformers-5 module layout) -> hub names, for ONNX initializers. */
+  readonly aliases?: Readonly<Record<string, string>>;
+}
+
+export const ADAPTER_TOKEN = Symbol.for('masksub.ArchitectureAdapter');
+
+/** The container adapters are registered in (a child container can be passed for isolation). */
+export let adapterContainer: DependencyContainer = container;
+
+export function useAdapterContainer(c: DependencyContainer): void {
+  adapterContainer = c;
+}
+
+/** Register an adapter (idempotent per name: registering the same name again is ignored). */
+export function registerAdapter(adapter: ArchitectureAdapter, c: DependencyContainer = adapterContainer): void {
+  if (listAdapters(c).some((a) => a.name === adapter.name)) return;
+  c.register<ArchitectureAdapter>(ADAPTER_TOKEN, { useValue: adapter });
+}
+
+export function listAdapters(c: DependencyContainer = adapterContainer): ArchitectureAdapter[] {
+  return c.isRegistered(ADAPTER_TOKEN, true) ? c.resolveAll<ArchitectureAdapter>(ADAPTER_TOKEN) : [];
+}
+
+export function adapterFor(modelType: string | undefined, source: string, c: DependencyContainer = adapterContainer): ArchitectureAdapter {
+  const adapters = listAdapters(c);
+  const found = adapters.find((a) => modelType !== undefined && a.modelTypes.includes(modelType));
+  if (!found) {
+    const known = adapters.flatMap((a) => a.modelTypes.map((t) => `${t} (${a.name})`));
+    throw new MaskSubError(
+      `${source}: no adapter for model_type '${modelType ?? '(missing)'}'. Registered: ${known.length ? known.join(', ') : 'none — import an architecture package such as @masksub/vit'}`,
+    );
+  }
+  return found;
+}

@@ -1,0 +1,20 @@
+/**
+ * @masksub/vit: HF ViT / DeiT for masksub. Importing this module registers the adapter, so
+ * `loadPretrained(dir)` dispatches `model_type: vit | deit` here.
+ */
+import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
+import { ViTModel } from './model.js';
+import { vitIgnoredWeights } from './weights.js';
+
+export { parseViTConfig, type ViTConfig } from './config.js';
+export { ViTModel } from './model.js';
+export { vitParamSpecs, vitIgnoredWeights } from './weights.js';
+
+export const vitAdapter: ArchitectureAdapter = {
+  name: 'vit',
+  modelTypes: ['vit', 'deit'],
+  build: (config, options) => new ViTModel(config, options),
+  ignoredWeights: vitIgnoredWeights,
+};
+
+registerAdapter(vitAdapter);

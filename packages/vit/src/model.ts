@@ -1,0 +1,181 @@
+/**
+ * ViT (HF ViTForImageClassification; DeiTForImageClassification with its distillation token)
+ * in tfjs ops, top to bottom: patch embedding as a matmul on patches, CLS (+ distillation)
+ * token, positions, pre-norm blocks (exact GELU, LayerNorm eps from the config), final norm,
+ * head on CLS. The sub pass either removes patch tokens after the positions are added (MAE
+ * style: the encoder runs on 1+K tokens) or swaps them for a learnable mask token (BEiT style).
+ */
+import {
+  OptionError,
+  ParameterStore,
+  Rng,
+  activation,
+  dropPath,
+  dropout,
+  layerNorm,
+  layerSeed,
+  linear,
+  maskTokenSwap,
+  multiHeadAttention,
+  tf,
+  tokenRemoval,
+  zeroFill,
+  type AdapterModel,
+  type DropKind,
+  type DropOperator,
+  type ForwardOptions,
+  type HFConfig,
+  type ModelInputs,
+} from '@masksub/core';
+import { parseViTConfig, type ViTConfig } from './config.js';
+import { vitParamSpecs } from './weights.js';
+
+export class ViTModel implements AdapterModel {
+  readonly architecture = 'vit';
+  readonly params: ParameterStore;
+  readonly cfg: ViTConfig;
+  readonly defaultDrop: DropKind = 'token-removal';
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+
+  constructor(
+    readonly config: Readonly<HFConfig>,
+    options: { rng?: Rng } = {},
+  ) {
+    this.cfg = parseViTConfig(config);
+    this.act = activation(this.cfg.hiddenAct);
+    this.params = new ParameterStore(vitParamSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  get numClasses(): number {
+    return this.cfg.numLabels;
+  }
+
+  get gridSize(): [number, number] {
+    return [this.cfg.imageSize[0] / this.cfg.patchSize, this.cfg.imageSize[1] / this.cfg.patchSize];
+  }
+
+  get numPatches(): number {
+    const [h, w] = this.gridSize;
+    return h * w;
+  }
+
+  /**
+   * Drop operators for the sub pass. Mask-token blocks are 32 px as in the paper (at least one
+   * token); zero-fill patches are 32 px too.
+   */
+  dropOperator(kind: DropKind): DropOperator {
+    const [gh, gw] = this.gridSize;
+    switch (kind) {
+      case 'token-removal':
+        return tokenRemoval(this.numPatches);
+      case 'mask-token':
+        return maskTokenSwap(gh, gw, Math.max(1, Math.round(32 / this.cfg.patchSize)));
+      case 'zero-fill':
+        return zeroFill(Math.min(32, this.cfg.imageSize[0]));
+      default:
+        throw new OptionError('drop', `ViT offers token-removal, mask-token and zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
+    }
+  }
+
+  private p(name: string): tf.Variable {
+    return this.params.get(`${this.cfg.modelType}.${name}`);
+  }
+
+  /** [B, C, H, W] -> [B, N, C*p*p] in (C, ph, pw) order, matching the conv weight's flattening. */
+  private patchify(x: tf.Tensor): tf.Tensor {
+    const { patchSize: p, numChannels: c } = this.cfg;
+    const [gh, gw] = this.gridSize;
+    const b = x.shape[0];
+    // Two rank-4 transposes rather than one rank-6: wasm's high-rank transpose is very slow.
+    const rows = tf.transpose(tf.reshape(x, [b * c * gh, p, gw, p]), [0, 2, 1, 3]); // [B*C*gh, gw, p, p]
+    const grouped = tf.reshape(rows, [b, c, gh * gw, p * p]);
+    return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, gh * gw, c * p * p]);
+  }
+
+  private checkInput(inputs: ModelInputs): tf.Tensor {
+    const x = inputs.pixel_values;
+    if (!x) throw new OptionError('pixel_values', `ViT needs input 'pixel_values' [B, ${this.cfg.numChannels}, ${this.cfg.imageSize}], got [${Object.keys(inputs)}]`);
+    const [, c, h, w] = x.shape;
+    if (x.rank !== 4 || c !== this.cfg.numChannels || h !== this.cfg.imageSize[0] || w !== this.cfg.imageSize[1]) {
+      throw new OptionError('pixel_values', `expected [B, ${this.cfg.numChannels}, ${this.cfg.imageSize[0]}, ${this.cfg.imageSize[1]}], got [${x.shape}]`);
+    }
+    return x;
+  }
+
+  forward(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor {
+    const x = this.checkInput(inputs);
+    const cfg = this.cfg;
+    return tf.tidy(() => {
+      const b = x.shape[0];
+      const d = cfg.hiddenSize;
+      const n = this.numPatches;
+      let patches = linear(this.patchify(x), this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
+      if (options.maskedPositions) {
+        const m = tf.expandDims(options.maskedPositions, -1);
+        if (options.maskedPositions.shape[0] !== b || options.maskedPositions.shape[1] !== n) {
+          throw new OptionError('maskedPositions', `expected [${b}, ${n}], got [${options.maskedPositions.shape}]`);
+        }
+        patches = tf.add(tf.mul(patches, tf.sub(1, m)), tf.mul(this.p('embeddings.mask_token'), m));
+      }
+      const prefix = [tf.tile(this.p('embeddings.cls_token'), [b, 1, 1])];
+      if (cfg.modelType === 'deit') prefix.push(tf.tile(this.p('embeddings.distillation_token'), [b, 1, 1]));
+      let h = tf.add(tf.concat([...prefix, patches], 1), this.p('embeddings.position_embeddings'));
+      if (options.keepIndices) h = this.removeTokens(h, options.keepIndices, prefix.length);
+
+      const training = options.training ?? false;
+      const dropRate = options.dropoutRate ?? (training ? cfg.hiddenDropoutProb : 0);
+      const attnDropRate = options.dropoutRate ?? (training ? cfg.attentionProbsDropoutProb : 0);
+      const pathRate = options.dropPathRate ?? (training ? cfg.dropPathRate : 0);
+      const seed = options.seed ?? 0;
+      for (let i = 0; i < cfg.numHiddenLayers; i++) {
+        const l = (name: string) => this.p(`encoder.layer.${i}.${name}`);
+        // timm's linear stochastic-depth rule: deeper blocks drop more often.
+        const layerPath = cfg.numHiddenLayers > 1 ? (pathRate * i) / (cfg.numHiddenLayers - 1) : pathRate;
+        const attnIn = layerNorm(h, l('layernorm_before.weight'), l('layernorm_before.bias'), cfg.layerNormEps);
+        const qkv = (name: string): [tf.Tensor, tf.Tensor?] => [
+          l(`attention.attention.${name}.weight`),
+          cfg.qkvBias ? l(`attention.attention.${name}.bias`) : undefined,
+        ];
+        let attn = multiHeadAttention(
+          attnIn,
+          { q: qkv('query'), k: qkv('key'), v: qkv('value'), out: [l('attention.output.dense.weight'), l('attention.output.dense.bias')] },
+          cfg.numAttentionHeads,
+          { dropoutRate: attnDropRate, seed: layerSeed(seed, i, 0) },
+        );
+        attn = dropout(attn, dropRate, layerSeed(seed, i, 1));
+        h = tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2)));
+        const mlpIn = layerNorm(h, l('layernorm_after.weight'), l('layernorm_after.bias'), cfg.layerNormEps);
+        let mlp = linear(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), l('output.dense.weight'), l('output.dense.bias'));
+        mlp = dropout(mlp, dropRate, layerSeed(seed, i, 3));
+        h = tf.add(h, dropPath(mlp, layerPath, layerSeed(seed, i, 4)));
+      }
+      const cls = tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]);
+      const normed = layerNorm(cls, this.p('layernorm.weight'), this.p('layernorm.bias'), cfg.layerNormEps);
+      return linear(normed, this.params.get('classifier.weight'), this.params.get('classifier.bias'));
+    });
+  }
+
+  /**
+   * MAE token removal on h [B, P+N, D] (positions already added): keep the P prefix tokens and
+   * gather K patch tokens per sample. A flat gather (b*N + idx) keeps the gradient a plain
+   * UnsortedSegmentSum, which every backend has (masksub registers it for wasm).
+   */
+  private removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
+    const [b, t, d] = h.shape;
+    const n = t - prefixCount;
+    if (keepIndices.rank !== 2 || keepIndices.shape[0] !== b) {
+      throw new OptionError('keepIndices', `expected [${b}, K] patch indices, got [${keepIndices.shape}]`);
+    }
+    const k = keepIndices.shape[1] as number;
+    const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
+    const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
+    const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
+    const flat = tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
+    const kept = tf.reshape(tf.gather(patches, flat), [b, k, d]);
+    return tf.concat([prefix, kept], 1);
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
