@@ -11,3 +11,4 @@ export * from './contract/loss.js';
 export * from './contract/schedule.js';
 export * from './masksub.js';
 export * from './registry.js';
+export * from './layers-model.js';

@@ -144,14 +144,27 @@ export class ParameterStore {
   readonly variables = new Map<string, tf.Variable>();
   private readonly prefix = `m${modelCounter++}`;
 
-  constructor(specs: ParamSpec[], rng: Rng) {
+  /** Create variables for `specs`, initialised from `rng`. */
+  constructor(specs: ParamSpec[], rng: Rng | null) {
     this.specs = new Map(specs.map((s) => [s.name, s]));
+    if (!rng) return;
     for (const spec of specs) {
       const values = toInternal(spec, initialValues(spec, rng));
       // tfjs variable names are global: prefix them so two models can live side by side.
       const v = tf.variable(tf.tensor(values, internalShape(spec)), spec.trainable ?? true, `${this.prefix}/${spec.name}`);
       this.variables.set(spec.name, v);
     }
+  }
+
+  /** A store over variables that already exist (e.g. a tf.LayersModel's weights). */
+  static wrap(specs: ParamSpec[], variables: Map<string, tf.Variable>): ParameterStore {
+    const store = new ParameterStore(specs, null);
+    for (const spec of specs) {
+      const v = variables.get(spec.name);
+      if (!v) throw new Error(`no variable for parameter '${spec.name}'`);
+      store.variables.set(spec.name, v);
+    }
+    return store;
   }
 
   /** The variable for a checkpoint name (throws naming it when absent: a programming error in an adapter). */
