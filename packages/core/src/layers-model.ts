@@ -35,7 +35,7 @@ export class LayersModelAdapter implements MaskSubModel, DropOperatorProvider {
     this.patch = options.patch ?? 32;
     this.config = { model_type: 'layers-model', name: model.name };
     // Reuse the layer variables themselves: the optimizer updates what the LayersModel computes with.
-    const specs: ParamSpec[] = model.trainableWeights.map((w) => ({ name: w.originalName, shape: [...w.shape], layout: 'identity' as const, init: 'zeros' as const }));
+    const specs: ParamSpec[] = model.trainableWeights.map((w) => ({ name: w.originalName, shape: w.shape.map((d) => d ?? 0), layout: 'identity' as const, init: 'zeros' as const }));
     this.params = ParameterStore.wrap(specs, new Map(model.trainableWeights.map((w) => [w.originalName, w.read() as tf.Variable])));
   }
 
