@@ -12,3 +12,4 @@ export * from './contract/schedule.js';
 export * from './masksub.js';
 export * from './registry.js';
 export * from './layers-model.js';
+export * from './backend/index.js';

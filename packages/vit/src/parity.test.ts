@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { readSafetensors, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type TensorMap } from '@masksub/core';
+import { initBackend, readSafetensors, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type TensorMap } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
 import { ViTModel } from './index.js';
 
@@ -21,7 +21,8 @@ function maxAbsOf(a: ArrayLike<number>): number {
   return m;
 }
 
-describeShared('fixtures/hf-tiny/vit', 'ViT parity with PyTorch (hf-tiny)', () => {
+for (const backend of ['cpu', 'wasm'] as const)
+describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${backend}`, () => {
   let model: ViTModel;
   let ref: TensorMap;
   let pixels: tf.Tensor4D;
@@ -35,7 +36,8 @@ describeShared('fixtures/hf-tiny/vit', 'ViT parity with PyTorch (hf-tiny)', () =
   };
 
   beforeAll(async () => {
-    await tf.setBackend('cpu');
+    await initBackend({ prefer: backend, log: () => {} });
+    expect(tf.getBackend()).toBe(backend);
     const config = JSON.parse(readFileSync(fixturePath('vit', 'config.json'), 'utf8'));
     model = new ViTModel(config);
     const { created } = model.params.load(readSafetensors(fixturePath('vit', 'model.safetensors')), 'vit/model.safetensors');
