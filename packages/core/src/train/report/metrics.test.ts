@@ -111,7 +111,8 @@ describe('parseMetrics', () => {
   });
 
   it('readMetrics names a missing file', () => {
-    expect(() => readMetrics('/nonexistent/run')).toThrow(/\/nonexistent\/run: no such metrics file/);
+    expect(() => readMetrics('/nonexistent/run')).toThrow(/\/nonexistent\/run\/metrics\.jsonl: no such metrics file/);
+    expect(() => readMetrics('/nonexistent/m.jsonl')).toThrow(/\/nonexistent\/m\.jsonl: no such metrics file/);
   });
 
   it('reads a file written by hand', () => {

@@ -128,7 +128,9 @@ export function parseMetrics(text: string, file: string): ParsedMetrics {
 
 /** Reads a metrics.jsonl file (or a run folder containing one); a torn last line is dropped. */
 export function readMetrics(path: string): MetricsRecord[] {
-  const file = existsSync(path) && statSync(path).isDirectory() ? join(path, METRICS_FILE) : path;
+  // A run folder or the file itself; a missing path is named as the file we looked for.
+  const isRunDir = existsSync(path) ? statSync(path).isDirectory() : !path.endsWith('.jsonl');
+  const file = isRunDir ? join(path, METRICS_FILE) : path;
   if (!existsSync(file)) throw new FileFormatError(file, 'no such metrics file');
   return parseMetrics(readFileSync(file, 'utf8'), file).records;
 }
