@@ -137,6 +137,9 @@ class OnnxResolver {
         this.consumers.set(input, list);
       });
     }
+    (graph.initializer ?? []).forEach((t, i) => {
+      if (!t.name) throw new FileFormatError(path, `initializer #${i} has no name`);
+    });
     for (const t of graph.initializer ?? []) {
       const name = t.name ?? '';
       if (this.protos.has(name)) throw new FileFormatError(path, `initializer '${name}' appears twice`);
