@@ -51,8 +51,11 @@ describe('TrainingProgress', () => {
 
   it('draws a bar with ETA, img/s, losses and lr on a TTY', () => {
     const out = captureStream(true);
+    const sigintListeners = process.listenerCount('SIGINT');
     const p = new TrainingProgress({ totalSteps: 10, stream: out.stream });
     expect(p.quiet).toBe(false);
+    // Ctrl-C must still stop a training run: the bar installs no signal handler.
+    expect(process.listenerCount('SIGINT')).toBe(sigintListeners);
     p.update(update(3));
     p.log('checkpoint saved');
     p.update({ ...update(4), loss_sub: null });

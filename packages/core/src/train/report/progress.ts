@@ -115,11 +115,13 @@ export class TrainingProgress {
         {
           format: BAR_FORMAT,
           stream: this.stream,
-          hideCursor: true,
+          // No hidden cursor and no SIGINT/SIGTERM handlers: cli-progress's gracefulExit installs
+          // a listener, which stops Node from exiting on the first Ctrl-C; signals belong to the
+          // trainer, and a visible cursor needs no restoring after a kill.
+          hideCursor: false,
+          gracefulExit: false,
           // ETA over the last 50 updates: recent speed, but not one slow step (an eval, a GC).
           etaBuffer: 50,
-          // Restore the cursor if the run is interrupted.
-          gracefulExit: true,
           barsize: 24,
         },
         cliProgress.Presets.shades_classic,
