@@ -46,9 +46,14 @@ function fmix32(h: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-/** An Rng determined by (state, stream, n) alone: a different stream or n gives an unrelated sequence. */
-export function deriveRng(state: RngState, stream: number, n = 0): Rng {
-  const words = state.map((w, i) => fmix32((w ^ fmix32(stream * 4 + i + 1) ^ fmix32((n + 0x632be5ab) ^ (i << 24))) >>> 0)) as RngState;
+/**
+ * An Rng determined by (state, stream, ...keys) alone: another stream or key gives an unrelated
+ * sequence. (Used instead of Rng.fork so nothing depends on how many draws happened before.)
+ */
+export function deriveRng(state: RngState, stream: number, ...keys: number[]): Rng {
+  let h = fmix32(stream + 0x632be5ab);
+  for (const k of keys) h = fmix32((h ^ fmix32(k + 0x9e3779b9)) >>> 0);
+  const words = state.map((w, i) => fmix32((w ^ h ^ fmix32(i + 1)) >>> 0)) as RngState;
   if ((words[0] | words[1] | words[2] | words[3]) === 0) words[0] = 1;
   return new Rng(words);
 }
@@ -56,6 +61,7 @@ export function deriveRng(state: RngState, stream: number, n = 0): Rng {
 const ORDER_STREAM = 1;
 const BATCH_STREAM = 2;
 const NEXT_EPOCH_STREAM = 3;
+const SAMPLE_STREAM = 4;
 
 /** One batch worth of work: which samples, and its number within the epoch. */
 type BatchJob = Promise<ImageBatch | null>;
@@ -128,12 +134,15 @@ export class DataLoader {
    * position of the last batch received.
    */
   async *epochBatches(): AsyncGenerator<ImageBatch> {
+    // A position saved right after the last batch of an epoch belongs to the next epoch.
+    if (this.epochComplete(this.index)) this.advanceEpoch();
     const generation = this.generation;
     const seed = this.epochSeed;
     const start = this.index;
     const producer = this.dataset.kind === 'map' ? this.mapProducer(seed, start) : this.streamProducer(seed, start);
     const queue: BatchJob[] = [];
     let exhausted = false;
+    let advanced = false;
     try {
       for (;;) {
         while (!exhausted && queue.length < this.prefetch) {
@@ -150,16 +159,32 @@ export class DataLoader {
         if (batch === null) break;
         if (generation !== this.generation) throw new OptionError('loader', 'restore() was called while an epoch was being iterated; start a new epochBatches()');
         this.index += batch.labels.length;
+        // Move on before handing out the last batch, so state() taken after it resumes in the next epoch.
+        if (this.epochComplete(this.index)) {
+          this.advanceEpoch();
+          advanced = true;
+        }
         yield batch;
+        if (advanced) return;
       }
     } finally {
       await producer.close();
     }
-    if (generation === this.generation) {
-      this.epochNumber++;
-      this.index = 0;
-      this.epochSeed = deriveRng(seed, NEXT_EPOCH_STREAM).getState();
-    }
+    // Streams of unknown size only learn here that the epoch is over.
+    if (!advanced && generation === this.generation) this.advanceEpoch();
+  }
+
+  /** Whether no batch is left in the epoch after `index` samples (only decidable with a known size). */
+  private epochComplete(index: number): boolean {
+    const size = this.dataset.size;
+    if (size === undefined) return false;
+    return this.dropLast ? size - index < this.batchSize : index >= size;
+  }
+
+  private advanceEpoch(): void {
+    this.epochNumber++;
+    this.index = 0;
+    this.epochSeed = deriveRng(this.epochSeed, NEXT_EPOCH_STREAM).getState();
   }
 
   /** Random-access source: a permutation of the indices, cut into batches. */
@@ -236,7 +261,7 @@ export class DataLoader {
   /** Decode, transform and normalise one batch; mixing and targets use the batch's own Rng. */
   private async assemble(raws: RawSample[], seed: RngState, batchNumber: number): Promise<ImageBatch> {
     const rng = deriveRng(seed, BATCH_STREAM, batchNumber);
-    const sampleRngs = raws.map(() => rng.fork());
+    const sampleRngs = raws.map((_, k) => deriveRng(seed, SAMPLE_STREAM, batchNumber, k));
     const samples: ImageSample[] = await Promise.all(raws.map(decodeSample));
     const spec = this.options.preprocess;
     const augment = this.options.augment;
