@@ -188,15 +188,21 @@ export class ParameterStore {
    * missing required tensors, tensors that cannot be placed, and wrong shapes. Tensors listed in
    * `ignore` (e.g. a pooler the classifier does not use) are skipped silently.
    */
-  load(tensors: TensorMap, source: string, ignore: (name: string) => boolean = () => false): { loaded: string[]; created: string[] } {
+  load(
+    tensors: TensorMap,
+    source: string,
+    ignore: (name: string) => boolean = () => false,
+    /** Parameters to keep freshly initialised even when the file has them (a new head). */
+    reinitialise: (name: string) => boolean = () => false,
+  ): { loaded: string[]; created: string[] } {
     const missing: string[] = [];
     const created: string[] = [];
     const wrongShape: { name: string; expected: number[]; found: number[] }[] = [];
     const loaded: string[] = [];
     for (const [name, spec] of this.specs) {
-      const t = tensors.get(name);
+      const t = reinitialise(name) ? undefined : tensors.get(name);
       if (!t) {
-        if (spec.optional) created.push(name);
+        if (spec.optional || reinitialise(name)) created.push(name);
         else missing.push(name);
         continue;
       }
@@ -204,12 +210,12 @@ export class ParameterStore {
         wrongShape.push({ name, expected: spec.shape, found: t.shape });
       }
     }
-    const unexpected = [...tensors.keys()].filter((n) => !this.specs.has(n) && !ignore(n));
+    const unexpected = [...tensors.keys()].filter((n) => !this.specs.has(n) && !ignore(n) && !reinitialise(n));
     if (missing.length || unexpected.length || wrongShape.length) {
       throw new TensorMismatchError(source, missing, unexpected, wrongShape);
     }
     for (const [name, spec] of this.specs) {
-      const t = tensors.get(name);
+      const t = reinitialise(name) ? undefined : tensors.get(name);
       if (!t) continue;
       const value = tf.tensor(toInternal(spec, toFloat32(t)), internalShape(spec));
       this.get(name).assign(value);

@@ -26,6 +26,8 @@ export interface ArchitectureAdapter {
    * with a classification head); they are skipped rather than reported as unexpected.
    */
   ignoredWeights?(name: string): boolean;
+  /** The classification head's tensors: re-initialised when fine-tuning to a different label count. */
+  headWeights?(name: string): boolean;
   /** Alternative names (e.g. transformers-5 module layout) -> hub names, for ONNX initializers. */
   readonly aliases?: Readonly<Record<string, string>>;
 }

@@ -15,6 +15,7 @@ export const vitAdapter: ArchitectureAdapter = {
   modelTypes: ['vit', 'deit'],
   build: (config, options) => new ViTModel(config, options),
   ignoredWeights: vitIgnoredWeights,
+  headWeights: (name) => name.startsWith('classifier.'),
 };
 
 registerAdapter(vitAdapter);
