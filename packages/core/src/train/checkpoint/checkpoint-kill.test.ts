@@ -8,13 +8,15 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../../rng.js';
 import { disposeCheckpoint, latestCheckpoint, loadCheckpoint } from './checkpoint.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const tsx = resolve(here, '../../../../../node_modules/.bin/tsx');
+/** tsx's loader, run inside the writer's own node process (the tsx CLI would put a wrapper
+ * process in between, and killing the wrapper would leave the writer running). */
+const tsxLoader = resolve(here, '../../../../../node_modules/tsx/dist/loader.mjs');
 
 /** Child: saves step start, start+1, ... (a 1 MB model, so a kill often lands mid-save). */
 function writerScript(runDir: string, start: number): string {
@@ -32,7 +34,7 @@ function writerScript(runDir: string, start: number): string {
 /** Runs the writer until it has reported `saves` saves, lets it run `extraMs` more, kills it. */
 function runAndKill(runDir: string, start: number, saves: number, extraMs: number): Promise<number> {
   return new Promise((resolvePromise, reject) => {
-    const child = spawn(tsx, ['-e', writerScript(runDir, start)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', pathToFileURL(tsxLoader).href, '-e', writerScript(runDir, start)], { stdio: ['ignore', 'pipe', 'pipe'] });
     let lastSaved = -1;
     let count = 0;
     let stderr = '';
@@ -50,7 +52,7 @@ function runAndKill(runDir: string, start: number, saves: number, extraMs: numbe
   });
 }
 
-describe.skipIf(!existsSync(tsx))('checkpoints survive a SIGKILL at any moment', () => {
+describe.skipIf(!existsSync(tsxLoader))('checkpoints survive a SIGKILL at any moment', () => {
   it('three kills at random points', async () => {
     const runDir = await mkdtemp(join(tmpdir(), 'masksub-kill-'));
     const rng = new Rng(2024);
