@@ -1,0 +1,23 @@
+/** Checkpoint I/O: safetensors, ONNX (named, anonymous, quantized, folded), HF folders, inspection. */
+export type { DType, HostTensor, TensorMap, TypedData } from './types.js';
+export { numel, toFloat32 } from './types.js';
+export type { SafetensorsMetadata } from './safetensors.js';
+export {
+  bfloat16ToFloat32,
+  float16ToFloat32,
+  float32ToBfloat16,
+  float32ToFloat16,
+  parseSafetensors,
+  readSafetensors,
+  readSafetensorsMetadata,
+  serializeSafetensors,
+  writeFileAtomic,
+  writeSafetensors,
+} from './safetensors.js';
+export type { AliasTable, Finding, FindingKind, InitializerRecord, OnnxReport, OnnxWeights, ReadOnnxOptions, Resolution } from './onnx.js';
+export { decodeOnnxModel, isAnonymous, parseOnnxWeights, readOnnxWeights } from './onnx.js';
+export type { CheckpointLocation, DiscoverOptions, HfConfig, ReadWeightsResult, WeightsFormat, WeightsReport } from './hf-folder.js';
+export { WEIGHT_CANDIDATES, discoverCheckpoint, formatOfFile, locateWeights, readConfig, readShardedSafetensors, readWeights } from './hf-folder.js';
+export type { InspectedTensor, InspectReport } from './inspect.js';
+export { formatInspectReport, inspectCheckpoint } from './inspect.js';
+export { permute, transpose2d } from './permute.js';
