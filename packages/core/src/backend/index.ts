@@ -1,3 +1,3 @@
 /** Backend selection and masksub's wasm kernels. */
-export { initBackend, BACKEND_ENV, BACKEND_NAMES, type BackendInfo, type BackendName, type InitBackendOptions } from './select.js';
+export { activateBackend, initBackend, BACKEND_ENV, BACKEND_NAMES, type BackendInfo, type BackendName, type InitBackendOptions } from './select.js';
 export { registerWasmKernels, restoreStockMatMul, type WasmKernelRegistration } from './wasm_kernels.js';

@@ -147,6 +147,20 @@ function report(info: BackendInfo, log: (msg: string) => void): BackendInfo {
 }
 
 /**
+ * Switches to one named backend (loading it and, for wasm, registering masksub's kernels), with
+ * no fallback: an OptionError naming `option` when it cannot be loaded. For benches and tools
+ * that must measure a specific backend regardless of MASKSUB_BACKEND.
+ */
+export async function activateBackend(name: BackendName, option = 'backend'): Promise<BackendInfo> {
+  if (!isBackendName(name)) {
+    throw new OptionError(option, `unknown backend '${String(name)}'; use one of ${BACKEND_NAMES.join(', ')}`);
+  }
+  const attempt = await TRY[name]();
+  if (!attempt.ok) throw new OptionError(option, `backend '${name}' is not available (${attempt.why})`);
+  return { name, detail: attempt.detail, reason: 'requested', wasmKernels: attempt.wasmKernels };
+}
+
+/**
  * Selects and initialises the backend (see the file comment for the order). Idempotent: the same
  * request (env + prefer) returns the same result without re-initialising; a different request
  * switches backend. Throws OptionError when MASKSUB_BACKEND names an unknown or unavailable one.
