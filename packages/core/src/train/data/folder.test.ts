@@ -1,0 +1,37 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ImageFolderDataset } from './folder.js';
+import { openDataSpec } from './spec.js';
+
+const root = mkdtempSync(join(tmpdir(), 'masksub-folder-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+describe('image folder', () => {
+  it('sorts classes and files, decodes PNG (RGB and gray) and ignores other files', async () => {
+    for (const cls of ['zebra', 'Ant', 'cat']) mkdirSync(join(root, cls));
+    const rgb = await sharp(Buffer.alloc(3 * 2 * 3, 200), { raw: { width: 3, height: 2, channels: 3 } }).png().toBuffer();
+    const grayPng = await sharp(Buffer.alloc(4 * 4, 50), { raw: { width: 4, height: 4, channels: 1 } }).toColourspace('b-w').png().toBuffer();
+    writeFileSync(join(root, 'cat', 'b.png'), rgb);
+    writeFileSync(join(root, 'cat', 'a.PNG'), grayPng);
+    writeFileSync(join(root, 'cat', 'notes.txt'), 'x');
+    writeFileSync(join(root, 'zebra', 'z.png'), rgb);
+    writeFileSync(join(root, 'Ant', 'q.png'), rgb);
+    const ds = await ImageFolderDataset.open(root);
+    expect(ds.classes).toEqual(['Ant', 'cat', 'zebra']); // code-unit order, as Python's sorted()
+    expect(ds.size).toBe(4);
+    const samples = await Promise.all([0, 1, 2, 3].map((i) => ds.get(i)));
+    expect(samples.map((s) => s.label)).toEqual([0, 1, 1, 2]);
+    expect(samples[1]).toMatchObject({ height: 4, width: 4, channels: 1 });
+    expect(samples[1].pixels[0]).toBe(50);
+    expect(samples[2]).toMatchObject({ height: 2, width: 3, channels: 3 });
+    expect((await openDataSpec(`folder:${root}`)).size).toBe(4);
+  });
+
+  it('rejects a folder without class directories, naming it', async () => {
+    const empty = join(root, 'zebra');
+    await expect(ImageFolderDataset.open(empty)).rejects.toThrow(/zebra: no class sub-directories/);
+  });
+});
