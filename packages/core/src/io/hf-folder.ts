@@ -81,7 +81,7 @@ export function locateWeights(dirOrFile: string, opts: DiscoverOptions = {}): Om
 export function formatOfFile(path: string): WeightsFormat {
   const name = basename(path).toLowerCase();
   if (name.endsWith('.safetensors') || name.endsWith('.safetensors.index.json')) return 'safetensors';
-  if (name.endsWith('.onnx')) return /quantized|int8|uint8|q8/.test(name) ? 'onnx-quantized' : 'onnx';
+  if (name.endsWith('.onnx')) return /quantized|int8|uint8|(^|[_-])q[48]([_.-]|$)/.test(name) ? 'onnx-quantized' : 'onnx';
   throw new OptionError('weights', `${path}: unknown weights format (expected .safetensors, .safetensors.index.json or .onnx)`);
 }
 

@@ -100,6 +100,10 @@ describe('ONNX storage forms (synthetic models)', () => {
     // conv weight + bias both anonymous, no BatchNormalization node: batch norm folded
     { name: 'onnx::Conv_20', dataType: FLOAT, dims: [1, 1, 1, 1], floatData: [2] },
     { name: 'onnx::Conv_21', dataType: FLOAT, dims: [1], floatData: [0.1] },
+    // anonymous 1-D addend next to a MatMul: a folded bias; a scalar addend elsewhere and a Mul factor are not placed
+    { name: 'onnx::Add_30', dataType: FLOAT, dims: [2], floatData: [0.25, -0.25] },
+    { name: 'onnx::Add_31', dataType: FLOAT, dims: [1], floatData: [1e-6] },
+    { name: 'onnx::Mul_32', dataType: FLOAT, dims: [2, 2], floatData: [1, 1, 1, 1] },
   ];
   const nodes: NodeSpec[] = [
     { op: 'Gemm', name: '/lin/Gemm', inputs: ['x', 'lin.weight'], int: { transB: 1 } },
@@ -112,10 +116,13 @@ describe('ONNX storage forms (synthetic models)', () => {
     { op: 'DequantizeLinear', name: '/emb/DQ', inputs: ['emb.weight', 'emb.scale', 'emb.zp'], outputs: ['embf'], int: { axis: 0 } },
     { op: 'Gather', name: '/emb/Gather', inputs: ['embf', 'ids'] },
     { op: 'Conv', name: '/stem/convolution/Conv', inputs: ['img', 'onnx::Conv_20', 'onnx::Conv_21'] },
+    { op: 'Add', name: '/enc/fc/Add', inputs: ['/enc/fc/MatMul_output_0', 'onnx::Add_30'] },
+    { op: 'Add', name: '/norm/Add', inputs: ['x', 'onnx::Add_31'] },
+    { op: 'Mul', name: '/scale/Mul', inputs: ['x', 'onnx::Mul_32'] },
   ];
   const path = join(dir, 'synthetic.onnx');
   writeFileSync(path, modelBytes(initializers, nodes));
-  const aliases = { 'enc.fc.weight': 'encoder.fc.weight' };
+  const aliases = { 'enc.fc.weight': 'encoder.fc.weight', 'enc.fc.bias': 'encoder.fc.bias' };
   const { tensors, report } = readOnnxWeights(path, { aliases });
   const get = (n: string): HostTensor => {
     const t = tensors.get(n);
@@ -134,7 +141,7 @@ describe('ONNX storage forms (synthetic models)', () => {
     expect(get('encoder.fc.weight').shape).toEqual([2, 3]);
     expect(values('encoder.fc.weight')).toEqual([1, 2, 3, 4, 5, 6]);
     expect(rec('onnx::MatMul_7')).toMatchObject({ resolution: 'anonymous-via-node', name: 'encoder.fc.weight', via: { node: '/enc/fc/MatMul', op: 'MatMul' }, transposed: true });
-    expect(report.findings.find((f) => f.kind === 'aliased')!.tensors).toEqual(['enc.fc.weight -> encoder.fc.weight']);
+    expect(report.findings.find((f) => f.kind === 'aliased')!.tensors).toEqual(['enc.fc.weight -> encoder.fc.weight', 'enc.fc.bias -> encoder.fc.bias']);
   });
   it('Gemm transB=0 weight is transposed; Transpose+Cast chain is followed', () => {
     expect(get('head.weight').shape).toEqual([1, 2]);
@@ -146,7 +153,12 @@ describe('ONNX storage forms (synthetic models)', () => {
     expect(rec('/enc/Constant_output_0').resolution).toBe('unplaced');
     const t = decodeTensorProto(initializers[4], path);
     expect(Array.from(t.data as BigInt64Array)).toEqual([-1n, 3n]);
-    expect(report.findings.some((f) => f.kind === 'unplaced-float')).toBe(false);
+  });
+  it('folded 1-D biases beside a MatMul are placed; other anonymous floats are unplaced, big ones reported', () => {
+    expect(values('encoder.fc.bias')).toEqual([0.25, -0.25]);
+    expect(rec('onnx::Add_31').resolution).toBe('unplaced');
+    expect(rec('onnx::Mul_32').resolution).toBe('unplaced');
+    expect(report.findings.find((f) => f.kind === 'unplaced-float')!.tensors).toEqual(['onnx::Mul_32 [2,2]']);
   });
   it('fp16 (int32_data and raw), bf16, double, int32', () => {
     expect(get('half.weight').dtype).toBe('float16');

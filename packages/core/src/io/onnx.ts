@@ -222,6 +222,21 @@ class OnnxResolver {
     return modules.length > 0 ? modules.join('.') : undefined;
   }
 
+  private linearScopesCache: Set<string> | undefined;
+
+  /** Module scopes that contain a MatMul / MatMulInteger / Gemm node. */
+  private linearScopes(): Set<string> {
+    if (!this.linearScopesCache) {
+      this.linearScopesCache = new Set();
+      for (const node of this.nodes) {
+        if (!['MatMul', 'MatMulInteger', 'Gemm'].includes(node.opType ?? '')) continue;
+        const scope = this.scopeOf(node);
+        if (scope) this.linearScopesCache.add(scope);
+      }
+    }
+    return this.linearScopesCache;
+  }
+
   private alias(name: string): string {
     if (!this.aliases) return name;
     const hub = this.aliases instanceof Map ? this.aliases.get(name) : (this.aliases as Record<string, string>)[name];
@@ -269,8 +284,8 @@ class OnnxResolver {
         return role ? asIs(role) : undefined;
       }
       case 'Add':
-        // A folded 1-D bias added after a MatMul in the same module scope.
-        return rank === 1 ? asIs('bias') : undefined;
+        // A folded 1-D bias: only where the same module scope has a matrix product to be the bias of.
+        return rank === 1 && this.linearScopes().has(scope) ? asIs('bias') : undefined;
       default:
         return undefined;
     }
