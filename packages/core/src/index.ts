@@ -2,8 +2,6 @@
 export { tf } from './tf.js';
 export * from './errors.js';
 export * from './rng.js';
-export * from './io/types.js';
-export * from './io/safetensors.js';
 export * from './model.js';
 export * from './nn.js';
 export * from './contract/drop.js';
@@ -13,3 +11,6 @@ export * from './masksub.js';
 export * from './registry.js';
 export * from './layers-model.js';
 export * from './backend/index.js';
+export * from './io/index.js';
+export * from './pretrained.js';
+export * from './verify.js';

@@ -7,6 +7,7 @@
 import { TensorMismatchError } from './errors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
+import { permute } from './io/permute.js';
 import type { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -67,6 +68,11 @@ export function internalShape(spec: Pick<ParamSpec, 'shape' | 'layout'>): number
   }
 }
 
+/** Reorder `data` of shape `shape` by `perm` (the shared host-side permute of io/). */
+function permuteData(data: Float32Array, shape: number[], perm: number[]): Float32Array {
+  return permute({ name: '', dtype: 'float32', shape, data }, perm).data as Float32Array;
+}
+
 /** Checkpoint layout -> internal layout (host arrays, no tfjs). */
 export function toInternal(spec: Pick<ParamSpec, 'shape' | 'layout'>, data: Float32Array): Float32Array {
   const s = spec.shape;
@@ -74,11 +80,11 @@ export function toInternal(spec: Pick<ParamSpec, 'shape' | 'layout'>, data: Floa
     case 'identity':
       return data;
     case 'linear':
-      return transpose2d(data, s[0], s[1]);
+      return permuteData(data, s, [1, 0]);
     case 'patch-linear':
-      return transpose2d(data, s[0], s[1] * s[2] * s[3]);
+      return permuteData(data, [s[0], s[1] * s[2] * s[3]], [1, 0]);
     case 'conv-hwio':
-      return permute(data, s, [2, 3, 1, 0]);
+      return permuteData(data, s, [2, 3, 1, 0]);
   }
 }
 
@@ -89,32 +95,12 @@ export function toCheckpoint(spec: Pick<ParamSpec, 'shape' | 'layout'>, data: Fl
     case 'identity':
       return data;
     case 'linear':
-      return transpose2d(data, s[1], s[0]);
+      return permuteData(data, [s[1], s[0]], [1, 0]);
     case 'patch-linear':
-      return transpose2d(data, s[1] * s[2] * s[3], s[0]);
+      return permuteData(data, [s[1] * s[2] * s[3], s[0]], [1, 0]);
     case 'conv-hwio':
-      return permute(data, [s[2], s[3], s[1], s[0]], [3, 2, 0, 1]);
+      return permuteData(data, [s[2], s[3], s[1], s[0]], [3, 2, 0, 1]);
   }
-}
-
-function transpose2d(a: Float32Array, rows: number, cols: number): Float32Array {
-  const out = new Float32Array(a.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = a[r * cols + c];
-  return out;
-}
-
-/** out[idx permuted] = a[idx] for a rank-4 array of shape `shape`; out has shape shape[perm[i]]. */
-function permute(a: Float32Array, shape: number[], perm: number[]): Float32Array {
-  const outShape = perm.map((p) => shape[p]);
-  const inStrides = [shape[1] * shape[2] * shape[3], shape[2] * shape[3], shape[3], 1];
-  const out = new Float32Array(a.length);
-  const st = perm.map((p) => inStrides[p]);
-  let o = 0;
-  for (let i0 = 0; i0 < outShape[0]; i0++)
-    for (let i1 = 0; i1 < outShape[1]; i1++)
-      for (let i2 = 0; i2 < outShape[2]; i2++)
-        for (let i3 = 0; i3 < outShape[3]; i3++) out[o++] = a[i0 * st[0] + i1 * st[1] + i2 * st[2] + i3 * st[3]];
-  return out;
 }
 
 function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
