@@ -1,6 +1,7 @@
 /** Training data: sources, decoding, preprocessing, augmentation and the resumable loader. */
 export * from './types.js';
 export { readTarMembers, indexTar, parseTarHeader, isGzip, type TarMember, type TarEntry, type TarHeader } from './tar.js';
+export { buildTar, type TarInput } from './tar-writer.js';
 export { decodeImage, decodeSample } from './decode.js';
 export { WebDatasetStream, IndexedWebDataset, openWebDataset, expandBraces, splitMemberName, readShardSamples, type WebDatasetOptions } from './webdataset.js';
 export { ImageFolderDataset } from './folder.js';
