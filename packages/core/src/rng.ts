@@ -79,7 +79,7 @@ export class Rng {
 
   /** An independent child stream (for a worker or a component), derived from this one. */
   fork(): Rng {
-    return new Rng([this.nextUint32(), this.nextUint32(), this.nextUint32(), this.nextUint32() | 1]);
+    return new Rng([this.nextUint32(), this.nextUint32(), this.nextUint32(), (this.nextUint32() | 1) >>> 0]);
   }
 }
 
