@@ -1,0 +1,54 @@
+/** The CLI as a user runs it: verify (pass and fail exit codes), inspect, unknown model types. */
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, expect, it } from 'vitest';
+import { describeShared, fixturePath } from '../testing/shared.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
+const cli = join(repo, 'packages/core/src/cli/main.ts');
+const tmp = mkdtempSync(join(tmpdir(), 'masksub-cli-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+function masksub(...args: string[]) {
+  return spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+}
+
+describeShared('fixtures/hf-tiny/vit', 'masksub CLI on the ViT fixture', () => {
+  it('verify passes for safetensors and ONNX weights, and prints the errors', () => {
+    for (const weights of [[], ['--weights', fixturePath('vit', 'model.onnx')]]) {
+      const r = masksub('verify', '--model', fixturePath('vit'), '--reference', fixturePath('vit', 'reference.safetensors'), ...weights);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/ok\s+ce\s+main logits/);
+      expect(r.stdout).toMatch(/ok\s+bce\s+gradients \(40/);
+      expect(r.stdout).toMatch(/all within tolerance/);
+    }
+  });
+
+  it('verify exits non-zero beyond tolerance', () => {
+    const r = masksub('verify', '--model', fixturePath('vit'), '--reference', fixturePath('vit', 'reference.safetensors'), '--weights', fixturePath('vit', 'model_quantized.onnx'));
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(/FAIL/);
+    expect(r.stdout).toMatch(/BEYOND TOLERANCE/);
+  });
+
+  it('inspect shows how anonymous ONNX weights were resolved', () => {
+    const r = masksub('inspect', fixturePath('vit', 'model.onnx'));
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/format: onnx/);
+    expect(r.stdout).toMatch(/onnx::MatMul_\d+/);
+    expect(r.stdout).toMatch(/vit\.encoder\.layer\.0\.attention\.attention\.query\.weight/);
+  });
+
+  it('an unknown model_type lists the registered ones', () => {
+    const dir = join(tmp, 'weird');
+    cpSync(fixturePath('vit'), dir, { recursive: true });
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, model_type: 'convnext' }));
+    const r = masksub('verify', '--model', dir, '--reference', join(dir, 'reference.safetensors'));
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/no adapter for model_type 'convnext'.*vit \(vit\)/);
+  });
+});
