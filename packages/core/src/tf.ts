@@ -7,6 +7,10 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+// Production mode: no "install tfjs-node" banner on the cpu backend (masksub picks its backend
+// itself and logs the choice) and no deprecation chatter.
+tf.env().set('PROD', true);
+
 export { tf };
 export type Tensor = tf.Tensor;
 export type Rank = tf.Rank;
