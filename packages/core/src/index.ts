@@ -22,3 +22,4 @@ export * from './train/config.js';
 export * from './train/evaluate.js';
 export * from './train/subset.js';
 export * from './train/trainer.js';
+export * from './bench/matmul.js';

@@ -1,0 +1,145 @@
+/**
+ * `pnpm bench`: one table and bench/results.json, all ratios measured in this one run.
+ *   - per backend present: ms/step and img/s of a standard ViT step and of each MaskSub kind,
+ *     their ratio to the standard step, peak tensor memory of each (tf.profile), RSS;
+ *   - tensor-count and RSS drift over many MaskSub steps (leaks);
+ *   - the identical step in PyTorch (../shared/bench/vit_step_torch.py) when Debian's torch is
+ *     installed, and tfjs / PyTorch;
+ *   - matmul GFLOP/s for the four transpose forms and the batched forms.
+ * `--quick` (under a minute): batch 8, one timed step, 30 drift steps.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command } from 'commander';
+import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
+import { CASES, makeWorkload } from './workload.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const program = new Command('bench')
+  .option('--quick', 'smoke check in under a minute')
+  .option('--backends <list>', 'comma-separated backends to measure (default: wasm, and tensorflow when installed)')
+  .option('--steps <n>', 'timed steps per case (median)')
+  .option('--batch <n>', 'batch size')
+  .option('--drift-steps <n>', 'MaskSub steps for the leak check')
+  .option('--no-torch', 'skip the PyTorch comparison')
+  .option('--out <file>', 'results file', join(here, 'results.json'));
+program.parse(process.argv);
+const opts = program.opts<{ quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; out: string }>();
+const quick = Boolean(opts.quick);
+const batch = Number(opts.batch ?? (quick ? 8 : 64));
+const steps = Number(opts.steps ?? (quick ? 1 : 3));
+const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+interface CaseResult {
+  name: string;
+  msPerStep: number;
+  imgPerSec: number;
+  ratio: number;
+  peakBytes: number;
+  peakRatio: number;
+}
+
+async function benchBackend(name: BackendName) {
+  const info = await initBackend({ prefer: name, log: () => {} });
+  if (info.name !== name) return null;
+  const w = makeWorkload(batch);
+  const results: CaseResult[] = [];
+  for (const c of CASES) {
+    w.step(c, 0); // warm-up: kernels compiled, slots created
+    const times: number[] = [];
+    for (let i = 1; i <= steps; i++) {
+      const t0 = performance.now();
+      w.step(c, i);
+      times.push(performance.now() - t0);
+    }
+    const prof = await tf.profile(() => {
+      w.step(c, steps + 1);
+    });
+    const ms = median(times);
+    results.push({ name: c.name, msPerStep: ms, imgPerSec: (batch * 1000) / ms, ratio: 0, peakBytes: prof.peakBytes, peakRatio: 0 });
+    process.stderr.write(`  ${name} ${c.name}: ${ms.toFixed(0)} ms/step\n`);
+  }
+  const std = results[0];
+  for (const r of results) {
+    r.ratio = r.msPerStep / std.msPerStep;
+    r.peakRatio = r.peakBytes / std.peakBytes;
+  }
+  w.dispose();
+
+  // Leak check on a smaller ViT so that hundreds of steps stay cheap.
+  const small = makeWorkload(8, { ...(await import('./workload.js')).BENCH_VIT_CONFIG, hidden_size: 48, num_hidden_layers: 2, intermediate_size: 96 });
+  const c = CASES[1];
+  for (let i = 0; i < 5; i++) small.step(c, i);
+  const tensors0 = tf.memory().numTensors;
+  const rss0 = process.memoryUsage().rss;
+  for (let i = 5; i < 5 + driftSteps; i++) small.step(c, i);
+  const drift = { steps: driftSteps, tensors: tf.memory().numTensors - tensors0, rssMiB: (process.memoryUsage().rss - rss0) / 2 ** 20 };
+  small.dispose();
+  const matmul = await benchMatmul(name, quick ? { size: 256, runs: 2, warmup: 1 } : {});
+  return { backend: name, detail: info.detail, cases: results, drift, matmul };
+}
+
+function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; torch: string } | null {
+  const script = resolve(here, '../../shared/bench/vit_step_torch.py');
+  if (!existsSync(script) || !existsSync('/usr/bin/python3')) return null;
+  const probe = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
+  if (probe.status !== 0) return null;
+  const out = execFileSync('/usr/bin/python3', [script, '--threads', '2', '--steps', String(quick ? 2 : 10), '--batch', String(batch), '--keep', String(keep)], {
+    encoding: 'utf8',
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' },
+  });
+  return JSON.parse(out.trim().split('\n').pop()!);
+}
+
+const wanted: BackendName[] = opts.backends ? (opts.backends.split(',') as BackendName[]) : ['tensorflow', 'wasm'];
+const backends = [];
+for (const b of wanted) {
+  try {
+    const r = await benchBackend(b);
+    if (r) backends.push(r);
+    else process.stderr.write(`backend ${b}: not available, skipped\n`);
+  } catch (e) {
+    if (opts.backends) throw e;
+    process.stderr.write(`backend ${b}: not available (${(e as Error).message.split('\n')[0]}), skipped\n`);
+  }
+}
+const torch = opts.torch ? torchStep(64) : null;
+const torchHalf = opts.torch && torch ? torchStep(32) : null;
+const main = backends[0];
+const results = {
+  date: new Date().toISOString(),
+  machine: { cpus: (await import('node:os')).cpus().map((c) => c.model)[0], cores: (await import('node:os')).cpus().length, node: process.version },
+  workload: { batch, steps, quick },
+  masksub_ratio_token_removal: main ? main.cases.find((c) => c.name === 'masksub token-removal')!.ratio : null,
+  tfjs_over_pytorch: main && torch ? main.cases[0].msPerStep / torch.msPerStepMedian : null,
+  pytorch: torch ? { standard: torch, keep32: torchHalf, masksub_estimate_ratio: torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null } : 'not installed (apt-get install python3-torch libopenblas0-pthread)',
+  backends,
+};
+mkdirSync(dirname(opts.out), { recursive: true });
+writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
+
+const pad = (s: string, n: number) => s.padEnd(n);
+for (const b of backends) {
+  console.log(`\n${b.backend} (${b.detail}), ViT step batch ${batch}:`);
+  console.log(`${pad('case', 24)} ${'ms/step'.padStart(9)} ${'img/s'.padStart(7)} ${'x std'.padStart(6)} ${'peak MiB'.padStart(9)} ${'x std'.padStart(6)}`);
+  for (const c of b.cases) {
+    console.log(`${pad(c.name, 24)} ${c.msPerStep.toFixed(0).padStart(9)} ${c.imgPerSec.toFixed(1).padStart(7)} ${c.ratio.toFixed(2).padStart(6)} ${(c.peakBytes / 2 ** 20).toFixed(1).padStart(9)} ${c.peakRatio.toFixed(2).padStart(6)}`);
+  }
+  console.log(`leak check: ${b.drift.steps} MaskSub steps, tensor count ${b.drift.tensors >= 0 ? '+' : ''}${b.drift.tensors}, RSS ${b.drift.rssMiB.toFixed(1)} MiB`);
+  console.log(formatMatmulRows(b.matmul));
+}
+if (torch) {
+  console.log(`\nPyTorch ${torch.torch} (2 threads): ${torch.msPerStepMedian.toFixed(0)} ms/step, ${torch.imgPerSec.toFixed(1)} img/s; keep 32: ${torchHalf?.msPerStepMedian.toFixed(0)} ms`);
+  if (main) console.log(`tfjs ${main.backend} / PyTorch: ${results.tfjs_over_pytorch!.toFixed(2)}x`);
+} else {
+  console.log('\nPyTorch: not installed, column skipped (apt-get install python3-torch libopenblas0-pthread)');
+}
+console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2)}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
+console.log(`results: ${opts.out}`);
