@@ -32,7 +32,7 @@ export interface MaskSubOptions {
   drop?: DropKind | DropOperator;
   /** Drop ratio r (constant) or its schedule; 0.5 by default. */
   ratio?: number | RatioScheduleSpec;
-  /** Loss weights; (1/2, 1/2) by default. */
+  /** Loss weights; (1/2, 1/2) by default (main 1 for variant 'none', the plain recipe). */
   mainWeight?: number;
   subWeight?: number;
   /** Recipe loss: 'ce' (default), 'bce' (DeiT-III/RSB), 'contrastive' (CLIP), or a custom one. */
@@ -48,11 +48,14 @@ export interface Batch {
 }
 
 export interface StepResult {
-  /** Weighted total: main weight * main loss + sub weight * sub loss. */
+  /** What is optimised: mainWeight * lossMain + subWeight * lossSub. */
   loss: number;
-  /** Weighted halves (what the fixtures call loss_main / loss_sub). */
+  /** The recipe's loss of the main pass (unweighted). */
   lossMain: number;
+  /** The sub-model's loss toward stopgrad(main) (unweighted; 0 without a sub pass). */
   lossSub: number;
+  /** The weights used at this step (the fixtures' loss_main / loss_sub are weight * loss). */
+  weights: { main: number; sub: number };
   ratio: number;
 }
 
@@ -87,7 +90,11 @@ export class MaskSubTrainer {
     if (!['masksub', 'dropsub', 'pathsub', 'none'].includes(this.variant)) {
       throw new OptionError('variant', `unknown variant '${this.variant}' (masksub, dropsub, pathsub, none)`);
     }
-    this.schedule = weightSchedule({ ratio: options.ratio, mainWeight: options.mainWeight, subWeight: options.subWeight });
+    this.schedule = weightSchedule({
+      ratio: options.ratio,
+      mainWeight: options.mainWeight ?? (this.variant === 'none' ? 1 : 0.5),
+      subWeight: options.subWeight,
+    });
     this.loss = typeof options.loss === 'object' ? options.loss : relaxedLoss(options.loss ?? 'ce', { labelSmoothing: options.labelSmoothing });
     this.rng = new Rng(options.seed ?? 0);
     this.drop = this.resolveDrop(options.drop, provider);
@@ -126,14 +133,14 @@ export class MaskSubTrainer {
       mainLogits = tf.keep(logits);
       return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
     }, varList);
-    const lossMain = main.value.dataSync()[0];
+    const lossMain = wMain === 0 ? 0 : main.value.dataSync()[0] / wMain;
     main.value.dispose();
     const grads = renameGrads(vars, main.grads);
     if (!mainLogits) throw new Error('main forward produced no logits');
     const mainOut: tf.Tensor = mainLogits;
 
     if (!this.drop || wSub === 0) {
-      return { loss: lossMain, lossMain, lossSub: 0, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
+      return { loss: wMain * lossMain, lossMain, lossSub: 0, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
     }
 
     // Sub pass toward a constant teacher: no path back into the main pass.
@@ -147,7 +154,7 @@ export class MaskSubTrainer {
       subLogits = tf.keep(logits);
       return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
     }, varList);
-    const lossSub = sub.value.dataSync()[0];
+    const lossSub = sub.value.dataSync()[0] / wSub;
     sub.value.dispose();
     teacher.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
@@ -164,7 +171,7 @@ export class MaskSubTrainer {
         grads.set(name, g);
       }
     }
-    return { loss: lossMain + lossSub, lossMain, lossSub, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+    return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
   }
 
   /** One training step: both passes, one optimizer update. */
@@ -174,7 +181,7 @@ export class MaskSubTrainer {
     for (const g of r.grads.values()) g.dispose();
     r.mainLogits.dispose();
     r.subLogits?.dispose();
-    return { loss: r.loss, lossMain: r.lossMain, lossSub: r.lossSub, ratio: r.ratio };
+    return { loss: r.loss, lossMain: r.lossMain, lossSub: r.lossSub, weights: r.weights, ratio: r.ratio };
   }
 }
 

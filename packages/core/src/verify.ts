@@ -138,8 +138,8 @@ export function verifyModel(model: AdapterModel, referencePath: string, toleranc
       if (r.subLogits && ref.has(logitsKey[1])) add('sub logits', maxAbsDiff(r.subLogits.dataSync(), toFloat32(ref.get(logitsKey[1])!)), tolerances.logits);
       const lm = ref.get(`${prefix}loss_main`);
       const ls = ref.get(`${prefix}loss_sub`);
-      if (lm) add('loss main', Math.abs(r.lossMain - toFloat32(lm)[0]), tolerances.loss);
-      if (ls) add('loss sub', Math.abs(r.lossSub - toFloat32(ls)[0]), tolerances.loss);
+      if (lm) add('loss main', Math.abs(r.weights.main * r.lossMain - toFloat32(lm)[0]), tolerances.loss);
+      if (ls) add('loss sub', Math.abs(r.weights.sub * r.lossSub - toFloat32(ls)[0]), tolerances.loss);
       let worst = 0;
       let worstName = '';
       let count = 0;

@@ -4,7 +4,7 @@
  * augmentation, masks, dropout seeds) comes from seeded streams whose states are checkpointed,
  * so a killed run resumed from its last checkpoint reaches the same weights as one that was not.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { initBackend, type BackendInfo } from '../backend/select.js';
 import { OptionError } from '../errors.js';
@@ -15,7 +15,7 @@ import { tf } from '../tf.js';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
 import { DataLoader } from './data/loader.js';
-import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, type PreprocessSpec } from './data/preprocess.js';
+import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
 import { openDataSpec } from './data/spec.js';
 import type { AnyImageDataset, ImageBatch, LoaderState } from './data/types.js';
 import { evaluate, type EvalResult } from './evaluate.js';
@@ -69,24 +69,27 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<A
   return loaded.model;
 }
 
-/** Input geometry and normalisation: preprocessor_config.json beside the model, else config values, else ImageNet statistics. */
-function preprocessFor(config: RunConfig, model: AdapterModel): PreprocessSpec {
+/**
+ * Input geometry and normalisation: the checkpoint's preprocessor_config.json when it has one
+ * (resize, crop, rescale, normalise, as HF image processors do); otherwise the model's image size
+ * with the config's mean/std (default ImageNet statistics). data.* values override either.
+ */
+async function preprocessFor(config: RunConfig, model: AdapterModel): Promise<PreprocessSpec> {
   const mc = model.config as Record<string, unknown>;
-  const img = mc.image_size;
-  const size = config.data.image_size ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
-  if (!size) throw new OptionError('data.image_size', `the model config has no image_size; set data.image_size`);
   const channels = (mc.num_channels === 1 ? 1 : 3) as 1 | 3;
-  let mean = config.data.mean;
-  let std = config.data.std;
-  const ppPath = modelIsConfigOnly(config.model) ? join(dirname(config.model), 'preprocessor_config.json') : join(config.model, 'preprocessor_config.json');
-  if ((!mean || !std) && existsSync(ppPath)) {
-    const pp = JSON.parse(readFileSync(ppPath, 'utf8')) as { image_mean?: number[]; image_std?: number[] };
-    mean = mean ?? pp.image_mean;
-    std = std ?? pp.image_std;
+  const modelDir = modelIsConfigOnly(config.model) ? dirname(config.model) : config.model;
+  const ppPath = join(modelDir, 'preprocessor_config.json');
+  let spec: PreprocessSpec;
+  if (existsSync(ppPath)) {
+    spec = await loadPreprocessorConfig(ppPath, channels);
+  } else {
+    const img = mc.image_size;
+    const size = config.data.image_size ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
+    if (!size) throw new OptionError('data.image_size', 'the model config has no image_size; set data.image_size');
+    spec = explicitPreprocessSpec({ size, channels, mean: channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN, std: channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD });
   }
-  mean = mean ?? (channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN);
-  std = std ?? (channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD);
-  return explicitPreprocessSpec({ size, mean, std, channels });
+  if (config.data.image_size) spec = { ...spec, resize: { height: config.data.image_size, width: config.data.image_size }, centerCrop: null };
+  return { ...spec, mean: config.data.mean ?? spec.mean, std: config.data.std ?? spec.std };
 }
 
 function batchTensors(batch: ImageBatch): { x: tf.Tensor4D; targets: { labels: tf.Tensor1D } | { soft: tf.Tensor2D } } {
@@ -124,7 +127,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
 
   const model = await openModel(config, log);
-  const preprocess = preprocessFor(config, model);
+  const preprocess = await preprocessFor(config, model);
   const numClasses = config.data.num_classes ?? model.numClasses;
   const trainData: AnyImageDataset = limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit);
   const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
