@@ -1,12 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
-import { BACKEND_ENV, initBackend } from './select.js';
+import { BACKEND_ENV, initBackend, WASM_THREADS_ENV } from './select.js';
 
 const saved = process.env[BACKEND_ENV];
 afterEach(() => {
   if (saved === undefined) delete process.env[BACKEND_ENV];
   else process.env[BACKEND_ENV] = saved;
+  delete process.env[WASM_THREADS_ENV];
 });
 
 describe('initBackend', () => {
@@ -59,5 +60,12 @@ describe('initBackend', () => {
     const err = await initBackend({ log: () => {} }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OptionError);
     expect((err as Error).message).toMatch(/MASKSUB_BACKEND.*unknown backend 'webgpu'.*tensorflow, wasm, cpu/);
+  });
+
+  it('a bad MASKSUB_WASM_THREADS is an OptionError naming it', async () => {
+    process.env[WASM_THREADS_ENV] = 'many';
+    const err = await initBackend({ log: () => {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OptionError);
+    expect((err as Error).message).toMatch(/MASKSUB_WASM_THREADS.*integer from 1 to 8.*'many'/);
   });
 });

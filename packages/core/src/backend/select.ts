@@ -3,16 +3,24 @@
  *   tensorflow (tfjs-node-gpu, then tfjs-node; optional peers) -> wasm (SIMD) -> cpu.
  * `MASKSUB_BACKEND=wasm|cpu|tensorflow` forces one; `prefer` moves one to the front.
  *
- * Before wasm is used, masksub's wasm kernels (missing training kernels and the fast matmul)
+ * wasm starts tfjs' threaded SIMD build with one XNNPACK thread per CPU (made to work under
+ * Node by wasm_threads.ts; MASKSUB_WASM_THREADS=1 or `wasmThreads: 1` keeps the single-threaded
+ * build). Before wasm is used, masksub's wasm kernels (missing training kernels and the fast matmul)
  * are registered. The choice is logged once per distinct selection; repeated calls are cheap.
  */
+import os from 'node:os';
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
 import { registerWasmKernels, type WasmKernelRegistration } from './wasm_kernels.js';
+import { enableThreadedWasmInNode } from './wasm_threads.js';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
 export const BACKEND_ENV = 'MASKSUB_BACKEND';
+/** XNNPACK threads for wasm (1 = the single-threaded SIMD build). */
+export const WASM_THREADS_ENV = 'MASKSUB_WASM_THREADS';
+/** tfjs' threaded build pre-creates 8 pthread workers and caps its pool there. */
+const MAX_WASM_THREADS = 8;
 
 export interface BackendInfo {
   /** masksub's name for the backend (also tfjs' backend name). */
@@ -27,8 +35,20 @@ export interface BackendInfo {
 
 export interface InitBackendOptions {
   prefer?: BackendName;
+  /**
+   * XNNPACK threads for wasm (MASKSUB_WASM_THREADS overrides; default: the CPU count, max 8).
+   * Only the first wasm start counts: the module's thread pool cannot be resized later.
+   */
+  wasmThreads?: number;
   log?: (msg: string) => void;
 }
+
+interface TryContext {
+  wasmThreads: number;
+}
+
+/** Whether the wasm module has been started (its thread count is fixed from then on). */
+let wasmStarted = false;
 
 /** Outcome of trying one backend: its detail when it works, why not otherwise. */
 type Attempt = { ok: true; detail: string; wasmKernels: WasmKernelRegistration | null } | { ok: false; why: string };
@@ -41,7 +61,7 @@ async function importOptional(specifier: string): Promise<unknown> {
   return import(specifier);
 }
 
-async function tryTensorflow(): Promise<Attempt> {
+async function tryTensorflow(_ctx: TryContext): Promise<Attempt> {
   const reasons: string[] = [];
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
@@ -61,30 +81,59 @@ async function tryTensorflow(): Promise<Attempt> {
   return { ok: false, why: reasons.join('; ') };
 }
 
-async function tryWasm(): Promise<Attempt> {
+/** How many XNNPACK threads wasm should start with: env, then option, then the CPU count. */
+function resolveWasmThreads(option: number | undefined): number {
+  const env = process.env[WASM_THREADS_ENV]?.trim();
+  const source = env ? WASM_THREADS_ENV : 'wasmThreads';
+  const value = env ? Number(env) : option ?? Math.min(os.availableParallelism(), MAX_WASM_THREADS);
+  if (!Number.isInteger(value) || value < 1 || value > MAX_WASM_THREADS) {
+    throw new OptionError(source, `must be an integer from 1 to ${MAX_WASM_THREADS}, got '${env ?? option}'`);
+  }
+  return value;
+}
+
+async function tryWasm(ctx: TryContext): Promise<Attempt> {
+  let wasm: typeof import('@tensorflow/tfjs-backend-wasm');
   try {
-    await import('@tensorflow/tfjs-backend-wasm');
+    wasm = await import('@tensorflow/tfjs-backend-wasm');
   } catch (e) {
     return { ok: false, why: `@tensorflow/tfjs-backend-wasm: ${firstLine(e)}` };
   }
   // Registered before the backend is first used (and before setBackend runs kernel setups).
   const wasmKernels = registerWasmKernels();
+  let threadNote = '';
+  if (!wasmStarted) {
+    // The thread count is fixed when the wasm module starts; later requests cannot change it.
+    if (ctx.wasmThreads > 1) {
+      wasm.setThreadsCount(ctx.wasmThreads);
+      const restore = enableThreadedWasmInNode(ctx.wasmThreads);
+      let ok = false;
+      try {
+        ok = await tf.setBackend('wasm');
+      } finally {
+        restore();
+      }
+      if (!ok) {
+        // Fall back to the single-threaded SIMD build rather than losing wasm altogether.
+        tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);
+        threadNote = ' (threaded build failed to start)';
+      }
+    }
+    wasmStarted = true;
+  }
   if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'the wasm backend failed to initialise' };
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
-  const wasm = await import('@tensorflow/tfjs-backend-wasm');
   const threads = wasm.getThreadsCount();
-  // tfjs disables the threaded build under Node (its pthread workers are created from blob:
-  // URLs, which Node's worker_threads rejects), so this is the single-threaded SIMD build.
-  const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}`;
+  const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}${threadNote}`;
   return { ok: true, detail, wasmKernels };
 }
 
-async function tryCpu(): Promise<Attempt> {
+async function tryCpu(_ctx: TryContext): Promise<Attempt> {
   if (await tf.setBackend('cpu')) return { ok: true, detail: 'cpu (pure JS)', wasmKernels: null };
   return { ok: false, why: 'the cpu backend failed to initialise' };
 }
 
-const TRY: Record<BackendName, () => Promise<Attempt>> = { tensorflow: tryTensorflow, wasm: tryWasm, cpu: tryCpu };
+const TRY: Record<BackendName, (ctx: TryContext) => Promise<Attempt>> = { tensorflow: tryTensorflow, wasm: tryWasm, cpu: tryCpu };
 
 function firstLine(e: unknown): string {
   const msg = e instanceof Error ? e.message : String(e);
@@ -96,10 +145,10 @@ function isBackendName(v: string): v is BackendName {
 }
 
 /** Which backends can be loaded here (used in error messages; tries each without keeping it). */
-async function availableBackends(): Promise<BackendName[]> {
+async function availableBackends(ctx: TryContext): Promise<BackendName[]> {
   const previous = tf.getBackend();
   const out: BackendName[] = [];
-  for (const name of BACKEND_NAMES) if ((await TRY[name]()).ok) out.push(name);
+  for (const name of BACKEND_NAMES) if ((await TRY[name](ctx)).ok) out.push(name);
   if (previous) await tf.setBackend(previous);
   return out;
 }
@@ -107,19 +156,24 @@ async function availableBackends(): Promise<BackendName[]> {
 const selections = new Map<string, Promise<BackendInfo>>();
 const logged = new Set<string>();
 
-async function select(forced: string | undefined, prefer: BackendName | undefined, log: (msg: string) => void): Promise<BackendInfo> {
+async function select(
+  forced: string | undefined,
+  prefer: BackendName | undefined,
+  ctx: TryContext,
+  log: (msg: string) => void,
+): Promise<BackendInfo> {
   if (forced !== undefined) {
     if (!isBackendName(forced)) {
       throw new OptionError(
         BACKEND_ENV,
-        `unknown backend '${forced}'; use one of ${BACKEND_NAMES.join(', ')} (available here: ${(await availableBackends()).join(', ')})`,
+        `unknown backend '${forced}'; use one of ${BACKEND_NAMES.join(', ')} (available here: ${(await availableBackends(ctx)).join(', ')})`,
       );
     }
-    const attempt = await TRY[forced]();
+    const attempt = await TRY[forced](ctx);
     if (!attempt.ok) {
       throw new OptionError(
         BACKEND_ENV,
-        `backend '${forced}' is not available (${attempt.why}); available here: ${(await availableBackends()).join(', ')}`,
+        `backend '${forced}' is not available (${attempt.why}); available here: ${(await availableBackends(ctx)).join(', ')}`,
       );
     }
     return report({ name: forced, detail: attempt.detail, reason: `forced by ${BACKEND_ENV}`, wasmKernels: attempt.wasmKernels }, log);
@@ -127,7 +181,7 @@ async function select(forced: string | undefined, prefer: BackendName | undefine
   const order = prefer ? [prefer, ...BACKEND_NAMES.filter((n) => n !== prefer)] : [...BACKEND_NAMES];
   const skipped: string[] = [];
   for (const name of order) {
-    const attempt = await TRY[name]();
+    const attempt = await TRY[name](ctx);
     if (attempt.ok) {
       const reason = name === prefer ? 'preferred' : skipped.length ? `first available (skipped ${skipped.join('; ')})` : 'first available';
       return report({ name, detail: attempt.detail, reason, wasmKernels: attempt.wasmKernels }, log);
@@ -151,11 +205,11 @@ function report(info: BackendInfo, log: (msg: string) => void): BackendInfo {
  * no fallback: an OptionError naming `option` when it cannot be loaded. For benches and tools
  * that must measure a specific backend regardless of MASKSUB_BACKEND.
  */
-export async function activateBackend(name: BackendName, option = 'backend'): Promise<BackendInfo> {
+export async function activateBackend(name: BackendName, option = 'backend', wasmThreads?: number): Promise<BackendInfo> {
   if (!isBackendName(name)) {
     throw new OptionError(option, `unknown backend '${String(name)}'; use one of ${BACKEND_NAMES.join(', ')}`);
   }
-  const attempt = await TRY[name]();
+  const attempt = await TRY[name]({ wasmThreads: resolveWasmThreads(wasmThreads) });
   if (!attempt.ok) throw new OptionError(option, `backend '${name}' is not available (${attempt.why})`);
   return { name, detail: attempt.detail, reason: 'requested', wasmKernels: attempt.wasmKernels };
 }
@@ -172,10 +226,11 @@ export async function initBackend(opts: InitBackendOptions = {}): Promise<Backen
     throw new OptionError('prefer', `unknown backend '${String(prefer)}'; use one of ${BACKEND_NAMES.join(', ')}`);
   }
   const log = opts.log ?? ((msg: string) => console.error(`[masksub] ${msg}`));
+  const ctx: TryContext = { wasmThreads: resolveWasmThreads(opts.wasmThreads) };
   const key = `${forced ?? ''}|${prefer ?? ''}`;
   let pending = selections.get(key);
   if (pending === undefined) {
-    pending = select(forced, prefer, log);
+    pending = select(forced, prefer, ctx, log);
     selections.set(key, pending);
     pending.catch(() => selections.delete(key));
   }

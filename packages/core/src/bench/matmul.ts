@@ -18,7 +18,7 @@ export interface MatmulBenchOptions {
   size?: number;
   /** Batched products as [batch, m, k, n] (default [192, 65, 64, 65]). */
   batched?: [number, number, number, number];
-  /** Untimed runs first (default 1). */
+  /** Untimed runs first (default 2: the JS around XNNPACK needs a couple of runs to be JIT-compiled). */
   warmup?: number;
   /** Timed runs; the median is reported (default 5). */
   runs?: number;
@@ -62,7 +62,7 @@ function timeMedian(fn: () => void, warmup: number, runs: number): number {
 
 export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOptions = {}): Promise<MatmulBenchRow[]> {
   const size = positiveInt('size', opts.size ?? 1024);
-  const warmup = Math.max(0, opts.warmup ?? 1);
+  const warmup = Math.max(0, opts.warmup ?? 2);
   const runs = positiveInt('runs', opts.runs ?? 5);
   const [bb, bm, bk, bn] = opts.batched ?? [192, 65, 64, 65];
   for (const [i, v] of [bb, bm, bk, bn].entries()) positiveInt(`batched[${i}]`, v);
@@ -98,7 +98,7 @@ export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOpt
       tf.dispose([a, b]);
       const [batch, m, k, n] = c.shape;
       const flops = 2 * batch * m * k * n;
-      rows.push({ backend: backendName, form: c.form, shape: c.shape, medianMs: ms, gflops: flops / (ms * 1e6), kernel: stock ? 'stock' : 'masksub' });
+      rows.push({ backend: backendName, form: c.form, shape: c.shape, medianMs: ms, gflops: flops / (ms * 1e6), kernel: backendName === 'wasm' && !stock ? 'masksub' : 'stock' });
     }
   } finally {
     if (stock) registerWasmKernels();
