@@ -35,6 +35,8 @@ export interface MatmulBenchRow {
   medianMs: number;
   gflops: number;
   kernel: 'masksub' | 'stock';
+  /** What the backend is running, e.g. "wasm simd, 2 threads". */
+  detail: string;
 }
 
 function median(xs: number[]): number {
@@ -70,7 +72,7 @@ export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOpt
   if (stock && backendName !== 'wasm') throw new OptionError('stock', `only applies to the wasm backend, not ${backendName}`);
 
   const previous = tf.getBackend();
-  await activateBackend(backendName);
+  const { detail } = await activateBackend(backendName);
   if (stock) restoreStockMatMul();
   const rows: MatmulBenchRow[] = [];
   try {
@@ -98,7 +100,7 @@ export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOpt
       tf.dispose([a, b]);
       const [batch, m, k, n] = c.shape;
       const flops = 2 * batch * m * k * n;
-      rows.push({ backend: backendName, form: c.form, shape: c.shape, medianMs: ms, gflops: flops / (ms * 1e6), kernel: backendName === 'wasm' && !stock ? 'masksub' : 'stock' });
+      rows.push({ backend: backendName, form: c.form, shape: c.shape, medianMs: ms, gflops: flops / (ms * 1e6), kernel: backendName === 'wasm' && !stock ? 'masksub' : 'stock', detail });
     }
   } finally {
     if (stock) registerWasmKernels();
@@ -110,6 +112,6 @@ export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOpt
 /** One line per row, for logs and reports. */
 export function formatMatmulRows(rows: MatmulBenchRow[]): string {
   return rows
-    .map((r) => `${r.backend.padEnd(5)} ${r.kernel.padEnd(7)} ${r.form.padEnd(13)} [${r.shape.join('x')}]`.padEnd(50) + `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  ${r.medianMs.toFixed(1)} ms`)
+    .map((r) => `${r.detail.padEnd(20)} ${r.kernel.padEnd(7)} ${r.form.padEnd(13)} [${r.shape.join('x')}]`.padEnd(50) + `${r.gflops.toFixed(2).padStart(7)} GFLOP/s  ${r.medianMs.toFixed(1)} ms`)
     .join('\n');
 }
