@@ -70,8 +70,8 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
       expect(maxAbs(r.mainLogits.dataSync(), toFloat32(get(`${kind}.main_logits`)))).toBeLessThan(1e-4);
       expect(maxAbs(r.subLogits!.dataSync(), toFloat32(get(`${kind}.sub_logits`)))).toBeLessThan(1e-4);
       // The fixture's halves are weighted: loss_main = CE/2, loss_sub = softCE/2.
-      expect(Math.abs(r.weights.main * r.lossMain - get(`${kind}.loss_main`).data[0]!)).toBeLessThan(1e-5);
-      expect(Math.abs(r.weights.sub * r.lossSub - get(`${kind}.loss_sub`).data[0]!)).toBeLessThan(1e-5);
+      expect(Math.abs(r.weights.main * r.lossMain - toFloat32(get(`${kind}.loss_main`))[0])).toBeLessThan(1e-5);
+      expect(Math.abs(r.weights.sub * r.lossSub - toFloat32(get(`${kind}.loss_sub`))[0])).toBeLessThan(1e-5);
       const refGrads = [...ref.keys()].filter((k) => k.startsWith(`${kind}.grad.`));
       expect(refGrads.length).toBe(40);
       for (const key of refGrads) {

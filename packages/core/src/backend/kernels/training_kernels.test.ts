@@ -19,7 +19,7 @@ describe('UnsortedSegmentSum on wasm', () => {
     const rng = new Rng(1);
     await expectWasmMatchesCpu(
       [randomInput(rng, [7, 3, 2]), intInput([7], [2, 0, 2, 4, 0, 5, 1])],
-      (x, ids) => tf.unsortedSegmentSum(x, ids, 5),
+      (x, ids) => tf.unsortedSegmentSum(x, ids as tf.Tensor1D, 5),
       'segment sum 1-D ids (id 5 dropped)',
     );
     // 2-D ids go straight to the kernel (the op wrapper only accepts 1-D).
@@ -37,7 +37,7 @@ describe('UnsortedSegmentSum on wasm', () => {
   it('int32 data', async () => {
     const values = intInput([5, 2], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     const ids = intInput([5], [1, 1, 0, 2, 1]);
-    const [out] = await runOn('wasm', [values, ids], (x, i) => tf.unsortedSegmentSum(x, i, 3));
+    const [out] = await runOn('wasm', [values, ids], (x, i) => tf.unsortedSegmentSum(x, i as tf.Tensor1D, 3));
     expect(Array.from(out)).toEqual([5, 6, 1 + 3 + 9, 2 + 4 + 10, 7, 8]);
   });
 
@@ -195,7 +195,7 @@ describe('backward passes of model building blocks run on wasm and match cpu', (
         const loss = (f2: tf.Tensor, gamma2: tf.Tensor, beta2: tf.Tensor, dwf2: tf.Tensor) => {
           let y = tf.conv2d(x as tf.Tensor4D, f2 as tf.Tensor4D, 1, 'same');
           const { mean, variance } = tf.moments(y, [0, 1, 2]);
-          y = tf.batchNorm(y, mean, variance, beta2 as tf.Tensor1D, gamma2 as tf.Tensor1D, 1e-5);
+          y = tf.batchNorm(y, mean, variance, beta2 as tf.Tensor1D, gamma2 as tf.Tensor1D, 1e-5) as tf.Tensor4D;
           y = tf.relu(y);
           y = tf.maxPool(y as tf.Tensor4D, 2, 2, 'same');
           y = tf.depthwiseConv2d(y as tf.Tensor4D, dwf2 as tf.Tensor4D, 1, 'same');
