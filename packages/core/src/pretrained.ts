@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { FileFormatError } from './errors.js';
 import { discoverCheckpoint, readWeights, type WeightsFormat } from './io/hf-folder.js';
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
+import type { TensorMap } from './io/types.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
 import { adapterFor } from './registry.js';
 import { Rng } from './rng.js';
@@ -53,7 +54,9 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
   const model = adapter.build(config, { rng: new Rng(options.seed ?? 0) });
   try {
-    const { tensors, report } = readWeights(found, adapter.aliases);
+    const aliases = adapter.aliases?.(config) ?? {};
+    const { tensors: read, report } = readWeights(found, aliases);
+    const tensors = applyAliases(read, aliases);
     // Findings include dequantization of quantized exports and folded batch norm: say so.
     for (const finding of report.findings) log(`${found.weightsPath}: ${finding.message}`);
     const { created } = model.params.load(tensors, found.weightsPath, ignore, reinitialise);
@@ -63,6 +66,17 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     model.dispose();
     throw e;
   }
+}
+
+/** Rename tensors stored under an alias to the hub name (ONNX names are resolved by the reader already). */
+function applyAliases(tensors: TensorMap, aliases: Readonly<Record<string, string>>): TensorMap {
+  if (![...tensors.keys()].some((k) => k in aliases)) return tensors;
+  const out: TensorMap = new Map();
+  for (const [name, t] of tensors) {
+    const hub = aliases[name] ?? name;
+    out.set(hub, { ...t, name: hub });
+  }
+  return out;
 }
 
 function labelCount(config: HFConfig): number | undefined {

@@ -28,8 +28,11 @@ export interface ArchitectureAdapter {
   ignoredWeights?(name: string): boolean;
   /** The classification head's tensors: re-initialised when fine-tuning to a different label count. */
   headWeights?(name: string): boolean;
-  /** Alternative names (e.g. transformers-5 module layout) -> hub names, for ONNX initializers. */
-  readonly aliases?: Readonly<Record<string, string>>;
+  /**
+   * Alternative names -> hub names for this config (e.g. the transformers-5 module layout
+   * `vit.layers.0.attention.q_proj.weight`), applied to every weights file that uses them.
+   */
+  aliases?(config: HFConfig): Readonly<Record<string, string>>;
 }
 
 export const ADAPTER_TOKEN = Symbol.for('masksub.ArchitectureAdapter');

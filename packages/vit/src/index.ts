@@ -4,11 +4,12 @@
  */
 import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
 import { ViTModel } from './model.js';
-import { vitIgnoredWeights } from './weights.js';
+import { parseViTConfig } from './config.js';
+import { vitAliases, vitIgnoredWeights } from './weights.js';
 
 export { parseViTConfig, type ViTConfig } from './config.js';
 export { ViTModel } from './model.js';
-export { vitParamSpecs, vitIgnoredWeights } from './weights.js';
+export { vitAliases, vitParamSpecs, vitIgnoredWeights } from './weights.js';
 
 export const vitAdapter: ArchitectureAdapter = {
   name: 'vit',
@@ -16,6 +17,7 @@ export const vitAdapter: ArchitectureAdapter = {
   build: (config, options) => new ViTModel(config, options),
   ignoredWeights: vitIgnoredWeights,
   headWeights: (name) => name.startsWith('classifier.'),
+  aliases: (config) => vitAliases(parseViTConfig(config)),
 };
 
 registerAdapter(vitAdapter);

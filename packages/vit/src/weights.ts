@@ -44,3 +44,28 @@ export function vitParamSpecs(c: ViTConfig): ParamSpec[] {
 export function vitIgnoredWeights(name: string): boolean {
   return /\.pooler\./.test(name) || /^(cls_classifier|distillation_classifier)\./.test(name);
 }
+
+/**
+ * transformers-5 module names (as in its in-memory state dict and some re-exports) -> hub names.
+ * Checkpoints on the hub keep the old names; this lets files written with the new ones load too.
+ */
+export function vitAliases(c: ViTConfig): Record<string, string> {
+  const p = c.modelType;
+  const out: Record<string, string> = {};
+  const renames: [string, string][] = [
+    ['attention.q_proj', 'attention.attention.query'],
+    ['attention.k_proj', 'attention.attention.key'],
+    ['attention.v_proj', 'attention.attention.value'],
+    ['attention.o_proj', 'attention.output.dense'],
+    ['mlp.fc1', 'intermediate.dense'],
+    ['mlp.fc2', 'output.dense'],
+    ['layernorm_before', 'layernorm_before'],
+    ['layernorm_after', 'layernorm_after'],
+  ];
+  for (let i = 0; i < c.numHiddenLayers; i++) {
+    for (const [from, to] of renames) {
+      for (const kind of ['weight', 'bias']) out[`${p}.layers.${i}.${from}.${kind}`] = `${p}.encoder.layer.${i}.${to}.${kind}`;
+    }
+  }
+  return out;
+}

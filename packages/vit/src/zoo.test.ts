@@ -3,12 +3,12 @@
  * transposed MatMul weights) and ONNX Runtime; quantized ONNX within quantization error; and
  * save -> load round trips with identical tensors.
  */
-import { mkdtempSync, rmSync, copyFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, verifyModel } from '@masksub/core';
-import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, verifyModel, writeSafetensors } from '@masksub/core';
+import { describeShared, fixturePath, sharedPath } from '../../core/src/testing/shared.js';
 import './index.js';
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -100,6 +100,22 @@ describeShared('fixtures/hf-tiny/vit', 'ViT from the model zoo formats', () => {
     rmSync(join(noConfig, 'config.json'));
     await expect(loadPretrained(noConfig, quiet)).rejects.toThrow(/config\.json/);
     copyFileSync(fixturePath('vit', 'config.json'), join(noConfig, 'config.json'));
+  });
+
+  it('loads files written with transformers-5 module names through the alias table', async () => {
+    const nameMap = JSON.parse(readFileSync(sharedPath('fixtures/hf-tiny/name_map.json'), 'utf8')).vit as Record<string, string>;
+    const hubToNew = new Map(Object.entries(nameMap).map(([n, hub]) => [hub, n]));
+    const dir = join(tmp, 't5names');
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(fixturePath('vit', 'config.json'), join(dir, 'config.json'));
+    const renamed = [...readSafetensors(fixturePath('vit', 'model.safetensors')).values()].map((t) => ({ ...t, name: hubToNew.get(t.name) ?? t.name }));
+    expect(renamed.some((t) => t.name === 'vit.layers.0.attention.q_proj.weight')).toBe(true);
+    writeSafetensors(join(dir, 'model.safetensors'), renamed);
+    const { model } = await loadPretrained(dir, quiet);
+    const out = model.forward({ pixel_values: pixels });
+    expect(maxAbsDiff(out.dataSync(), refLogits)).toBeLessThan(1e-4);
+    out.dispose();
+    model.dispose();
   });
 
   it('a new label count re-initialises only the head', async () => {
