@@ -10,7 +10,9 @@
  *   masksub bench [--quick]
  */
 import { Command, Option } from 'commander';
+import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { initBackend } from '../backend/select.js';
 import { MaskSubError } from '../errors.js';
 import { formatInspectReport, inspectCheckpoint } from '../io/inspect.js';
@@ -223,5 +225,6 @@ export async function main(argv: string[]): Promise<void> {
   }
 }
 
-const invokedDirectly = process.argv[1] !== undefined && /cli[\\/]main\.(ts|js)$/.test(process.argv[1]);
+// Run when executed (also through the npm bin symlink), not when imported.
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
 if (invokedDirectly) await main(process.argv);
