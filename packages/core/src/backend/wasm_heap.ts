@@ -1,7 +1,7 @@
 /**
  * Small helpers for kernels that run in TypeScript on the tfjs wasm backend's memory.
  *
- * Why a structural type instead of importing `BackendWasm`: the kernels only need five members,
+ * Why a structural type instead of importing `BackendWasm`: the kernels only need a few members,
  * and typing against them keeps this package independent of the wasm package's internal d.ts
  * (which drags in `@tensorflow/tfjs-core` types from a second path).
  *
@@ -17,10 +17,16 @@ export type HeapArray = Float32Array | Int32Array | Uint8Array;
 
 /** The members of tfjs' `BackendWasm` that masksub's kernels use. */
 export interface WasmBackend {
-  dataIdMap: { get(dataId: object): { id: number; shape: number[]; dtype: tf.DataType } | undefined };
+  dataIdMap: {
+    get(dataId: object): { id: number; shape: number[]; dtype: tf.DataType; memoryOffset: number } | undefined;
+    delete(dataId: object): unknown;
+  };
   makeOutput(shape: number[], dtype: tf.DataType, memoryOffset?: number): TensorInfo;
   typedArrayFromHeap(info: TensorInfo): tf.TypedArray;
   disposeData(dataId: object, force?: boolean): boolean;
+  incRef(dataId: object): void;
+  /** The Emscripten module; `tfjs.disposeData` unregisters a tensor id without freeing memory. */
+  wasm: { tfjs: { disposeData(id: number): void } };
 }
 
 /** Signature of a registered kernel function, narrowed to what we call. */
@@ -43,6 +49,28 @@ export function allocate(backend: WasmBackend, shape: number[], dtype: tf.DataTy
   const info = backend.makeOutput(shape, dtype);
   if (zero) heapView(backend, info).fill(0);
   return info;
+}
+
+/**
+ * A tensor over `size(shape)` elements of existing heap memory, `elementOffset` float32s into
+ * `base` (no copy). Release it with `releaseView`, never `release`: disposeData would `free()`
+ * a pointer into the middle of another tensor's block.
+ */
+export function heapViewTensor(backend: WasmBackend, base: TensorInfo, elementOffset: number, shape: number[]): TensorInfo {
+  const baseData = backend.dataIdMap.get(base.dataId);
+  if (baseData === undefined) throw new Error('heapViewTensor: base tensor is not on the wasm backend');
+  const offset = baseData.memoryOffset + elementOffset * 4;
+  return backend.makeOutput(shape, base.dtype, offset);
+}
+
+/** Unregisters views made by `heapViewTensor` (and any XNNPACK operator cached for them). */
+export function releaseView(backend: WasmBackend, ...infos: TensorInfo[]): void {
+  for (const info of infos) {
+    const data = backend.dataIdMap.get(info.dataId);
+    if (data === undefined) continue;
+    backend.wasm.tfjs.disposeData(data.id);
+    backend.dataIdMap.delete(info.dataId);
+  }
 }
 
 export function release(backend: WasmBackend, ...infos: TensorInfo[]): void {

@@ -13,6 +13,7 @@ import {
   depthwiseConv2dBackpropInput,
   makeConv2DBackpropFilter,
 } from './kernels/conv_backprop.js';
+import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { unsortedSegmentSum } from './kernels/unsorted_segment_sum.js';
 import type { KernelCall } from './wasm_heap.js';
 
@@ -41,6 +42,7 @@ function stockKernel(name: string): tf.KernelFunc {
 }
 
 function replace(name: string, make: (stock: KernelCall) => KernelCall): void {
+  // Idempotent: a second call re-wraps the remembered stock function, never the wrapper.
   const config = tf.getKernel(name, 'wasm');
   const stock = stockKernel(name);
   const wrapped = asKernelFunc(make(stock as unknown as KernelCall)) as Wrapped;
@@ -64,14 +66,17 @@ function addIfMissing(name: string, fn: KernelCall, added: string[]): void {
 /** Registers (or re-registers) all masksub wasm kernels. Returns what was added / replaced. */
 export function registerWasmKernels(): WasmKernelRegistration {
   const stockMatMul = stockKernel(tf.BatchMatMul) as unknown as KernelCall;
-  replace(tf.BatchMatMul, makeFastBatchMatMul);
-  replace(tf._FusedMatMul, makeFastFusedMatMul);
+  const stockTranspose = stockKernel(tf.Transpose) as unknown as KernelCall;
+  replace(tf.BatchMatMul, (stock) => makeFastBatchMatMul(stock, stockTranspose));
+  replace(tf._FusedMatMul, (stock) => makeFastFusedMatMul(stock, stockTranspose));
+  replace(tf.Identity, makeSharedIdentity);
+  replace(tf.Cast, makeSharedCast);
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
   addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(stockMatMul), added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul] };
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */

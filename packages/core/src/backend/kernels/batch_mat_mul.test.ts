@@ -27,6 +27,8 @@ const CASES: [number[], number[], number, number, number][] = [
   [[2, 1], [1, 3], 4, 7, 3],
   [[2, 3], [3], 5, 6, 7],
   [[1], [4], 3, 5, 2],
+  // Attention-like: heap-view slices at offsets that are not multiples of 4 floats.
+  [[2, 3], [2, 3], 13, 8, 13],
 ];
 
 function operandShape(batch: number[], rows: number, cols: number, transposed: boolean): number[] {
