@@ -1,3 +1,4 @@
 /** Backend selection and masksub's wasm kernels. */
 export { activateBackend, initBackend, BACKEND_ENV, BACKEND_NAMES, type BackendInfo, type BackendName, type InitBackendOptions } from './select.js';
 export { registerWasmKernels, restoreStockMatMul, type WasmKernelRegistration } from './wasm_kernels.js';
+export { ADAMW_UPDATE, type AdamWUpdateAttrs } from './kernels/adamw.js';

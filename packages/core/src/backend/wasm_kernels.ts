@@ -13,7 +13,9 @@ import {
   depthwiseConv2dBackpropInput,
   makeConv2DBackpropFilter,
 } from './kernels/conv_backprop.js';
+import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
+import { makeLeadingAxesSum } from './kernels/sum.js';
 import { unsortedSegmentSum } from './kernels/unsorted_segment_sum.js';
 import type { KernelCall } from './wasm_heap.js';
 
@@ -71,12 +73,14 @@ export function registerWasmKernels(): WasmKernelRegistration {
   replace(tf._FusedMatMul, (stock) => makeFastFusedMatMul(stock, stockTranspose));
   replace(tf.Identity, makeSharedIdentity);
   replace(tf.Cast, makeSharedCast);
+  replace(tf.Sum, makeLeadingAxesSum);
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
   addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(stockMatMul), added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast] };
+  addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */

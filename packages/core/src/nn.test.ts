@@ -1,0 +1,67 @@
+/**
+ * The hand-written gradients of layerNorm and geluExact against autodiff through the plain
+ * compositions, on cpu and wasm, for random shapes (forward and every input's gradient).
+ */
+import { beforeAll, describe, it } from 'vitest';
+import { initBackend } from './backend/select.js';
+import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
+import { geluExact, layerNorm } from './nn.js';
+import { Rng } from './rng.js';
+import { tf } from './tf.js';
+
+function referenceLayerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  const { mean, variance } = tf.moments(x, -1, true);
+  return tf.add(tf.mul(tf.mul(tf.sub(x, mean), tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+}
+
+function referenceGelu(x: tf.Tensor): tf.Tensor {
+  return tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
+}
+
+/** Forward value and gradients of sum(f(...) * w) for every input but the last (w). */
+function valueAndGrads(f: (...xs: tf.Tensor[]) => tf.Tensor) {
+  return (...xs: tf.Tensor[]) => {
+    const w = xs[xs.length - 1];
+    const inputs = xs.slice(0, -1);
+    const { value, grads } = tf.valueAndGrads((...ts: tf.Tensor[]) => tf.sum(tf.mul(f(...ts), w)) as tf.Scalar)(inputs);
+    return [f(...inputs), value, ...grads];
+  };
+}
+
+beforeAll(async () => {
+  delete process.env.MASKSUB_BACKEND;
+  await initBackend({ prefer: 'wasm', log: () => {} });
+});
+
+const SHAPES = [[3, 7, 16], [5, 33], [2, 4, 5, 9]];
+
+describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
+  for (const shape of SHAPES) {
+    it(`layerNorm [${shape}] matches autodiff of the plain composition`, async () => {
+      const rng = new Rng(shape.length * 100 + shape[shape.length - 1]);
+      const d = shape[shape.length - 1];
+      const x = randomInput(rng, shape);
+      // Shift and scale rows so the variance path is exercised away from 1.
+      for (let i = 0; i < x.values.length; i++) x.values[i] = x.values[i] * 3 + 2;
+      const inputs: Input[] = [x, randomInput(rng, [d]), randomInput(rng, [d]), randomInput(rng, shape)];
+      const eps = 1e-6;
+      const got = await runOn(backend, inputs, valueAndGrads((a, g, b) => layerNorm(a, g, b, eps)));
+      const want = await runOn(backend, inputs, valueAndGrads((a, g, b) => referenceLayerNorm(a, g, b, eps)));
+      expectClose(got, want, 2e-5, `layerNorm [${shape}]`);
+    });
+
+    it(`geluExact [${shape}] matches autodiff of the plain composition`, async () => {
+      const rng = new Rng(7 + shape[0]);
+      const x = randomInput(rng, shape);
+      // Cover the tails, where the density's exp underflows.
+      for (let i = 0; i < x.values.length; i++) x.values[i] *= 4;
+      x.values[0] = -12;
+      x.values[1] = 12;
+      x.values[2] = 0;
+      const inputs: Input[] = [x, randomInput(rng, shape)];
+      const got = await runOn(backend, inputs, valueAndGrads((a) => geluExact(a)));
+      const want = await runOn(backend, inputs, valueAndGrads((a) => referenceGelu(a)));
+      expectClose(got, want, 1e-5, `gelu [${shape}]`);
+    });
+  }
+});
