@@ -20,6 +20,7 @@ const FORMS: [boolean, boolean][] = [
 const CASES: [number[], number[], number, number, number][] = [
   [[], [], 7, 13, 5],
   [[], [], 1, 9, 1],
+  [[], [], 5, 19, 11], // n > m: transposeA alone computes (Bᵀ·A)ᵀ
   [[4], [], 7, 13, 5],
   [[2, 3], [], 5, 3, 6],
   [[3], [3], 6, 11, 5],

@@ -101,12 +101,24 @@ export function matMulViaUntransposed2D(
   transposeB: boolean,
   product: Product2D,
   swapLastAxes: SwapLastAxes,
+  /** Whether C may be computed as (Bᵀ·A)ᵀ (not with a bias or activation applied by `product`). */
+  swappable = false,
 ): TensorInfo {
   const { m, k, n, batchDimsA, batchDimsB, outBatchDims } = matMulShapes(a, b, transposeA, transposeB);
   const batchA = sizeOf(batchDimsA);
   const batchB = sizeOf(batchDimsB);
   const batch = sizeOf(outBatchDims);
   const outShape = [...outBatchDims, m, n];
+  if (swappable && batch === 1 && transposeA && !transposeB && n > m) {
+    // A weight gradient xᵀ·dy with the wider side in dy (MLP fc1: 192 x 4160 x 768): computing
+    // (dyᵀ·x)ᵀ transposes the wide operand instead but gives XNNPACK more rows and a narrower
+    // packed weight; ~12% faster, and the [N, M] result is small to swap back.
+    const bT = swapLastAxes(view(b, [k, n]));
+    const outT = product(view(bT, [1, n, k]), view(a, [1, k, m]));
+    const out = swapLastAxes(view(outT, [n, m]));
+    release(backend, bT, outT);
+    return view(out, outShape);
+  }
   const temps: TensorInfo[] = [];
   const aReady = transposeA ? swapLastAxes(a) : a;
   if (transposeA) temps.push(aReady);
@@ -162,7 +174,7 @@ export function makeFastBatchMatMul(stock: KernelCall, stockTranspose: KernelCal
     }
     const product: Product2D = (a3, b3) =>
       single(stock({ inputs: { a: a3, b: b3 }, backend, attrs: { transposeA: false, transposeB: false } }));
-    return matMulViaUntransposed2D(backend, a, b, transposeA, transposeB, product, swapLastAxesWith(stockTranspose, backend));
+    return matMulViaUntransposed2D(backend, a, b, transposeA, transposeB, product, swapLastAxesWith(stockTranspose, backend), true);
   };
 }
 
