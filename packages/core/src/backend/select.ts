@@ -12,7 +12,7 @@ import os from 'node:os';
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
 import { registerWasmKernels, type WasmKernelRegistration } from './wasm_kernels.js';
-import { enableThreadedWasmInNode } from './wasm_threads.js';
+import { enableThreadedWasmInNode, unrefWasmWorkers } from './wasm_threads.js';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
@@ -122,6 +122,7 @@ async function tryWasm(ctx: TryContext): Promise<Attempt> {
     wasmStarted = true;
   }
   if (!(await tf.setBackend('wasm'))) return { ok: false, why: 'the wasm backend failed to initialise' };
+  unrefWasmWorkers((tf.backend() as unknown as { wasm: Parameters<typeof unrefWasmWorkers>[0] }).wasm);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const threads = wasm.getThreadsCount();
   const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}${threadNote}`;

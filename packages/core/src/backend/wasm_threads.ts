@@ -110,3 +110,30 @@ export function enableThreadedWasmInNode(threads: number): () => void {
     os.cpus = nativeCpus;
   };
 }
+
+interface EmscriptenPThread {
+  unusedWorkers?: { unref?: () => void }[];
+  runningWorkers?: { unref?: () => void }[];
+  getNewWorker?: () => { unref?: () => void };
+}
+
+/**
+ * Emscripten's pthread pool is made of Node `worker_threads` that stay referenced, so a process
+ * that used threaded wasm never exits on its own. Unreference the pool (and any worker it makes
+ * later): the workers only serve the main thread and must not keep the process alive.
+ */
+export function unrefWasmWorkers(wasmModule: { PThread?: EmscriptenPThread }): void {
+  const pt = wasmModule.PThread;
+  if (!pt) return;
+  for (const w of [...(pt.unusedWorkers ?? []), ...(pt.runningWorkers ?? [])]) w.unref?.();
+  const getNewWorker = pt.getNewWorker?.bind(pt);
+  if (getNewWorker && !(getNewWorker as { masksubUnref?: boolean }).masksubUnref) {
+    const wrapped = () => {
+      const w = getNewWorker();
+      w.unref?.();
+      return w;
+    };
+    (wrapped as { masksubUnref?: boolean }).masksubUnref = true;
+    pt.getNewWorker = wrapped;
+  }
+}
