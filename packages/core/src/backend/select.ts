@@ -67,7 +67,9 @@ async function tryTensorflow(_ctx: TryContext): Promise<Attempt> {
     try {
       await importOptional(pkg);
     } catch (e) {
-      reasons.push(`${pkg}: ${firstLine(e)}`);
+      // Absent is the normal case (optional peers); anything else is worth the whole message.
+      const absent = (e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String((e as Error).message).includes(`'${pkg}'`);
+      reasons.push(`${pkg} ${absent ? 'not installed' : `failed to load: ${firstLine(e)}`}`);
       continue;
     }
     if (tf.findBackend('tensorflow') == null) {
