@@ -5,7 +5,7 @@
 import { beforeAll, describe, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { geluExact, layerNorm } from './nn.js';
+import { geluExact, layerNorm, linear } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -36,6 +36,21 @@ beforeAll(async () => {
 const SHAPES = [[3, 7, 16], [5, 33], [2, 4, 5, 9]];
 
 describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
+  for (const shape of [[6, 5], [2, 9, 5]]) {
+    it(`linear with bias [${shape}] (fused matmul) matches matMul + add, forward and gradients`, async () => {
+      const rng = new Rng(50 + shape.length);
+      const outDim = 7;
+      const inputs: Input[] = [randomInput(rng, shape), randomInput(rng, [5, outDim]), randomInput(rng, [outDim]), randomInput(rng, [...shape.slice(0, -1), outDim])];
+      const got = await runOn(backend, inputs, valueAndGrads((x, w, b) => linear(x, w, b)));
+      const want = await runOn(
+        backend,
+        inputs,
+        valueAndGrads((x, w, b) => tf.add(tf.reshape(tf.matMul(tf.reshape(x, [-1, 5]), w), [...shape.slice(0, -1), outDim]), b)),
+      );
+      expectClose(got, want, 1e-5, `linear [${shape}]`);
+    });
+  }
+
   for (const shape of SHAPES) {
     it(`layerNorm [${shape}] matches autodiff of the plain composition`, async () => {
       const rng = new Rng(shape.length * 100 + shape[shape.length - 1]);

@@ -4,14 +4,22 @@
  */
 import { tf } from './tf.js';
 
-/** y = x W + b over the last axis; W is [in, out]. */
+/**
+ * y = x W + b over the last axis; W is [in, out]. A 1-D bias rides in the matmul (_FusedMatMul:
+ * XNNPACK starts its accumulators from the bias on wasm), saving a full pass over y forward;
+ * its gradient is the same row sum as for a separate add.
+ */
 export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const inDim = x.shape[x.rank - 1] as number;
     const outDim = weight.shape[1] as number;
     const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
-    let y = tf.matMul(flat, weight);
-    if (bias) y = tf.add(y, bias);
+    let y: tf.Tensor;
+    if (bias && bias.rank === 1) y = tf.fused.matMul({ a: flat as tf.Tensor2D, b: weight as tf.Tensor2D, bias });
+    else {
+      y = tf.matMul(flat, weight);
+      if (bias) y = tf.add(y, bias);
+    }
     return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
   });
 }
