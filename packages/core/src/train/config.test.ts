@@ -17,6 +17,9 @@ describe('run config', () => {
     expect(() => parseRunConfig({ ...base, optimizer: { lr: 0.1, wieght_decay: 0.1 } }, 'run.yaml')).toThrow(/run\.yaml: unknown key 'optimizer\.wieght_decay'/);
     expect(() => parseRunConfig({ ...base, extra: 1 }, 'run.yaml')).toThrow(/unknown key 'extra'/);
   });
+  it('names a missing required key', () => {
+    expect(() => parseRunConfig({ data: { train: 'x' }, train: { steps: 1 } }, 'flags')).toThrow(/flags: 'model' is required/);
+  });
   it('names a bad value', () => {
     expect(() => parseRunConfig({ ...base, masksub: { ratio: 1 } }, 'run.yaml')).toThrow(/'masksub\.ratio'/);
     expect(() => parseRunConfig({ ...base, masksub: { variant: 'masked' } }, 'run.yaml')).toThrow(/'masksub\.variant'/);

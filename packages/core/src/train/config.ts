@@ -113,6 +113,7 @@ function describeIssues(error: z.ZodError, source: string): string {
   return error.issues
     .map((i) => {
       const path = i.path.join('.') || '(root)';
+      if (i.code === 'invalid_type' && i.message.includes('received undefined')) return `${source}: '${path}' is required (in the config file, or as a flag)`;
       if (i.code === 'unrecognized_keys') return `${source}: unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${[...i.path, k].join('.')}'`).join(', ')}`;
       return `${source}: '${path}': ${i.message}`;
     })
