@@ -46,14 +46,12 @@ describe('masksub train on (threaded) wasm', () => {
   it('exits on its own when done: the wasm thread pool does not keep the process alive', () => {
     const config = join(tmp, 'vit-wasm.json');
     writeFileSync(config, JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }));
-    const started = Date.now();
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, 'train', '--model', config, '--data', 'mnist:train', '--steps', '2',
       '--batch-size', '8', '--set', 'data.train_limit=32', '--set', 'optimizer.warmup_steps=1', '--run-dir', join(tmp, 'wasm-run'), '--quiet', '--backend', 'wasm'],
       { cwd: repo, encoding: 'utf8', timeout: 60_000, env: { ...process.env, MASKSUB_WASM_THREADS: '2' } });
     expect(r.error, 'the process had to be killed: it did not exit').toBeUndefined();
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/backend: wasm \(wasm simd, 2 threads/);
-    expect(Date.now() - started).toBeLessThan(60_000);
   });
 });
 

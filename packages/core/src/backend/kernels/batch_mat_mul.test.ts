@@ -93,27 +93,34 @@ describe('wasm BatchMatMul replacement', () => {
     }
   });
 
-  it('is faster than the stock kernel on a transposed product (the point of replacing it)', async () => {
+  it('sends transposed products to the untransposed (XNNPACK) stock path', async () => {
+    // Speed itself is measured by `pnpm bench` (matmul rows), not by a timed unit test: here we
+    // check the routing that makes it fast — the stock kernel only ever sees untransposed operands.
     const { restoreStockMatMul, registerWasmKernels } = await import('../wasm_kernels.js');
     await tf.setBackend('wasm');
-    const a = tf.randomNormal([256, 256]);
-    const b = tf.randomNormal([256, 256]);
-    // Block body: a tidy that returns the typed array would walk its 65k elements.
-    const once = () => tf.tidy(() => {
-      tf.matMul(a, b, true, true).dataSync();
-    });
-    const time = () => {
-      once();
-      const t0 = performance.now();
-      for (let i = 0; i < 3; i++) once();
-      return performance.now() - t0;
-    };
-    const fast = time();
     restoreStockMatMul();
-    const stock = time();
+    const stock = tf.getKernel('BatchMatMul', 'wasm')!;
+    const seen: { transposeA: boolean; transposeB: boolean }[] = [];
+    tf.unregisterKernel('BatchMatMul', 'wasm');
+    tf.registerKernel({
+      ...stock,
+      kernelFunc: (args) => {
+        const attrs = args.attrs as unknown as { transposeA: boolean; transposeB: boolean };
+        seen.push({ transposeA: attrs.transposeA, transposeB: attrs.transposeB });
+        return stock.kernelFunc(args);
+      },
+    });
     registerWasmKernels();
-    tf.dispose([a, b]);
-    console.log(`256^3 transposeA+B: replacement ${fast.toFixed(1)} ms, stock ${stock.toFixed(1)} ms (3 runs)`);
-    expect(fast).toBeLessThan(stock / 2);
+    const a = tf.randomNormal([64, 32]);
+    const b = tf.randomNormal([48, 64]);
+    const out = tf.matMul(a, b, true, true);
+    expect(out.shape).toEqual([32, 48]);
+    expect(seen.length).toBeGreaterThan(0);
+    expect(seen.every((s) => !s.transposeA && !s.transposeB)).toBe(true);
+    tf.dispose([a, b, out]);
+    restoreStockMatMul();
+    tf.unregisterKernel('BatchMatMul', 'wasm');
+    tf.registerKernel(stock);
+    registerWasmKernels();
   });
 });
