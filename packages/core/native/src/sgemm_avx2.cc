@@ -219,6 +219,8 @@ class Pool {
   int size() const { return static_cast<int>(threads_.size()) + 1; }
   // Runs job(part) for part in [0, parts) with part 0 on the calling thread; returns when all end.
   void run(int parts, const std::function<void(int)>& job) {
+    // One job at a time: JS worker_threads sharing this addon would otherwise race on job_.
+    std::lock_guard<std::mutex> one_at_a_time(run_mu_);
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &job;
@@ -254,7 +256,7 @@ class Pool {
     }
   }
   std::vector<std::thread> threads_;
-  std::mutex mu_;
+  std::mutex run_mu_, mu_;
   std::condition_variable cv_, done_;
   const std::function<void(int)>* job_ = nullptr;
   int parts_ = 0, pending_ = 0;
