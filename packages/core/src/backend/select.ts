@@ -11,6 +11,7 @@
 import os from 'node:os';
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
+import { nativeGemm, nativeGemmStatus } from './native.js';
 import { registerWasmKernels, type WasmKernelRegistration } from './wasm_kernels.js';
 import { enableThreadedWasmInNode, unrefWasmWorkers } from './wasm_threads.js';
 
@@ -127,7 +128,9 @@ async function tryWasm(ctx: TryContext): Promise<Attempt> {
   unrefWasmWorkers((tf.backend() as unknown as { wasm: Parameters<typeof unrefWasmWorkers>[0] }).wasm);
   const simd = await tf.env().getAsync('WASM_HAS_SIMD_SUPPORT');
   const threads = wasm.getThreadsCount();
-  const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}${threadNote}`;
+  // Which engine runs the float32 matmuls (kernels/batch_mat_mul.ts routes them).
+  const gemm = nativeGemm() !== null ? 'native gemm' : `XNNPACK gemm (native: ${nativeGemmStatus().reason})`;
+  const detail = `wasm ${simd ? 'simd' : 'scalar'}, ${threads} thread${threads === 1 ? '' : 's'}${threadNote}, ${gemm}`;
   return { ok: true, detail, wasmKernels };
 }
 

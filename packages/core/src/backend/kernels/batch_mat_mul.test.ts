@@ -1,6 +1,7 @@
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
+import { nativeGemmStatus, setNativeGemmEnabled } from '../native.js';
 import { initBackend } from '../select.js';
 import { expectClose, expectWasmMatchesCpu, randomInput, runOn } from '../testing/compare.js';
 
@@ -36,7 +37,13 @@ function operandShape(batch: number[], rows: number, cols: number, transposed: b
   return transposed ? [...batch, cols, rows] : [...batch, rows, cols];
 }
 
-describe('wasm BatchMatMul replacement', () => {
+// Both engines behind the replacement kernels: the native GEMM addon (when built) and XNNPACK.
+const ENGINES = nativeGemmStatus().gemm !== null ? (['native', 'xnnpack'] as const) : (['xnnpack'] as const);
+
+for (const engine of ENGINES) describe(`wasm BatchMatMul replacement (${engine} gemm)`, () => {
+  beforeAll(() => setNativeGemmEnabled(engine === 'native'));
+  afterAll(() => setNativeGemmEnabled(true));
+
   for (const [batchA, batchB, m, k, n] of CASES) {
     for (const [ta, tb] of FORMS) {
       it(`a[${batchA}] b[${batchB}] ${m}x${k}x${n} transposeA=${ta} transposeB=${tb}: forward and grads match cpu`, async () => {
@@ -92,11 +99,15 @@ describe('wasm BatchMatMul replacement', () => {
       }
     }
   });
+});
 
+describe('wasm BatchMatMul routing', () => {
   it('sends transposed products to the untransposed (XNNPACK) stock path', async () => {
     // Speed itself is measured by `pnpm bench` (matmul rows), not by a timed unit test: here we
     // check the routing that makes it fast — the stock kernel only ever sees untransposed operands.
     const { restoreStockMatMul, registerWasmKernels } = await import('../wasm_kernels.js');
+    // This checks the XNNPACK path (what runs when the native addon is absent or disabled).
+    setNativeGemmEnabled(false);
     await tf.setBackend('wasm');
     restoreStockMatMul();
     const stock = tf.getKernel('BatchMatMul', 'wasm')!;
@@ -122,5 +133,6 @@ describe('wasm BatchMatMul replacement', () => {
     tf.unregisterKernel('BatchMatMul', 'wasm');
     tf.registerKernel(stock);
     registerWasmKernels();
+    setNativeGemmEnabled(true);
   });
 });

@@ -1,0 +1,313 @@
+// Single-precision GEMM: BLIS-style loops (NC x KC panels of B, MC x KC blocks of A, both packed
+// so the micro-kernel streams contiguous memory) around a 6x16 AVX2/FMA micro-kernel that keeps
+// 12 ymm accumulators in registers. Block sizes follow BLIS' Zen configuration (MC 144, KC 256,
+// NC 4080): a packed A block fits L2, one 16-column B strip fits L1.
+//
+// Compiled with -mavx2 -mfma in its own static library: binding.cc checks the CPU before any of
+// this code runs, so a CPU without AVX2/FMA gets an error instead of SIGILL.
+#include "sgemm.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace masksub {
+namespace {
+
+constexpr long MR = 6;
+constexpr long NR = 16;
+constexpr long MC = 144;
+constexpr long KC = 256;
+constexpr long NC = 4080;
+
+// Per-thread packing buffers, 64-byte aligned, grown on demand and kept between calls.
+struct PackBuffers {
+  float* a = nullptr;
+  float* b = nullptr;
+  size_t a_size = 0, b_size = 0;
+  ~PackBuffers() {
+    std::free(a);
+    std::free(b);
+  }
+  static float* grow(float*& p, size_t& have, size_t need) {
+    if (have < need) {
+      std::free(p);
+      p = static_cast<float*>(std::aligned_alloc(64, ((need * sizeof(float) + 63) / 64) * 64));
+      have = need;
+    }
+    return p;
+  }
+};
+thread_local PackBuffers buffers;
+
+// Element (r, p) of op(A) and (p, c) of op(B) for one batch slice.
+struct Operand {
+  const float* data;
+  bool trans;
+  long rows, cols;  // of the op()'d matrix
+  float at(long r, long c) const { return trans ? data[c * rows + r] : data[r * cols + c]; }
+};
+
+// Packs op(A)[i0:i0+mc, p0:p0+kc] as MR-row strips, each kc columns of MR values, zero padded.
+void pack_a(const Operand& A, long i0, long mc, long p0, long kc, float* dst) {
+  for (long ir = 0; ir < mc; ir += MR) {
+    const long mr = std::min(MR, mc - ir);
+    if (A.trans) {
+      // op(A)(r, p) = A[p * m + r]: the MR values of one column are contiguous.
+      for (long p = 0; p < kc; p++) {
+        const float* src = A.data + (p0 + p) * A.rows + i0 + ir;
+        long r = 0;
+        for (; r < mr; r++) dst[r] = src[r];
+        for (; r < MR; r++) dst[r] = 0.f;
+        dst += MR;
+      }
+    } else {
+      const float* rows[MR];
+      for (long r = 0; r < MR; r++) rows[r] = A.data + (i0 + ir + std::min(r, mr - 1)) * A.cols + p0;
+      for (long p = 0; p < kc; p++) {
+        long r = 0;
+        for (; r < mr; r++) dst[r] = rows[r][p];
+        for (; r < MR; r++) dst[r] = 0.f;
+        dst += MR;
+      }
+    }
+  }
+}
+
+// Packs op(B)[p0:p0+kc, j0:j0+nc] as NR-column strips, each kc rows of NR values, zero padded.
+void pack_b(const Operand& B, long p0, long kc, long j0, long nc, float* dst) {
+  for (long jr = 0; jr < nc; jr += NR) {
+    const long nr = std::min(NR, nc - jr);
+    if (!B.trans) {
+      for (long p = 0; p < kc; p++) {
+        const float* src = B.data + (p0 + p) * B.cols + j0 + jr;
+        if (nr == NR) {
+          _mm256_store_ps(dst, _mm256_loadu_ps(src));
+          _mm256_store_ps(dst + 8, _mm256_loadu_ps(src + 8));
+        } else {
+          long c = 0;
+          for (; c < nr; c++) dst[c] = src[c];
+          for (; c < NR; c++) dst[c] = 0.f;
+        }
+        dst += NR;
+      }
+    } else {
+      // op(B)(p, c) = B[c * k + p]: walk NR source rows side by side.
+      for (long p = 0; p < kc; p++) {
+        long c = 0;
+        for (; c < nr; c++) dst[c] = B.data[(j0 + jr + c) * B.rows + p0 + p];
+        for (; c < NR; c++) dst[c] = 0.f;
+        dst += NR;
+      }
+    }
+  }
+}
+
+// C[0:6, 0:16] (+)= Ap (kc x 6) * Bp (kc x 16). `accumulate` adds to C instead of overwriting.
+// Partial tiles (mr < 6 or nr < 16) go through a local tile so C is never written out of range.
+void kernel_6x16(long kc, const float* __restrict ap, const float* __restrict bp, float* c, long ldc, long mr, long nr,
+                 bool accumulate) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (long p = 0; p < kc; p++) {
+    const __m256 b0 = _mm256_load_ps(bp);
+    const __m256 b1 = _mm256_load_ps(bp + 8);
+    __m256 a;
+    a = _mm256_broadcast_ss(ap + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(ap + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(ap + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(ap + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(ap + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(ap + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    ap += MR;
+    bp += NR;
+  }
+  const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  if (mr == MR && nr == NR) {
+    for (long r = 0; r < MR; r++) {
+      float* row = c + r * ldc;
+      __m256 v0 = acc[r][0], v1 = acc[r][1];
+      if (accumulate) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row + 8));
+      }
+      _mm256_storeu_ps(row, v0);
+      _mm256_storeu_ps(row + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float tile[MR * NR];
+  for (long r = 0; r < MR; r++) {
+    _mm256_store_ps(tile + r * NR, acc[r][0]);
+    _mm256_store_ps(tile + r * NR + 8, acc[r][1]);
+  }
+  for (long r = 0; r < mr; r++) {
+    float* row = c + r * ldc;
+    for (long j = 0; j < nr; j++) row[j] = accumulate ? row[j] + tile[r * NR + j] : tile[r * NR + j];
+  }
+}
+
+// One batch slice, restricted to output rows [i_begin, i_end) and columns [j_begin, j_end).
+void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_begin, long j_end) {
+  const Operand A{g.a + slice * g.a_batch_stride, g.trans_a, g.m, g.k};
+  const Operand B{g.b + slice * g.b_batch_stride, g.trans_b, g.k, g.n};
+  float* C = g.out + slice * g.m * g.n;
+  const long ldc = g.n;
+  if (g.k == 0) {
+    for (long i = i_begin; i < i_end; i++) std::fill(C + i * ldc + j_begin, C + i * ldc + j_end, 0.f);
+  }
+  for (long jc = j_begin; jc < j_end; jc += NC) {
+    const long nc = std::min(NC, j_end - jc);
+    const long nc_padded = (nc + NR - 1) / NR * NR;
+    for (long pc = 0; pc < g.k; pc += KC) {
+      const long kc = std::min(KC, g.k - pc);
+      float* bp = PackBuffers::grow(buffers.b, buffers.b_size, static_cast<size_t>(nc_padded * kc));
+      pack_b(B, pc, kc, jc, nc, bp);
+      for (long ic = i_begin; ic < i_end; ic += MC) {
+        const long mc = std::min(MC, i_end - ic);
+        const long mc_padded = (mc + MR - 1) / MR * MR;
+        float* ap = PackBuffers::grow(buffers.a, buffers.a_size, static_cast<size_t>(mc_padded * kc));
+        pack_a(A, ic, mc, pc, kc, ap);
+        for (long jr = 0; jr < nc; jr += NR) {
+          const long nr = std::min(NR, nc - jr);
+          for (long ir = 0; ir < mc; ir += MR) {
+            const long mr = std::min(MR, mc - ir);
+            kernel_6x16(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, pc > 0);
+          }
+        }
+      }
+    }
+  }
+  if (g.bias != nullptr || g.relu) {
+    // Epilogue on the rows this call just wrote (still in cache for small blocks).
+    for (long i = i_begin; i < i_end; i++) {
+      float* row = C + i * ldc;
+      for (long j = j_begin; j < j_end; j++) {
+        float v = row[j] + (g.bias != nullptr ? g.bias[j] : 0.f);
+        row[j] = g.relu && v < 0.f ? 0.f : v;
+      }
+    }
+  }
+}
+
+// A persistent pool: thread creation (~30 us) would cost as much as a small product.
+class Pool {
+ public:
+  explicit Pool(int workers) {
+    for (int w = 0; w < workers; w++) threads_.emplace_back([this, w] { loop(w + 1); });
+  }
+  ~Pool() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  int size() const { return static_cast<int>(threads_.size()) + 1; }
+  // Runs job(part) for part in [0, parts) with part 0 on the calling thread; returns when all end.
+  void run(int parts, const std::function<void(int)>& job) {
+    // One job at a time: JS worker_threads sharing this addon would otherwise race on job_.
+    std::lock_guard<std::mutex> one_at_a_time(run_mu_);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &job;
+      parts_ = parts;
+      pending_ = parts - 1;
+      generation_++;
+    }
+    cv_.notify_all();
+    job(0);
+    std::unique_lock<std::mutex> lock(mu_);
+    done_.wait(lock, [this] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+
+ private:
+  void loop(int index) {
+    unsigned long seen = 0;
+    for (;;) {
+      const std::function<void(int)>* job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        if (index >= parts_) continue;
+        job = job_;
+      }
+      (*job)(index);
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (--pending_ == 0) done_.notify_one();
+      }
+    }
+  }
+  std::vector<std::thread> threads_;
+  std::mutex run_mu_, mu_;
+  std::condition_variable cv_, done_;
+  const std::function<void(int)>* job_ = nullptr;
+  int parts_ = 0, pending_ = 0;
+  unsigned long generation_ = 0;
+  bool stop_ = false;
+};
+
+Pool& pool(int threads) {
+  // Sized once, by the first call that asks for more than one thread.
+  static Pool instance(std::max(1, threads) - 1);
+  return instance;
+}
+
+// Below this many multiply-adds a wake-up of the worker costs more than it saves.
+constexpr double kParallelMinFlops = 2.0e6;
+
+}  // namespace
+
+void sgemm(const GemmArgs& g, int threads) {
+  if (g.batch <= 0 || g.m <= 0 || g.n <= 0) return;
+  const double flops = 2.0 * g.batch * g.m * g.n * g.k;
+  const int parts = flops < kParallelMinFlops || threads <= 1 ? 1 : std::min(threads, pool(threads).size());
+  if (parts == 1) {
+    // Tiny products (attention slices): one loop, no per-slice setup beyond packing.
+    for (long s = 0; s < g.batch; s++) gemm_block(g, s, 0, g.m, 0, g.n);
+    return;
+  }
+  std::function<void(int)> job;
+  if (g.batch % parts == 0 || g.batch >= 4 * parts) {
+    // Whole slices per thread (balanced enough): no shared cache lines in the output.
+    job = [&](int part) {
+      const long begin = g.batch * part / parts, end = g.batch * (part + 1) / parts;
+      for (long s = begin; s < end; s++) gemm_block(g, s, 0, g.m, 0, g.n);
+    };
+  } else if (g.m >= g.n) {
+    // Split rows on MR boundaries; each thread packs its own A block and the whole B panel.
+    job = [&](int part) {
+      const long strips = (g.m + MR - 1) / MR;
+      const long begin = std::min(g.m, strips * part / parts * MR), end = std::min(g.m, strips * (part + 1) / parts * MR);
+      for (long s = 0; s < g.batch; s++)
+        if (begin < end) gemm_block(g, s, begin, end, 0, g.n);
+    };
+  } else {
+    job = [&](int part) {
+      const long strips = (g.n + NR - 1) / NR;
+      const long begin = std::min(g.n, strips * part / parts * NR), end = std::min(g.n, strips * (part + 1) / parts * NR);
+      for (long s = 0; s < g.batch; s++)
+        if (begin < end) gemm_block(g, s, 0, g.m, begin, end);
+    };
+  }
+  pool(threads).run(parts, job);
+}
+
+}  // namespace masksub

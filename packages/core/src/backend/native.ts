@@ -1,0 +1,86 @@
+/**
+ * masksub's optional native GEMM (packages/core/native, an AVX2/FMA N-API addon built by
+ * `pnpm install` when a compiler is present). The wasm backend's BatchMatMul / _FusedMatMul
+ * hand float32 products to it, operating directly on the wasm heap; without it they keep using
+ * XNNPACK. Nothing here throws: an absent or unloadable addon is reported as `null` with a reason.
+ *
+ * MASKSUB_NATIVE=0 disables it (read when first loaded; `setNativeGemmEnabled` for tests/benches).
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+export const NATIVE_ENV = 'MASKSUB_NATIVE';
+
+/** The addon's exports (see native/src/binding.cc). */
+export interface NativeGemmAddon {
+  /**
+   * out[i] = op(a[i]) @ op(b[i]) for i < batch, row-major, with op = transpose when the flag is
+   * set; slice i of a starts at i * aBatchStride floats (0 broadcasts), out is contiguous.
+   * `bias` (n floats) is added to every output row, then max(0, x) when `relu`.
+   * The arrays may be views on a SharedArrayBuffer (the threaded wasm heap).
+   */
+  sgemm(
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    batch: number,
+    m: number,
+    k: number,
+    n: number,
+    transA: boolean,
+    transB: boolean,
+    aBatchStride: number,
+    bBatchStride: number,
+    bias?: Float32Array | null,
+    relu?: boolean,
+  ): void;
+  /** Threads the addon uses (itself plus a persistent worker pool, sized on first use). */
+  setThreads(threads: number): void;
+  /** Default thread count chosen at load (hardware threads, at most 8). */
+  readonly threads: number;
+}
+
+export interface NativeGemmStatus {
+  gemm: NativeGemmAddon | null;
+  /** Why it is or is not in use, e.g. "loaded from …", "MASKSUB_NATIVE=0", "not built (…)". */
+  reason: string;
+}
+
+/** The built addon, at the same relative place from src/backend and dist/backend. */
+export const NATIVE_ADDON_PATH = fileURLToPath(new URL('../../native/build/Release/masksub_native.node', import.meta.url));
+
+let status: NativeGemmStatus | null = null;
+let enabled = true;
+
+function load(): NativeGemmStatus {
+  if (process.env[NATIVE_ENV]?.trim() === '0') return { gemm: null, reason: `disabled by ${NATIVE_ENV}=0` };
+  if (!existsSync(NATIVE_ADDON_PATH)) {
+    return { gemm: null, reason: `not built (${NATIVE_ADDON_PATH} is absent; run node packages/core/native/build.mjs)` };
+  }
+  try {
+    const addon = createRequire(import.meta.url)(NATIVE_ADDON_PATH) as NativeGemmAddon;
+    if (typeof addon.sgemm !== 'function') return { gemm: null, reason: `${NATIVE_ADDON_PATH} has no sgemm export` };
+    return { gemm: addon, reason: `loaded from ${NATIVE_ADDON_PATH}` };
+  } catch (e) {
+    // E.g. a CPU without AVX2/FMA (the addon refuses to load) or a Node ABI mismatch.
+    const msg = e instanceof Error ? e.message.split('\n')[0] : String(e);
+    return { gemm: null, reason: `failed to load ${NATIVE_ADDON_PATH}: ${msg}` };
+  }
+}
+
+/** Loads the addon once per process; the status says why it is absent. */
+export function nativeGemmStatus(): NativeGemmStatus {
+  status ??= load();
+  return status;
+}
+
+/** The addon when it is loaded and enabled, else null (callers then use XNNPACK). */
+export function nativeGemm(): NativeGemmAddon | null {
+  return enabled ? nativeGemmStatus().gemm : null;
+}
+
+/** Turns routing to the native GEMM on or off at run time (tests and benches compare both). */
+export function setNativeGemmEnabled(on: boolean): void {
+  enabled = on;
+}
