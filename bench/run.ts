@@ -30,7 +30,8 @@ const opts = program.opts<{ quick?: boolean; backends?: string; steps?: string; 
 const quick = Boolean(opts.quick);
 const batch = Number(opts.batch ?? (quick ? 8 : 64));
 // Median of 3 even when quick: single steps on a shared 2-vCPU VM vary by +-20%.
-const steps = Number(opts.steps ?? 3);
+// Interleaved pairs per case: more pairs, steadier ratios on a drifting VM (quick: 3).
+const steps = Number(opts.steps ?? (quick ? 3 : 5));
 const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
 
 function median(xs: number[]): number {
