@@ -23,3 +23,4 @@ export * from './train/evaluate.js';
 export * from './train/subset.js';
 export * from './train/trainer.js';
 export * from './bench/matmul.js';
+export * from './train/model-preprocess.js';

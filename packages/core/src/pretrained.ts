@@ -5,10 +5,9 @@
  * `saveModel(model, dir)` writes the HF folder back (config.json + model.safetensors, hub names,
  * PyTorch layouts), loadable by masksub and by transformers/timm.
  */
-import { mkdirSync, readFileSync, existsSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError } from './errors.js';
-import { discoverCheckpoint, readWeights, type WeightsFormat } from './io/hf-folder.js';
+import { discoverCheckpoint, readConfig, readWeights, type WeightsFormat } from './io/hf-folder.js';
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
 import type { TensorMap } from './io/types.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
@@ -91,12 +90,7 @@ export function buildFromConfig(configOrPath: string | HFConfig, seed = 0): { mo
   let source = 'config';
   if (typeof configOrPath === 'string') {
     source = configOrPath.endsWith('.json') ? configOrPath : join(configOrPath, 'config.json');
-    if (!existsSync(source)) throw new FileFormatError(source, 'no such file');
-    try {
-      config = JSON.parse(readFileSync(source, 'utf8')) as HFConfig;
-    } catch (e) {
-      throw new FileFormatError(source, `not valid JSON (${(e as Error).message})`);
-    }
+    config = readConfig(source) as HFConfig;
   } else {
     config = configOrPath;
   }

@@ -21,7 +21,7 @@ import { listAdapters } from '../registry.js';
 import { DEFAULT_TOLERANCES, formatVerifyReport, verifyModel } from '../verify.js';
 import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../train/config.js';
 import { openDataSpec } from '../train/data/spec.js';
-import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec } from '../train/data/preprocess.js';
+import { preprocessForModel } from '../train/model-preprocess.js';
 import { evaluate } from '../train/evaluate.js';
 import { writeReport } from '../train/report/report.js';
 import { limitDataset } from '../train/subset.js';
@@ -150,16 +150,8 @@ export async function main(argv: string[]): Promise<void> {
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow' | undefined, log });
       const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
-      const mc = model.config as Record<string, unknown>;
-      const channels = mc.num_channels === 1 ? 1 : 3;
       const list = (s: string | undefined) => s?.split(',').map(Number);
-      const size = Array.isArray(mc.image_size) ? Number(mc.image_size[0]) : Number(mc.image_size);
-      const preprocess = explicitPreprocessSpec({
-        size,
-        channels,
-        mean: list(opts.mean) ?? (channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN),
-        std: list(opts.std) ?? (channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD),
-      });
+      const preprocess = await preprocessForModel(model, opts.model!, { mean: list(opts.mean), std: list(opts.std) });
       const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), opts.limit ? Number(opts.limit) : undefined);
       const r = await evaluate(model, data, preprocess, Number(opts.batchSize));
       console.log(`top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%  loss ${r.loss.toFixed(4)}  (${r.count} images)`);

@@ -1,6 +1,6 @@
 /** Classification evaluation: top-1 / top-5 accuracy (percent) and mean CE loss over a dataset. */
 import type { MaskSubModel } from '../model.js';
-import { logSoftmax } from '../contract/loss.js';
+import { denseTargets, softCrossEntropy } from '../contract/loss.js';
 import { tf } from '../tf.js';
 import { DataLoader } from './data/loader.js';
 import type { PreprocessSpec } from './data/preprocess.js';
@@ -36,8 +36,7 @@ export async function evaluate(
       const hits = tf.cast(tf.equal(indices, tf.expandDims(labels, 1)), 'float32');
       const top1 = tf.sum(tf.slice(hits, [0, 0], [b, 1]));
       const top5 = tf.sum(hits);
-      const logp = logSoftmax(logits);
-      const nll = tf.neg(tf.sum(tf.mul(logp, tf.oneHot(labels, logits.shape[1] as number))));
+      const nll = tf.mul(softCrossEntropy(logits, denseTargets({ labels }, logits.shape[1] as number)), b);
       return [top1.dataSync()[0], top5.dataSync()[0], nll.dataSync()[0]];
     });
     correct1 += c1;

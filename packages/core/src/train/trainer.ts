@@ -15,7 +15,6 @@ import { tf } from '../tf.js';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
 import { DataLoader } from './data/loader.js';
-import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
 import { openDataSpec } from './data/spec.js';
 import type { AnyImageDataset, ImageBatch, LoaderState } from './data/types.js';
 import { evaluate, type EvalResult } from './evaluate.js';
@@ -26,6 +25,7 @@ import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
 import { writeReport } from './report/report.js';
 import { limitDataset } from './subset.js';
+import { preprocessForModel } from './model-preprocess.js';
 
 export const RESOLVED_CONFIG = 'config.resolved.yaml';
 
@@ -69,29 +69,6 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<A
   return loaded.model;
 }
 
-/**
- * Input geometry and normalisation: the checkpoint's preprocessor_config.json when it has one
- * (resize, crop, rescale, normalise, as HF image processors do); otherwise the model's image size
- * with the config's mean/std (default ImageNet statistics). data.* values override either.
- */
-async function preprocessFor(config: RunConfig, model: AdapterModel): Promise<PreprocessSpec> {
-  const mc = model.config as Record<string, unknown>;
-  const channels = (mc.num_channels === 1 ? 1 : 3) as 1 | 3;
-  const modelDir = modelIsConfigOnly(config.model) ? dirname(config.model) : config.model;
-  const ppPath = join(modelDir, 'preprocessor_config.json');
-  let spec: PreprocessSpec;
-  if (existsSync(ppPath)) {
-    spec = await loadPreprocessorConfig(ppPath, channels);
-  } else {
-    const img = mc.image_size;
-    const size = config.data.image_size ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
-    if (!size) throw new OptionError('data.image_size', 'the model config has no image_size; set data.image_size');
-    spec = explicitPreprocessSpec({ size, channels, mean: channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN, std: channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD });
-  }
-  if (config.data.image_size) spec = { ...spec, resize: { height: config.data.image_size, width: config.data.image_size }, centerCrop: null };
-  return { ...spec, mean: config.data.mean ?? spec.mean, std: config.data.std ?? spec.std };
-}
-
 function batchTensors(batch: ImageBatch): { x: tf.Tensor4D; targets: { labels: tf.Tensor1D } | { soft: tf.Tensor2D } } {
   const x = tf.tensor4d(batch.images, batch.shape);
   if (batch.targets) {
@@ -127,7 +104,8 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
 
   const model = await openModel(config, log);
-  const preprocess = await preprocessFor(config, model);
+  const checkpointDir = modelIsConfigOnly(config.model) ? dirname(config.model) : config.model;
+  const preprocess = await preprocessForModel(model, checkpointDir, { imageSize: config.data.image_size, mean: config.data.mean, std: config.data.std });
   const numClasses = config.data.num_classes ?? model.numClasses;
   const trainData: AnyImageDataset = limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit);
   const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
