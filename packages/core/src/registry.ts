@@ -37,12 +37,8 @@ export interface ArchitectureAdapter {
 
 export const ADAPTER_TOKEN = Symbol.for('masksub.ArchitectureAdapter');
 
-/** The container adapters are registered in (a child container can be passed for isolation). */
-export let adapterContainer: DependencyContainer = container;
-
-export function useAdapterContainer(c: DependencyContainer): void {
-  adapterContainer = c;
-}
+/** The container adapters are registered in; every function takes another (e.g. a child container) for isolation. */
+export const adapterContainer: DependencyContainer = container;
 
 /** Register an adapter (idempotent per name: registering the same name again is ignored). */
 export function registerAdapter(adapter: ArchitectureAdapter, c: DependencyContainer = adapterContainer): void {
