@@ -14,6 +14,7 @@ import {
   makeConv2DBackpropFilter,
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
+import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { makeLeadingAxesSum } from './kernels/sum.js';
 import { unsortedSegmentSum } from './kernels/unsorted_segment_sum.js';
@@ -74,13 +75,16 @@ export function registerWasmKernels(): WasmKernelRegistration {
   replace(tf.Identity, makeSharedIdentity);
   replace(tf.Cast, makeSharedCast);
   replace(tf.Sum, makeLeadingAxesSum);
+  replace(tf.GatherV2, makeFastGatherV2);
+  replace(tf.Slice, makeFastSlice);
+  replace(tf.SplitV, makeFastSplitV);
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
   addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(stockMatMul), added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum] };
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */
