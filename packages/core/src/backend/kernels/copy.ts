@@ -198,6 +198,12 @@ export function makeFastGatherV2(stock: KernelCall): KernelCall {
       const idxBase = b * n;
       for (let o = 0; o < outerSize; o++) {
         const xBase = xStart + (b * outerSize + o) * dimSize * sliceSize;
+        if (sliceSize === 1) {
+          // Gather along the last axis: single elements, where run bookkeeping costs more than it saves.
+          for (let j = 0; j < n; j++) heap[to + j] = heap[xBase + idx[idxBase + j]];
+          to += n;
+          continue;
+        }
         let j = 0;
         while (j < n) {
           // Consecutive indices (a sorted keep-list has many) are one contiguous run of x.
