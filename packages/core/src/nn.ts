@@ -2,6 +2,7 @@
  * Building blocks shared by the transformer adapters, as pure functions of tensors. Weights are
  * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
  */
+import { fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
 import { tf } from './tf.js';
 
 /**
@@ -31,6 +32,8 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Te
  * needs about twelve, and the forward keeps x̂ and rstd for it instead of recomputing them.
  */
 export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): tf.Tensor {
+  // One native kernel each way on wasm with masksub's addon (backend/kernels/fused.ts).
+  if (fusedKernelsActive()) return fusedLayerNorm(x, gamma, beta, eps);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const [xt, g, b] = args as tf.Tensor[];
     const save = args[3] as tf.GradSaveFunc;
@@ -67,6 +70,7 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
  * s / (1 - s) with s = sigmoid(u) (exact algebra; s keeps full relative precision for u << 0).
  */
 export function geluExact(x: tf.Tensor): tf.Tensor {
+  if (fusedKernelsActive()) return fusedGelu(x);
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xt = args[0] as tf.Tensor;
     const save = args[1] as tf.GradSaveFunc;
@@ -160,12 +164,25 @@ export function multiHeadAttention(
     const q = split(linear(x, w.q[0], w.q[1]));
     const k = split(linear(x, w.k[0], w.k[1]));
     const v = split(linear(x, w.v[0], w.v[1]));
-    let scores = tf.mul(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh));
-    if (opts.bias) scores = tf.add(scores, opts.bias);
-    let probs = tf.softmax(scores);
+    let probs = scaledSoftmax(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh), opts.bias);
     if (opts.dropoutRate) probs = dropout(probs, opts.dropoutRate, opts.seed ?? 0);
     const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
     return linear(ctx, w.out[0], w.out[1]);
+  });
+}
+
+/**
+ * softmax(scale * scores + bias) over the last axis. Without a bias the scale rides in the fused
+ * softmax kernel where one is active (a pass over the [B, heads, T, T] scores saved each way).
+ */
+export function scaledSoftmax(scores: tf.Tensor, scale: number, bias?: tf.Tensor): tf.Tensor {
+  return tf.tidy(() => {
+    const fused = fusedKernelsActive();
+    if (bias) {
+      const biased = tf.add(tf.mul(scores, scale), bias);
+      return fused ? fusedScaledSoftmax(biased, 1) : tf.softmax(biased);
+    }
+    return fused ? fusedScaledSoftmax(scores, scale) : tf.softmax(tf.mul(scores, scale));
   });
 }
 

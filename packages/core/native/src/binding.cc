@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "fused.h"
 #include "sgemm.h"
 
 namespace {
@@ -108,6 +109,164 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+
+// The fused kernels: argument parsing shared by all of them. `Args` reads positional arguments
+// by name so that every error says which one is wrong.
+struct Args {
+  napi_env env;
+  const char* fn;
+  napi_value argv[12];
+  size_t argc = 12;
+  bool ok = true;
+  Args(napi_env e, napi_callback_info info, const char* name, size_t want) : env(e), fn(name) {
+    napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
+    if (argc < want) fail(std::string("expected ") + std::to_string(want) + " arguments");
+  }
+  void fail(const std::string& msg) {
+    if (ok) Throw(env, std::string(fn) + ": " + msg);
+    ok = false;
+  }
+  float* f32(size_t i, const char* name, size_t* length) {
+    if (!ok) return nullptr;
+    float* data = nullptr;
+    bool is_typed = false;
+    napi_is_typedarray(env, argv[i], &is_typed);
+    napi_typedarray_type type;
+    void* ptr = nullptr;
+    napi_value buffer;
+    size_t offset = 0;
+    if (!is_typed || napi_get_typedarray_info(env, argv[i], &type, length, &ptr, &buffer, &offset) != napi_ok ||
+        type != napi_float32_array) {
+      fail(std::string(name) + " must be a Float32Array");
+      return nullptr;
+    }
+    data = static_cast<float*>(ptr);
+    return data;
+  }
+  double num(size_t i, const char* name) {
+    double d = 0;
+    if (ok && napi_get_value_double(env, argv[i], &d) != napi_ok) fail(std::string(name) + " must be a number");
+    return d;
+  }
+  long count(size_t i, const char* name) {
+    const double d = num(i, name);
+    if (ok && (d < 1 || d != static_cast<double>(static_cast<long>(d)))) fail(std::string(name) + " must be a positive integer");
+    return static_cast<long>(d);
+  }
+  void same(size_t a, size_t b, const char* what) {
+    if (ok && a != b) fail(std::string(what) + " (" + std::to_string(a) + " vs " + std::to_string(b) + ")");
+  }
+};
+
+// geluForward(x, y) / geluBackward(x, dy, dx): element-wise, equal lengths.
+napi_value GeluForward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "geluForward", 2);
+  size_t nx, ny;
+  const float* x = a.f32(0, "x", &nx);
+  float* y = a.f32(1, "y", &ny);
+  a.same(nx, ny, "x and y differ in length");
+  if (a.ok) masksub::gelu_forward(x, y, static_cast<long>(nx), g_threads);
+  return nullptr;
+}
+
+napi_value GeluBackward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "geluBackward", 3);
+  size_t nx, ndy, ndx;
+  const float* x = a.f32(0, "x", &nx);
+  const float* dy = a.f32(1, "dy", &ndy);
+  float* dx = a.f32(2, "dx", &ndx);
+  a.same(nx, ndy, "x and dy differ in length");
+  a.same(nx, ndx, "x and dx differ in length");
+  if (a.ok) masksub::gelu_backward(x, dy, dx, static_cast<long>(nx), g_threads);
+  return nullptr;
+}
+
+// layerNormForward(x, gamma, beta, eps, y, mean, rstd): rows = mean.length, cols = gamma.length.
+napi_value LayerNormForward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "layerNormForward", 7);
+  size_t nx, ng, nb, ny, nm, nr;
+  const float* x = a.f32(0, "x", &nx);
+  const float* gamma = a.f32(1, "gamma", &ng);
+  const float* beta = a.f32(2, "beta", &nb);
+  const double eps = a.num(3, "eps");
+  float* y = a.f32(4, "y", &ny);
+  float* mean = a.f32(5, "mean", &nm);
+  float* rstd = a.f32(6, "rstd", &nr);
+  a.same(ng, nb, "gamma and beta differ in length");
+  a.same(nx, nm * ng, "x is not rows (mean.length) x cols (gamma.length)");
+  a.same(nx, ny, "x and y differ in length");
+  a.same(nm, nr, "mean and rstd differ in length");
+  if (a.ok && ng == 0) a.fail("gamma is empty");
+  if (a.ok) masksub::layer_norm_forward(x, gamma, beta, static_cast<float>(eps), static_cast<long>(nm), static_cast<long>(ng), y, mean, rstd, g_threads);
+  return nullptr;
+}
+
+// layerNormBackward(dy, x, mean, rstd, gamma, dx, dgamma, dbeta).
+napi_value LayerNormBackward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "layerNormBackward", 8);
+  size_t ndy, nx, nm, nr, ng, ndx, ndg, ndb;
+  const float* dy = a.f32(0, "dy", &ndy);
+  const float* x = a.f32(1, "x", &nx);
+  const float* mean = a.f32(2, "mean", &nm);
+  const float* rstd = a.f32(3, "rstd", &nr);
+  const float* gamma = a.f32(4, "gamma", &ng);
+  float* dx = a.f32(5, "dx", &ndx);
+  float* dgamma = a.f32(6, "dgamma", &ndg);
+  float* dbeta = a.f32(7, "dbeta", &ndb);
+  a.same(nx, nm * ng, "x is not rows (mean.length) x cols (gamma.length)");
+  a.same(nx, ndy, "x and dy differ in length");
+  a.same(nx, ndx, "x and dx differ in length");
+  a.same(nm, nr, "mean and rstd differ in length");
+  a.same(ng, ndg, "gamma and dgamma differ in length");
+  a.same(ng, ndb, "gamma and dbeta differ in length");
+  if (a.ok && ng == 0) a.fail("gamma is empty");
+  if (a.ok)
+    masksub::layer_norm_backward(dy, x, mean, rstd, gamma, static_cast<long>(nm), static_cast<long>(ng), dx, dgamma, dbeta, g_threads);
+  return nullptr;
+}
+
+// softmaxForward(x, scale, cols, y) / softmaxBackward(y, dy, scale, cols, dx): over rows of cols.
+napi_value SoftmaxForward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "softmaxForward", 4);
+  size_t nx, ny;
+  const float* x = a.f32(0, "x", &nx);
+  const double scale = a.num(1, "scale");
+  const long cols = a.count(2, "cols");
+  float* y = a.f32(3, "y", &ny);
+  a.same(nx, ny, "x and y differ in length");
+  if (a.ok && nx % static_cast<size_t>(cols) != 0) a.fail("x's length is not a multiple of cols");
+  if (a.ok) masksub::softmax_forward(x, static_cast<float>(scale), static_cast<long>(nx) / cols, cols, y, g_threads);
+  return nullptr;
+}
+
+napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "softmaxBackward", 5);
+  size_t ny, ndy, ndx;
+  const float* y = a.f32(0, "y", &ny);
+  const float* dy = a.f32(1, "dy", &ndy);
+  const double scale = a.num(2, "scale");
+  const long cols = a.count(3, "cols");
+  float* dx = a.f32(4, "dx", &ndx);
+  a.same(ny, ndy, "y and dy differ in length");
+  a.same(ny, ndx, "y and dx differ in length");
+  if (a.ok && ny % static_cast<size_t>(cols) != 0) a.fail("y's length is not a multiple of cols");
+  if (a.ok) masksub::softmax_backward(y, dy, static_cast<float>(scale), static_cast<long>(ny) / cols, cols, dx, g_threads);
+  return nullptr;
+}
+
+// columnSums(x, cols, out): out[c] = sum over rows of x[r, c].
+napi_value ColumnSums(napi_env env, napi_callback_info info) {
+  Args a(env, info, "columnSums", 3);
+  size_t nx, no;
+  const float* x = a.f32(0, "x", &nx);
+  const long cols = a.count(1, "cols");
+  float* out = a.f32(2, "out", &no);
+  a.same(no, static_cast<size_t>(cols), "out's length is not cols");
+  if (a.ok && nx % static_cast<size_t>(cols) != 0) a.fail("x's length is not a multiple of cols");
+  if (a.ok) masksub::column_sums(x, static_cast<long>(nx) / cols, cols, out, g_threads);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
@@ -118,8 +277,15 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"sgemm", nullptr, Sgemm, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"geluForward", nullptr, GeluForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"geluBackward", nullptr, GeluBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNormForward", nullptr, LayerNormForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"layerNormBackward", nullptr, LayerNormBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmaxForward", nullptr, SoftmaxForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
-  napi_define_properties(env, exports, 2, props);
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   napi_value threads;
   napi_create_int32(env, g_threads, &threads);
   napi_set_named_property(env, exports, "threads", threads);

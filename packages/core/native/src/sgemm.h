@@ -1,6 +1,7 @@
 // Packed, cache-blocked single-precision GEMM for x86-64 AVX2 + FMA (see sgemm_avx2.cc).
 #pragma once
 #include <cstddef>
+#include <functional>
 
 namespace masksub {
 
@@ -18,5 +19,9 @@ struct GemmArgs {
 // out[i] = op(a[i]) @ op(b[i]) (+ bias, relu) for i < batch, row-major, out contiguous.
 // Uses up to `threads` threads (the caller's plus a persistent worker pool).
 void sgemm(const GemmArgs& args, int threads);
+
+// Runs body(begin, end) over [0, n) split into up to `threads` contiguous ranges on the GEMM's
+// persistent pool (the calling thread takes the first); runs inline when n < min_per_thread * 2.
+void parallel_for(long n, long min_per_thread, int threads, const std::function<void(long, long)>& body);
 
 }  // namespace masksub

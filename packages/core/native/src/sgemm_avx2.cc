@@ -310,4 +310,18 @@ void sgemm(const GemmArgs& g, int threads) {
   pool(threads).run(parts, job);
 }
 
+void parallel_for(long n, long min_per_thread, int threads, const std::function<void(long, long)>& body) {
+  if (n <= 0) return;
+  const long by_size = n / std::max(1L, min_per_thread);
+  const int parts = static_cast<int>(std::min<long>(std::min(threads, threads <= 1 ? 1 : pool(threads).size()), by_size));
+  if (parts <= 1) {
+    body(0, n);
+    return;
+  }
+  pool(threads).run(parts, [&](int part) {
+    const long begin = n * part / parts, end = n * (part + 1) / parts;
+    if (begin < end) body(begin, end);
+  });
+}
+
 }  // namespace masksub

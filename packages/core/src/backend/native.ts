@@ -39,7 +39,34 @@ export interface NativeGemmAddon {
   setThreads(threads: number): void;
   /** Default thread count chosen at load (hardware threads, at most 8). */
   readonly threads: number;
+  // Fused training kernels (native/src/fused_avx2.cc); absent from addons built before them.
+  /** y = x Phi(x) (exact GELU). */
+  geluForward?(x: Float32Array, y: Float32Array): void;
+  /** dx = dy (Phi(x) + x phi(x)). */
+  geluBackward?(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /** LayerNorm over rows of gamma.length; writes y and each row's mean and 1/sqrt(var + eps). */
+  layerNormForward?(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
+  layerNormBackward?(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    rstd: Float32Array,
+    gamma: Float32Array,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+  ): void;
+  /** y = softmax(scale x) over rows of `cols`. */
+  softmaxForward?(x: Float32Array, scale: number, cols: number, y: Float32Array): void;
+  /** dx = scale y (dy - sum(dy y)) over rows of `cols`. */
+  softmaxBackward?(y: Float32Array, dy: Float32Array, scale: number, cols: number, dx: Float32Array): void;
+  /** out[c] = sum over rows of x[r * cols + c]. */
+  columnSums?(x: Float32Array, cols: number, out: Float32Array): void;
 }
+
+/** The addon's fused kernels, all present (a build that has them has every one). */
+export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
+  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums'>>;
 
 export interface NativeGemmStatus {
   gemm: NativeGemmAddon | null;
@@ -78,6 +105,14 @@ export function nativeGemmStatus(): NativeGemmStatus {
 /** The addon when it is loaded and enabled, else null (callers then use XNNPACK). */
 export function nativeGemm(): NativeGemmAddon | null {
   return enabled ? nativeGemmStatus().gemm : null;
+}
+
+/** The addon when it is loaded, enabled and has the fused kernels; else null. */
+export function nativeFused(): NativeFusedAddon | null {
+  const gemm = nativeGemm();
+  if (gemm === null) return null;
+  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums];
+  return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
 }
 
 /** Turns routing to the native GEMM on or off at run time (tests and benches compare both). */

@@ -14,6 +14,7 @@ import {
   makeConv2DBackpropFilter,
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
+import { registerFusedKernels } from './kernels/fused.js';
 import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { makeLeadingAxesSum } from './kernels/sum.js';
@@ -84,6 +85,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
+  added.push(...registerFusedKernels());
   return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV] };
 }
 

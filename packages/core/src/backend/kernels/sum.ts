@@ -7,6 +7,7 @@
  * feature in float64, needs no transpose. Every other reduction goes to the stock kernel.
  */
 import { tf } from '../../tf.js';
+import { nativeFused } from '../native.js';
 import { allocate, heapF32, sizeOf, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
 /** Number of leading axes reduced when `axes` is exactly a leading prefix; 0 otherwise. */
@@ -48,7 +49,12 @@ export function makeLeadingAxesSum(stock: KernelCall): KernelCall {
     const kept = x.shape.slice(lead);
     const outShape = keepDims ? [...new Array<number>(lead).fill(1), ...kept] : kept;
     const out = allocate(args.backend, outShape, 'float32');
-    columnSums(heapF32(args.backend, x), sizeOf(x.shape.slice(0, lead)), sizeOf(kept), heapF32(args.backend, out));
+    const cols = sizeOf(kept);
+    const native = nativeFused();
+    // The native sum is vectorised and threaded (float32 in blocks of 256 rows); the JS loop
+    // (float64 accumulators) serves where the addon is absent.
+    if (native !== null && cols > 0) native.columnSums(heapF32(args.backend, x), cols, heapF32(args.backend, out));
+    else columnSums(heapF32(args.backend, x), sizeOf(x.shape.slice(0, lead)), cols, heapF32(args.backend, out));
     return out;
   };
 }

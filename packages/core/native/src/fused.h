@@ -1,0 +1,29 @@
+// Fused element-wise kernels for training (GELU, LayerNorm, scaled softmax), forward and
+// backward, for x86-64 AVX2 + FMA (see fused_avx2.cc). All tensors are row-major float32.
+#pragma once
+
+namespace masksub {
+
+// y = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (exact GELU, as torch.nn.GELU()).
+void gelu_forward(const float* x, float* y, long n, int threads);
+// dx = dy * (Phi(x) + x phi(x)).
+void gelu_backward(const float* x, const float* dy, float* dx, long n, int threads);
+
+// Per row of `cols` values: mean, rstd = 1/sqrt(var + eps) (biased variance, as PyTorch), and
+// y = (x - mean) * rstd * gamma + beta. mean and rstd (rows values each) are kept for backward.
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, float eps, long rows, long cols,
+                        float* y, float* mean, float* rstd, int threads);
+// With xhat = (x - mean) * rstd and g = dy * gamma:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dgamma = sum_rows dy * xhat,  dbeta = sum_rows dy.
+void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
+                         long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads);
+
+// y = softmax(scale * x) over each row of `cols` values.
+void softmax_forward(const float* x, float scale, long rows, long cols, float* y, int threads);
+// dx = scale * y * (dy - sum(dy * y)) per row.
+void softmax_backward(const float* y, const float* dy, float scale, long rows, long cols, float* dx, int threads);
+
+// out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
+void column_sums(const float* x, long rows, long cols, float* out, int threads);
+
+}  // namespace masksub

@@ -1,0 +1,336 @@
+// Fused training kernels (GELU, LayerNorm, scaled softmax, column sums) for AVX2 + FMA.
+//
+// Why: on tfjs' wasm backend each of these is 4-12 separate kernels, every one a full pass over
+// memory and many of them scalar loops (erf alone was ~10% of a ViT step). One pass here, eight
+// lanes at a time, on the GEMM's thread pool.
+//
+// Compiled with -mavx2 -mfma in the same static library as the GEMM: binding.cc checks the CPU
+// before any of this runs.
+#include "fused.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "sgemm.h"
+
+namespace masksub {
+namespace {
+
+// Elements per thread below which a wake-up of the pool costs more than it saves.
+constexpr long kMinElementsPerThread = 1 << 15;
+
+// exp(x) for 8 lanes, Cephes' expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial for e^r,
+// 2^n through the exponent bits. Relative error ~1e-7. Below -87.3 the result is 0 (where
+// expf would return a denormal), so masked attention scores (-inf, -1e9) weigh exactly nothing.
+inline __m256 exp8(__m256 x) {
+  const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(n)));
+}
+
+// erf(x) for 8 lanes: the odd/even rational approximation Eigen and XLA use for float
+// (|error| < 1e-7 on [-4, 4]; outside, erf is +-1 in float32).
+inline __m256 erf8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-4.f)), _mm256_set1_ps(4.f));
+  const __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_fmadd_ps(x2, _mm256_set1_ps(-2.72614225801306e-10f), _mm256_set1_ps(2.77068142495902e-08f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.10102402082508e-06f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-5.69250639462346e-05f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-7.34990630326855e-04f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-2.95459980854025e-03f));
+  p = _mm256_fmadd_ps(x2, p, _mm256_set1_ps(-1.60960333262415e-02f));
+  p = _mm256_mul_ps(x, p);
+  __m256 q = _mm256_fmadd_ps(x2, _mm256_set1_ps(-1.45660718464996e-05f), _mm256_set1_ps(-2.13374055278905e-04f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.68282697438203e-03f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-7.37332916720468e-03f));
+  q = _mm256_fmadd_ps(x2, q, _mm256_set1_ps(-1.42647390514189e-02f));
+  return _mm256_div_ps(p, q);
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Lane mask for the last (n % 8) elements of a row: masked loads read nothing past the end.
+inline __m256i tail_mask(long rem) {
+  alignas(32) static const int table[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - rem));
+}
+
+// Applies f to [begin, end) of 8-lane blocks; the tail goes through masked loads and stores.
+template <typename F>
+inline void for_lanes(long begin, long end, F f) {
+  long i = begin;
+  for (; i + 8 <= end; i += 8) f(i, _mm256_set1_epi32(-1), false);
+  if (i < end) f(i, tail_mask(end - i), true);
+}
+
+constexpr float kInvSqrt2 = 0.70710678118654752f;
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;
+
+}  // namespace
+
+void gelu_forward(const float* x, float* y, long n, int threads) {
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
+      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
+      const __m256 cdf = _mm256_mul_ps(_mm256_add_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(kInvSqrt2))), _mm256_set1_ps(1.f)),
+                                       _mm256_set1_ps(0.5f));
+      const __m256 out = _mm256_mul_ps(v, cdf);
+      if (tail) _mm256_maskstore_ps(y + i, m, out);
+      else _mm256_storeu_ps(y + i, out);
+    });
+  });
+}
+
+void gelu_backward(const float* x, const float* dy, float* dx, long n, int threads) {
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
+      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
+      const __m256 g = tail ? _mm256_maskload_ps(dy + i, m) : _mm256_loadu_ps(dy + i);
+      const __m256 cdf = _mm256_mul_ps(_mm256_add_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(kInvSqrt2))), _mm256_set1_ps(1.f)),
+                                       _mm256_set1_ps(0.5f));
+      const __m256 pdf = _mm256_mul_ps(exp8(_mm256_mul_ps(_mm256_mul_ps(v, v), _mm256_set1_ps(-0.5f))), _mm256_set1_ps(kInvSqrt2Pi));
+      const __m256 out = _mm256_mul_ps(g, _mm256_fmadd_ps(v, pdf, cdf));
+      if (tail) _mm256_maskstore_ps(dx + i, m, out);
+      else _mm256_storeu_ps(dx + i, out);
+    });
+  });
+}
+
+void layer_norm_forward(const float* x, const float* gamma, const float* beta, float eps, long rows, long cols,
+                        float* y, float* mean, float* rstd, int threads) {
+  const long min_rows = std::max(1L, kMinElementsPerThread / std::max(1L, cols));
+  parallel_for(rows, min_rows, threads, [&](long begin, long end) {
+    for (long r = begin; r < end; r++) {
+      const float* xr = x + r * cols;
+      float* yr = y + r * cols;
+      __m256 acc = _mm256_setzero_ps();
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        acc = _mm256_add_ps(acc, tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i));
+      });
+      const float mu = hsum(acc) / static_cast<float>(cols);
+      const __m256 vmu = _mm256_set1_ps(mu);
+      // Two passes (centre, then square): the one-pass E[x^2] - E[x]^2 loses digits when |mean| >> std.
+      __m256 sq = _mm256_setzero_ps();
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 c = _mm256_sub_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vmu);
+        sq = _mm256_fmadd_ps(tail ? _mm256_and_ps(c, _mm256_castsi256_ps(m)) : c, tail ? _mm256_and_ps(c, _mm256_castsi256_ps(m)) : c, sq);
+      });
+      const float rs = 1.0f / std::sqrt(hsum(sq) / static_cast<float>(cols) + eps);
+      mean[r] = mu;
+      rstd[r] = rs;
+      const __m256 vrs = _mm256_set1_ps(rs);
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
+        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
+        const __m256 bv = tail ? _mm256_maskload_ps(beta + i, m) : _mm256_loadu_ps(beta + i);
+        const __m256 out = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs), gv, bv);
+        if (tail) _mm256_maskstore_ps(yr + i, m, out);
+        else _mm256_storeu_ps(yr + i, out);
+      });
+    }
+  });
+}
+
+void layer_norm_backward(const float* dy, const float* x, const float* mean, const float* rstd, const float* gamma,
+                         long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads) {
+  const long min_rows = std::max(1L, kMinElementsPerThread / std::max(1L, cols));
+  // Parameter gradients: each range accumulates its own partial sums, added up afterwards in a
+  // fixed order, so the result does not depend on thread timing.
+  const int max_parts = std::max(1, threads);
+  std::vector<float> partial(static_cast<size_t>(max_parts) * 2 * cols, 0.f);
+  std::vector<long> range_begin(static_cast<size_t>(max_parts), -1);
+  long next_slot = 0;
+  std::mutex slot_mu;
+  parallel_for(rows, min_rows, threads, [&](long begin, long end) {
+    long slot;
+    {
+      std::lock_guard<std::mutex> lock(slot_mu);
+      slot = next_slot++;
+      range_begin[static_cast<size_t>(slot)] = begin;
+    }
+    float* pg = partial.data() + slot * 2 * cols;
+    float* pb = pg + cols;
+    const float inv_cols = 1.0f / static_cast<float>(cols);
+    for (long r = begin; r < end; r++) {
+      const float* xr = x + r * cols;
+      const float* dyr = dy + r * cols;
+      float* dxr = dx + r * cols;
+      const __m256 vmu = _mm256_set1_ps(mean[r]);
+      const __m256 vrs = _mm256_set1_ps(rstd[r]);
+      __m256 sum_g = _mm256_setzero_ps(), sum_gx = _mm256_setzero_ps();
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
+        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
+        // Masked-off lanes load 0 for dy, so every product below is 0 there.
+        const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs);
+        const __m256 g = _mm256_mul_ps(dv, gv);
+        sum_g = _mm256_add_ps(sum_g, g);
+        sum_gx = _mm256_fmadd_ps(g, xhat, sum_gx);
+        const __m256 pgv = tail ? _mm256_maskload_ps(pg + i, m) : _mm256_loadu_ps(pg + i);
+        const __m256 pbv = tail ? _mm256_maskload_ps(pb + i, m) : _mm256_loadu_ps(pb + i);
+        if (tail) {
+          _mm256_maskstore_ps(pg + i, m, _mm256_fmadd_ps(dv, xhat, pgv));
+          _mm256_maskstore_ps(pb + i, m, _mm256_add_ps(pbv, dv));
+        } else {
+          _mm256_storeu_ps(pg + i, _mm256_fmadd_ps(dv, xhat, pgv));
+          _mm256_storeu_ps(pb + i, _mm256_add_ps(pbv, dv));
+        }
+      });
+      const __m256 mg = _mm256_set1_ps(hsum(sum_g) * inv_cols);
+      const __m256 mgx = _mm256_set1_ps(hsum(sum_gx) * inv_cols);
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
+        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
+        const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs);
+        const __m256 g = _mm256_mul_ps(dv, gv);
+        const __m256 out = _mm256_mul_ps(vrs, _mm256_sub_ps(_mm256_sub_ps(g, mg), _mm256_mul_ps(xhat, mgx)));
+        if (tail) _mm256_maskstore_ps(dxr + i, m, out);
+        else _mm256_storeu_ps(dxr + i, out);
+      });
+    }
+  });
+  // Reduce the partial sums in row order (slots sorted by the range they covered).
+  std::vector<long> order;
+  for (long s = 0; s < next_slot; s++) order.push_back(s);
+  std::sort(order.begin(), order.end(), [&](long a, long b) { return range_begin[a] < range_begin[b]; });
+  std::fill(dgamma, dgamma + cols, 0.f);
+  std::fill(dbeta, dbeta + cols, 0.f);
+  for (long s : order) {
+    const float* pg = partial.data() + s * 2 * cols;
+    for (long c = 0; c < cols; c++) {
+      dgamma[c] += pg[c];
+      dbeta[c] += pg[cols + c];
+    }
+  }
+}
+
+void softmax_forward(const float* x, float scale, long rows, long cols, float* y, int threads) {
+  const long min_rows = std::max(1L, kMinElementsPerThread / std::max(1L, cols));
+  const __m256 vscale = _mm256_set1_ps(scale);
+  parallel_for(rows, min_rows, threads, [&](long begin, long end) {
+    for (long r = begin; r < end; r++) {
+      const float* xr = x + r * cols;
+      float* yr = y + r * cols;
+      // max of scale * x: for a negative scale that is scale * min(x), so take it after scaling.
+      __m256 vmax = _mm256_set1_ps(-INFINITY);
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        __m256 v = _mm256_mul_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vscale);
+        if (tail) v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(m));
+        vmax = _mm256_max_ps(vmax, v);
+      });
+      const __m256 mx = _mm256_set1_ps(hmax(vmax));
+      __m256 vsum = _mm256_setzero_ps();
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 v = _mm256_mul_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vscale);
+        __m256 e = exp8(_mm256_sub_ps(v, mx));
+        if (tail) {
+          e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
+          _mm256_maskstore_ps(yr + i, m, e);
+        } else {
+          _mm256_storeu_ps(yr + i, e);
+        }
+        vsum = _mm256_add_ps(vsum, e);
+      });
+      const __m256 inv = _mm256_set1_ps(1.0f / hsum(vsum));
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        if (tail) _mm256_maskstore_ps(yr + i, m, _mm256_mul_ps(_mm256_maskload_ps(yr + i, m), inv));
+        else _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(yr + i), inv));
+      });
+    }
+  });
+}
+
+void softmax_backward(const float* y, const float* dy, float scale, long rows, long cols, float* dx, int threads) {
+  const long min_rows = std::max(1L, kMinElementsPerThread / std::max(1L, cols));
+  const __m256 vscale = _mm256_set1_ps(scale);
+  parallel_for(rows, min_rows, threads, [&](long begin, long end) {
+    for (long r = begin; r < end; r++) {
+      const float* yr = y + r * cols;
+      const float* dyr = dy + r * cols;
+      float* dxr = dx + r * cols;
+      __m256 dot = _mm256_setzero_ps();
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 yv = tail ? _mm256_maskload_ps(yr + i, m) : _mm256_loadu_ps(yr + i);
+        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        dot = _mm256_fmadd_ps(yv, dv, dot);
+      });
+      const __m256 d = _mm256_set1_ps(hsum(dot));
+      for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
+        const __m256 yv = tail ? _mm256_maskload_ps(yr + i, m) : _mm256_loadu_ps(yr + i);
+        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        const __m256 out = _mm256_mul_ps(_mm256_mul_ps(yv, _mm256_sub_ps(dv, d)), vscale);
+        if (tail) _mm256_maskstore_ps(dxr + i, m, out);
+        else _mm256_storeu_ps(dxr + i, out);
+      });
+    }
+  });
+}
+
+void column_sums(const float* x, long rows, long cols, float* out, int threads) {
+  // Split the columns (not the rows) across threads: no partial sums to combine, and each
+  // thread streams whole cache lines of its own column band.
+  const long min_cols = std::max(8L, kMinElementsPerThread / std::max(1L, rows));
+  const long bands = (cols + 7) / 8;
+  parallel_for(bands, std::max(1L, min_cols / 8), threads, [&](long b0, long b1) {
+    const long c_begin = b0 * 8, c_end = std::min(cols, b1 * 8);
+    for (long c0 = c_begin; c0 < c_end; c0 += 64) {
+      const long c1 = std::min(c_end, c0 + 64);
+      // Two levels: rows are summed in blocks of 256 before joining the running total, so the
+      // rounding error grows with 256 + rows / 256 terms instead of with all rows.
+      __m256 total[8], acc[8];
+      for (auto& a : total) a = _mm256_setzero_ps();
+      for (long r0 = 0; r0 < rows; r0 += 256) {
+        const long r1 = std::min(rows, r0 + 256);
+        for (auto& a : acc) a = _mm256_setzero_ps();
+        for (long r = r0; r < r1; r++) {
+          const float* xr = x + r * cols;
+          long k = 0;
+          for (long c = c0; c < c1; c += 8, k++) {
+            const long rem = c1 - c;
+            acc[k] = _mm256_add_ps(acc[k], rem >= 8 ? _mm256_loadu_ps(xr + c) : _mm256_maskload_ps(xr + c, tail_mask(rem)));
+          }
+        }
+        for (int k = 0; k < 8; k++) total[k] = _mm256_add_ps(total[k], acc[k]);
+      }
+      long k = 0;
+      for (long c = c0; c < c1; c += 8, k++) {
+        const long rem = c1 - c;
+        if (rem >= 8) _mm256_storeu_ps(out + c, total[k]);
+        else _mm256_maskstore_ps(out + c, tail_mask(rem), total[k]);
+      }
+    }
+  });
+}
+
+}  // namespace masksub

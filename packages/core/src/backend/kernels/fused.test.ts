@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { geluExact, layerNorm, scaledSoftmax } from '../../nn.js';
+import { Rng } from '../../rng.js';
+import { tf } from '../../tf.js';
+import { nativeFused, nativeGemmStatus, setNativeGemmEnabled } from '../native.js';
+import { initBackend } from '../select.js';
+import { expectClose, expectWasmMatchesCpu, randomInput, runOn } from '../testing/compare.js';
+import { FUSED_GELU, fusedKernelsActive } from './fused.js';
+
+const status = nativeGemmStatus();
+const haveFused = nativeFused() !== null;
+
+beforeAll(async () => {
+  delete process.env.MASKSUB_BACKEND;
+  await initBackend({ prefer: 'wasm', log: () => {} });
+});
+
+afterAll(() => setNativeGemmEnabled(true));
+
+/** erf in double precision: Maclaurin series below 3, the continued fraction of erfc above. */
+function erf64(x: number): number {
+  const a = Math.abs(x);
+  if (a < 3) {
+    let term = a;
+    let sum = a;
+    for (let n = 1; n < 80; n++) {
+      term *= (-a * a) / n;
+      sum += term / (2 * n + 1);
+    }
+    return Math.sign(x) * sum * (2 / Math.sqrt(Math.PI));
+  }
+  let t = a;
+  for (let k = 120; k >= 1; k--) t = a + k / 2 / t;
+  return Math.sign(x) * (1 - Math.exp(-a * a) / Math.sqrt(Math.PI) / t);
+}
+
+// Rows x cols: tails of 1-7 lanes, one row, one column, and sizes past the threading threshold.
+const SHAPES: number[][] = [[3, 5], [1, 1], [2, 8], [4, 9, 17], [2, 3, 65], [64, 192], [700, 100], [2, 5, 3, 7]];
+
+if (haveFused) {
+  describe('fused kernels on wasm (native addon) match composed ops on cpu', () => {
+    it('are registered and active on wasm', () => {
+      expect(tf.getKernel(FUSED_GELU, 'wasm')).toBeDefined();
+      expect(fusedKernelsActive()).toBe(true);
+    });
+
+    for (const shape of SHAPES) {
+      it(`GELU [${shape}]: forward and gradient`, async () => {
+        const rng = new Rng(shape.reduce((a, b) => a * 31 + b, 1));
+        const x = randomInput(rng, shape);
+        for (let i = 0; i < x.values.length; i += 7) x.values[i] *= 4; // reach erf's flat tails
+        await expectWasmMatchesCpu(
+          [x, randomInput(rng, shape)],
+          (xt, w) => [geluExact(xt), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(geluExact(v), w)))(xt)],
+          `gelu ${shape}`,
+          2e-6,
+        );
+      });
+
+      it(`LayerNorm [${shape}]: forward and gradients of x, gamma, beta`, async () => {
+        const rng = new Rng(shape.reduce((a, b) => a * 17 + b, 3));
+        const cols = shape[shape.length - 1];
+        const x = randomInput(rng, shape);
+        // An offset far larger than the spread: the variance must be taken after centring.
+        for (let i = 0; i < x.values.length; i++) x.values[i] = x.values[i] * 0.1 + 30;
+        await expectWasmMatchesCpu(
+          [x, randomInput(rng, [cols]), randomInput(rng, [cols]), randomInput(rng, shape)],
+          (xt, g, b, w) => {
+            const loss = (v: tf.Tensor, gv: tf.Tensor, bv: tf.Tensor) => tf.sum(tf.mul(layerNorm(v, gv, bv, 1e-5), w));
+            return [layerNorm(xt, g, b, 1e-5), ...tf.grads(loss)([xt, g, b])];
+          },
+          `layernorm ${shape}`,
+          5e-5,
+        );
+      });
+
+      it(`scaled softmax [${shape}]: forward and gradient, with and without a bias`, async () => {
+        const rng = new Rng(shape.reduce((a, b) => a * 13 + b, 5));
+        const cols = shape[shape.length - 1];
+        const scale = 0.37;
+        await expectWasmMatchesCpu(
+          [randomInput(rng, shape), randomInput(rng, shape), randomInput(rng, [cols])],
+          (xt, w, bias) => [
+            scaledSoftmax(xt, scale),
+            tf.grad((v: tf.Tensor) => tf.sum(tf.mul(scaledSoftmax(v, scale), w)))(xt),
+            scaledSoftmax(xt, -2, bias),
+            tf.grad((v: tf.Tensor) => tf.sum(tf.mul(scaledSoftmax(v, -2, bias), w)))(xt),
+          ],
+          `softmax ${shape}`,
+          1e-5,
+        );
+      });
+    }
+
+    it('GELU is within 1e-6 of double-precision GELU on [-12, 12], gradient within 2e-6', async () => {
+      const xs = Float32Array.from({ length: 24001 }, (_, i) => -12 + i / 1000);
+      const [y, dx] = await runOn('wasm', [{ shape: [xs.length], values: xs, dtype: 'float32' }], (x) => [
+        geluExact(x),
+        tf.grad((v: tf.Tensor) => tf.sum(geluExact(v)))(x),
+      ]);
+      let worstY = 0;
+      let worstDx = 0;
+      for (let i = 0; i < xs.length; i++) {
+        const x = xs[i];
+        const cdf = 0.5 * (1 + erf64(x / Math.SQRT2));
+        const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
+        worstY = Math.max(worstY, Math.abs(y[i] - x * cdf) / Math.max(1, Math.abs(x)));
+        worstDx = Math.max(worstDx, Math.abs(dx[i] - (cdf + x * pdf)));
+      }
+      expect(worstY).toBeLessThan(1e-6);
+      expect(worstDx).toBeLessThan(2e-6);
+    });
+
+    it('softmax rows with very negative scores (masked positions) stay finite and sum to 1', async () => {
+      const values = Float32Array.from([0, -1e9, 1, -1e9, -Infinity, 2, 3, 4]);
+      const [y] = await runOn('wasm', [{ shape: [2, 4], values, dtype: 'float32' }], (x) => [scaledSoftmax(x, 1)]);
+      expect(y[1]).toBeLessThan(1e-30);
+      expect(y[4]).toBe(0);
+      expect(y[0] + y[1] + y[2] + y[3]).toBeCloseTo(1, 6);
+      expect(y[4] + y[5] + y[6] + y[7]).toBeCloseTo(1, 6);
+    });
+
+    it('with the addon disabled, wasm composes tfjs ops again (same values)', async () => {
+      const rng = new Rng(9);
+      const inputs = [randomInput(rng, [6, 40]), randomInput(rng, [40]), randomInput(rng, [40])];
+      const fn = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => [geluExact(x), layerNorm(x, g, b, 1e-6), scaledSoftmax(x, 0.5)];
+      const fused = await runOn('wasm', inputs, fn);
+      setNativeGemmEnabled(false);
+      try {
+        expect(fusedKernelsActive()).toBe(false);
+        expectClose(await runOn('wasm', inputs, fn), fused, 1e-5, 'composed vs fused');
+      } finally {
+        setNativeGemmEnabled(true);
+      }
+    });
+
+    it('a kernel given a non-float32 input names the input', async () => {
+      await tf.setBackend('wasm');
+      const x = tf.tensor1d([1, 2], 'int32');
+      expect(() => tf.engine().runKernel(FUSED_GELU, { x }, {})).toThrow(/MasksubGelu: input 'x' must be float32/);
+      x.dispose();
+    });
+  });
+} else if (process.env.CI === 'true' && !status.reason.startsWith('disabled')) {
+  describe('fused kernels', () => {
+    it('have the native addon built', () => {
+      throw new Error(`CI=true but the native addon with fused kernels is not available: ${status.reason}`);
+    });
+  });
+} else {
+  console.warn(`[skip] fused kernels: native addon not available (${status.reason})`);
+  describe.skip('fused kernels on wasm', () => {
+    it('needs the native addon', () => {});
+  });
+}
