@@ -1,0 +1,81 @@
+/**
+ * `pnpm bench:profile`: where a training step's time goes, per tfjs kernel, on the wasm backend.
+ *
+ * Wraps every registered wasm kernel with a timer (wasm kernels run synchronously, so the time
+ * around the call is the kernel's), runs a few steps of each requested case of the bench
+ * workload and prints calls and ms per step for each kernel, plus the time spent outside
+ * kernels (tfjs' engine, autodiff bookkeeping, ops computed in JS such as random numbers).
+ * `--shapes` splits matmuls, transposes and copies by input shapes and attributes.
+ */
+import { Command } from 'commander';
+import { initBackend, tf } from '@masksub/core';
+import { CASES, makeWorkload } from './workload.js';
+
+const program = new Command('bench:profile')
+  .option('--batch <n>', 'batch size', '64')
+  .option('--steps <n>', 'profiled steps per case (after 2 warm-up steps)', '3')
+  .option('--cases <list>', `comma-separated cases: ${CASES.map((c) => c.name).join(', ')}`, 'standard,masksub token-removal')
+  .option('--top <n>', 'kernels listed per case', '25')
+  .option('--shapes', 'split matmul / transpose / copy kernels by shape');
+program.parse(process.argv);
+const opts = program.opts<{ batch: string; steps: string; cases: string; top: string; shapes?: boolean }>();
+
+const info = await initBackend({ prefer: 'wasm', log: () => {} });
+if (info.name !== 'wasm') throw new Error(`bench:profile needs the wasm backend, got ${info.name}`);
+const cases = opts.cases.split(',').map((name) => {
+  const c = CASES.find((x) => x.name === name.trim());
+  if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
+  return c;
+});
+const steps = Number(opts.steps);
+const workload = makeWorkload(Number(opts.batch));
+
+const stats = new Map<string, { calls: number; ms: number }>();
+let recording = false;
+const SHAPED = /MatMul|Transpose|Gather|Split|Slice|Concat/;
+type Call = (args: { inputs: Record<string, { shape: number[] } | undefined>; attrs?: Record<string, unknown> }) => unknown;
+
+function keyOf(kernel: string, args: Parameters<Call>[0]): string {
+  if (!opts.shapes || !SHAPED.test(kernel)) return kernel;
+  const shapes = Object.values(args.inputs).map((t) => t?.shape.join('x') ?? '-');
+  return `${kernel} ${shapes.join(',')} ${JSON.stringify(args.attrs ?? {})}`;
+}
+
+for (const config of tf.getKernelsForBackend('wasm')) {
+  const inner = config.kernelFunc as unknown as Call;
+  const timed: Call = (args) => {
+    if (!recording) return inner(args);
+    const t0 = performance.now();
+    const out = inner(args);
+    const key = keyOf(config.kernelName, args);
+    const s = stats.get(key) ?? { calls: 0, ms: 0 };
+    s.calls++;
+    s.ms += performance.now() - t0;
+    stats.set(key, s);
+    return out;
+  };
+  tf.unregisterKernel(config.kernelName, 'wasm');
+  tf.registerKernel({ ...config, kernelFunc: timed as unknown as tf.KernelFunc });
+}
+
+console.log(`wasm (${info.detail}), batch ${opts.batch}, ${steps} profiled steps per case`);
+for (const c of cases) {
+  workload.step(c, 0);
+  workload.step(c, 1);
+  stats.clear();
+  recording = true;
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) workload.step(c, 2 + i);
+  const stepMs = (performance.now() - t0) / steps;
+  recording = false;
+  const rows = [...stats].sort((a, b) => b[1].ms - a[1].ms);
+  const kernelMs = rows.reduce((acc, [, s]) => acc + s.ms, 0) / steps;
+  const calls = rows.reduce((acc, [, s]) => acc + s.calls, 0) / steps;
+  console.log(`\n${c.name}: ${stepMs.toFixed(0)} ms/step = ${kernelMs.toFixed(0)} ms in ${calls.toFixed(0)} kernel calls + ${(stepMs - kernelMs).toFixed(0)} ms outside kernels`);
+  const width = Math.max(28, ...rows.slice(0, Number(opts.top)).map(([k]) => k.length + 2));
+  for (const [kernel, s] of rows.slice(0, Number(opts.top))) {
+    const share = ((100 * s.ms) / steps / stepMs).toFixed(1);
+    console.log(`  ${kernel.padEnd(width)} ${(s.calls / steps).toFixed(0).padStart(6)} calls ${(s.ms / steps).toFixed(1).padStart(8)} ms ${share.padStart(5)} %`);
+  }
+}
+workload.dispose();
