@@ -267,6 +267,22 @@ napi_value ColumnSums(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// dropout(x, y, seed, rate): y = x * keep(seed, i) / (1 - rate); also the backward on dy.
+napi_value Dropout(napi_env env, napi_callback_info info) {
+  Args a(env, info, "dropout", 4);
+  size_t nx, ny;
+  const float* x = a.f32(0, "x", &nx);
+  float* y = a.f32(1, "y", &ny);
+  const double seed = a.num(2, "seed");
+  const double rate = a.num(3, "rate");
+  a.same(nx, ny, "x and y differ in length");
+  if (a.ok && (seed < 0 || seed > 4294967295.0 || seed != static_cast<double>(static_cast<unsigned long>(seed))))
+    a.fail("seed must be an integer in [0, 2^32)");
+  if (a.ok && !(rate >= 0 && rate < 1)) a.fail("rate must be in [0, 1)");
+  if (a.ok) masksub::dropout(x, y, static_cast<long>(nx), static_cast<unsigned>(seed), static_cast<float>(rate), g_threads);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
@@ -284,6 +300,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxForward", nullptr, SoftmaxForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   napi_value threads;

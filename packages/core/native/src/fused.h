@@ -23,6 +23,12 @@ void softmax_forward(const float* x, float scale, long rows, long cols, float* y
 // dx = scale * y * (dy - sum(dy * y)) per row.
 void softmax_backward(const float* y, const float* dy, float scale, long rows, long cols, float* dx, int threads);
 
+// Inverted dropout with a counter-based random stream: element i is kept when
+// hash(seed, i) / 2^24 >= rate and then scaled by 1 / (1 - rate); dropped elements are 0. The
+// same (seed, rate) gives the same mask, so the backward pass applies this same function to dy
+// instead of keeping a mask tensor.
+void dropout(const float* x, float* y, long n, unsigned seed, float rate, int threads);
+
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 

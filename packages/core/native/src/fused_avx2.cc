@@ -297,6 +297,54 @@ void softmax_backward(const float* y, const float* dy, float scale, long rows, l
   });
 }
 
+namespace {
+
+// murmur3's 32-bit finaliser: every input bit flips each output bit with probability ~1/2.
+inline __m256i fmix32(__m256i h) {
+  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(static_cast<int>(0x85ebca6bu)));
+  h = _mm256_xor_si256(h, _mm256_srli_epi32(h, 13));
+  h = _mm256_mullo_epi32(h, _mm256_set1_epi32(static_cast<int>(0xc2b2ae35u)));
+  return _mm256_xor_si256(h, _mm256_srli_epi32(h, 16));
+}
+
+inline unsigned fmix32(unsigned h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+}  // namespace
+
+void dropout(const float* x, float* y, long n, unsigned seed, float rate, int threads) {
+  // Two rounds (the element index scrambled, then mixed with the hashed seed): one round of a
+  // plain counter leaves neighbouring elements' masks correlated.
+  const unsigned key = fmix32(seed ^ 0x9e3779b9u) | 1u;
+  const int threshold = static_cast<int>(std::min(16777216.0, std::ceil(static_cast<double>(rate) * 16777216.0)));
+  const __m256 scale = _mm256_set1_ps(rate >= 1.f ? 0.f : 1.0f / (1.0f - rate));
+  const __m256i vkey = _mm256_set1_epi32(static_cast<int>(key));
+  const __m256i vthreshold = _mm256_set1_epi32(threshold - 1);
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
+      // Index bits above 32 go into the key so tensors past 2^32 elements do not repeat masks.
+      const __m256i hi = _mm256_set1_epi32(static_cast<int>(fmix32(static_cast<unsigned>(static_cast<unsigned long>(i) >> 32))));
+      const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(static_cast<unsigned>(i))), lane);
+      __m256i h = fmix32(_mm256_xor_si256(_mm256_mullo_epi32(idx, _mm256_set1_epi32(static_cast<int>(0x9e3779b1u))), hi));
+      h = fmix32(_mm256_add_epi32(h, vkey));
+      // 24 random bits as a non-negative int: AVX2 compares only signed integers.
+      const __m256i bits = _mm256_srli_epi32(h, 8);
+      const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bits, vthreshold));
+      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
+      const __m256 out = _mm256_and_ps(keep, _mm256_mul_ps(v, scale));
+      if (tail) _mm256_maskstore_ps(y + i, m, out);
+      else _mm256_storeu_ps(y + i, out);
+    });
+  });
+}
+
 void column_sums(const float* x, long rows, long cols, float* out, int threads) {
   // Split the columns (not the rows) across threads: no partial sums to combine, and each
   // thread streams whole cache lines of its own column band.

@@ -62,11 +62,16 @@ export interface NativeGemmAddon {
   softmaxBackward?(y: Float32Array, dy: Float32Array, scale: number, cols: number, dx: Float32Array): void;
   /** out[c] = sum over rows of x[r * cols + c]. */
   columnSums?(x: Float32Array, cols: number, out: Float32Array): void;
+  /**
+   * y = x * keep / (1 - rate), keep drawn per element from a counter-based hash of (seed, index):
+   * the same call on dy is the backward pass. seed is a uint32, rate in [0, 1).
+   */
+  dropout?(x: Float32Array, y: Float32Array, seed: number, rate: number): void;
 }
 
 /** The addon's fused kernels, all present (a build that has them has every one). */
 export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
-  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums'>>;
+  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums' | 'dropout'>>;
 
 export interface NativeGemmStatus {
   gemm: NativeGemmAddon | null;
@@ -111,7 +116,7 @@ export function nativeGemm(): NativeGemmAddon | null {
 export function nativeFused(): NativeFusedAddon | null {
   const gemm = nativeGemm();
   if (gemm === null) return null;
-  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums];
+  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
 }
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { geluExact, layerNorm, scaledSoftmax } from '../../nn.js';
+import { dropout, geluExact, layerNorm, scaledSoftmax } from '../../nn.js';
 import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
 import { nativeFused, nativeGemmStatus, setNativeGemmEnabled } from '../native.js';
@@ -153,3 +153,72 @@ if (haveFused) {
     it('needs the native addon', () => {});
   });
 }
+
+describe.runIf(haveFused)('fused dropout on wasm (native addon)', () => {
+  const n = 200_003; // past the threading threshold, with a tail
+  const values = Float32Array.from({ length: n }, (_, i) => 1 + (i % 13));
+
+  async function dropoutOnWasm(rate: number, seed: number): Promise<{ y: Float32Array; dx: Float32Array; dw: Float32Array }> {
+    const w = Float32Array.from({ length: n }, (_, i) => ((i * 7) % 5) - 2);
+    const [y, dx] = await runOn(
+      'wasm',
+      [
+        { shape: [n], values, dtype: 'float32' },
+        { shape: [n], values: w, dtype: 'float32' },
+      ],
+      (x, wt) => [dropout(x, rate, seed), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(dropout(v, rate, seed), wt)))(x)],
+    );
+    return { y, dx, dw: w };
+  }
+
+  it('is active on wasm, keeps about 1 - rate of the elements, scaled by 1/(1 - rate)', async () => {
+    expect(fusedKernelsActive()).toBe(true);
+    for (const rate of [0.1, 0.5, 0.9]) {
+      const { y } = await dropoutOnWasm(rate, 1234);
+      let kept = 0;
+      for (let i = 0; i < n; i++) {
+        if (y[i] === 0) continue;
+        kept++;
+        expect(Math.abs(y[i] - values[i] / (1 - rate))).toBeLessThanOrEqual(1e-6 * y[i]);
+      }
+      // Binomial: 5 standard deviations.
+      const sd = Math.sqrt(n * rate * (1 - rate));
+      expect(Math.abs(kept - n * (1 - rate))).toBeLessThan(5 * sd);
+    }
+  });
+
+  it('the gradient is dy through the same mask (regenerated from the seed, not stored)', async () => {
+    const rate = 0.3;
+    const { y, dx, dw } = await dropoutOnWasm(rate, 99);
+    for (let i = 0; i < n; i++) {
+      const expected = y[i] === 0 ? 0 : dw[i] / (1 - rate);
+      expect(Math.abs(dx[i] - expected)).toBeLessThanOrEqual(1e-6 * Math.abs(expected));
+    }
+  });
+
+  it('same seed, same mask; another seed, an independent mask; neighbours uncorrelated', async () => {
+    const rate = 0.5;
+    const a = (await dropoutOnWasm(rate, 7)).y;
+    const b = (await dropoutOnWasm(rate, 7)).y;
+    const c = (await dropoutOnWasm(rate, 8)).y;
+    expect(b).toEqual(a);
+    let agree = 0;
+    let neighbours = 0;
+    for (let i = 0; i < n; i++) {
+      if ((a[i] === 0) === (c[i] === 0)) agree++;
+      if (i > 0 && (a[i] === 0) === (a[i - 1] === 0)) neighbours++;
+    }
+    const sd = Math.sqrt(n * 0.25);
+    expect(Math.abs(agree - n / 2)).toBeLessThan(5 * sd);
+    expect(Math.abs(neighbours - (n - 1) / 2)).toBeLessThan(5 * sd);
+  });
+
+  it('rate 0 is the identity and rate 1 zeroes everything (as PyTorch)', async () => {
+    const [same, zero] = await runOn('wasm', [{ shape: [5], values: Float32Array.of(1, -2, 3, 4, 5), dtype: 'float32' }], (x) => [
+      dropout(x, 0, 1),
+      dropout(x, 1, 1),
+    ]);
+    expect(Array.from(same)).toEqual([1, -2, 3, 4, 5]);
+    expect(Array.from(zero).every((v) => v === 0)).toBe(true);
+  });
+});

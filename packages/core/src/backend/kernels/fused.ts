@@ -1,6 +1,6 @@
 /**
  * Fused training kernels on the wasm backend, computed by masksub's native addon on the wasm
- * heap: exact GELU, LayerNorm and scaled softmax, each forward and backward in one kernel.
+ * heap: exact GELU, LayerNorm, scaled softmax and dropout, each forward and backward in one kernel.
  *
  * Why: composed from tfjs ops, these are 4-12 kernels each (erf, mul, add, mean, sub, sum, ...),
  * every one a full pass over memory and several of them scalar loops on wasm: about 40% of a ViT
@@ -21,8 +21,9 @@ export const FUSED_LAYER_NORM = 'MasksubLayerNorm';
 export const FUSED_LAYER_NORM_GRAD = 'MasksubLayerNormGrad';
 export const FUSED_SOFTMAX = 'MasksubScaledSoftmax';
 export const FUSED_SOFTMAX_GRAD = 'MasksubScaledSoftmaxGrad';
+export const FUSED_DROPOUT = 'MasksubDropout';
 
-const FUSED_KERNELS = [FUSED_GELU, FUSED_GELU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_SOFTMAX, FUSED_SOFTMAX_GRAD];
+const FUSED_KERNELS = [FUSED_GELU, FUSED_GELU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_SOFTMAX, FUSED_SOFTMAX_GRAD, FUSED_DROPOUT];
 
 function input(args: Parameters<KernelCall>[0], name: string, kernel: string): TensorInfo {
   const t = args.inputs[name] as TensorInfo | undefined;
@@ -103,6 +104,16 @@ const softmaxGrad: KernelCall = (args) => {
   return dx;
 };
 
+/** Inverted dropout; applied to dy with the same attrs it is its own backward pass. */
+const dropout: KernelCall = (args) => {
+  const native = addon(FUSED_DROPOUT);
+  const x = input(args, 'x', FUSED_DROPOUT);
+  const { rate, seed } = args.attrs as { rate: number; seed: number };
+  const y = allocate(args.backend, x.shape, 'float32');
+  if (sizeOf(x.shape) > 0) native.dropout(heapF32(args.backend, x), heapF32(args.backend, y), seed >>> 0, rate);
+  return y;
+};
+
 const IMPLEMENTATIONS: Record<string, KernelCall> = {
   [FUSED_GELU]: gelu,
   [FUSED_GELU_GRAD]: geluGrad,
@@ -110,6 +121,7 @@ const IMPLEMENTATIONS: Record<string, KernelCall> = {
   [FUSED_LAYER_NORM_GRAD]: layerNormGrad,
   [FUSED_SOFTMAX]: softmax,
   [FUSED_SOFTMAX_GRAD]: softmaxGrad,
+  [FUSED_DROPOUT]: dropout,
 };
 
 /** Registers the fused kernels on wasm when the addon has them; returns the names registered. */
@@ -178,6 +190,23 @@ export function fusedScaledSoftmax(x: tf.Tensor, scale: number): tf.Tensor {
     return {
       value: y,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run(FUSED_SOFTMAX_GRAD, { y: saved[0], dy }, { scale }) as tf.Tensor,
+    };
+  });
+  return op(x);
+}
+
+/**
+ * Inverted dropout through the fused kernel: the mask is a hash of (seed, element index), so the
+ * backward pass regenerates it instead of keeping a mask tensor per dropout site. Its random
+ * stream differs from tf.randomUniform's (the composed path), so masks differ across backends.
+ */
+export function fusedDropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
+  const attrs = { rate, seed: seed >>> 0 };
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xt = args[0] as tf.Tensor;
+    return {
+      value: run(FUSED_DROPOUT, { x: xt }, attrs) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor) => run(FUSED_DROPOUT, { x: dy }, attrs) as tf.Tensor,
     };
   });
   return op(x);
