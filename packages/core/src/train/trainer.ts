@@ -25,7 +25,9 @@ import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
 import { writeReport } from './report/report.js';
 import { limitDataset } from './subset.js';
-import { preprocessForModel } from './model-preprocess.js';
+import { imageProcessorType, preprocessForModel } from './model-preprocess.js';
+import { preprocessSpecToHf } from './data/preprocess.js';
+import { writeFileAtomic } from '../io/safetensors.js';
 
 export const RESOLVED_CONFIG = 'config.resolved.yaml';
 
@@ -233,6 +235,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const final = await runEval();
   const modelDir = join(runDir, 'model');
   saveModel(model, modelDir);
+  // The run's own preprocessing beside the weights, so `masksub eval` (and HF image processors)
+  // feed the fine-tuned model exactly what it was trained and evaluated on.
+  writeFileAtomic(join(modelDir, 'preprocessor_config.json'), new TextEncoder().encode(`${JSON.stringify(preprocessSpecToHf(preprocess, imageProcessorType(checkpointDir)), null, 2)}\n`));
   metrics.close();
   await writeReport(runDir);
   const imagesPerSecond = totalImages / Math.max((performance.now() - runStart) / 1000, 1e-9);

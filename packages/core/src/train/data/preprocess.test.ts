@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { readSafetensors } from '../../io/safetensors.js';
 import { describeShared, sharedPath } from '../../testing/shared.js';
 import { decodeSample } from './decode.js';
-import { applyGeometry, explicitPreprocessSpec, IMAGENET_MEAN, IMAGENET_STD, loadPreprocessorConfig, preprocessImage, preprocessSpecFromHf } from './preprocess.js';
+import { applyGeometry, explicitPreprocessSpec, IMAGENET_MEAN, IMAGENET_STD, loadPreprocessorConfig, preprocessImage, preprocessSpecFromHf, preprocessSpecToHf } from './preprocess.js';
 import { cropImage, flipHorizontal, resizeImage } from './resample.js';
 import type { DecodedImage } from './types.js';
 import { readShardSamples } from './webdataset.js';
@@ -85,6 +85,20 @@ describe('preprocessing specs', () => {
     expect(() => preprocessSpecFromHf({ image_mean: [0.5, 0.5] }, '/m/preprocessor_config.json')).toThrow(/preprocessor_config\.json: image_mean has 2 values for 3 channels/);
     expect(() => preprocessSpecFromHf({ size: 'big' }, '/m/p.json')).toThrow(/\/m\/p\.json: not an image preprocessor config/);
     expect(() => explicitPreprocessSpec({ size: 32, std: [1, 0, 1] })).toThrow(/option 'std'/);
+  });
+
+  it('writes specs back as preprocessor_config.json that read back to the same spec', () => {
+    const specs = [
+      explicitPreprocessSpec({ size: 28, channels: 1, mean: [0.1307], std: [0.3081] }),
+      explicitPreprocessSpec({ size: { height: 224, width: 160 }, resample: 'bicubic' }),
+      explicitPreprocessSpec({ size: 224, cropPct: 0.875 }),
+      { ...explicitPreprocessSpec({ size: 32 }), resize: null, rescaleFactor: null, mean: null, std: null },
+    ];
+    for (const spec of specs) {
+      const hf = preprocessSpecToHf(spec, 'ViTImageProcessor');
+      expect(hf.image_processor_type).toBe('ViTImageProcessor');
+      expect(preprocessSpecFromHf(JSON.parse(JSON.stringify(hf)), 'p.json', spec.channels)).toEqual(spec);
+    }
   });
 
   it('matches transformers.js AutoImageProcessor when no resize is needed', async () => {

@@ -14,7 +14,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { FileFormatError, OptionError } from '../../errors.js';
-import { cropImage, resampleFromPil, resizeImage, type Resample } from './resample.js';
+import { cropImage, resampleFromPil, resampleToPil, resizeImage, type Resample } from './resample.js';
 import type { DecodedImage } from './types.js';
 
 export interface Size2D {
@@ -110,6 +110,29 @@ export function preprocessSpecFromHf(json: unknown, file: string, channels: 1 | 
     std,
     channels,
   };
+}
+
+/**
+ * The HF `preprocessor_config.json` of a PreprocessSpec: `preprocessSpecFromHf` reads it back to
+ * the same spec, and HF image processors (Python and transformers.js) apply the same steps.
+ * `processorType` (e.g. "ViTImageProcessor") tells AutoImageProcessor which class to build.
+ */
+export function preprocessSpecToHf(spec: PreprocessSpec, processorType?: string): Record<string, unknown> {
+  const hf: Record<string, unknown> = {};
+  if (processorType) hf.image_processor_type = processorType;
+  hf.do_resize = spec.resize !== null;
+  if (spec.resize !== null) hf.size = 'shortestEdge' in spec.resize ? { shortest_edge: spec.resize.shortestEdge } : { height: spec.resize.height, width: spec.resize.width };
+  hf.resample = resampleToPil(spec.resample);
+  hf.do_center_crop = spec.centerCrop !== null;
+  if (spec.centerCrop !== null) hf.crop_size = { height: spec.centerCrop.height, width: spec.centerCrop.width };
+  hf.do_rescale = spec.rescaleFactor !== null;
+  if (spec.rescaleFactor !== null) hf.rescale_factor = spec.rescaleFactor;
+  hf.do_normalize = spec.mean !== null && spec.std !== null;
+  if (spec.mean !== null && spec.std !== null) {
+    hf.image_mean = spec.mean;
+    hf.image_std = spec.std;
+  }
+  return hf;
 }
 
 /** Load `preprocessor_config.json` from a model folder or the file itself. */

@@ -15,6 +15,13 @@ export type Resample = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos' | 'box';
 /** PIL.Image.Resampling codes as stored in preprocessor_config.json `resample`. */
 const PIL_CODES: Record<number, Resample> = { 0: 'nearest', 1: 'lanczos', 2: 'bilinear', 3: 'bicubic', 4: 'box' };
 
+/** The PIL code of a resampling filter (what preprocessor_config.json stores). */
+export function resampleToPil(resample: Resample): number {
+  const entry = Object.entries(PIL_CODES).find(([, r]) => r === resample);
+  if (!entry) throw new OptionError('resample', `'${resample}' has no PIL code`);
+  return Number(entry[0]);
+}
+
 export function resampleFromPil(code: number): Resample {
   const r = PIL_CODES[code];
   if (!r) throw new OptionError('resample', `PIL resample code ${code} is not supported (0 nearest, 1 lanczos, 2 bilinear, 3 bicubic, 4 box)`);
