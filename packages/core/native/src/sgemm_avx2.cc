@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -203,6 +204,11 @@ void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_
 }
 
 // A persistent pool: thread creation (~30 us) would cost as much as a small product.
+//
+// Hand-offs spin briefly before sleeping: a training step issues hundreds of kernels back to
+// back with only tfjs' dispatch in between, and a condition-variable wake-up (a futex round
+// trip, 30-80 us on a VM) per kernel cost more than the threading gained on mid-sized products.
+// Workers and the caller spin for up to kSpin before falling back to the condition variables.
 class Pool {
  public:
   explicit Pool(int workers) {
@@ -212,6 +218,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     for (auto& t : threads_) t.join();
@@ -225,33 +232,57 @@ class Pool {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &job;
       parts_ = parts;
-      pending_ = parts - 1;
-      generation_++;
+      pending_.store(parts - 1, std::memory_order_relaxed);
+      generation_.fetch_add(1, std::memory_order_release);
     }
-    cv_.notify_all();
+    // sleepers_ only changes under mu_, so reading it after our critical section cannot miss a
+    // worker that went to sleep before seeing this generation.
+    if (sleepers_.load(std::memory_order_acquire) > 0) cv_.notify_all();
     job(0);
-    std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return pending_ == 0; });
-    job_ = nullptr;
+    if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+      std::unique_lock<std::mutex> lock(mu_);
+      done_.wait(lock, [this] { return pending_.load(std::memory_order_acquire) == 0; });
+    }
   }
 
  private:
+  static constexpr std::chrono::microseconds kSpin{100};
+
+  template <typename Pred>
+  static bool spin_until(Pred ready) {
+    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+    for (int i = 0;; i++) {
+      if (ready()) return true;
+      _mm_pause();
+      if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return false;
+    }
+  }
+
   void loop(int index) {
     unsigned long seen = 0;
     for (;;) {
-      const std::function<void(int)>* job;
-      {
+      if (!spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; })) {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-        if (stop_) return;
-        seen = generation_;
-        if (index >= parts_) continue;
-        job = job_;
+        sleepers_.fetch_add(1, std::memory_order_release);
+        cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+        sleepers_.fetch_sub(1, std::memory_order_release);
       }
-      (*job)(index);
+      const std::function<void(int)>* job;
+      int parts;
       {
+        // A consistent snapshot: generation, job and part count are published together.
         std::lock_guard<std::mutex> lock(mu_);
-        if (--pending_ == 0) done_.notify_one();
+        if (stop_) return;
+        seen = generation_.load(std::memory_order_relaxed);
+        job = job_;
+        parts = parts_;
+      }
+      if (index >= parts) continue;
+      (*job)(index);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Lock so the notify cannot fall between the caller's check and its wait.
+        std::lock_guard<std::mutex> lock(mu_);
+        done_.notify_one();
       }
     }
   }
@@ -259,8 +290,10 @@ class Pool {
   std::mutex run_mu_, mu_;
   std::condition_variable cv_, done_;
   const std::function<void(int)>* job_ = nullptr;
-  int parts_ = 0, pending_ = 0;
-  unsigned long generation_ = 0;
+  int parts_ = 0;
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};
+  std::atomic<unsigned long> generation_{0};
   bool stop_ = false;
 };
 
