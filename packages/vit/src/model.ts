@@ -109,18 +109,36 @@ export class ViTModel implements AdapterModel {
       const b = x.shape[0];
       const d = cfg.hiddenSize;
       const n = this.numPatches;
-      let patches = linear(this.patchify(x), this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
-      if (options.maskedPositions) {
-        const m = tf.expandDims(options.maskedPositions, -1);
-        if (options.maskedPositions.shape[0] !== b || options.maskedPositions.shape[1] !== n) {
-          throw new OptionError('maskedPositions', `expected [${b}, ${n}], got [${options.maskedPositions.shape}]`);
-        }
-        patches = tf.add(tf.mul(patches, tf.sub(1, m)), tf.mul(this.p('embeddings.mask_token'), m));
-      }
+      const embed = (raw: tf.Tensor) =>
+        linear(raw, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
       const prefix = [tf.tile(this.p('embeddings.cls_token'), [b, 1, 1])];
       if (cfg.modelType === 'deit') prefix.push(tf.tile(this.p('embeddings.distillation_token'), [b, 1, 1]));
-      let h = tf.add(tf.concat([...prefix, patches], 1), this.p('embeddings.position_embeddings'));
-      if (options.keepIndices) h = this.removeTokens(h, options.keepIndices, prefix.length);
+      const pos = this.p('embeddings.position_embeddings');
+      let h: tf.Tensor;
+      if (options.keepIndices && !options.maskedPositions) {
+        // MAE token removal. Embedding and position are per token, so gathering the kept raw
+        // patches first and adding their gathered positions equals removing tokens after
+        // "embed, then add positions" — and the sub pass embeds K patches instead of N.
+        const flat = this.flatKeepIndices(options.keepIndices, b);
+        const k = flat.shape[0] / b;
+        const rawPatches = tf.reshape(this.patchify(x), [b * n, -1]);
+        const kept = tf.reshape(embed(tf.gather(rawPatches, flat)), [b, k, d]);
+        const p = prefix.length;
+        const patchPos = tf.reshape(tf.slice(pos, [0, p, 0], [1, n, d]), [n, d]);
+        const keptPos = tf.reshape(tf.gather(patchPos, tf.reshape(tf.cast(options.keepIndices, 'int32'), [b * k])), [b, k, d]);
+        h = tf.concat([tf.add(tf.concat(prefix, 1), tf.slice(pos, [0, 0, 0], [1, p, d])), tf.add(kept, keptPos)], 1);
+      } else {
+        let patches = embed(this.patchify(x));
+        if (options.maskedPositions) {
+          const m = tf.expandDims(options.maskedPositions, -1);
+          if (options.maskedPositions.shape[0] !== b || options.maskedPositions.shape[1] !== n) {
+            throw new OptionError('maskedPositions', `expected [${b}, ${n}], got [${options.maskedPositions.shape}]`);
+          }
+          patches = tf.add(tf.mul(patches, tf.sub(1, m)), tf.mul(this.p('embeddings.mask_token'), m));
+        }
+        h = tf.add(tf.concat([...prefix, patches], 1), pos);
+        if (options.keepIndices) h = this.removeTokens(h, options.keepIndices, prefix.length);
+      }
 
       const training = options.training ?? false;
       const dropRate = options.dropoutRate ?? (training ? cfg.hiddenDropoutProb : 0);
@@ -155,22 +173,30 @@ export class ViTModel implements AdapterModel {
     });
   }
 
-  /**
-   * MAE token removal on h [B, P+N, D] (positions already added): keep the P prefix tokens and
-   * gather K patch tokens per sample. A flat gather (b*N + idx) keeps the gradient a plain
-   * UnsortedSegmentSum, which every backend has (masksub registers it for wasm).
-   */
-  private removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
-    const [b, t, d] = h.shape;
-    const n = t - prefixCount;
+  /** keepIndices [B, K] (patch indices per sample) as flat row indices b * N + idx, validated. */
+  private flatKeepIndices(keepIndices: tf.Tensor, b: number): tf.Tensor1D {
+    const n = this.numPatches;
     if (keepIndices.rank !== 2 || keepIndices.shape[0] !== b) {
       throw new OptionError('keepIndices', `expected [${b}, K] patch indices, got [${keepIndices.shape}]`);
     }
     const k = keepIndices.shape[1] as number;
+    const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
+    return tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
+  }
+
+  /**
+   * Token removal after the embedding, on h [B, P+N, D] (positions added): keep the P prefix
+   * tokens and gather K patch tokens per sample. Used when a mask token is also swapped in (both
+   * options at once); plain token removal gathers before the embedding. A flat gather keeps the
+   * gradient a plain UnsortedSegmentSum, which every backend has (masksub registers it for wasm).
+   */
+  private removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
+    const [b, t, d] = h.shape;
+    const n = t - prefixCount;
+    const flat = this.flatKeepIndices(keepIndices, b);
+    const k = flat.shape[0] / b;
     const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
     const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
-    const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
-    const flat = tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
     const kept = tf.reshape(tf.gather(patches, flat), [b, k, d]);
     return tf.concat([prefix, kept], 1);
   }
