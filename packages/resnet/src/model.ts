@@ -1,0 +1,221 @@
+/**
+ * HF ResNet (ResNetForImageClassification) in tfjs ops, NHWC inside, `pixel_values` NCHW in:
+ * embedder (7x7/2 conv + BN + act, 3x3/2 max-pool), stages of basic or bottleneck layers
+ * (1x1 conv + BN shortcut where the shape changes), global average pool, Linear head.
+ * The MaskSub sub pass is zero-fill of 32 px squares of the normalised input.
+ *
+ * Batch norm follows `bnMode` (config key `bn_mode`, default 'eval'; see BatchNormMode): the
+ * default keeps the running statistics in both MaskSub passes, as the PyTorch reference does and
+ * as fine-tuning small batches usually should; 'train' uses batch statistics in training passes
+ * and updates the running statistics (both passes, as the official two-forward step does).
+ */
+import {
+  OptionError,
+  Rng,
+  activation,
+  dropPath,
+  dropout,
+  layerSeed,
+  linear,
+  tf,
+  zeroFill,
+  type AdapterModel,
+  type DropKind,
+  type DropOperator,
+  type ForwardOptions,
+  type HFConfig,
+  type ModelInputs,
+  type ParamSpec,
+} from '@masksub/core';
+import { parseResNetConfig, type ResNetConfig } from './config.js';
+import { batchNorm2d, conv2dTorch, maxPool3x3s2, type BatchNormMode, type ConvUnit } from './layers.js';
+import { ConvBnParameterStore } from './store.js';
+
+export interface ResNetModelOptions {
+  rng?: Rng;
+  /** Overrides the config's `bn_mode`. */
+  bnMode?: BatchNormMode;
+}
+
+/** Per-pass options: a pass may override the model's batch-norm mode. */
+export interface ResNetForwardOptions extends ForwardOptions {
+  bnMode?: BatchNormMode;
+}
+
+interface LayerPlan {
+  prefix: string;
+  /** The layer's conv units in order, and which ones end without activation (the last). */
+  convs: ConvUnit[];
+  shortcut: ConvUnit | null;
+}
+
+/** HF ResNetConvLayer names: `<prefix>.convolution` + `<prefix>.normalization`. */
+function hfUnit(prefix: string, inChannels: number, outChannels: number, kernel: number, stride: number): ConvUnit {
+  return { conv: `${prefix}.convolution`, norm: `${prefix}.normalization`, inChannels, outChannels, kernel, stride };
+}
+
+/** The layers of HF's ResNetEncoder, in order, with their conv units. */
+export function resnetPlan(c: ResNetConfig): { stem: ConvUnit; layers: LayerPlan[] } {
+  const stem = hfUnit('resnet.embedder.embedder', c.numChannels, c.embeddingSize, 7, 2);
+  const layers: LayerPlan[] = [];
+  let inChannels = c.embeddingSize;
+  c.hiddenSizes.forEach((out, s) => {
+    const stageStride = s === 0 ? (c.downsampleInFirstStage ? 2 : 1) : 2;
+    for (let l = 0; l < c.depths[s]; l++) {
+      const prefix = `resnet.encoder.stages.${s}.layers.${l}`;
+      const stride = l === 0 ? stageStride : 1;
+      const inC = l === 0 ? inChannels : out;
+      const shortcut = inC !== out || stride !== 1 ? hfUnit(`${prefix}.shortcut`, inC, out, 1, stride) : null;
+      let convs: ConvUnit[];
+      if (c.layerType === 'basic') {
+        convs = [hfUnit(`${prefix}.layer.0`, inC, out, 3, stride), hfUnit(`${prefix}.layer.1`, out, out, 3, 1)];
+      } else {
+        const reduced = Math.floor(out / 4);
+        convs = [
+          hfUnit(`${prefix}.layer.0`, inC, reduced, 1, c.downsampleInBottleneck ? stride : 1),
+          hfUnit(`${prefix}.layer.1`, reduced, reduced, 3, c.downsampleInBottleneck ? 1 : stride),
+          hfUnit(`${prefix}.layer.2`, reduced, out, 1, 1),
+        ];
+      }
+      layers.push({ prefix, convs, shortcut });
+    }
+    inChannels = out;
+  });
+  return { stem, layers };
+}
+
+export function resnetConvUnits(c: ResNetConfig): ConvUnit[] {
+  const { stem, layers } = resnetPlan(c);
+  return [stem, ...layers.flatMap((l) => (l.shortcut ? [l.shortcut, ...l.convs] : l.convs))];
+}
+
+export function resnetHeadSpecs(c: ResNetConfig): ParamSpec[] {
+  const d = c.hiddenSizes[c.hiddenSizes.length - 1];
+  const bound = 1 / Math.sqrt(d); // PyTorch Linear's default init
+  return [
+    { name: 'classifier.1.weight', shape: [c.numLabels, d], layout: 'linear', init: { uniform: bound } },
+    { name: 'classifier.1.bias', shape: [c.numLabels], layout: 'identity', init: { uniform: bound } },
+  ];
+}
+
+/** Hub tensors a classifier checkpoint may carry that the model does not use. */
+export function resnetIgnoredWeights(name: string): boolean {
+  return name.endsWith('.num_batches_tracked');
+}
+
+/**
+ * Shared forward machinery of both ResNet model types: conv units (with or without folded BN),
+ * the BN mode, the zero-fill drop operator, input checks.
+ */
+export abstract class ConvNetBase {
+  abstract readonly params: ConvBnParameterStore;
+  abstract bnMode: BatchNormMode;
+  readonly defaultDrop: DropKind = 'zero-fill';
+  protected abstract readonly inputChannels: number;
+  protected abstract readonly name: string;
+
+  /** Whether this pass normalises by batch statistics. */
+  protected batchStatistics(options: ResNetForwardOptions): boolean {
+    return (options.bnMode ?? this.bnMode) === 'train' && (options.training ?? false);
+  }
+
+  /** conv -> BN (or folded bias) -> optional activation. */
+  protected unit(x: tf.Tensor4D, u: ConvUnit, batchStats: boolean, act?: (x: tf.Tensor) => tf.Tensor): tf.Tensor4D {
+    const p = this.params;
+    let y = conv2dTorch(x, p.get(`${u.conv}.weight`) as tf.Tensor as tf.Tensor4D, u.stride);
+    if (p.folded) {
+      y = tf.add(y, p.get(`${u.conv}.bias`));
+    } else {
+      y = batchNorm2d(
+        y,
+        { weight: p.get(`${u.norm}.weight`), bias: p.get(`${u.norm}.bias`), runningMean: p.get(`${u.norm}.running_mean`), runningVar: p.get(`${u.norm}.running_var`) },
+        batchStats,
+      );
+    }
+    return act ? (act(y) as tf.Tensor4D) : y;
+  }
+
+  /** Zero-fill (the paper's ResNet drop: 32 px squares); dropout/drop-path come as the dropsub/pathsub variants. */
+  dropOperator(kind: DropKind): DropOperator {
+    if (kind === 'zero-fill') return zeroFill(32);
+    throw new OptionError('drop', `${this.name} offers zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
+  }
+
+  /** `pixel_values` [B, C, H, W] -> NHWC. */
+  protected inputNHWC(inputs: ModelInputs): tf.Tensor4D {
+    const x = inputs.pixel_values;
+    if (!x) throw new OptionError('pixel_values', `${this.name} needs input 'pixel_values' [B, ${this.inputChannels}, H, W], got [${Object.keys(inputs)}]`);
+    if (x.rank !== 4 || x.shape[1] !== this.inputChannels) {
+      throw new OptionError('pixel_values', `expected [B, ${this.inputChannels}, H, W], got [${x.shape}]`);
+    }
+    return tf.transpose(x as tf.Tensor4D, [0, 2, 3, 1]);
+  }
+
+  /**
+   * Fold every batch norm into its conv (as ONNX exporters do): eval-mode outputs unchanged, no
+   * batch norm left to train. Irreversible for this instance.
+   */
+  foldBatchNorm(): void {
+    this.params.foldBatchNorm();
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+export class ResNetModel extends ConvNetBase implements AdapterModel {
+  readonly architecture = 'resnet';
+  readonly params: ConvBnParameterStore;
+  readonly cfg: ResNetConfig;
+  bnMode: BatchNormMode;
+  protected readonly name = 'ResNet';
+  protected readonly inputChannels: number;
+  private readonly act: (x: tf.Tensor) => tf.Tensor;
+  private readonly plan: ReturnType<typeof resnetPlan>;
+
+  constructor(
+    readonly config: Readonly<HFConfig>,
+    options: ResNetModelOptions = {},
+  ) {
+    super();
+    this.cfg = parseResNetConfig(config);
+    this.bnMode = options.bnMode ?? this.cfg.bnMode;
+    this.inputChannels = this.cfg.numChannels;
+    this.act = activation(this.cfg.hiddenAct);
+    this.plan = resnetPlan(this.cfg);
+    this.params = new ConvBnParameterStore(resnetConvUnits(this.cfg), resnetHeadSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  get numClasses(): number {
+    return this.cfg.numLabels;
+  }
+
+  forward(inputs: ModelInputs, options: ResNetForwardOptions = {}): tf.Tensor {
+    return tf.tidy(() => {
+      const nhwc = this.inputNHWC(inputs);
+      const bs = this.batchStatistics(options);
+      const training = options.training ?? false;
+      const pathRate = options.dropPathRate ?? 0;
+      const seed = options.seed ?? 0;
+      let h = maxPool3x3s2(this.unit(nhwc, this.plan.stem, bs, this.act));
+      const relu = (x: tf.Tensor) => tf.relu(x);
+      const n = this.plan.layers.length;
+      this.plan.layers.forEach((layer, i) => {
+        const residual = layer.shortcut ? this.unit(h, layer.shortcut, bs) : h;
+        let y = h;
+        // Inner convs of HF's layers use ReLU (ResNetConvLayer's default), the block output hidden_act.
+        layer.convs.forEach((u, k) => {
+          y = this.unit(y, u, bs, k < layer.convs.length - 1 ? relu : undefined);
+        });
+        // timm-style linear stochastic-depth rule over blocks (PathSub); 0 unless asked for.
+        const rate = training && n > 1 ? (pathRate * i) / (n - 1) : training ? pathRate : 0;
+        h = this.act(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
+      });
+      let pooled = tf.mean(h, [1, 2]);
+      // DropSub: dropout before the head (timm ResNet's drop_rate).
+      if (training && options.dropoutRate) pooled = dropout(pooled, options.dropoutRate, layerSeed(seed, n, 1));
+      return linear(pooled, this.params.get('classifier.1.weight'), this.params.get('classifier.1.bias'));
+    });
+  }
+}
