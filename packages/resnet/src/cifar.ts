@@ -47,15 +47,19 @@ export function resnetCifarHeadSpecs(c: ResNetCifarConfig): ParamSpec[] {
 }
 
 /**
- * Option A as one strided 1x1 conv with a constant 0/1 kernel: output [i, j] = input [2i, 2j]
- * (x[:, :, ::2, ::2]) and input channel c lands in output channel c + pad, the pad channels on
- * either side being zero. Its gradient is a plain conv backprop, which every backend has.
+ * Option A (`F.pad(x[:, :, ::2, ::2], (0,0,0,0, pad, pad))` in NCHW), here NHWC, as one strided
+ * 1x1 conv with a constant 0/1 kernel: output [i, j] = input [s*i, s*j] and input channel c lands
+ * in output channel c + pad, the pad channels on either side being zero. Its gradient is a plain
+ * conv backprop, which every backend has (strided slices and channel pads would need more).
  */
-function optionAKernel(inChannels: number, padChannels: number): tf.Tensor4D {
-  const out = inChannels + 2 * padChannels;
-  const k = new Float32Array(inChannels * out);
-  for (let c = 0; c < inChannels; c++) k[c * out + c + padChannels] = 1;
-  return tf.tensor4d(k, [1, 1, inChannels, out]);
+export function optionAShortcut(x: tf.Tensor4D, padChannels: number, stride: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const inChannels = x.shape[3];
+    const out = inChannels + 2 * padChannels;
+    const k = new Float32Array(inChannels * out);
+    for (let c = 0; c < inChannels; c++) k[c * out + c + padChannels] = 1;
+    return tf.conv2d(x, tf.tensor4d(k, [1, 1, inChannels, out]), stride, 'valid');
+  });
 }
 
 export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
@@ -66,6 +70,11 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
   readonly config: Readonly<HFConfig>;
   bnMode: BatchNormMode;
   protected readonly name = 'ResNet (CIFAR)';
+  /**
+   * 8 px squares: a 4 x 4 grid on 32 px images, as the hf-tiny fixture masks. The paper's 32 px
+   * (a 7 x 7 grid at 224 px) would blank a whole CIFAR image or nothing.
+   */
+  protected readonly zeroFillPatch = 8;
   protected readonly inputChannels: number;
   private readonly plan: ReturnType<typeof resnetCifarPlan>;
 
@@ -97,7 +106,7 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
       this.plan.blocks.forEach((block, i) => {
         const y = this.unit(this.unit(h, block.conv1, bs, relu), block.conv2, bs);
         const s = block.shortcut;
-        const residual = s ? tf.conv2d(h, optionAKernel(s.inChannels, s.padChannels), s.stride, 'valid') : h;
+        const residual = s ? optionAShortcut(h, s.padChannels, s.stride) : h;
         const rate = training && n > 1 ? (pathRate * i) / (n - 1) : training ? pathRate : 0;
         h = tf.relu(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
       });

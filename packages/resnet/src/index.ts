@@ -10,7 +10,7 @@ import { ResNetModel, resnetIgnoredWeights } from './model.js';
 
 export { parseResNetConfig, parseResNetCifarConfig, type ResNetConfig, type ResNetCifarConfig } from './config.js';
 export { ResNetModel, ConvNetBase, resnetPlan, resnetConvUnits, resnetHeadSpecs, resnetIgnoredWeights, type ResNetModelOptions, type ResNetForwardOptions } from './model.js';
-export { ResNetCifarModel, resnetCifarPlan, resnetCifarHeadSpecs } from './cifar.js';
+export { ResNetCifarModel, resnetCifarPlan, resnetCifarHeadSpecs, optionAShortcut } from './cifar.js';
 export { ConvBnParameterStore } from './store.js';
 export { batchNorm2d, conv2dTorch, maxPool3x3s2, convUnitSpecs, foldBatchNormHost, BN_EPS, BN_MOMENTUM, type BatchNormMode, type ConvUnit, type BatchNormVariables } from './layers.js';
 

@@ -135,9 +135,12 @@ export abstract class ConvNetBase {
     return act ? (act(y) as tf.Tensor4D) : y;
   }
 
-  /** Zero-fill (the paper's ResNet drop: 32 px squares); dropout/drop-path come as the dropsub/pathsub variants. */
+  /** Side of the zero-filled squares in pixels. */
+  protected abstract readonly zeroFillPatch: number;
+
+  /** Zero-fill of `zeroFillPatch` px squares; dropout/drop-path come as the dropsub/pathsub variants. */
   dropOperator(kind: DropKind): DropOperator {
-    if (kind === 'zero-fill') return zeroFill(32);
+    if (kind === 'zero-fill') return zeroFill(this.zeroFillPatch);
     throw new OptionError('drop', `${this.name} offers zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
   }
 
@@ -170,6 +173,8 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
   readonly cfg: ResNetConfig;
   bnMode: BatchNormMode;
   protected readonly name = 'ResNet';
+  /** The paper's 32 px squares (at 224 px ImageNet inputs). */
+  protected readonly zeroFillPatch = 32;
   protected readonly inputChannels: number;
   private readonly act: (x: tf.Tensor) => tf.Tensor;
   private readonly plan: ReturnType<typeof resnetPlan>;
