@@ -84,6 +84,14 @@ inline __m256i tail_mask(long rem) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(table + 8 - rem));
 }
 
+// 8 floats at p; in the tail only the lanes of m (the rest read as 0, nothing past the end).
+inline __m256 load8(const float* p, __m256i m, bool tail) { return tail ? _mm256_maskload_ps(p, m) : _mm256_loadu_ps(p); }
+
+inline void store8(float* p, __m256i m, bool tail, __m256 v) {
+  if (tail) _mm256_maskstore_ps(p, m, v);
+  else _mm256_storeu_ps(p, v);
+}
+
 // Applies f to [begin, end) of 8-lane blocks; the tail goes through masked loads and stores.
 template <typename F>
 inline void for_lanes(long begin, long end, F f) {
@@ -100,12 +108,11 @@ constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 void gelu_forward(const float* x, float* y, long n, int threads) {
   parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
     for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
-      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
+      const __m256 v = load8(x + i, m, tail);
       const __m256 cdf = _mm256_mul_ps(_mm256_add_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(kInvSqrt2))), _mm256_set1_ps(1.f)),
                                        _mm256_set1_ps(0.5f));
       const __m256 out = _mm256_mul_ps(v, cdf);
-      if (tail) _mm256_maskstore_ps(y + i, m, out);
-      else _mm256_storeu_ps(y + i, out);
+      store8(y + i, m, tail, out);
     });
   });
 }
@@ -113,14 +120,13 @@ void gelu_forward(const float* x, float* y, long n, int threads) {
 void gelu_backward(const float* x, const float* dy, float* dx, long n, int threads) {
   parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
     for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
-      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
-      const __m256 g = tail ? _mm256_maskload_ps(dy + i, m) : _mm256_loadu_ps(dy + i);
+      const __m256 v = load8(x + i, m, tail);
+      const __m256 g = load8(dy + i, m, tail);
       const __m256 cdf = _mm256_mul_ps(_mm256_add_ps(erf8(_mm256_mul_ps(v, _mm256_set1_ps(kInvSqrt2))), _mm256_set1_ps(1.f)),
                                        _mm256_set1_ps(0.5f));
       const __m256 pdf = _mm256_mul_ps(exp8(_mm256_mul_ps(_mm256_mul_ps(v, v), _mm256_set1_ps(-0.5f))), _mm256_set1_ps(kInvSqrt2Pi));
       const __m256 out = _mm256_mul_ps(g, _mm256_fmadd_ps(v, pdf, cdf));
-      if (tail) _mm256_maskstore_ps(dx + i, m, out);
-      else _mm256_storeu_ps(dx + i, out);
+      store8(dx + i, m, tail, out);
     });
   });
 }
@@ -134,27 +140,28 @@ void layer_norm_forward(const float* x, const float* gamma, const float* beta, f
       float* yr = y + r * cols;
       __m256 acc = _mm256_setzero_ps();
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        acc = _mm256_add_ps(acc, tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i));
+        acc = _mm256_add_ps(acc, load8(xr + i, m, tail));
       });
       const float mu = hsum(acc) / static_cast<float>(cols);
       const __m256 vmu = _mm256_set1_ps(mu);
       // Two passes (centre, then square): the one-pass E[x^2] - E[x]^2 loses digits when |mean| >> std.
       __m256 sq = _mm256_setzero_ps();
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 c = _mm256_sub_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vmu);
-        sq = _mm256_fmadd_ps(tail ? _mm256_and_ps(c, _mm256_castsi256_ps(m)) : c, tail ? _mm256_and_ps(c, _mm256_castsi256_ps(m)) : c, sq);
+        const __m256 c = _mm256_sub_ps(load8(xr + i, m, tail), vmu);
+        // Padding lanes hold 0 - mean: zero them before squaring.
+        const __m256 cm = tail ? _mm256_and_ps(c, _mm256_castsi256_ps(m)) : c;
+        sq = _mm256_fmadd_ps(cm, cm, sq);
       });
       const float rs = 1.0f / std::sqrt(hsum(sq) / static_cast<float>(cols) + eps);
       mean[r] = mu;
       rstd[r] = rs;
       const __m256 vrs = _mm256_set1_ps(rs);
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
-        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
-        const __m256 bv = tail ? _mm256_maskload_ps(beta + i, m) : _mm256_loadu_ps(beta + i);
+        const __m256 xv = load8(xr + i, m, tail);
+        const __m256 gv = load8(gamma + i, m, tail);
+        const __m256 bv = load8(beta + i, m, tail);
         const __m256 out = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs), gv, bv);
-        if (tail) _mm256_maskstore_ps(yr + i, m, out);
-        else _mm256_storeu_ps(yr + i, out);
+        store8(yr + i, m, tail, out);
       });
     }
   });
@@ -186,37 +193,29 @@ void layer_norm_backward(const float* dy, const float* x, const float* mean, con
       float* dxr = dx + r * cols;
       const __m256 vmu = _mm256_set1_ps(mean[r]);
       const __m256 vrs = _mm256_set1_ps(rstd[r]);
+      // x̂ and g = dy * gamma at lane block i (both passes below need them; recomputing is
+      // cheaper than a row buffer). Masked-off lanes load 0 for dy, so g is 0 there.
+      auto xhat_g = [&](long i, __m256i m, bool tail, __m256* xhat, __m256* g, __m256* dv) {
+        *dv = load8(dyr + i, m, tail);
+        *xhat = _mm256_mul_ps(_mm256_sub_ps(load8(xr + i, m, tail), vmu), vrs);
+        *g = _mm256_mul_ps(*dv, load8(gamma + i, m, tail));
+      };
       __m256 sum_g = _mm256_setzero_ps(), sum_gx = _mm256_setzero_ps();
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
-        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
-        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
-        // Masked-off lanes load 0 for dy, so every product below is 0 there.
-        const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs);
-        const __m256 g = _mm256_mul_ps(dv, gv);
+        __m256 xhat, g, dv;
+        xhat_g(i, m, tail, &xhat, &g, &dv);
         sum_g = _mm256_add_ps(sum_g, g);
         sum_gx = _mm256_fmadd_ps(g, xhat, sum_gx);
-        const __m256 pgv = tail ? _mm256_maskload_ps(pg + i, m) : _mm256_loadu_ps(pg + i);
-        const __m256 pbv = tail ? _mm256_maskload_ps(pb + i, m) : _mm256_loadu_ps(pb + i);
-        if (tail) {
-          _mm256_maskstore_ps(pg + i, m, _mm256_fmadd_ps(dv, xhat, pgv));
-          _mm256_maskstore_ps(pb + i, m, _mm256_add_ps(pbv, dv));
-        } else {
-          _mm256_storeu_ps(pg + i, _mm256_fmadd_ps(dv, xhat, pgv));
-          _mm256_storeu_ps(pb + i, _mm256_add_ps(pbv, dv));
-        }
+        store8(pg + i, m, tail, _mm256_fmadd_ps(dv, xhat, load8(pg + i, m, tail)));
+        store8(pb + i, m, tail, _mm256_add_ps(load8(pb + i, m, tail), dv));
       });
       const __m256 mg = _mm256_set1_ps(hsum(sum_g) * inv_cols);
       const __m256 mgx = _mm256_set1_ps(hsum(sum_gx) * inv_cols);
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 xv = tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i);
-        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
-        const __m256 gv = tail ? _mm256_maskload_ps(gamma + i, m) : _mm256_loadu_ps(gamma + i);
-        const __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(xv, vmu), vrs);
-        const __m256 g = _mm256_mul_ps(dv, gv);
+        __m256 xhat, g, dv;
+        xhat_g(i, m, tail, &xhat, &g, &dv);
         const __m256 out = _mm256_mul_ps(vrs, _mm256_sub_ps(_mm256_sub_ps(g, mg), _mm256_mul_ps(xhat, mgx)));
-        if (tail) _mm256_maskstore_ps(dxr + i, m, out);
-        else _mm256_storeu_ps(dxr + i, out);
+        store8(dxr + i, m, tail, out);
       });
     }
   });
@@ -245,27 +244,22 @@ void softmax_forward(const float* x, float scale, long rows, long cols, float* y
       // max of scale * x: for a negative scale that is scale * min(x), so take it after scaling.
       __m256 vmax = _mm256_set1_ps(-INFINITY);
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        __m256 v = _mm256_mul_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vscale);
+        __m256 v = _mm256_mul_ps(load8(xr + i, m, tail), vscale);
         if (tail) v = _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(m));
         vmax = _mm256_max_ps(vmax, v);
       });
       const __m256 mx = _mm256_set1_ps(hmax(vmax));
       __m256 vsum = _mm256_setzero_ps();
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 v = _mm256_mul_ps(tail ? _mm256_maskload_ps(xr + i, m) : _mm256_loadu_ps(xr + i), vscale);
+        const __m256 v = _mm256_mul_ps(load8(xr + i, m, tail), vscale);
         __m256 e = exp8(_mm256_sub_ps(v, mx));
-        if (tail) {
-          e = _mm256_and_ps(e, _mm256_castsi256_ps(m));
-          _mm256_maskstore_ps(yr + i, m, e);
-        } else {
-          _mm256_storeu_ps(yr + i, e);
-        }
+        if (tail) e = _mm256_and_ps(e, _mm256_castsi256_ps(m));  // padding lanes must not add to the sum
+        store8(yr + i, m, tail, e);
         vsum = _mm256_add_ps(vsum, e);
       });
       const __m256 inv = _mm256_set1_ps(1.0f / hsum(vsum));
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        if (tail) _mm256_maskstore_ps(yr + i, m, _mm256_mul_ps(_mm256_maskload_ps(yr + i, m), inv));
-        else _mm256_storeu_ps(yr + i, _mm256_mul_ps(_mm256_loadu_ps(yr + i), inv));
+        store8(yr + i, m, tail, _mm256_mul_ps(load8(yr + i, m, tail), inv));
       });
     }
   });
@@ -281,17 +275,16 @@ void softmax_backward(const float* y, const float* dy, float scale, long rows, l
       float* dxr = dx + r * cols;
       __m256 dot = _mm256_setzero_ps();
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 yv = tail ? _mm256_maskload_ps(yr + i, m) : _mm256_loadu_ps(yr + i);
-        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        const __m256 yv = load8(yr + i, m, tail);
+        const __m256 dv = load8(dyr + i, m, tail);
         dot = _mm256_fmadd_ps(yv, dv, dot);
       });
       const __m256 d = _mm256_set1_ps(hsum(dot));
       for_lanes(0, cols, [&](long i, __m256i m, bool tail) {
-        const __m256 yv = tail ? _mm256_maskload_ps(yr + i, m) : _mm256_loadu_ps(yr + i);
-        const __m256 dv = tail ? _mm256_maskload_ps(dyr + i, m) : _mm256_loadu_ps(dyr + i);
+        const __m256 yv = load8(yr + i, m, tail);
+        const __m256 dv = load8(dyr + i, m, tail);
         const __m256 out = _mm256_mul_ps(_mm256_mul_ps(yv, _mm256_sub_ps(dv, d)), vscale);
-        if (tail) _mm256_maskstore_ps(dxr + i, m, out);
-        else _mm256_storeu_ps(dxr + i, out);
+        store8(dxr + i, m, tail, out);
       });
     }
   });
@@ -337,10 +330,9 @@ void dropout(const float* x, float* y, long n, unsigned seed, float rate, int th
       // 24 random bits as a non-negative int: AVX2 compares only signed integers.
       const __m256i bits = _mm256_srli_epi32(h, 8);
       const __m256 keep = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bits, vthreshold));
-      const __m256 v = tail ? _mm256_maskload_ps(x + i, m) : _mm256_loadu_ps(x + i);
+      const __m256 v = load8(x + i, m, tail);
       const __m256 out = _mm256_and_ps(keep, _mm256_mul_ps(v, scale));
-      if (tail) _mm256_maskstore_ps(y + i, m, out);
-      else _mm256_storeu_ps(y + i, out);
+      store8(y + i, m, tail, out);
     });
   });
 }
