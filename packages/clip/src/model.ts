@@ -1,0 +1,317 @@
+/**
+ * CLIP (HF CLIPModel) in tfjs ops. Vision tower: patch embedding as a matmul on patches (the
+ * conv has no bias), class embedding, positions, `pre_layrnorm`, pre-LN encoder, `post_layernorm`
+ * on CLS, `visual_projection`. Text tower: token + position embeddings, causal (and padding)
+ * masked pre-LN encoder, `final_layer_norm`, pooled at the EOS token, `text_projection`. The
+ * output is the [B, B] image-text similarity exp(logit_scale) * norm(img) @ norm(txt)^T.
+ *
+ * MaskSub for CLIP: the sub pass removes image patch tokens after the positions are added (MAE
+ * style, CLS kept) and sees the same texts; only the vision tower follows the sub pass's
+ * instructions, so the text embeddings of both passes are identical.
+ */
+import {
+  OptionError,
+  ParameterStore,
+  Rng,
+  activation,
+  dropPath,
+  dropout,
+  layerNorm,
+  layerSeed,
+  linear,
+  multiHeadAttention,
+  tf,
+  tokenRemoval,
+  zeroFill,
+  type AdapterModel,
+  type DropKind,
+  type DropOperator,
+  type ForwardOptions,
+  type HFConfig,
+  type ModelInputs,
+} from '@masksub/core';
+import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig, type ClipEncoderConfig } from './config.js';
+import { clipParamSpecs } from './weights.js';
+
+/** Added to attention scores that must not be attended; exp() of it underflows to exactly 0. */
+const MASKED_SCORE = -1e9;
+
+interface EncoderRun {
+  /** Additive attention bias [B or 1, 1, T, T]. */
+  bias?: tf.Tensor;
+  attentionDropout: number;
+  hiddenDropout: number;
+  dropPathRate: number;
+  seed: number;
+}
+
+export interface ClipOutputs {
+  logitsPerImage: tf.Tensor2D;
+  logitsPerText: tf.Tensor2D;
+  imageEmbeds: tf.Tensor2D;
+  textEmbeds: tf.Tensor2D;
+}
+
+export class ClipModel implements AdapterModel {
+  readonly architecture = 'clip';
+  readonly params: ParameterStore;
+  readonly cfg: ClipConfig;
+  readonly defaultDrop: DropKind = 'token-removal';
+  private readonly textAct: (x: tf.Tensor) => tf.Tensor;
+  private readonly visionAct: (x: tf.Tensor) => tf.Tensor;
+
+  constructor(
+    readonly config: Readonly<HFConfig>,
+    options: { rng?: Rng } = {},
+  ) {
+    this.cfg = parseClipConfig(config);
+    this.textAct = activation(this.cfg.text.hiddenAct);
+    this.visionAct = activation(this.cfg.vision.hiddenAct);
+    this.params = new ParameterStore(clipParamSpecs(this.cfg), options.rng ?? new Rng(0));
+    // HF initialises the temperature to log(1/0.07) (logit_scale_init_value), not randomly.
+    const scale = tf.scalar(this.cfg.logitScaleInit);
+    this.params.get('logit_scale').assign(scale);
+    scale.dispose();
+  }
+
+  /** The embedding size both towers project to (what the registry calls the model's width). */
+  get numClasses(): number {
+    return this.cfg.projectionDim;
+  }
+
+  get gridSize(): number {
+    return this.cfg.vision.imageSize / this.cfg.vision.patchSize;
+  }
+
+  get numPatches(): number {
+    return this.gridSize ** 2;
+  }
+
+  /** Token removal (default, MAE style) or zero-fill of 32 px squares on the image. */
+  dropOperator(kind: DropKind): DropOperator {
+    switch (kind) {
+      case 'token-removal':
+        return tokenRemoval(this.numPatches);
+      case 'zero-fill':
+        return zeroFill(Math.min(32, this.cfg.vision.imageSize));
+      default:
+        throw new OptionError('drop', `CLIP offers token-removal and zero-fill on the images, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
+    }
+  }
+
+  /** logits_per_image [B, B]: row i scores image i against every text. */
+  forward(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor {
+    return tf.tidy(() => {
+      const image = this.imageFeatures(inputs, options);
+      const text = this.textFeatures(inputs, options);
+      if (image.shape[0] !== text.shape[0]) {
+        throw new OptionError('input_ids', `${text.shape[0]} captions for ${image.shape[0]} images: the contrastive loss pairs image i with caption i`);
+      }
+      return this.similarity(image, text);
+    });
+  }
+
+  /** Both similarity matrices and the projected (unnormalised) embeddings, as CLIPModel returns them. */
+  forwardAll(inputs: ModelInputs, options: ForwardOptions = {}): ClipOutputs {
+    return tf.tidy(() => {
+      const imageEmbeds = this.imageFeatures(inputs, options);
+      const textEmbeds = this.textFeatures(inputs, options);
+      const logitsPerImage = this.similarity(imageEmbeds, textEmbeds);
+      return { logitsPerImage, logitsPerText: tf.transpose(logitsPerImage) as tf.Tensor2D, imageEmbeds, textEmbeds };
+    }) as ClipOutputs;
+  }
+
+  /** exp(logit_scale) * norm(img) @ norm(txt)^T, for any number of images and texts. */
+  similarity(imageEmbeds: tf.Tensor, textEmbeds: tf.Tensor): tf.Tensor2D {
+    return tf.tidy(() => {
+      const unit = (x: tf.Tensor) => tf.mul(x, tf.rsqrt(tf.sum(tf.square(x), -1, true)));
+      const cosine = tf.matMul(unit(imageEmbeds), unit(textEmbeds), false, true);
+      return tf.mul(cosine, tf.exp(this.params.get('logit_scale'))) as tf.Tensor2D;
+    });
+  }
+
+  /** visual_projection(post_layernorm(CLS)) [B, projection_dim]; honours keepIndices and the sub pass's rates. */
+  imageFeatures(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor2D {
+    const x = this.checkPixels(inputs);
+    const v = this.cfg.vision;
+    return tf.tidy(() => {
+      const b = x.shape[0];
+      const d = v.hiddenSize;
+      const patches = linear(this.patchify(x), this.params.get('vision_model.embeddings.patch_embedding.weight'));
+      const cls = tf.tile(tf.reshape(this.params.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [b, 1, 1]);
+      const positions = tf.expandDims(this.params.get('vision_model.embeddings.position_embedding.weight'), 0);
+      let h = tf.add(tf.concat([cls, patches], 1), positions);
+      if (options.keepIndices) h = removeTokens(h, options.keepIndices, 1);
+      h = layerNorm(h, this.params.get('vision_model.pre_layrnorm.weight'), this.params.get('vision_model.pre_layrnorm.bias'), v.layerNormEps);
+      const training = options.training ?? false;
+      h = this.encoder(h, 'vision_model', v, this.visionAct, {
+        attentionDropout: options.dropoutRate ?? (training ? v.attentionDropout : 0),
+        hiddenDropout: options.dropoutRate ?? 0,
+        dropPathRate: options.dropPathRate ?? (training ? this.cfg.dropPathRate : 0),
+        seed: options.seed ?? 0,
+      });
+      const pooled = layerNorm(
+        tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]),
+        this.params.get('vision_model.post_layernorm.weight'),
+        this.params.get('vision_model.post_layernorm.bias'),
+        v.layerNormEps,
+      );
+      return linear(pooled, this.params.get('visual_projection.weight')) as tf.Tensor2D;
+    });
+  }
+
+  /**
+   * text_projection(final_layer_norm(h)[EOS]) [B, projection_dim]. Only `training` is read from
+   * the options: the sub pass's instructions are for the images, so both passes embed the texts
+   * identically.
+   */
+  textFeatures(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor2D {
+    const { ids, mask } = this.checkText(inputs);
+    const t = this.cfg.text;
+    const [b, len] = ids.shape as [number, number];
+    const idData = ids.dataSync();
+    for (let i = 0; i < idData.length; i++) {
+      if (!Number.isInteger(idData[i]) || idData[i] < 0 || idData[i] >= t.vocabSize) {
+        throw new OptionError('input_ids', `token id ${idData[i]} at [${Math.floor(i / len)}, ${i % len}] is outside the vocabulary [0, ${t.vocabSize})`);
+      }
+    }
+    const eos = eosPositions(idData, b, len, t.eosTokenId);
+    return tf.tidy(() => {
+      const d = t.hiddenSize;
+      const tokens = tf.gather(this.params.get('text_model.embeddings.token_embedding.weight'), tf.cast(tf.reshape(ids, [b * len]), 'int32'));
+      const positions = tf.slice(this.params.get('text_model.embeddings.position_embedding.weight'), [0, 0], [len, d]);
+      let h = tf.add(tf.reshape(tokens, [b, len, d]), positions);
+      h = this.encoder(h, 'text_model', t, this.textAct, {
+        bias: attentionBias(mask, b, len),
+        attentionDropout: options.training ? t.attentionDropout : 0,
+        hiddenDropout: 0,
+        dropPathRate: 0,
+        seed: 0,
+      });
+      h = layerNorm(h, this.params.get('text_model.final_layer_norm.weight'), this.params.get('text_model.final_layer_norm.bias'), t.layerNormEps);
+      // Flat gather (b * L + position): its gradient is a plain UnsortedSegmentSum on every backend.
+      const flat = Int32Array.from(eos, (p, i) => i * len + p);
+      const pooled = tf.gather(tf.reshape(h, [b * len, d]), tf.tensor1d(flat, 'int32'));
+      return linear(pooled, this.params.get('text_projection.weight')) as tf.Tensor2D;
+    });
+  }
+
+  /** The pre-LN CLIP encoder layers (shared by both towers; only the weights' prefix differs). */
+  private encoder(h0: tf.Tensor, prefix: string, c: ClipEncoderConfig, act: (x: tf.Tensor) => tf.Tensor, run: EncoderRun): tf.Tensor {
+    let h = h0;
+    for (let i = 0; i < c.numHiddenLayers; i++) {
+      const l = (name: string) => this.params.get(`${prefix}.encoder.layers.${i}.${name}`);
+      const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`self_attn.${name}.weight`), l(`self_attn.${name}.bias`)];
+      // timm's linear stochastic-depth rule: deeper blocks drop more often.
+      const layerPath = c.numHiddenLayers > 1 ? (run.dropPathRate * i) / (c.numHiddenLayers - 1) : run.dropPathRate;
+      const attnIn = layerNorm(h, l('layer_norm1.weight'), l('layer_norm1.bias'), c.layerNormEps);
+      let attn = multiHeadAttention(attnIn, { q: proj('q_proj'), k: proj('k_proj'), v: proj('v_proj'), out: proj('out_proj') }, c.numAttentionHeads, {
+        bias: run.bias,
+        dropoutRate: run.attentionDropout,
+        seed: layerSeed(run.seed, i, 0),
+      });
+      attn = dropout(attn, run.hiddenDropout, layerSeed(run.seed, i, 1));
+      h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
+      const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
+      let mlp = linear(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
+      mlp = dropout(mlp, run.hiddenDropout, layerSeed(run.seed, i, 3));
+      h = tf.add(h, dropPath(mlp, layerPath, layerSeed(run.seed, i, 4)));
+    }
+    return h;
+  }
+
+  /** [B, C, H, W] -> [B, N, C*p*p] in (C, ph, pw) order, matching the conv weight's flattening. */
+  private patchify(x: tf.Tensor): tf.Tensor {
+    const { patchSize: p, numChannels: c } = this.cfg.vision;
+    const g = this.gridSize;
+    const b = x.shape[0];
+    // Two rank-4 transposes rather than one rank-6: wasm's high-rank transpose is very slow.
+    const rows = tf.transpose(tf.reshape(x, [b * c * g, p, g, p]), [0, 2, 1, 3]); // [B*C*g, g, p, p]
+    const grouped = tf.reshape(rows, [b, c, g * g, p * p]);
+    return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, g * g, c * p * p]);
+  }
+
+  private checkPixels(inputs: ModelInputs): tf.Tensor {
+    const v = this.cfg.vision;
+    const x = inputs.pixel_values;
+    const want = `[B, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`;
+    if (!x) throw new OptionError('pixel_values', `CLIP needs input 'pixel_values' ${want}, got [${Object.keys(inputs)}]`);
+    const [, c, h, w] = x.shape;
+    if (x.rank !== 4 || c !== v.numChannels || h !== v.imageSize || w !== v.imageSize) {
+      throw new OptionError('pixel_values', `expected ${want}, got [${x.shape}]`);
+    }
+    return x;
+  }
+
+  private checkText(inputs: ModelInputs): { ids: tf.Tensor; mask?: tf.Tensor } {
+    const ids = inputs.input_ids;
+    const maxLen = this.cfg.text.maxPositionEmbeddings;
+    if (!ids) throw new OptionError('input_ids', `CLIP needs input 'input_ids' [B, L <= ${maxLen}] (see tokenizeCaptions), got [${Object.keys(inputs)}]`);
+    const len = ids.shape[1] ?? 0;
+    if (ids.rank !== 2 || len < 1 || len > maxLen) {
+      throw new OptionError('input_ids', `expected [B, L] with 1 <= L <= max_position_embeddings ${maxLen}, got [${ids.shape}]`);
+    }
+    const mask = inputs.attention_mask;
+    if (mask && (mask.rank !== 2 || mask.shape[0] !== ids.shape[0] || mask.shape[1] !== ids.shape[1])) {
+      throw new OptionError('attention_mask', `expected the shape of input_ids [${ids.shape}], got [${mask.shape}]`);
+    }
+    return { ids, mask };
+  }
+
+  dispose(): void {
+    this.params.dispose();
+  }
+}
+
+/**
+ * Per caption, the position the text is pooled at (transformers' CLIPTextTransformer rule): with
+ * the legacy eos_token_id 2, argmax(input_ids) (first maximum, as torch.argmax); otherwise the
+ * first token equal to eos_token_id (position 0 when there is none, as argmax of all zeros).
+ */
+export function eosPositions(ids: ArrayLike<number>, batch: number, length: number, eosTokenId: number): Int32Array {
+  const out = new Int32Array(batch);
+  for (let b = 0; b < batch; b++) {
+    let best = 0;
+    for (let i = 0; i < length; i++) {
+      const id = ids[b * length + i];
+      if (eosTokenId === LEGACY_EOS_TOKEN_ID) {
+        if (id > ids[b * length + best]) best = i;
+      } else if (id === eosTokenId) {
+        best = i;
+        break;
+      }
+    }
+    out[b] = best;
+  }
+  return out;
+}
+
+/** Causal mask [1, 1, L, L], plus the padding mask [B, 1, 1, L] when one is given. */
+function attentionBias(mask: tf.Tensor | undefined, batch: number, length: number): tf.Tensor {
+  const causal = new Float32Array(length * length);
+  for (let q = 0; q < length; q++) for (let k = q + 1; k < length; k++) causal[q * length + k] = MASKED_SCORE;
+  const causalT = tf.tensor4d(causal, [1, 1, length, length]);
+  if (!mask) return causalT;
+  const padding = tf.mul(tf.sub(1, tf.reshape(tf.cast(mask, 'float32'), [batch, 1, 1, length])), MASKED_SCORE);
+  return tf.add(causalT, padding);
+}
+
+/**
+ * MAE token removal on h [B, P+N, D] (positions already added): keep the P prefix tokens and
+ * gather K patch tokens per sample, by a flat gather (b*N + idx) whose gradient is a plain
+ * UnsortedSegmentSum (core registers it for wasm). Same as @masksub/vit's.
+ */
+function removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
+  const [b, t, d] = h.shape;
+  const n = t - prefixCount;
+  if (keepIndices.rank !== 2 || keepIndices.shape[0] !== b) {
+    throw new OptionError('keepIndices', `expected [${b}, K] patch indices, got [${keepIndices.shape}]`);
+  }
+  const k = keepIndices.shape[1] as number;
+  const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
+  const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
+  const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
+  const flat = tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
+  const kept = tf.reshape(tf.gather(patches, flat), [b, k, d]);
+  return tf.concat([prefix, kept], 1);
+}

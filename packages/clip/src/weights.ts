@@ -1,0 +1,61 @@
+/** The name table: hub checkpoint names of HF CLIPModel -> parameters and layouts. */
+import type { ParamSpec } from '@masksub/core';
+import type { ClipConfig, ClipEncoderConfig } from './config.js';
+
+function encoderSpecs(prefix: string, c: ClipEncoderConfig, specs: ParamSpec[]): void {
+  const d = c.hiddenSize;
+  const w = 0.02;
+  const lin = (name: string, out: number, inp: number): void => {
+    specs.push({ name: `${name}.weight`, shape: [out, inp], layout: 'linear', init: { truncNormal: w } });
+    specs.push({ name: `${name}.bias`, shape: [out], layout: 'identity', init: 'zeros' });
+  };
+  for (let i = 0; i < c.numHiddenLayers; i++) {
+    const l = `${prefix}.encoder.layers.${i}`;
+    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) lin(`${l}.self_attn.${proj}`, d, d);
+    layerNormSpecs(`${l}.layer_norm1`, d, specs);
+    lin(`${l}.mlp.fc1`, c.intermediateSize, d);
+    lin(`${l}.mlp.fc2`, d, c.intermediateSize);
+    layerNormSpecs(`${l}.layer_norm2`, d, specs);
+  }
+}
+
+function layerNormSpecs(name: string, d: number, specs: ParamSpec[]): void {
+  specs.push({ name: `${name}.weight`, shape: [d], layout: 'identity', init: 'ones' });
+  specs.push({ name: `${name}.bias`, shape: [d], layout: 'identity', init: 'zeros' });
+}
+
+export function clipParamSpecs(c: ClipConfig): ParamSpec[] {
+  const t = c.text;
+  const v = c.vision;
+  const n = (v.imageSize / v.patchSize) ** 2;
+  const specs: ParamSpec[] = [
+    // A scalar in the checkpoint (shape []); the model sets it to logit_scale_init_value.
+    { name: 'logit_scale', shape: [], layout: 'identity', init: 'zeros' },
+    { name: 'text_model.embeddings.token_embedding.weight', shape: [t.vocabSize, t.hiddenSize], layout: 'identity', init: { truncNormal: 0.02 } },
+    { name: 'text_model.embeddings.position_embedding.weight', shape: [t.maxPositionEmbeddings, t.hiddenSize], layout: 'identity', init: { truncNormal: 0.01 } },
+  ];
+  encoderSpecs('text_model', t, specs);
+  layerNormSpecs('text_model.final_layer_norm', t.hiddenSize, specs);
+  specs.push(
+    { name: 'vision_model.embeddings.class_embedding', shape: [v.hiddenSize], layout: 'identity', init: { truncNormal: v.hiddenSize ** -0.5 } },
+    // A bias-free conv with kernel == stride: applied as a matmul on flattened patches.
+    { name: 'vision_model.embeddings.patch_embedding.weight', shape: [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize], layout: 'patch-linear', init: { truncNormal: 0.02 } },
+    { name: 'vision_model.embeddings.position_embedding.weight', shape: [n + 1, v.hiddenSize], layout: 'identity', init: { truncNormal: 0.02 } },
+  );
+  layerNormSpecs('vision_model.pre_layrnorm', v.hiddenSize, specs);
+  encoderSpecs('vision_model', v, specs);
+  layerNormSpecs('vision_model.post_layernorm', v.hiddenSize, specs);
+  specs.push(
+    { name: 'visual_projection.weight', shape: [c.projectionDim, v.hiddenSize], layout: 'linear', init: { truncNormal: 0.02 } },
+    { name: 'text_projection.weight', shape: [c.projectionDim, t.hiddenSize], layout: 'linear', init: { truncNormal: 0.02 } },
+  );
+  return specs;
+}
+
+/**
+ * Tensors hub files may carry that the model does not use: the `position_ids` buffers that
+ * checkpoints saved before transformers 4.31 include (arange, not parameters).
+ */
+export function clipIgnoredWeights(name: string): boolean {
+  return /^(text_model|vision_model)\.embeddings\.position_ids$/.test(name);
+}
