@@ -77,6 +77,10 @@ describe('batch norm', () => {
     expect(train.statGrad).toBe(false);
     // A per-pass override wins over the model's mode.
     const m = new ResNetModel({ ...tiny, bn_mode: 'train' }, { rng: new Rng(2) });
+    // Batch-statistics passes replace the running-stat tensors: nothing leaks.
+    const before = tf.memory().numTensors;
+    tf.dispose(m.forward({ pixel_values: x }, { training: true }));
+    expect(tf.memory().numTensors).toBe(before);
     const a = m.forward({ pixel_values: x }, { training: true, bnMode: 'eval' });
     const b = m.forward({ pixel_values: x });
     expect(maxAbsDiff(a, b)).toBe(0);
