@@ -46,7 +46,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
   if (newHead) {
     const { id2label: _i, label2id: _l, ...rest } = config;
-    config = { ...rest, num_labels: options.numLabels };
+    config = { ...rest, num_labels: options.numLabels, ...(typeof rest.num_classes === 'number' ? { num_classes: options.numLabels } : {}) };
     log(`${found.dir}: new ${options.numLabels}-class head (the checkpoint has ${labelCount(found.config as HFConfig)} classes)`);
   }
   const ignore = (name: string) => adapter.ignoredWeights?.(name) ?? false;
@@ -78,8 +78,10 @@ function applyAliases(tensors: TensorMap, aliases: Readonly<Record<string, strin
   return out;
 }
 
+/** Classes of a checkpoint's head: HF's num_labels / id2label, or num_classes (timm, CIFAR zoos). */
 function labelCount(config: HFConfig): number | undefined {
   if (typeof config.num_labels === 'number') return config.num_labels;
+  if (typeof config.num_classes === 'number') return config.num_classes;
   const id2label = config.id2label as Record<string, string> | undefined;
   return id2label ? Object.keys(id2label).length : undefined;
 }

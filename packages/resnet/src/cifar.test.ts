@@ -98,6 +98,22 @@ for (const name of ['resnet20', 'resnet56'])
       tf.dispose([images, logits]);
       model.dispose();
     }, 60_000);
+
+    it('numLabels equal to num_classes keeps the pretrained head; another count makes a new one', async () => {
+      const dir = sharedPath(`data/models/${name}-cifar10`);
+      const plain = await loadPretrained(dir, quiet);
+      const same = await loadPretrained(dir, { numLabels: 10, ...quiet });
+      expect(same.created).toEqual([]);
+      expect(same.model.params.get('linear.weight').dataSync()).toEqual(plain.model.params.get('linear.weight').dataSync());
+      same.model.dispose();
+      plain.model.dispose();
+      const other = await loadPretrained(dir, { numLabels: 5, ...quiet });
+      const x = tf.zeros([1, 3, 32, 32]);
+      const logits = other.model.forward({ pixel_values: x });
+      expect(logits.shape).toEqual([1, 5]);
+      tf.dispose([x, logits]);
+      other.model.dispose();
+    });
   });
 
 describeShared('data/cifar10', 'ResNet-20 top-1 on CIFAR-10 test JPEGs (core data pipeline)', () => {
