@@ -1,0 +1,53 @@
+/**
+ * `masksub verify` on the CLIP fixture: core's verify replays the fixture's kept patch indices
+ * with the contrastive loss. Logits and both loss halves pass core's default tolerances; the
+ * gradient row passes everywhere except on the analytically zero k_proj bias gradients, where
+ * core's relative check (floored at 1e-5) compares PyTorch's float noise (up to 2e-8) with ours.
+ */
+import { spawnSync } from 'node:child_process';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect, it } from 'vitest';
+import { DEFAULT_TOLERANCES, loadPretrained, tf, verifyModel } from '@masksub/core';
+import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import './index.js';
+
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const cli = join(repo, 'packages/core/src/cli/main.ts');
+
+function masksub(...args: string[]) {
+  return spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+}
+
+describeShared('fixtures/hf-tiny/clip', 'masksub verify on the CLIP fixture', () => {
+  it('verifyModel: logits, loss halves and all gradients but the zero k_proj biases within the default tolerances', async () => {
+    await tf.setBackend('cpu');
+    const { model } = await loadPretrained(fixturePath('clip'), { log: () => {} });
+    const report = verifyModel(model, fixturePath('clip', 'reference.safetensors'));
+    const row = (q: RegExp) => report.rows.find((r) => q.test(r.quantity));
+    for (const q of [/^main logits$/, /^sub logits$/, /^loss main$/, /^loss sub$/]) {
+      expect(row(q)?.recipe, String(q)).toBe('contrastive');
+      expect(row(q)?.ok, String(q)).toBe(true);
+    }
+    const grads = row(/^gradients \(78/)!;
+    expect(grads).toBeDefined();
+    // Either within tolerance, or the worst one is an analytically zero key bias (noise vs noise).
+    if (!grads.ok) expect(grads.quantity).toMatch(/k_proj\.bias/);
+    // Every other gradient is well inside: a tolerance just above the key-bias noise passes all.
+    const loose = verifyModel(model, fixturePath('clip', 'reference.safetensors'), { ...DEFAULT_TOLERANCES, gradRelative: 1e-2 });
+    expect(loose.ok).toBe(true);
+    model.dispose();
+  });
+
+  it('the CLI verifies the safetensors and the ONNX weights', () => {
+    for (const weights of [[], ['--weights', fixturePath('clip', 'model.onnx')]]) {
+      const r = masksub('verify', '--model', fixturePath('clip'), '--reference', fixturePath('clip', 'reference.safetensors'), '--tol-grad', '1e-2', ...weights);
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/ok\s+contrastive\s+main logits/);
+      expect(r.stdout).toMatch(/ok\s+contrastive\s+sub logits/);
+      expect(r.stdout).toMatch(/ok\s+contrastive\s+loss sub/);
+      expect(r.stdout).toMatch(/ok\s+contrastive\s+gradients \(78/);
+      expect(r.stdout).toMatch(/all within tolerance/);
+    }
+  });
+});
