@@ -1,0 +1,25 @@
+/**
+ * @masksub/bert: HF BERT (BertForSequenceClassification) for masksub. Importing this module
+ * registers the adapter, so `loadPretrained(dir)` dispatches `model_type: bert` here.
+ */
+import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
+import { BertModel } from './model.js';
+import { parseBertConfig } from './config.js';
+import { bertAliases, bertHeadWeights, bertIgnoredWeights } from './weights.js';
+
+export { parseBertConfig, type BertConfig, type ProblemType } from './config.js';
+export { BertModel, FLOAT32_MIN, defaultSpecialTokens, type BertModelOptions, type SpecialTokens } from './model.js';
+export { bertAliases, bertHeadWeights, bertIgnoredWeights, bertParamSpecs } from './weights.js';
+export { bertRelaxedLoss, meanSquaredErrorLoss, resolveProblemType } from './loss.js';
+export { bertTokenizerJson, loadBertTokenizer, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput } from './tokenizer.js';
+
+export const bertAdapter: ArchitectureAdapter = {
+  name: 'bert',
+  modelTypes: ['bert'],
+  build: (config, options) => new BertModel(config, options),
+  ignoredWeights: bertIgnoredWeights,
+  headWeights: bertHeadWeights,
+  aliases: (config) => bertAliases(parseBertConfig(config)),
+};
+
+registerAdapter(bertAdapter);

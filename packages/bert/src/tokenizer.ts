@@ -1,0 +1,161 @@
+/**
+ * WordPiece tokenization with transformers.js, from local files only: a folder with
+ * tokenizer.json (as HF saves it) loads through AutoTokenizer; a folder with only vocab.txt (the
+ * original BERT release, /work/shared/data/tokenizers/bert-base-uncased) gets the tokenizer.json
+ * that transformers' BertTokenizerFast converter would write, built in memory.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { AutoTokenizer, BertTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
+import { FileFormatError, OptionError, tf } from '@masksub/core';
+import type { SpecialTokens } from './model.js';
+
+export type { PreTrainedTokenizer } from '@huggingface/transformers';
+
+/** A single text, or a (text_a, text_b) pair encoded as [CLS] a [SEP] b [SEP] with token types 0/1. */
+export type TextInput = string | readonly [string, string];
+
+export interface EncodedBatch {
+  /** [B, maxLength] int32 */
+  input_ids: tf.Tensor2D;
+  /** [B, maxLength] int32, 1 = real token, 0 = padding */
+  attention_mask: tf.Tensor2D;
+  /** [B, maxLength] int32, 0 = first segment, 1 = second */
+  token_type_ids: tf.Tensor2D;
+}
+
+interface TokenizerConfigFile {
+  do_lower_case?: boolean;
+  unk_token?: string;
+  cls_token?: string;
+  sep_token?: string;
+  pad_token?: string;
+  mask_token?: string;
+  model_max_length?: number;
+  [key: string]: unknown;
+}
+
+function readJson(path: string): Record<string, unknown> {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new FileFormatError(path, `cannot read as JSON: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * The tokenizer.json of a BERT WordPiece vocabulary (what tokenizers' BertConverter produces):
+ * BertNormalizer (clean text, CJK split, lower case -> accents stripped), BertPreTokenizer,
+ * WordPiece with '##' continuations, [CLS] A [SEP] (B [SEP]) template with type ids 0/1.
+ */
+export function bertTokenizerJson(vocab: readonly string[], config: TokenizerConfigFile, source = 'vocab.txt'): Record<string, unknown> {
+  const ids = new Map<string, number>();
+  vocab.forEach((token, i) => {
+    if (!ids.has(token)) ids.set(token, i);
+  });
+  const tokenId = (token: string): number => {
+    const id = ids.get(token);
+    if (id === undefined) throw new FileFormatError(source, `special token '${token}' is not in the vocabulary`);
+    return id;
+  };
+  const unk = config.unk_token ?? '[UNK]';
+  const cls = config.cls_token ?? '[CLS]';
+  const sep = config.sep_token ?? '[SEP]';
+  const pad = config.pad_token ?? '[PAD]';
+  const mask = config.mask_token ?? '[MASK]';
+  const specials = [pad, unk, cls, sep, mask];
+  const lowercase = config.do_lower_case ?? true;
+  return {
+    version: '1.0',
+    truncation: null,
+    padding: null,
+    added_tokens: specials
+      .map((content) => ({ id: tokenId(content), content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }))
+      .sort((a, b) => a.id - b.id),
+    normalizer: { type: 'BertNormalizer', clean_text: true, handle_chinese_chars: true, strip_accents: null, lowercase },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: cls, type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { SpecialToken: { id: sep, type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: cls, type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: sep, type_id: 0 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+        { SpecialToken: { id: sep, type_id: 1 } },
+      ],
+      special_tokens: {
+        [cls]: { id: cls, ids: [tokenId(cls)], tokens: [cls] },
+        [sep]: { id: sep, ids: [tokenId(sep)], tokens: [sep] },
+      },
+    },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: { type: 'WordPiece', unk_token: unk, continuing_subword_prefix: '##', max_input_chars_per_word: 100, vocab: Object.fromEntries(ids) },
+  };
+}
+
+/**
+ * A BERT tokenizer from a local folder, never the network. tokenizer.json + tokenizer_config.json
+ * go through AutoTokenizer (env.allowRemoteModels = false, env.localModelPath = the parent
+ * folder); vocab.txt (+ optional tokenizer_config.json) through `bertTokenizerJson`.
+ */
+export async function loadBertTokenizer(dir: string): Promise<PreTrainedTokenizer> {
+  const folder = resolve(dir);
+  const configPath = join(folder, 'tokenizer_config.json');
+  const config = (existsSync(configPath) ? readJson(configPath) : {}) as TokenizerConfigFile;
+  if (existsSync(join(folder, 'tokenizer.json'))) {
+    env.allowRemoteModels = false;
+    env.allowLocalModels = true;
+    const previous = env.localModelPath;
+    env.localModelPath = `${dirname(folder)}/`;
+    try {
+      return await AutoTokenizer.from_pretrained(basename(folder));
+    } finally {
+      env.localModelPath = previous;
+    }
+  }
+  const vocabPath = join(folder, 'vocab.txt');
+  if (!existsSync(vocabPath)) throw new FileFormatError(folder, 'has neither tokenizer.json nor vocab.txt');
+  const lines = readFileSync(vocabPath, 'utf8').split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const vocab = lines.map((l) => l.replace(/\r$/, ''));
+  return new BertTokenizer(bertTokenizerJson(vocab, config, vocabPath), { model_max_length: 512, ...config });
+}
+
+/** [MASK] and the ids token masking must leave alone ([CLS], [SEP], [PAD]) for this tokenizer. */
+export function specialTokensOf(tokenizer: PreTrainedTokenizer): SpecialTokens {
+  const mask = tokenizer.mask_token_id;
+  if (mask === undefined || mask === null) throw new OptionError('tokenizer', 'has no [MASK] token: token masking needs one');
+  const cls = tokenizer.convert_tokens_to_ids(tokenizer.config?.cls_token ?? '[CLS]');
+  const specialIds = [tokenizer.pad_token_id, cls, tokenizer.sep_token_id].filter((v): v is number => typeof v === 'number' && v >= 0);
+  return { maskTokenId: mask, specialIds: [...new Set(specialIds)] };
+}
+
+/**
+ * Encode texts or pairs as BERT inputs: [CLS] a [SEP] (b [SEP]), truncated (longest first, as
+ * HF) and padded to `maxLength`, as int32 tensors the caller owns.
+ */
+export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly TextInput[], maxLength: number): EncodedBatch {
+  if (!Number.isInteger(maxLength) || maxLength < 2) throw new OptionError('maxLength', `must be an integer >= 2, got ${maxLength}`);
+  if (texts.length === 0) throw new OptionError('texts', 'is empty');
+  const n = texts.length;
+  const ids = new Int32Array(n * maxLength);
+  const mask = new Int32Array(n * maxLength);
+  const types = new Int32Array(n * maxLength);
+  texts.forEach((text, row) => {
+    const [a, b] = typeof text === 'string' ? [text, null] : text;
+    const enc = tokenizer(a, { text_pair: b, padding: 'max_length', truncation: true, max_length: maxLength, return_tensor: false, return_token_type_ids: true });
+    const put = (dst: Int32Array, src: readonly number[] | undefined, name: string): void => {
+      if (!src || src.length !== maxLength) throw new OptionError('tokenizer', `returned ${src?.length ?? 'no'} ${name} for row ${row}, expected ${maxLength}`);
+      for (let i = 0; i < maxLength; i++) dst[row * maxLength + i] = Number(src[i]);
+    };
+    put(ids, enc.input_ids, 'input_ids');
+    put(mask, enc.attention_mask, 'attention_mask');
+    put(types, enc.token_type_ids, 'token_type_ids');
+  });
+  return {
+    input_ids: tf.tensor2d(ids, [n, maxLength], 'int32'),
+    attention_mask: tf.tensor2d(mask, [n, maxLength], 'int32'),
+    token_type_ids: tf.tensor2d(types, [n, maxLength], 'int32'),
+  };
+}
