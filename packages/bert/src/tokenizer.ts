@@ -119,7 +119,10 @@ export async function loadBertTokenizer(dir: string): Promise<PreTrainedTokenize
   const lines = readFileSync(vocabPath, 'utf8').split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const vocab = lines.map((l) => l.replace(/\r$/, ''));
-  return new BertTokenizer(bertTokenizerJson(vocab, config, vocabPath), { model_max_length: 512, ...config });
+  // BERT's own names for the special tokens unless the config renames them (transformers.js
+  // learns e.g. the [MASK] id from the config, not from tokenizer.json).
+  const defaults = { model_max_length: 512, do_lower_case: true, unk_token: '[UNK]', cls_token: '[CLS]', sep_token: '[SEP]', pad_token: '[PAD]', mask_token: '[MASK]' };
+  return new BertTokenizer(bertTokenizerJson(vocab, config, vocabPath), { ...defaults, ...config });
 }
 
 /** [MASK] and the ids token masking must leave alone ([CLS], [SEP], [PAD]) for this tokenizer. */
@@ -132,26 +135,59 @@ export function specialTokensOf(tokenizer: PreTrainedTokenizer): SpecialTokens {
 }
 
 /**
- * Encode texts or pairs as BERT inputs: [CLS] a [SEP] (b [SEP]), truncated (longest first, as
- * HF) and padded to `maxLength`, as int32 tensors the caller owns.
+ * How many tokens of (a, b) to keep so that a + b <= budget: the "longest_first" rule of HF's
+ * fast tokenizers (tokenizers' truncation.rs): only the longer side shrinks while the shorter
+ * fits in half; otherwise both get half, the odd token going to the second.
+ */
+export function longestFirstLengths(n1: number, n2: number | undefined, budget: number): [number, number] {
+  if (n2 === undefined) return [Math.min(n1, budget), 0];
+  if (n1 + n2 <= budget) return [n1, n2];
+  let [short, long] = n1 > n2 ? [n2, n1] : [n1, n2];
+  long = short > budget ? short : Math.max(short, budget - short);
+  if (short + long > budget) {
+    short = Math.floor(budget / 2);
+    long = short + (budget % 2);
+  }
+  return n1 > n2 ? [long, short] : [short, long];
+}
+
+/**
+ * Encode texts or pairs as BERT inputs: [CLS] a [SEP] (b [SEP]), token types 0 for [CLS] a [SEP]
+ * and 1 for b [SEP], truncated longest-first and padded with [PAD] to `maxLength`, as int32
+ * tensors the caller owns. The tokenizer does the WordPiece split only: transformers.js cuts the
+ * finished sequence on truncation (losing the final [SEP]), HF truncates the texts, so the
+ * template is applied here.
  */
 export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly TextInput[], maxLength: number): EncodedBatch {
-  if (!Number.isInteger(maxLength) || maxLength < 2) throw new OptionError('maxLength', `must be an integer >= 2, got ${maxLength}`);
   if (texts.length === 0) throw new OptionError('texts', 'is empty');
+  const specials = texts.some((t) => typeof t !== 'string') ? 3 : 2;
+  if (!Number.isInteger(maxLength) || maxLength < specials) throw new OptionError('maxLength', `must be an integer >= ${specials} ([CLS]/[SEP] need room), got ${maxLength}`);
+  const cls = tokenizer.convert_tokens_to_ids(tokenizer.config?.cls_token ?? '[CLS]');
+  const sep = tokenizer.sep_token_id;
+  const pad = tokenizer.pad_token_id ?? 0;
+  if (typeof cls !== 'number' || cls < 0 || typeof sep !== 'number') throw new OptionError('tokenizer', 'has no [CLS]/[SEP] tokens: not a BERT tokenizer');
+  const pieces = (text: string): number[] => tokenizer.encode(text, { add_special_tokens: false });
   const n = texts.length;
-  const ids = new Int32Array(n * maxLength);
+  const ids = new Int32Array(n * maxLength).fill(pad);
   const mask = new Int32Array(n * maxLength);
   const types = new Int32Array(n * maxLength);
   texts.forEach((text, row) => {
-    const [a, b] = typeof text === 'string' ? [text, null] : text;
-    const enc = tokenizer(a, { text_pair: b, padding: 'max_length', truncation: true, max_length: maxLength, return_tensor: false, return_token_type_ids: true });
-    const put = (dst: Int32Array, src: readonly number[] | undefined, name: string): void => {
-      if (!src || src.length !== maxLength) throw new OptionError('tokenizer', `returned ${src?.length ?? 'no'} ${name} for row ${row}, expected ${maxLength}`);
-      for (let i = 0; i < maxLength; i++) dst[row * maxLength + i] = Number(src[i]);
-    };
-    put(ids, enc.input_ids, 'input_ids');
-    put(mask, enc.attention_mask, 'attention_mask');
-    put(types, enc.token_type_ids, 'token_type_ids');
+    const a = pieces(typeof text === 'string' ? text : text[0]);
+    const b = typeof text === 'string' ? undefined : pieces(text[1]);
+    const [na, nb] = longestFirstLengths(a.length, b?.length, maxLength - (b ? 3 : 2));
+    const seq = [cls, ...a.slice(0, na), sep];
+    const typeOf = seq.map(() => 0);
+    if (b) {
+      const second = [...b.slice(0, nb), sep];
+      seq.push(...second);
+      typeOf.push(...second.map(() => 1));
+    }
+    const base = row * maxLength;
+    seq.forEach((id, i) => {
+      ids[base + i] = id;
+      mask[base + i] = 1;
+      types[base + i] = typeOf[i];
+    });
   });
   return {
     input_ids: tf.tensor2d(ids, [n, maxLength], 'int32'),
