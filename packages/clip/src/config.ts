@@ -40,6 +40,9 @@ export interface ClipConfig {
   vision: ClipVisionConfig;
   projectionDim: number;
   logitScaleInit: number;
+  /** HF's initialisation: std multiplier (initializer_factor) and the embeddings' std (vision initializer_range). */
+  initializerFactor: number;
+  initializerRange: number;
   /** Stochastic depth for the vision tower (timm's drop_path_rate; HF CLIP has none: 0). */
   dropPathRate: number;
 }
@@ -119,6 +122,8 @@ export function parseClipConfig(raw: HFConfig, source = 'config.json'): ClipConf
     vision,
     projectionDim: top.int('projection_dim', 512),
     logitScaleInit: top.num('logit_scale_init_value', 2.6592),
+    initializerFactor: top.nonNegative('initializer_factor', 1),
+    initializerRange: vr.nonNegative('initializer_range', 0.02),
     dropPathRate: top.nonNegative('drop_path_rate', 0),
   };
 }

@@ -2,19 +2,27 @@
 import type { ParamSpec } from '@masksub/core';
 import type { ClipConfig, ClipEncoderConfig } from './config.js';
 
-function encoderSpecs(prefix: string, c: ClipEncoderConfig, specs: ParamSpec[]): void {
+/**
+ * Initial scales are HF's CLIPPreTrainedModel._init_weights (fan-in and depth scaled, times
+ * initializer_factor), not a flat 0.02: with a flat 0.02 a small model starts with every image
+ * embedding nearly equal (the class embedding dominates CLS) and contrastive training stalls.
+ */
+function encoderSpecs(prefix: string, c: ClipEncoderConfig, factor: number, specs: ParamSpec[]): void {
   const d = c.hiddenSize;
-  const w = 0.02;
-  const lin = (name: string, out: number, inp: number): void => {
-    specs.push({ name: `${name}.weight`, shape: [out, inp], layout: 'linear', init: { truncNormal: w } });
+  const inProjStd = d ** -0.5 * (2 * c.numHiddenLayers) ** -0.5 * factor;
+  const outProjStd = d ** -0.5 * factor;
+  const fcStd = (2 * d) ** -0.5 * factor;
+  const lin = (name: string, out: number, inp: number, std: number): void => {
+    specs.push({ name: `${name}.weight`, shape: [out, inp], layout: 'linear', init: { normal: std } });
     specs.push({ name: `${name}.bias`, shape: [out], layout: 'identity', init: 'zeros' });
   };
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const l = `${prefix}.encoder.layers.${i}`;
-    for (const proj of ['k_proj', 'v_proj', 'q_proj', 'out_proj']) lin(`${l}.self_attn.${proj}`, d, d);
+    for (const proj of ['k_proj', 'v_proj', 'q_proj']) lin(`${l}.self_attn.${proj}`, d, d, inProjStd);
+    lin(`${l}.self_attn.out_proj`, d, d, outProjStd);
     layerNormSpecs(`${l}.layer_norm1`, d, specs);
-    lin(`${l}.mlp.fc1`, c.intermediateSize, d);
-    lin(`${l}.mlp.fc2`, d, c.intermediateSize);
+    lin(`${l}.mlp.fc1`, c.intermediateSize, d, fcStd);
+    lin(`${l}.mlp.fc2`, d, c.intermediateSize, inProjStd);
     layerNormSpecs(`${l}.layer_norm2`, d, specs);
   }
 }
@@ -28,26 +36,28 @@ export function clipParamSpecs(c: ClipConfig): ParamSpec[] {
   const t = c.text;
   const v = c.vision;
   const n = (v.imageSize / v.patchSize) ** 2;
+  const f = c.initializerFactor;
+  const range = c.initializerRange * f;
   const specs: ParamSpec[] = [
     // A scalar in the checkpoint (shape []); the model sets it to logit_scale_init_value.
     { name: 'logit_scale', shape: [], layout: 'identity', init: 'zeros' },
-    { name: 'text_model.embeddings.token_embedding.weight', shape: [t.vocabSize, t.hiddenSize], layout: 'identity', init: { truncNormal: 0.02 } },
-    { name: 'text_model.embeddings.position_embedding.weight', shape: [t.maxPositionEmbeddings, t.hiddenSize], layout: 'identity', init: { truncNormal: 0.01 } },
+    { name: 'text_model.embeddings.token_embedding.weight', shape: [t.vocabSize, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
+    { name: 'text_model.embeddings.position_embedding.weight', shape: [t.maxPositionEmbeddings, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
   ];
-  encoderSpecs('text_model', t, specs);
+  encoderSpecs('text_model', t, f, specs);
   layerNormSpecs('text_model.final_layer_norm', t.hiddenSize, specs);
   specs.push(
-    { name: 'vision_model.embeddings.class_embedding', shape: [v.hiddenSize], layout: 'identity', init: { truncNormal: v.hiddenSize ** -0.5 } },
+    { name: 'vision_model.embeddings.class_embedding', shape: [v.hiddenSize], layout: 'identity', init: { normal: v.hiddenSize ** -0.5 * f } },
     // A bias-free conv with kernel == stride: applied as a matmul on flattened patches.
-    { name: 'vision_model.embeddings.patch_embedding.weight', shape: [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize], layout: 'patch-linear', init: { truncNormal: 0.02 } },
-    { name: 'vision_model.embeddings.position_embedding.weight', shape: [n + 1, v.hiddenSize], layout: 'identity', init: { truncNormal: 0.02 } },
+    { name: 'vision_model.embeddings.patch_embedding.weight', shape: [v.hiddenSize, v.numChannels, v.patchSize, v.patchSize], layout: 'patch-linear', init: { normal: range } },
+    { name: 'vision_model.embeddings.position_embedding.weight', shape: [n + 1, v.hiddenSize], layout: 'identity', init: { normal: range } },
   );
   layerNormSpecs('vision_model.pre_layrnorm', v.hiddenSize, specs);
-  encoderSpecs('vision_model', v, specs);
+  encoderSpecs('vision_model', v, f, specs);
   layerNormSpecs('vision_model.post_layernorm', v.hiddenSize, specs);
   specs.push(
-    { name: 'visual_projection.weight', shape: [c.projectionDim, v.hiddenSize], layout: 'linear', init: { truncNormal: 0.02 } },
-    { name: 'text_projection.weight', shape: [c.projectionDim, t.hiddenSize], layout: 'linear', init: { truncNormal: 0.02 } },
+    { name: 'visual_projection.weight', shape: [c.projectionDim, v.hiddenSize], layout: 'linear', init: { normal: v.hiddenSize ** -0.5 * f } },
+    { name: 'text_projection.weight', shape: [c.projectionDim, t.hiddenSize], layout: 'linear', init: { normal: t.hiddenSize ** -0.5 * f } },
   );
   return specs;
 }
