@@ -24,11 +24,18 @@ export interface Tolerances {
   logits: number;
   /** Max abs error of each loss half. */
   loss: number;
-  /** Max abs error of a gradient over the reference's max abs (floored at 1e-5: some gradients are analytically zero). */
+  /**
+   * Max abs error of a gradient tensor over the reference's max abs. As numpy's allclose, an
+   * absolute term keeps analytically zero gradients (e.g. attention key biases: softmax ignores a
+   * constant added to every score) from failing on float noise: the denominator is at least
+   * gradAbsolute / gradRelative.
+   */
   gradRelative: number;
+  /** Gradient differences below this are float32 noise (PyTorch's own on zero gradients reaches 2e-8). */
+  gradAbsolute: number;
 }
 
-export const DEFAULT_TOLERANCES: Tolerances = { logits: 1e-4, loss: 1e-5, gradRelative: 1e-3 };
+export const DEFAULT_TOLERANCES: Tolerances = { logits: 1e-4, loss: 1e-5, gradRelative: 1e-3, gradAbsolute: 1e-7 };
 
 export interface VerifyRow {
   recipe: string;
@@ -149,7 +156,8 @@ export function verifyModel(model: AdapterModel, referencePath: string, toleranc
         const g = r.grads.get(name);
         count++;
         const theirs = toFloat32(t);
-        const err = g ? maxAbsDiff(model.params.gradientToCheckpoint(name, g).data as Float32Array, theirs) / Math.max(maxAbs(theirs), 1e-5) : Number.POSITIVE_INFINITY;
+        const floor = tolerances.gradAbsolute / tolerances.gradRelative;
+        const err = g ? maxAbsDiff(model.params.gradientToCheckpoint(name, g).data as Float32Array, theirs) / Math.max(maxAbs(theirs), floor) : Number.POSITIVE_INFINITY;
         if (!(err <= worst)) {
           worst = err;
           worstName = name;

@@ -166,12 +166,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tol-logits <x>', 'max abs error of logits', String(DEFAULT_TOLERANCES.logits))
     .option('--tol-loss <x>', 'max abs error of each loss half', String(DEFAULT_TOLERANCES.loss))
     .option('--tol-grad <x>', 'max relative error of gradients', String(DEFAULT_TOLERANCES.gradRelative))
+    .option('--tol-grad-abs <x>', 'gradient differences below this count as float noise', String(DEFAULT_TOLERANCES.gradAbsolute))
     .option('--backend <name>', 'wasm | cpu | tensorflow', 'cpu')
     .action(async (opts: Record<string, string | undefined>) => {
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow', log });
       const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
-      const report = verifyModel(model, opts.reference!, { logits: Number(opts.tolLogits), loss: Number(opts.tolLoss), gradRelative: Number(opts.tolGrad) });
+      const report = verifyModel(model, opts.reference!, { logits: Number(opts.tolLogits), loss: Number(opts.tolLoss), gradRelative: Number(opts.tolGrad), gradAbsolute: Number(opts.tolGradAbs) });
       console.log(formatVerifyReport(report));
       if (!report.ok) process.exitCode = 1;
     });
