@@ -126,10 +126,16 @@ export class MaskSubTrainer {
     const ratio = this.schedule.ratio(step);
     checkRatio(ratio);
 
+    // Each pass draws fresh noise for the model's own dropout / drop-path: a fixed seed would
+    // repeat the same masks every step. Seeds come from the trainer's RNG, so a resumed run
+    // (whose checkpoint holds that RNG's state) draws the same ones.
+    const mainSeed = this.rng.nextUint32();
+    const subSeed = this.rng.nextUint32();
+
     // Main pass: its graph is released when variableGrads returns; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
     const main = tf.variableGrads(() => {
-      const logits = this.model.forward(batch.inputs, { training: true });
+      const logits = this.model.forward(batch.inputs, { training: true, seed: mainSeed });
       mainLogits = tf.keep(logits);
       return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
     }, varList);
@@ -149,7 +155,7 @@ export class MaskSubTrainer {
     const teacher = this.loss.teacher(mainOut);
     let subLogits: tf.Tensor | null = null;
     const sub = tf.variableGrads(() => {
-      const forward: ForwardOptions = { ...view.forward, training: true };
+      const forward: ForwardOptions = { seed: subSeed, ...view.forward, training: true };
       const logits = this.model.forward(view.inputs, forward);
       subLogits = tf.keep(logits);
       return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;

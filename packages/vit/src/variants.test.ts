@@ -31,6 +31,21 @@ describe('ViT sub-pass variants', () => {
     });
   }
 
+  it("the model's own dropout draws new masks every step, reproducibly from the trainer's seed", async () => {
+    await tf.setBackend('cpu');
+    const noisy = new ViTModel({ ...tiny, hidden_dropout_prob: 0.3 }, { rng: new Rng(3) });
+    const t1 = withMaskSub(noisy, { ratio: 0.5, seed: 1 });
+    const first = t1.computeGradients(batch, 0);
+    const second = t1.computeGradients(batch, 1);
+    // Same weights and batch: only the dropout masks can differ, in both passes.
+    expect(maxAbsDiff(first.mainLogits, second.mainLogits)).toBeGreaterThan(1e-4);
+    const again = withMaskSub(noisy, { ratio: 0.5, seed: 1 }).computeGradients(batch, 0);
+    expect(maxAbsDiff(first.mainLogits, again.mainLogits)).toBe(0);
+    expect(maxAbsDiff(first.subLogits!, again.subLogits!)).toBe(0);
+    tf.dispose([first, second, again].flatMap((r) => [r.mainLogits, r.subLogits!, ...r.grads.values()]));
+    noisy.dispose();
+  });
+
   it('token removal runs the encoder on 1 + K tokens', () => {
     const mask = model.dropOperator('token-removal').sample({ pixel_values: x }, 0.75, new Rng(0));
     expect(mask.kind === 'token-removal' && mask.keep).toBe(4);
