@@ -9,7 +9,7 @@ import { ClipModel } from './model.js';
 import { clipIgnoredWeights } from './weights.js';
 
 export { parseClipConfig, LEGACY_EOS_TOKEN_ID, type ClipConfig, type ClipEncoderConfig, type ClipTextConfig, type ClipVisionConfig } from './config.js';
-export { ClipModel, embeddingLookup, eosPositions, type ClipOutputs } from './model.js';
+export { ClipModel, eosPositions, type ClipOutputs } from './model.js';
 export { clipParamSpecs, clipIgnoredWeights } from './weights.js';
 export { loadClipTokenizer, tokenizeCaptions, clipTokenizerJson, CLIP_SPECIAL_TOKENS, type CaptionBatch, type ClipTokenizer, type TokenizeOptions } from './tokenizer.js';
 

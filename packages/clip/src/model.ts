@@ -16,6 +16,7 @@ import {
   activation,
   dropPath,
   dropout,
+  embedding,
   layerNorm,
   layerSeed,
   linear,
@@ -178,7 +179,7 @@ export class ClipModel implements AdapterModel {
     const eos = eosPositions(idData, b, len, t.eosTokenId);
     return tf.tidy(() => {
       const d = t.hiddenSize;
-      const tokens = embeddingLookup(this.params.get('text_model.embeddings.token_embedding.weight'), tf.cast(tf.reshape(ids, [b * len]), 'int32'));
+      const tokens = embedding(this.params.get('text_model.embeddings.token_embedding.weight'), tf.cast(tf.reshape(ids, [b * len]), 'int32'));
       const positions = tf.slice(this.params.get('text_model.embeddings.position_embedding.weight'), [0, 0], [len, d]);
       let h = tf.add(tf.reshape(tokens, [b, len, d]), positions);
       h = this.encoder(h, 'text_model', t, this.textAct, {
@@ -284,30 +285,6 @@ export function eosPositions(ids: ArrayLike<number>, batch: number, length: numb
     out[b] = best;
   }
   return out;
-}
-
-/**
- * table[ids] for a vocabulary table [V, D] and flat ids [N], with the table's gradient as a
- * scatter-add of the N rows (tf.scatterND sums repeated ids). tf.gather's own gradient is an
- * UnsortedSegmentSum with V segments, which tfjs' cpu backend computes segment by segment:
- * 11 s for CLIP's 49,408-token vocabulary against 10 ms here (wasm is fast either way).
- */
-export function embeddingLookup(table: tf.Tensor, ids: tf.Tensor1D | tf.Tensor): tf.Tensor {
-  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [t, i] = args as tf.Tensor[];
-    const save = args[2] as tf.GradSaveFunc;
-    save([i]);
-    return {
-      value: tf.gather(t, i),
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const idx = saved[0];
-        const n = idx.shape[0] as number;
-        // ids are integers: they get no gradient (zeros keep customGrad's arity).
-        return [tf.scatterND(tf.reshape(idx, [n, 1]), dy, t.shape), tf.zerosLike(idx)];
-      },
-    };
-  });
-  return op(table, ids);
 }
 
 /** Causal mask [1, 1, L, L], plus the padding mask [B, 1, 1, L] when one is given. */

@@ -2,10 +2,10 @@
  * The hand-written gradients of layerNorm and geluExact against autodiff through the plain
  * compositions, on cpu and wasm, for random shapes (forward and every input's gradient).
  */
-import { beforeAll, describe, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { geluExact, layerNorm, linear } from './nn.js';
+import { embedding, geluExact, layerNorm, linear } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -79,4 +79,20 @@ describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
       expectClose(got, want, 1e-5, `gelu [${shape}]`);
     });
   }
+});
+
+describe('embedding (gather with a scatter-add gradient)', () => {
+  it('matches tf.gather forward and gradient, repeated ids summed, on cpu', async () => {
+    await tf.setBackend('cpu');
+    const table = tf.tensor2d([[1, 2], [3, 4], [5, 6], [7, 8]]);
+    const ids = tf.tensor1d([2, 0, 2, 3], 'int32');
+    const w = tf.tensor2d([[1, -1], [2, 0], [0.5, 3], [1, 1]]);
+    const ours = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(embedding(t, ids), w)));
+    const ref = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.gather(t, ids), w)));
+    expect(Array.from(embedding(table, ids).dataSync())).toEqual(Array.from(tf.gather(table, ids).dataSync()));
+    expect(Array.from(ours(table).dataSync())).toEqual(Array.from(ref(table).dataSync()));
+    expect(Array.from(ours(table).dataSync())).toEqual([2, 0, 0, 0, 1.5, 2, 1, 1]);
+    expect(() => embedding(table, tf.tensor1d([0, 1]))).toThrow(/int32/);
+    tf.dispose([table, ids, w]);
+  });
 });

@@ -189,6 +189,30 @@ export function scaledSoftmax(scores: tf.Tensor, scale: number, bias?: tf.Tensor
   });
 }
 
+/**
+ * table[ids] for a vocabulary table [V, D] and flat int32 ids [N], with the table's gradient as
+ * a scatter-add of the N rows (tf.scatterND sums repeated ids). tf.gather's own gradient is an
+ * UnsortedSegmentSum with V segments, which tfjs' cpu backend computes segment by segment: 11 s
+ * per step for CLIP's 49,408-token vocabulary against 10 ms this way.
+ */
+export function embedding(table: tf.Tensor, ids: tf.Tensor): tf.Tensor {
+  if (ids.rank !== 1 || ids.dtype !== 'int32') throw new TypeError(`embedding: ids must be a 1-D int32 tensor, got rank ${ids.rank} ${ids.dtype}`);
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [t, i] = args as tf.Tensor[];
+    const save = args[2] as tf.GradSaveFunc;
+    save([i]);
+    return {
+      value: tf.gather(t, i),
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
+        const idx = saved[0];
+        // ids are integers: they get no gradient (zeros keep customGrad's arity).
+        return [tf.scatterND(tf.reshape(idx, [idx.shape[0] as number, 1]), dy, t.shape), tf.zerosLike(idx)];
+      },
+    };
+  });
+  return op(table, ids);
+}
+
 /** A per-layer seed from a pass seed, so layers draw different noise. */
 export function layerSeed(seed: number, layer: number, slot: number): number {
   return (seed * 1009 + layer * 31 + slot) >>> 0;
