@@ -13,6 +13,7 @@ import {
   checkRatio,
   dropPath,
   dropout,
+  embedding,
   layerNorm,
   layerSeed,
   linear,
@@ -149,11 +150,15 @@ export class BertModel implements AdapterModel {
     return { ids: ids as tf.Tensor2D, mask: same('attention_mask'), types: same('token_type_ids') };
   }
 
-  /** Embedding rows for int ids; gather's gradient is an UnsortedSegmentSum (core registers it on wasm). */
+  /**
+   * Embedding rows for int ids through core's `embedding`: a gather whose gradient is a
+   * scatter-add, linear in the tokens on every backend (tfjs-cpu's UnsortedSegmentSum, gather's
+   * own gradient, loops over all 30522 vocabulary rows).
+   */
   private embed(table: tf.Tensor, ids: tf.Tensor): tf.Tensor {
     const [b, l] = ids.shape;
     const flat = tf.reshape(ids.dtype === 'int32' ? ids : tf.cast(ids, 'int32'), [b * l]);
-    return tf.reshape(tf.gather(table, flat), [b, l, table.shape[1] as number]);
+    return tf.reshape(embedding(table, flat), [b, l, table.shape[1] as number]);
   }
 
   forward(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor {

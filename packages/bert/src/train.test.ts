@@ -20,9 +20,7 @@ describeShared('data/glue', 'BERT MaskSub training on GLUE text', () => {
   let tokenizer: PreTrainedTokenizer;
 
   beforeAll(async () => {
-    // wasm, the training backend: tfjs-cpu's UnsortedSegmentSum (the gradient of the embedding
-    // gather) loops over every vocabulary row, O(vocab x tokens x hidden), minutes per step for
-    // a 30522-row table; core's wasm kernel is linear in the tokens.
+    // wasm: the backend training runs on.
     await initBackend({ prefer: 'wasm', log: () => {} });
     expect(tf.getBackend()).toBe('wasm');
     tokenizer = await loadBertTokenizer(sharedPath('data/tokenizers/bert-base-uncased'));
