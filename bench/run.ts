@@ -139,7 +139,11 @@ const results = {
   workload: { batch, steps, quick },
   masksub_ratio_token_removal: main ? main.cases.find((c) => c.name === HEADLINE_CASE)!.ratio : null,
   tfjs_over_pytorch: main && torch ? main.cases[0].msPerStep / torch.msPerStepMedian : null,
-  pytorch: torch ? { standard: torch, keep32: torchHalf, masksub_estimate_ratio: torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null } : 'not installed (apt-get install python3-torch libopenblas0-pthread)',
+  pytorch: torch
+    ? { standard: torch, keep32: torchHalf, masksub_estimate_ratio: torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null }
+    : opts.torch
+      ? 'not installed (apt-get install python3-torch libopenblas0-pthread)'
+      : 'skipped (--no-torch)',
   backends,
 };
 mkdirSync(dirname(opts.out), { recursive: true });
@@ -159,7 +163,11 @@ if (torch) {
   console.log(`\nPyTorch ${torch.torch} (2 threads): ${torch.msPerStepMedian.toFixed(0)} ms/step, ${torch.imgPerSec.toFixed(1)} img/s; keep 32: ${torchHalf?.msPerStepMedian.toFixed(0)} ms`);
   if (main) console.log(`tfjs ${main.backend} / PyTorch: ${results.tfjs_over_pytorch!.toFixed(2)}x`);
 } else {
-  console.log('\nPyTorch: not installed, column skipped (apt-get install python3-torch libopenblas0-pthread)');
+  console.log(
+    opts.torch
+      ? '\nPyTorch: not installed, column skipped (apt-get install python3-torch libopenblas0-pthread)'
+      : '\nPyTorch: skipped (--no-torch)',
+  );
 }
 console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2)}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
 console.log(`results: ${opts.out}`);
