@@ -16,11 +16,13 @@ import {
   activation,
   dropPath,
   dropout,
+  embedKeptPatches,
   embedding,
   layerNorm,
   layerSeed,
   linear,
   multiHeadAttention,
+  patchify,
   tf,
   tokenRemoval,
   zeroFill,
@@ -138,11 +140,19 @@ export class ClipModel implements AdapterModel {
     return tf.tidy(() => {
       const b = x.shape[0];
       const d = v.hiddenSize;
-      const patches = linear(this.patchify(x), this.params.get('vision_model.embeddings.patch_embedding.weight'));
+      const embed = (raw: tf.Tensor) => linear(raw, this.params.get('vision_model.embeddings.patch_embedding.weight'));
       const cls = tf.tile(tf.reshape(this.params.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [b, 1, 1]);
-      const positions = tf.expandDims(this.params.get('vision_model.embeddings.position_embedding.weight'), 0);
-      let h = tf.add(tf.concat([cls, patches], 1), positions);
-      if (options.keepIndices) h = removeTokens(h, options.keepIndices, 1);
+      const positions = this.params.get('vision_model.embeddings.position_embedding.weight'); // [1 + N, D]
+      const n = positions.shape[0] - 1;
+      const clsPos = tf.slice(positions, [0, 0], [1, d]);
+      let h: tf.Tensor;
+      if (options.keepIndices) {
+        // MAE token removal before the embedding: the sub pass embeds K patches, not N.
+        const kept = embedKeptPatches(patchify(x, v.patchSize), options.keepIndices, embed, tf.slice(positions, [1, 0], [n, d]));
+        h = tf.concat([tf.add(cls, clsPos), kept], 1);
+      } else {
+        h = tf.add(tf.concat([cls, embed(patchify(x, v.patchSize))], 1), tf.expandDims(positions, 0));
+      }
       h = layerNorm(h, this.params.get('vision_model.pre_layrnorm.weight'), this.params.get('vision_model.pre_layrnorm.bias'), v.layerNormEps);
       const training = options.training ?? false;
       h = this.encoder(h, 'vision_model', v, this.visionAct, {
@@ -221,17 +231,6 @@ export class ClipModel implements AdapterModel {
     return h;
   }
 
-  /** [B, C, H, W] -> [B, N, C*p*p] in (C, ph, pw) order, matching the conv weight's flattening. */
-  private patchify(x: tf.Tensor): tf.Tensor {
-    const { patchSize: p, numChannels: c } = this.cfg.vision;
-    const g = this.gridSize;
-    const b = x.shape[0];
-    // Two rank-4 transposes rather than one rank-6: wasm's high-rank transpose is very slow.
-    const rows = tf.transpose(tf.reshape(x, [b * c * g, p, g, p]), [0, 2, 1, 3]); // [B*C*g, g, p, p]
-    const grouped = tf.reshape(rows, [b, c, g * g, p * p]);
-    return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, g * g, c * p * p]);
-  }
-
   private checkPixels(inputs: ModelInputs): tf.Tensor {
     const v = this.cfg.vision;
     const x = inputs.pixel_values;
@@ -297,22 +296,3 @@ function attentionBias(mask: tf.Tensor | undefined, batch: number, length: numbe
   return tf.add(causalT, padding);
 }
 
-/**
- * MAE token removal on h [B, P+N, D] (positions already added): keep the P prefix tokens and
- * gather K patch tokens per sample, by a flat gather (b*N + idx) whose gradient is a plain
- * UnsortedSegmentSum (core registers it for wasm). Same as @masksub/vit's.
- */
-function removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
-  const [b, t, d] = h.shape;
-  const n = t - prefixCount;
-  if (keepIndices.rank !== 2 || keepIndices.shape[0] !== b) {
-    throw new OptionError('keepIndices', `expected [${b}, K] patch indices, got [${keepIndices.shape}]`);
-  }
-  const k = keepIndices.shape[1] as number;
-  const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
-  const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
-  const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
-  const flat = tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
-  const kept = tf.reshape(tf.gather(patches, flat), [b, k, d]);
-  return tf.concat([prefix, kept], 1);
-}

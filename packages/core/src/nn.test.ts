@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { embedding, geluExact, layerNorm, linear } from './nn.js';
+import { embedKeptPatches, embedding, geluExact, layerNorm, linear, patchify, removeTokens } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -94,5 +94,50 @@ describe('embedding (gather with a scatter-add gradient)', () => {
     expect(Array.from(ours(table).dataSync())).toEqual([2, 0, 0, 0, 1.5, 2, 1, 1]);
     expect(() => embedding(table, tf.tensor1d([0, 1]))).toThrow(/int32/);
     tf.dispose([table, ids, w]);
+  });
+});
+
+describe('patch tokens: patchify, removeTokens, embedKeptPatches', () => {
+  it('patchify orders each patch (C, ph, pw) as a flattened conv weight', async () => {
+    await tf.setBackend('cpu');
+    const [b, c, h, w, p] = [2, 3, 4, 6, 2];
+    const values = Float32Array.from({ length: b * c * h * w }, (_, i) => i);
+    const x = tf.tensor4d(values, [b, c, h, w]);
+    const got = patchify(x, p).arraySync() as number[][][];
+    for (let bi = 0; bi < b; bi++) {
+      for (let gy = 0; gy < h / p; gy++) {
+        for (let gx = 0; gx < w / p; gx++) {
+          const expected: number[] = [];
+          for (let ci = 0; ci < c; ci++) for (let py = 0; py < p; py++) for (let px = 0; px < p; px++) expected.push(values[((bi * c + ci) * h + gy * p + py) * w + gx * p + px]);
+          expect(got[bi][gy * (w / p) + gx]).toEqual(expected);
+        }
+      }
+    }
+    expect(() => patchify(tf.zeros([1, 3, 5, 4]), 2)).toThrow(/multiples of 2/);
+    x.dispose();
+  });
+
+  it('embedding the kept patches equals removing tokens after embedding, gradients included', async () => {
+    await tf.setBackend('cpu');
+    const rng = new Rng(4);
+    const [b, n, f, d, k] = [3, 6, 5, 4, 3];
+    const rand = (shape: number[]) => tf.tensor(Float32Array.from({ length: shape.reduce((a, s) => a * s, 1) }, () => rng.normal()), shape);
+    const raw = rand([b, n, f]);
+    const weight = rand([f, d]);
+    const pos = rand([n, d]);
+    const keep = tf.tensor2d([[0, 2, 5], [1, 3, 4], [5, 0, 1]], [b, k], 'int32');
+    const after = (wt: tf.Tensor, ps: tf.Tensor) => {
+      const cls = tf.zeros([b, 1, d]);
+      const h = tf.concat([cls, tf.add(tf.matMul(raw.reshape([b * n, f]), wt).reshape([b, n, d]), ps)], 1);
+      return tf.slice(removeTokens(h, keep, 1), [0, 1, 0], [b, k, d]);
+    };
+    const before = (wt: tf.Tensor, ps: tf.Tensor) => embedKeptPatches(raw, keep, (x) => tf.matMul(x, wt), ps);
+    const probe = rand([b, k, d]);
+    expectClose([before(weight, pos).dataSync() as Float32Array], [after(weight, pos).dataSync() as Float32Array], 1e-6, 'values');
+    const g1 = tf.grads((wt: tf.Tensor, ps: tf.Tensor) => tf.sum(tf.mul(before(wt, ps), probe)))([weight, pos]);
+    const g2 = tf.grads((wt: tf.Tensor, ps: tf.Tensor) => tf.sum(tf.mul(after(wt, ps), probe)))([weight, pos]);
+    expectClose(g1.map((g) => g.dataSync() as Float32Array), g2.map((g) => g.dataSync() as Float32Array), 1e-5, 'gradients');
+    expect(() => removeTokens(tf.zeros([b, n + 1, d]), tf.zeros([b + 1, k], 'int32'), 1)).toThrow(/keepIndices/);
+    tf.dispose([raw, weight, pos, keep, probe, ...g1, ...g2]);
   });
 });

@@ -3,6 +3,7 @@
  * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
  */
 import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
+import { OptionError } from './errors.js';
 import { tf } from './tf.js';
 
 /**
@@ -211,6 +212,78 @@ export function embedding(table: tf.Tensor, ids: tf.Tensor): tf.Tensor {
     };
   });
   return op(table, ids);
+}
+
+/**
+ * NCHW images [B, C, H, W] (H and W multiples of `patchSize`) as patch vectors
+ * [B, (H/p)(W/p), C p p], each in (C, ph, pw) order: a p x p stride-p conv is then a matmul with
+ * its weight flattened the same way (the 'patch-linear' layout). Two rank-4 transposes rather
+ * than one rank-6: wasm's high-rank transpose is ~50x slower per element.
+ */
+export function patchify(x: tf.Tensor, patchSize: number): tf.Tensor {
+  const [b, c, h, w] = x.shape as [number, number, number, number];
+  const p = patchSize;
+  if (x.rank !== 4 || h % p !== 0 || w % p !== 0) throw new OptionError('pixel_values', `patchify needs [B, C, H, W] with H and W multiples of ${p}, got [${x.shape}]`);
+  const gh = h / p;
+  const gw = w / p;
+  return tf.tidy(() => {
+    const rows = tf.transpose(tf.reshape(x, [b * c * gh, p, gw, p]), [0, 2, 1, 3]); // [B*C*gh, gw, p, p]
+    const grouped = tf.reshape(rows, [b, c, gh * gw, p * p]);
+    return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, gh * gw, c * p * p]);
+  });
+}
+
+/** Per-sample patch indices keepIndices [B, K] as flat row indices b * N + idx [B K] (validated). */
+export function flatKeepIndices(keepIndices: tf.Tensor, batch: number, numPatches: number): tf.Tensor1D {
+  if (keepIndices.rank !== 2 || keepIndices.shape[0] !== batch) {
+    throw new OptionError('keepIndices', `expected [${batch}, K] patch indices, got [${keepIndices.shape}]`);
+  }
+  const k = keepIndices.shape[1] as number;
+  return tf.tidy(() => {
+    const offsets = tf.mul(tf.range(0, batch, 1, 'int32').reshape([batch, 1]), tf.scalar(numPatches, 'int32'));
+    return tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [batch * k]) as tf.Tensor1D;
+  });
+}
+
+/**
+ * MAE token removal on embedded tokens h [B, P+N, D] (positions already added): the P prefix
+ * tokens (CLS, distillation) stay in front, K patch tokens per sample are gathered. A flat gather
+ * keeps the gradient a plain UnsortedSegmentSum, which every backend has (masksub registers it
+ * for wasm).
+ */
+export function removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
+  const [b, t, d] = h.shape as [number, number, number];
+  const n = t - prefixCount;
+  const k = keepIndices.shape[1] as number;
+  return tf.tidy(() => {
+    const flat = flatKeepIndices(keepIndices, b, n);
+    const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
+    const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
+    return tf.concat([prefix, tf.reshape(tf.gather(patches, flat), [b, k, d])], 1);
+  });
+}
+
+/**
+ * MAE token removal before the patch embedding, for a sub pass that costs what its tokens cost:
+ * embedding and positions are per token, so embedding the K kept raw patches [B, N, F] and adding
+ * their positions (patchPositions [N, D]) equals removing tokens after "embed, add positions".
+ * Returns the kept patch tokens [B, K, D].
+ */
+export function embedKeptPatches(
+  rawPatches: tf.Tensor,
+  keepIndices: tf.Tensor,
+  embed: (patches: tf.Tensor) => tf.Tensor,
+  patchPositions: tf.Tensor,
+): tf.Tensor {
+  const [b, n] = rawPatches.shape as [number, number, number];
+  const k = keepIndices.shape[1] as number;
+  return tf.tidy(() => {
+    const flat = flatKeepIndices(keepIndices, b, n);
+    const kept = embed(tf.gather(tf.reshape(rawPatches, [b * n, -1]), flat));
+    const d = kept.shape[kept.rank - 1] as number;
+    const positions = tf.gather(patchPositions, tf.reshape(tf.cast(keepIndices, 'int32'), [b * k]));
+    return tf.reshape(tf.add(kept, positions), [b, k, d]);
+  });
 }
 
 /** A per-layer seed from a pass seed, so layers draw different noise. */

@@ -18,6 +18,7 @@ import {
   layerSeed,
   linear,
   maskTokenSwap,
+  patchify,
   scaledSoftmax,
   tf,
   zeroFill,
@@ -114,17 +115,14 @@ export class SwinModel implements AdapterModel {
    * maybe_pad), then the stride-p conv as a matmul on [B, gh*gw, C*p*p] patches.
    */
   private embedPatches(x: tf.Tensor): { tokens: tf.Tensor; height: number; width: number } {
-    const { patchSize: p, numChannels: c } = this.cfg;
-    const [b, , h, w] = x.shape as [number, number, number, number];
+    const p = this.cfg.patchSize;
+    const [, , h, w] = x.shape as [number, number, number, number];
     const padH = (p - (h % p)) % p;
     const padW = (p - (w % p)) % p;
     const padded = padH || padW ? tf.pad(x, [[0, 0], [0, 0], [0, padH], [0, padW]]) : x;
     const gh = (h + padH) / p;
     const gw = (w + padW) / p;
-    // Two rank-4 transposes rather than one rank-6 (as ViT's patchify): (C, ph, pw) flattening order of the conv weight.
-    const rows = tf.transpose(tf.reshape(padded, [b * c * gh, p, gw, p]), [0, 2, 1, 3]); // [B*C*gh, gw, p, p]
-    const grouped = tf.reshape(rows, [b, c, gh * gw, p * p]);
-    const patches = tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, gh * gw, c * p * p]);
+    const patches = patchify(padded, p);
     const tokens = linear(patches, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
     return { tokens, height: gh, width: gw };
   }

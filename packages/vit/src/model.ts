@@ -12,11 +12,14 @@ import {
   activation,
   dropPath,
   dropout,
+  embedKeptPatches,
   layerNorm,
   layerSeed,
   linear,
   maskTokenSwap,
   multiHeadAttention,
+  patchify,
+  removeTokens,
   tf,
   tokenRemoval,
   zeroFill,
@@ -82,16 +85,6 @@ export class ViTModel implements AdapterModel {
   }
 
   /** [B, C, H, W] -> [B, N, C*p*p] in (C, ph, pw) order, matching the conv weight's flattening. */
-  private patchify(x: tf.Tensor): tf.Tensor {
-    const { patchSize: p, numChannels: c } = this.cfg;
-    const [gh, gw] = this.gridSize;
-    const b = x.shape[0];
-    // Two rank-4 transposes rather than one rank-6: wasm's high-rank transpose is very slow.
-    const rows = tf.transpose(tf.reshape(x, [b * c * gh, p, gw, p]), [0, 2, 1, 3]); // [B*C*gh, gw, p, p]
-    const grouped = tf.reshape(rows, [b, c, gh * gw, p * p]);
-    return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, gh * gw, c * p * p]);
-  }
-
   private checkInput(inputs: ModelInputs): tf.Tensor {
     const x = inputs.pixel_values;
     if (!x) throw new OptionError('pixel_values', `ViT needs input 'pixel_values' [B, ${this.cfg.numChannels}, ${this.cfg.imageSize}], got [${Object.keys(inputs)}]`);
@@ -116,19 +109,13 @@ export class ViTModel implements AdapterModel {
       const pos = this.p('embeddings.position_embeddings');
       let h: tf.Tensor;
       if (options.keepIndices && !options.maskedPositions) {
-        // MAE token removal. Embedding and position are per token, so gathering the kept raw
-        // patches first and adding their gathered positions equals removing tokens after
-        // "embed, then add positions" — and the sub pass embeds K patches instead of N.
-        const flat = this.flatKeepIndices(options.keepIndices, b);
-        const k = flat.shape[0] / b;
-        const rawPatches = tf.reshape(this.patchify(x), [b * n, -1]);
-        const kept = tf.reshape(embed(tf.gather(rawPatches, flat)), [b, k, d]);
+        // MAE token removal before the embedding: the sub pass embeds K patches, not N.
         const p = prefix.length;
         const patchPos = tf.reshape(tf.slice(pos, [0, p, 0], [1, n, d]), [n, d]);
-        const keptPos = tf.reshape(tf.gather(patchPos, tf.reshape(tf.cast(options.keepIndices, 'int32'), [b * k])), [b, k, d]);
-        h = tf.concat([tf.add(tf.concat(prefix, 1), tf.slice(pos, [0, 0, 0], [1, p, d])), tf.add(kept, keptPos)], 1);
+        const kept = embedKeptPatches(patchify(x, cfg.patchSize), options.keepIndices, embed, patchPos);
+        h = tf.concat([tf.add(tf.concat(prefix, 1), tf.slice(pos, [0, 0, 0], [1, p, d])), kept], 1);
       } else {
-        let patches = embed(this.patchify(x));
+        let patches = embed(patchify(x, cfg.patchSize));
         if (options.maskedPositions) {
           const m = tf.expandDims(options.maskedPositions, -1);
           if (options.maskedPositions.shape[0] !== b || options.maskedPositions.shape[1] !== n) {
@@ -137,7 +124,8 @@ export class ViTModel implements AdapterModel {
           patches = tf.add(tf.mul(patches, tf.sub(1, m)), tf.mul(this.p('embeddings.mask_token'), m));
         }
         h = tf.add(tf.concat([...prefix, patches], 1), pos);
-        if (options.keepIndices) h = this.removeTokens(h, options.keepIndices, prefix.length);
+        // Both options at once: the mask token is swapped in, then tokens are removed.
+        if (options.keepIndices) h = removeTokens(h, options.keepIndices, prefix.length);
       }
 
       const training = options.training ?? false;
@@ -171,34 +159,6 @@ export class ViTModel implements AdapterModel {
       const normed = layerNorm(cls, this.p('layernorm.weight'), this.p('layernorm.bias'), cfg.layerNormEps);
       return linear(normed, this.params.get('classifier.weight'), this.params.get('classifier.bias'));
     });
-  }
-
-  /** keepIndices [B, K] (patch indices per sample) as flat row indices b * N + idx, validated. */
-  private flatKeepIndices(keepIndices: tf.Tensor, b: number): tf.Tensor1D {
-    const n = this.numPatches;
-    if (keepIndices.rank !== 2 || keepIndices.shape[0] !== b) {
-      throw new OptionError('keepIndices', `expected [${b}, K] patch indices, got [${keepIndices.shape}]`);
-    }
-    const k = keepIndices.shape[1] as number;
-    const offsets = tf.mul(tf.range(0, b, 1, 'int32').reshape([b, 1]), tf.scalar(n, 'int32'));
-    return tf.reshape(tf.add(tf.cast(keepIndices, 'int32'), offsets), [b * k]);
-  }
-
-  /**
-   * Token removal after the embedding, on h [B, P+N, D] (positions added): keep the P prefix
-   * tokens and gather K patch tokens per sample. Used when a mask token is also swapped in (both
-   * options at once); plain token removal gathers before the embedding. A flat gather keeps the
-   * gradient a plain UnsortedSegmentSum, which every backend has (masksub registers it for wasm).
-   */
-  private removeTokens(h: tf.Tensor, keepIndices: tf.Tensor, prefixCount: number): tf.Tensor {
-    const [b, t, d] = h.shape;
-    const n = t - prefixCount;
-    const flat = this.flatKeepIndices(keepIndices, b);
-    const k = flat.shape[0] / b;
-    const prefix = tf.slice(h, [0, 0, 0], [b, prefixCount, d]);
-    const patches = tf.reshape(tf.slice(h, [0, prefixCount, 0], [b, n, d]), [b * n, d]);
-    const kept = tf.reshape(tf.gather(patches, flat), [b, k, d]);
-    return tf.concat([prefix, kept], 1);
   }
 
   dispose(): void {
