@@ -6,17 +6,23 @@ import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
 import { BertModel } from './model.js';
 import { parseBertConfig } from './config.js';
 import { bertAliases, bertHeadWeights, bertIgnoredWeights } from './weights.js';
+import { specialTokensFromFolder } from './tokenizer.js';
 
 export { parseBertConfig, type BertConfig, type ProblemType } from './config.js';
 export { BertModel, FLOAT32_MIN, defaultSpecialTokens, type BertModelOptions, type SpecialTokens } from './model.js';
 export { bertAliases, bertHeadWeights, bertIgnoredWeights, bertParamSpecs } from './weights.js';
 export { bertRelaxedLoss, meanSquaredErrorLoss, resolveProblemType } from './loss.js';
-export { bertTokenizerJson, loadBertTokenizer, longestFirstLengths, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput } from './tokenizer.js';
+export { bertTokenizerJson, loadBertTokenizer, longestFirstLengths, specialTokensFromFolder, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput } from './tokenizer.js';
 
 export const bertAdapter: ArchitectureAdapter = {
   name: 'bert',
   modelTypes: ['bert'],
-  build: (config, options) => new BertModel(config, options),
+  // The [MASK] id is the tokenizer's, not the config's: read it from the checkpoint folder when
+  // there is one (the config's mask_token_id, then Google's layout, serve otherwise).
+  build: (config, options) => {
+    const fromFolder = options?.checkpointDir ? specialTokensFromFolder(options.checkpointDir) : undefined;
+    return new BertModel(config, { rng: options?.rng, specialTokens: fromFolder });
+  },
   ignoredWeights: bertIgnoredWeights,
   headWeights: bertHeadWeights,
   aliases: (config) => bertAliases(parseBertConfig(config)),

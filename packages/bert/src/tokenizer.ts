@@ -135,6 +135,53 @@ export function specialTokensOf(tokenizer: PreTrainedTokenizer): SpecialTokens {
 }
 
 /**
+ * The special-token ids a checkpoint folder's tokenizer files define, read synchronously (model
+ * construction is synchronous): `tokenizer.json` (added_tokens, then the model vocabulary), else
+ * `vocab.txt` (id = line number). Undefined when the folder has neither or no [MASK] token.
+ * Token names follow tokenizer_config.json when it renames them.
+ */
+export function specialTokensFromFolder(dir: string): SpecialTokens | undefined {
+  const names = { mask: '[MASK]', cls: '[CLS]', sep: '[SEP]', pad: '[PAD]' };
+  const configPath = join(dir, 'tokenizer_config.json');
+  if (existsSync(configPath)) {
+    try {
+      const c = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+      for (const key of ['mask', 'cls', 'sep', 'pad'] as const) {
+        const v = c[`${key}_token`];
+        if (typeof v === 'string') names[key] = v;
+        else if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') names[key] = (v as { content: string }).content;
+      }
+    } catch (e) {
+      throw new FileFormatError(configPath, `invalid JSON: ${(e as Error).message}`);
+    }
+  }
+  const ids = new Map<string, number>();
+  const jsonPath = join(dir, 'tokenizer.json');
+  const vocabPath = join(dir, 'vocab.txt');
+  if (existsSync(jsonPath)) {
+    let json: { added_tokens?: { id: number; content: string }[]; model?: { vocab?: Record<string, number> } };
+    try {
+      json = JSON.parse(readFileSync(jsonPath, 'utf8')) as typeof json;
+    } catch (e) {
+      throw new FileFormatError(jsonPath, `invalid JSON: ${(e as Error).message}`);
+    }
+    for (const [token, id] of Object.entries(json.model?.vocab ?? {})) ids.set(token, id);
+    for (const t of json.added_tokens ?? []) ids.set(t.content, t.id);
+  } else if (existsSync(vocabPath)) {
+    readFileSync(vocabPath, 'utf8').split('\n').forEach((token, i) => {
+      const t = token.replace(/\r$/, '');
+      if (!ids.has(t)) ids.set(t, i);
+    });
+  } else {
+    return undefined;
+  }
+  const mask = ids.get(names.mask);
+  if (mask === undefined) return undefined;
+  const specialIds = [names.pad, names.cls, names.sep].map((n) => ids.get(n)).filter((v): v is number => v !== undefined);
+  return { maskTokenId: mask, specialIds: [...new Set(specialIds)] };
+}
+
+/**
  * How many tokens of (a, b) to keep so that a + b <= budget: the "longest_first" rule of HF's
  * fast tokenizers (tokenizers' truncation.rs): only the longer side shrinks while the shorter
  * fits in half; otherwise both get half, the odd token going to the second.

@@ -51,7 +51,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   }
   const ignore = (name: string) => adapter.ignoredWeights?.(name) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
-  const model = adapter.build(config, { rng: new Rng(options.seed ?? 0) });
+  const model = adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir });
   try {
     const aliases = adapter.aliases?.(config) ?? {};
     const { tensors: read, report } = readWeights(found, aliases);

@@ -14,13 +14,23 @@ export type HFConfig = Record<string, unknown> & { model_type?: string };
 
 export type AdapterModel = MaskSubModel & DropOperatorProvider;
 
+export interface BuildOptions {
+  /** Initialises parameters the checkpoint lacks (and every one when training from scratch). */
+  rng?: Rng;
+  /**
+   * The checkpoint folder, when building for one: an adapter may read what config.json does not
+   * carry but the folder does (e.g. a tokenizer's special-token ids).
+   */
+  checkpointDir?: string;
+}
+
 export interface ArchitectureAdapter {
   /** Short name, e.g. 'vit'. */
   readonly name: string;
   /** HF `model_type` values it serves. */
   readonly modelTypes: readonly string[];
   /** Build a randomly initialised model from a config.json object (validates the fields it reads). */
-  build(config: HFConfig, options?: { rng?: Rng }): AdapterModel;
+  build(config: HFConfig, options?: BuildOptions): AdapterModel;
   /**
    * Checkpoint names that may appear in a file but that this model does not use (e.g. a pooler
    * with a classification head); they are skipped rather than reported as unexpected.
