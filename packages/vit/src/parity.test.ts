@@ -2,24 +2,26 @@
  * Parity with PyTorch + transformers on the hf-tiny ViT fixture: logits, both MaskSub loss halves
  * and every parameter gradient, for CE and BCE recipes, with the fixture's kept patch indices.
  */
-import { readFileSync } from 'node:fs';
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { initBackend, readSafetensors, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type TensorMap } from '@masksub/core';
-import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type TensorMap } from '@masksub/core';
+import { describeShared } from '../../core/src/testing/shared.js';
+import {
+  disposeStep,
+  expectGradientsMatch,
+  expectStepMatches,
+  loadFixtureWeights,
+  maxAbs,
+  maxAbsDiff,
+  readFixtureConfig,
+  readReference,
+  recipeKeys,
+  referenceEntry,
+  referenceKeptPatches,
+  referenceMaskedTokens,
+  referenceTensor,
+  useBackend,
+} from '../../core/src/testing/parity.js';
 import { ViTModel } from './index.js';
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbsOf(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
 
 for (const backend of ['cpu', 'wasm'] as const)
 describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${backend}`, () => {
@@ -29,25 +31,17 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
   let labels: tf.Tensor1D;
   let keepMask: DropMask;
 
-  const get = (name: string): HostTensor => {
-    const t = ref.get(name);
-    if (!t) throw new Error(`reference lacks ${name}`);
-    return t;
-  };
+  const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await initBackend({ prefer: backend, log: () => {} });
-    expect(tf.getBackend()).toBe(backend);
-    const config = JSON.parse(readFileSync(fixturePath('vit', 'config.json'), 'utf8'));
-    model = new ViTModel(config);
-    const { created } = model.params.load(readSafetensors(fixturePath('vit', 'model.safetensors')), 'vit/model.safetensors');
+    await useBackend(backend);
+    model = new ViTModel(readFixtureConfig('vit'));
+    const { created } = loadFixtureWeights(model.params, 'vit');
     expect(created).toEqual(['vit.embeddings.mask_token']);
-    ref = readSafetensors(fixturePath('vit', 'reference.safetensors'));
-    const px = get('input.pixel_values');
-    pixels = tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]);
-    labels = tf.tensor1d(toFloat32(get('input.labels')), 'int32');
-    const keep = get('input.keep_indices');
-    keepMask = { kind: 'token-removal', batch: keep.shape[0], keep: keep.shape[1], keepIndices: Int32Array.from(toFloat32(keep)) };
+    ref = readReference('vit');
+    pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
+    labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
+    keepMask = referenceKeptPatches(ref);
   });
 
   afterAll(() => {
@@ -58,7 +52,7 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
 
   it('main logits match within 1e-4', () => {
     const logits = model.forward({ pixel_values: pixels });
-    expect(maxAbs(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeLessThan(1e-4);
     logits.dispose();
   });
 
@@ -67,30 +61,15 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
       const trainer = withMaskSub(model, { loss: kind });
       const before = tf.memory().numTensors;
       const r = trainer.computeGradients({ inputs: { pixel_values: pixels }, targets: { labels } }, 0, keepMask);
-      expect(maxAbs(r.mainLogits.dataSync(), toFloat32(get(`${kind}.main_logits`)))).toBeLessThan(1e-4);
-      expect(maxAbs(r.subLogits!.dataSync(), toFloat32(get(`${kind}.sub_logits`)))).toBeLessThan(1e-4);
+      const keys = recipeKeys(kind);
       // The fixture's halves are weighted: loss_main = CE/2, loss_sub = softCE/2.
-      expect(Math.abs(r.weights.main * r.lossMain - toFloat32(get(`${kind}.loss_main`))[0])).toBeLessThan(1e-5);
-      expect(Math.abs(r.weights.sub * r.lossSub - toFloat32(get(`${kind}.loss_sub`))[0])).toBeLessThan(1e-5);
-      const refGrads = [...ref.keys()].filter((k) => k.startsWith(`${kind}.grad.`));
-      expect(refGrads.length).toBe(40);
-      for (const key of refGrads) {
-        const name = key.slice(`${kind}.grad.`.length);
-        const g = r.grads.get(name);
-        expect(g, `gradient of ${name}`).toBeDefined();
-        const ours = model.params.gradientToCheckpoint(name, g!);
-        const theirs = toFloat32(get(key));
-        expect(ours.shape).toEqual(get(key).shape);
-        // Relative to the reference's scale; the floor covers gradients that are analytically zero
-        // (the key bias: softmax ignores a per-query constant), where both sides are float noise.
-        const rel = maxAbs(ours.data as Float32Array, theirs) / Math.max(maxAbsOf(theirs), 1e-5);
-        expect(rel, `gradient of ${name}`).toBeLessThan(1e-3);
-      }
+      expectStepMatches(r, ref, keys);
+      // Relative to the reference's scale, floored at 1e-5 (analytically zero key-bias gradients).
+      const { names } = expectGradientsMatch(model, ref, keys.gradPrefix, r.grads, { relTol: 1e-3 });
+      expect(names.length).toBe(40);
       // The mask token is not used by token removal, so it gets no gradient.
       expect(r.grads.has('vit.embeddings.mask_token')).toBe(false);
-      for (const g of r.grads.values()) g.dispose();
-      r.mainLogits.dispose();
-      r.subLogits?.dispose();
+      disposeStep(r);
       expect(tf.memory().numTensors).toBe(before);
     });
   }
@@ -104,19 +83,14 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
     const full = withMaskSub(model).computeGradients(batch, 0, keepMask);
     for (const name of ['classifier.weight', 'vit.encoder.layer.0.attention.attention.query.weight']) {
       const diff = tf.sub(full.grads.get(name)!, subOnly.grads.get(name)!);
-      expect(maxAbs(diff.dataSync(), mainOnly.grads.get(name)!.dataSync())).toBeLessThan(1e-6);
+      expect(maxAbsDiff(diff.dataSync(), mainOnly.grads.get(name)!.dataSync())).toBeLessThan(1e-6);
       diff.dispose();
     }
-    for (const r of [mainOnly, subOnly, full]) {
-      for (const g of r.grads.values()) g.dispose();
-      r.mainLogits.dispose();
-      r.subLogits?.dispose();
-    }
+    for (const r of [mainOnly, subOnly, full]) disposeStep(r);
   });
 
   it('mask-token swap replaces exactly the fixture bool_masked_pos tokens', () => {
-    const masked = get('input.bool_masked_pos');
-    const mask: DropMask = { kind: 'mask-token', batch: masked.shape[0], tokens: masked.shape[1], masked: Uint8Array.from(toFloat32(masked)) };
+    const mask = referenceMaskedTokens(ref);
     // bool_masked_pos is the complement of keep_indices in the fixture.
     for (let b = 0; b < mask.batch; b++) {
       const kept = Array.from(keepMask.kind === 'token-removal' ? keepMask.keepIndices.subarray(b * 8, b * 8 + 8) : []);
@@ -133,13 +107,13 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
     token.assign(tf.add(saved, tf.randomNormal(saved.shape, 0, 1, 'float32', 7)));
     const moved = model.forward(view.inputs, view.forward);
     token.assign(saved);
-    expect(maxAbs(base.dataSync(), moved.dataSync())).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(base.dataSync(), moved.dataSync())).toBeGreaterThan(1e-3);
     const none = model.forward({ pixel_values: pixels }, { maskedPositions: tf.zeros([mask.batch, mask.tokens]) });
     const clean = model.forward({ pixel_values: pixels });
-    expect(maxAbs(none.dataSync(), clean.dataSync())).toBeLessThan(1e-6);
+    expect(maxAbsDiff(none.dataSync(), clean.dataSync())).toBeLessThan(1e-6);
     // The mask token gets a gradient in the mask-token sub pass.
     const r = withMaskSub(model, { drop: 'mask-token' }).computeGradients({ inputs: { pixel_values: pixels }, targets: { labels } }, 0, mask);
-    expect(maxAbsOf(r.grads.get('vit.embeddings.mask_token')!.dataSync())).toBeGreaterThan(0);
+    expect(maxAbs(r.grads.get('vit.embeddings.mask_token')!.dataSync())).toBeGreaterThan(0);
     tf.dispose([base, moved, none, clean, saved, view.forward.maskedPositions!, r.mainLogits, r.subLogits!, ...r.grads.values()]);
   });
 });

@@ -7,29 +7,21 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, verifyModel, writeSafetensors } from '@masksub/core';
+import { loadPretrained, readSafetensors, saveModel, tf, verifyModel, writeSafetensors } from '@masksub/core';
 import { describeShared, fixturePath, sharedPath } from '../../core/src/testing/shared.js';
+import { expectSameTensors, maxAbsDiff, onnxRuntimeOutput, quiet, readReference, referenceTensor, referenceValues } from '../../core/src/testing/parity.js';
 import './index.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describeShared('fixtures/hf-tiny/vit', 'ViT from the model zoo formats', () => {
   let pixels: tf.Tensor4D;
   let refLogits: Float32Array;
   const tmp = mkdtempSync(join(tmpdir(), 'masksub-vit-'));
-  const quiet = { log: () => {} };
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    const ref = readSafetensors(fixturePath('vit', 'reference.safetensors'));
-    const px = ref.get('input.pixel_values')!;
-    pixels = tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]);
-    refLogits = toFloat32(ref.get('ce.main_logits')!);
+    const ref = readReference('vit');
+    pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
+    refLogits = referenceValues(ref, 'ce.main_logits');
   });
   afterAll(() => {
     pixels.dispose();
@@ -53,10 +45,7 @@ describeShared('fixtures/hf-tiny/vit', 'ViT from the model zoo formats', () => {
     expect(maxAbsDiff(onnx.data, st.data)).toBeLessThan(1e-4);
     expect(maxAbsDiff(st.data, refLogits)).toBeLessThan(1e-4);
 
-    const ort = await import('onnxruntime-node');
-    const session = await ort.InferenceSession.create(fixturePath('vit', 'model.onnx'));
-    const feeds = { pixel_values: new ort.Tensor('float32', pixels.dataSync() as Float32Array, pixels.shape) };
-    const ortLogits = (await session.run(feeds)).logits.data as Float32Array;
+    const ortLogits = await onnxRuntimeOutput(fixturePath('vit', 'model.onnx'), { pixel_values: pixels });
     expect(maxAbsDiff(onnx.data, ortLogits)).toBeLessThan(1e-4);
 
     const logs: string[] = [];
@@ -74,14 +63,9 @@ describeShared('fixtures/hf-tiny/vit', 'ViT from the model zoo formats', () => {
     const out = join(tmp, 'saved');
     saveModel(model, out);
     const again = await loadPretrained(out, quiet);
-    const a = model.params.export();
-    const b = again.model.params.export();
-    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-    for (const [name, t] of a) expect(Array.from(toFloat32(b.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
+    expectSameTensors(again.model.params.export(), model.params.export(), { sameNames: true });
     // The saved file carries hub names and PyTorch layouts: same tensors as the original checkpoint.
-    const original = readSafetensors(fixturePath('vit', 'model.safetensors'));
-    const saved = readSafetensors(join(out, 'model.safetensors'));
-    for (const [name, t] of original) expect(Array.from(toFloat32(saved.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
+    expectSameTensors(readSafetensors(join(out, 'model.safetensors')), readSafetensors(fixturePath('vit', 'model.safetensors')));
     const report = verifyModel(again.model, fixturePath('vit', 'reference.safetensors'));
     expect(report.ok).toBe(true);
     model.dispose();
