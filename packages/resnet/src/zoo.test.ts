@@ -4,38 +4,26 @@
  * folding our own safetensors model reproduces the exporter's conv weights, save -> load round
  * trips, head re-initialisation, and `masksub verify` on the fixture folder.
  */
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadPretrained, readOnnxWeights, readSafetensors, saveModel, tf, toFloat32, verifyModel, withMaskSub } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { expectSameTensors, masksubWithEnv, maxAbsDiff, onnxRuntimeOutput, quiet, readReference, referenceTensor, referenceValues } from '../../core/src/testing/parity.js';
 import './index.js';
 import type { ResNetModel } from './index.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 describeShared('fixtures/hf-tiny/resnet', 'ResNet from the model zoo formats', () => {
   let pixels: tf.Tensor4D;
   let refLogits: Float32Array;
   const tmp = mkdtempSync(join(tmpdir(), 'masksub-resnet-'));
-  const quiet = { log: () => {} };
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    const ref = readSafetensors(fixturePath('resnet', 'reference.safetensors'));
-    const px = ref.get('input.pixel_values')!;
-    pixels = tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]);
-    refLogits = toFloat32(ref.get('ce.main_logits')!);
+    const ref = readReference('resnet');
+    pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
+    refLogits = referenceValues(ref, 'ce.main_logits');
   });
   afterAll(() => {
     pixels.dispose();
@@ -72,10 +60,7 @@ describeShared('fixtures/hf-tiny/resnet', 'ResNet from the model zoo formats', (
     const onnxLogits = logitsOf(model);
     expect(maxAbsDiff(onnxLogits, stLogits)).toBeLessThan(1e-4);
 
-    const ort = await import('onnxruntime-node');
-    const session = await ort.InferenceSession.create(fixturePath('resnet', 'model.onnx'));
-    const feeds = { pixel_values: new ort.Tensor('float32', pixels.dataSync() as Float32Array, pixels.shape) };
-    const ortLogits = (await session.run(feeds)).logits.data as Float32Array;
+    const ortLogits = await onnxRuntimeOutput(fixturePath('resnet', 'model.onnx'), { pixel_values: pixels });
     expect(maxAbsDiff(onnxLogits, ortLogits)).toBeLessThan(1e-4);
 
     // The folded model is trainable: a MaskSub step gives gradients for conv weights and biases only.
@@ -109,17 +94,11 @@ describeShared('fixtures/hf-tiny/resnet', 'ResNet from the model zoo formats', (
     const out = join(tmp, 'saved');
     saveModel(model, out);
     const again = await loadPretrained(out, quiet);
-    const a = model.params.export();
-    const b = again.model.params.export();
-    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-    for (const [name, t] of a) expect(Array.from(toFloat32(b.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
+    expectSameTensors(again.model.params.export(), model.params.export(), { sameNames: true });
     // Same tensors as the hub file, minus the num_batches_tracked counters.
-    const original = readSafetensors(fixturePath('resnet', 'model.safetensors'));
-    const saved = readSafetensors(join(out, 'model.safetensors'));
-    for (const [name, t] of original) {
-      if (name.endsWith('num_batches_tracked')) continue;
-      expect(Array.from(toFloat32(saved.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
-    }
+    expectSameTensors(readSafetensors(join(out, 'model.safetensors')), readSafetensors(fixturePath('resnet', 'model.safetensors')), {
+      skip: (name) => name.endsWith('num_batches_tracked'),
+    });
     expect(verifyModel(again.model, fixturePath('resnet', 'reference.safetensors')).ok).toBe(true);
 
     (model as ResNetModel).foldBatchNorm();
@@ -153,15 +132,7 @@ describeShared('fixtures/hf-tiny/resnet', 'ResNet from the model zoo formats', (
   });
 
   it('masksub verify passes on the fixture folder', () => {
-    const cli = join(repo, 'packages/core/src/cli/main.ts');
-    const run = (...args: string[]) =>
-      spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], {
-        cwd: repo,
-        encoding: 'utf8',
-        timeout: 120_000,
-        env: { ...process.env, MASKSUB_PLUGINS: '@masksub/resnet' },
-      });
-    const r = run('verify', '--model', fixturePath('resnet'), '--reference', fixturePath('resnet', 'reference.safetensors'));
+    const r = masksubWithEnv({ MASKSUB_PLUGINS: '@masksub/resnet' }, 'verify', '--model', fixturePath('resnet'), '--reference', fixturePath('resnet', 'reference.safetensors'));
     expect(r.stdout + r.stderr).toMatch(/all within tolerance/);
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/gradients \(26/);
