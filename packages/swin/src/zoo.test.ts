@@ -4,35 +4,25 @@
  * and ONNX Runtime; hub files with relative_position_index buffers and transformers-5 names; save ->
  * load round trips; a new head; and `masksub verify` against the fixture reference.
  */
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, verifyModel, writeSafetensors, type HostTensor } from '@masksub/core';
+import { loadPretrained, readSafetensors, saveModel, tf, verifyModel, writeSafetensors, type HostTensor } from '@masksub/core';
 import { describeShared, fixturePath, sharedPath } from '../../core/src/testing/shared.js';
+import { expectSameTensors, masksub, maxAbsDiff, onnxRuntimeOutput, quiet, readReference, referenceTensor, referenceValues } from '../../core/src/testing/parity.js';
 import { relativePositionIndex } from './index.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describeShared('fixtures/hf-tiny/swin', 'Swin from the model zoo formats', () => {
   let pixels: tf.Tensor4D;
   let refLogits: Float32Array;
   const tmp = mkdtempSync(join(tmpdir(), 'masksub-swin-'));
-  const quiet = { log: () => {} };
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    const ref = readSafetensors(fixturePath('swin', 'reference.safetensors'));
-    const px = ref.get('input.pixel_values')!;
-    pixels = tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]);
-    refLogits = toFloat32(ref.get('ce.main_logits')!);
+    const ref = readReference('swin');
+    pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
+    refLogits = referenceValues(ref, 'ce.main_logits');
   });
   afterAll(() => {
     pixels.dispose();
@@ -61,10 +51,7 @@ describeShared('fixtures/hf-tiny/swin', 'Swin from the model zoo formats', () =>
     expect(onnx.logs.join('\n')).toMatch(/relative position bias/);
     expect(maxAbsDiff(onnx.data, st.data)).toBeLessThan(1e-4);
 
-    const ort = await import('onnxruntime-node');
-    const session = await ort.InferenceSession.create(fixturePath('swin', 'model.onnx'));
-    const feeds = { pixel_values: new ort.Tensor('float32', pixels.dataSync() as Float32Array, pixels.shape) };
-    const ortLogits = (await session.run(feeds)).logits.data as Float32Array;
+    const ortLogits = await onnxRuntimeOutput(fixturePath('swin', 'model.onnx'), { pixel_values: pixels });
     expect(maxAbsDiff(onnx.data, ortLogits)).toBeLessThan(1e-4);
   });
 
@@ -100,13 +87,8 @@ describeShared('fixtures/hf-tiny/swin', 'Swin from the model zoo formats', () =>
     const again = await loadPretrained(out, quiet);
     // The mask token is saved now, so nothing is created on reload.
     expect(again.created).toEqual([]);
-    const a = model.params.export();
-    const b = again.model.params.export();
-    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-    for (const [name, t] of a) expect(Array.from(toFloat32(b.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
-    const original = readSafetensors(fixturePath('swin', 'model.safetensors'));
-    const saved = readSafetensors(join(out, 'model.safetensors'));
-    for (const [name, t] of original) expect(Array.from(toFloat32(saved.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
+    expectSameTensors(again.model.params.export(), model.params.export(), { sameNames: true });
+    expectSameTensors(readSafetensors(join(out, 'model.safetensors')), readSafetensors(fixturePath('swin', 'model.safetensors')));
     const report = verifyModel(again.model, fixturePath('swin', 'reference.safetensors'));
     expect(report.ok, report.rows.map((r) => `${r.quantity} ${r.error}`).join('\n')).toBe(true);
     expect(report.rows.some((r) => /gradients \(80/.test(r.quantity))).toBe(true);
@@ -155,11 +137,8 @@ describeShared('fixtures/hf-tiny/swin', 'Swin from the model zoo formats', () =>
   });
 
   it('masksub verify --model <fixture dir> passes (with the ONNX weights: safetensors is verified in-process above)', () => {
-    const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-    const cli = join(repo, 'packages/core/src/cli/main.ts');
-    const args = ['--import', 'tsx', '--conditions=source', cli, 'verify', '--model', fixturePath('swin'), '--reference', fixturePath('swin', 'reference.safetensors')];
     // One process only: each CLI start compiles the sources through tsx (seconds on a busy machine).
-    const r = spawnSync(process.execPath, [...args, '--weights', fixturePath('swin', 'model.onnx')], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
+    const r = masksub('verify', '--model', fixturePath('swin'), '--reference', fixturePath('swin', 'reference.safetensors'), '--weights', fixturePath('swin', 'model.onnx'));
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/relative position bias/);
     expect(r.stdout).toMatch(/ok\s+ce\s+gradients \(80, worst/);
