@@ -24,9 +24,7 @@ function regressionTargets(targets: Targets, logits: tf.Tensor): tf.Tensor {
 /** MSE for regression heads; the sub pass regresses onto stopgrad(main). */
 export function meanSquaredErrorLoss(): RelaxedLoss {
   return {
-    // core's RelaxedLoss.kind has no 'mse' (nothing in core reads the kind today); 'bce' is the
-    // nearest relative: an element-wise loss toward the detached main output, no softmax.
-    kind: 'bce',
+    kind: 'mse',
     main: (logits, targets) => tf.tidy(() => meanSquaredError(logits, regressionTargets(targets, logits))),
     teacher: (mainLogits) => tf.tidy(() => stopGradient(mainLogits)),
     sub: (subLogits, teacher) => meanSquaredError(subLogits, teacher),

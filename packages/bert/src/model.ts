@@ -26,8 +26,10 @@ import {
   type ForwardOptions,
   type HFConfig,
   type ModelInputs,
+  type RelaxedLoss,
 } from '@masksub/core';
 import { parseBertConfig, type BertConfig } from './config.js';
+import { bertRelaxedLoss } from './loss.js';
 import { bertParamSpecs } from './weights.js';
 
 /** transformers' additive mask value: torch.finfo(float32).min. */
@@ -89,6 +91,11 @@ export class BertModel implements AdapterModel {
 
   get numClasses(): number {
     return this.cfg.numLabels;
+  }
+
+  /** The head's loss by HF's problem_type rule (CE, BCE for multi-label, MSE for regression). */
+  recipeLoss(options: { labelSmoothing?: number }): RelaxedLoss {
+    return bertRelaxedLoss(this.cfg, options);
   }
 
   /** The [MASK] and never-masked ids in use (undefined until known: see setSpecialTokens). */

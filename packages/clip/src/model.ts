@@ -23,6 +23,7 @@ import {
   linear,
   multiHeadAttention,
   patchify,
+  relaxedLoss,
   tf,
   tokenRemoval,
   zeroFill,
@@ -32,6 +33,7 @@ import {
   type ForwardOptions,
   type HFConfig,
   type ModelInputs,
+  type RelaxedLoss,
 } from '@masksub/core';
 import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig, type ClipEncoderConfig } from './config.js';
 import { clipParamSpecs } from './weights.js';
@@ -80,6 +82,11 @@ export class ClipModel implements AdapterModel {
   /** The embedding size both towers project to (what the registry calls the model's width). */
   get numClasses(): number {
     return this.cfg.projectionDim;
+  }
+
+  /** CLIP trains on the image-text similarity: the contrastive relaxed loss. */
+  recipeLoss(): RelaxedLoss {
+    return relaxedLoss('contrastive');
   }
 
   get gridSize(): number {

@@ -95,7 +95,10 @@ export class MaskSubTrainer {
       mainWeight: options.mainWeight ?? (this.variant === 'none' ? 1 : 0.5),
       subWeight: options.subWeight,
     });
-    this.loss = typeof options.loss === 'object' ? options.loss : relaxedLoss(options.loss ?? 'ce', { labelSmoothing: options.labelSmoothing });
+    const smoothing = { labelSmoothing: options.labelSmoothing };
+    if (typeof options.loss === 'object') this.loss = options.loss;
+    else if (options.loss !== undefined) this.loss = relaxedLoss(options.loss, smoothing);
+    else this.loss = model.recipeLoss?.(smoothing) ?? relaxedLoss('ce', smoothing);
     this.rng = new Rng(options.seed ?? 0);
     this.drop = this.resolveDrop(options.drop, provider);
   }

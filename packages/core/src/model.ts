@@ -8,6 +8,7 @@ import { TensorMismatchError } from './errors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
 import { permute } from './io/permute.js';
+import type { RelaxedLoss } from './contract/loss.js';
 import type { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -251,5 +252,10 @@ export interface MaskSubModel {
   readonly numClasses: number;
   /** Logits [B, classes] (or for contrastive models the [B, B] similarity matrix). */
   forward(inputs: ModelInputs, options?: ForwardOptions): tf.Tensor;
+  /**
+   * The loss this model's head implies, used when withMaskSub is given no `loss`: e.g. MSE for a
+   * regression head (HF problem_type), the contrastive loss for CLIP. Absent: cross-entropy.
+   */
+  recipeLoss?(options: { labelSmoothing?: number }): RelaxedLoss;
   dispose(): void;
 }

@@ -65,7 +65,8 @@ export function denseTargets(targets: Targets, numClasses: number, labelSmoothin
 }
 
 export interface RelaxedLoss {
-  readonly kind: LossKind | 'contrastive';
+  /** Which family (ce / bce / contrastive as built here; 'mse' for regression heads). */
+  readonly kind: LossKind | 'contrastive' | 'mse';
   /** The recipe's loss on the main model's logits. */
   main(logits: tf.Tensor, targets: Targets): tf.Scalar;
   /** The teacher signal from the main logits (call on detached logits). */
