@@ -3,26 +3,25 @@
  * halves and every parameter gradient (CE recipe), replaying the fixture's [MASK]ed input_ids,
  * with padding (attention_mask) and sentence pairs (token_type_ids), on cpu and wasm.
  */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Rng, initBackend, readSafetensors, referenceMask, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type ModelInputs, type TensorMap } from '@masksub/core';
-import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { Rng, referenceMask, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type ModelInputs, type TensorMap } from '@masksub/core';
+import { describeShared } from '../../core/src/testing/shared.js';
+import {
+  disposeStep,
+  expectGradientsMatch,
+  expectStepMatches,
+  loadFixtureWeights,
+  maxAbsDiff,
+  readFixtureConfig,
+  readReference,
+  recipeKeys,
+  referenceEntry,
+  referenceTensor,
+  useBackend,
+} from '../../core/src/testing/parity.js';
 import { BertModel } from './index.js';
 
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbsOf(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
-const int2d = (t: HostTensor): tf.Tensor2D => tf.tensor2d(Int32Array.from(toFloat32(t)), t.shape as [number, number], 'int32');
+const int2d = (ref: TensorMap, name: string): tf.Tensor2D => referenceTensor<tf.Rank.R2>(ref, name, 'int32');
 
 for (const backend of ['cpu', 'wasm'] as const)
 describeShared('fixtures/hf-tiny/bert', `BERT parity with PyTorch (hf-tiny) on ${backend}`, () => {
@@ -32,24 +31,18 @@ describeShared('fixtures/hf-tiny/bert', `BERT parity with PyTorch (hf-tiny) on $
   let labels: tf.Tensor1D;
   let mask: DropMask;
 
-  const get = (name: string): HostTensor => {
-    const t = ref.get(name);
-    if (!t) throw new Error(`reference lacks ${name}`);
-    return t;
-  };
+  const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await initBackend({ prefer: backend, log: () => {} });
-    expect(tf.getBackend()).toBe(backend);
-    const config = JSON.parse(readFileSync(fixturePath('bert', 'config.json'), 'utf8'));
+    await useBackend(backend);
     // The fixture's tokenizer has [MASK] = 4 (its config, like every BertConfig, names no mask id).
-    model = new BertModel(config, { specialTokens: { maskTokenId: 4, specialIds: [0, 2, 3] } });
-    const { created, loaded } = model.params.load(readSafetensors(fixturePath('bert', 'model.safetensors')), 'bert/model.safetensors');
+    model = new BertModel(readFixtureConfig('bert'), { specialTokens: { maskTokenId: 4, specialIds: [0, 2, 3] } });
+    const { created, loaded } = loadFixtureWeights(model.params, 'bert');
     expect(created).toEqual([]);
     expect(loaded.length).toBe(41);
-    ref = readSafetensors(fixturePath('bert', 'reference.safetensors'));
-    inputs = { input_ids: int2d(get('input.input_ids')), attention_mask: int2d(get('input.attention_mask')), token_type_ids: int2d(get('input.token_type_ids')) };
-    labels = tf.tensor1d(Int32Array.from(toFloat32(get('input.labels'))), 'int32');
+    ref = readReference('bert');
+    inputs = { input_ids: int2d(ref, 'input.input_ids'), attention_mask: int2d(ref, 'input.attention_mask'), token_type_ids: int2d(ref, 'input.token_type_ids') };
+    labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
     mask = referenceMask(model, ref, 'bert/reference.safetensors');
   });
 
@@ -61,14 +54,14 @@ describeShared('fixtures/hf-tiny/bert', `BERT parity with PyTorch (hf-tiny) on $
   it('main logits match within 1e-4 (padding and pairs included)', () => {
     const logits = model.forward(inputs);
     expect(logits.shape).toEqual([4, 2]);
-    expect(maxAbs(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeLessThan(1e-4);
     logits.dispose();
   });
 
   it('the padding mask matters: without it the logits change', () => {
     const { attention_mask: _dropped, ...unmasked } = inputs;
     const logits = model.forward(unmasked);
-    expect(maxAbs(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeGreaterThan(1e-3);
+    expect(maxAbsDiff(logits.dataSync(), toFloat32(get('ce.main_logits')))).toBeGreaterThan(1e-3);
     logits.dispose();
   });
 
@@ -94,28 +87,13 @@ describeShared('fixtures/hf-tiny/bert', `BERT parity with PyTorch (hf-tiny) on $
     const trainer = withMaskSub(model, { loss: 'ce' });
     const before = tf.memory().numTensors;
     const r = trainer.computeGradients({ inputs, targets: { labels } }, 0, mask);
-    expect(maxAbs(r.mainLogits.dataSync(), toFloat32(get('ce.main_logits')))).toBeLessThan(1e-4);
-    expect(maxAbs(r.subLogits!.dataSync(), toFloat32(get('ce.sub_logits')))).toBeLessThan(1e-4);
     // The fixture's halves are weighted: loss_main = CE/2, loss_sub = softCE/2.
-    expect(Math.abs(r.weights.main * r.lossMain - toFloat32(get('ce.loss_main'))[0])).toBeLessThan(1e-5);
-    expect(Math.abs(r.weights.sub * r.lossSub - toFloat32(get('ce.loss_sub'))[0])).toBeLessThan(1e-5);
-    const refGrads = [...ref.keys()].filter((k) => k.startsWith('ce.grad.'));
-    expect(refGrads.length).toBe(41);
+    expectStepMatches(r, ref, recipeKeys('ce'));
+    // Relative to the reference's scale; the floor covers analytically-zero gradients (key bias).
+    const { names } = expectGradientsMatch(model, ref, 'ce.grad.', r.grads, { relTol: 1e-3 });
+    expect(names.length).toBe(41);
     expect(r.grads.size).toBe(41);
-    for (const key of refGrads) {
-      const name = key.slice('ce.grad.'.length);
-      const g = r.grads.get(name);
-      expect(g, `gradient of ${name}`).toBeDefined();
-      const ours = model.params.gradientToCheckpoint(name, g!);
-      const theirs = toFloat32(get(key));
-      expect(ours.shape).toEqual(get(key).shape);
-      // Relative to the reference's scale; the floor covers analytically-zero gradients (key bias).
-      const rel = maxAbs(ours.data as Float32Array, theirs) / Math.max(maxAbsOf(theirs), 1e-5);
-      expect(rel, `gradient of ${name}`).toBeLessThan(1e-3);
-    }
-    for (const g of r.grads.values()) g.dispose();
-    r.mainLogits.dispose();
-    r.subLogits?.dispose();
+    disposeStep(r);
     expect(tf.memory().numTensors).toBe(before);
   });
 

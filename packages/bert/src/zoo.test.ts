@@ -8,35 +8,22 @@ import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, verifyModel, writeSafetensors, type HostTensor, type ModelInputs } from '@masksub/core';
+import { loadPretrained, readSafetensors, saveModel, tf, verifyModel, writeSafetensors, type HostTensor, type ModelInputs } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { expectSameTensors, maxAbsDiff, onnxRuntimeOutput, quiet, readReference, referenceTensor, referenceValues } from '../../core/src/testing/parity.js';
 import './index.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describeShared('fixtures/hf-tiny/bert', 'BERT from the model zoo formats', () => {
   let inputs: ModelInputs;
-  let hostInputs: Record<string, HostTensor>;
   let refLogits: Float32Array;
   const tmp = mkdtempSync(join(tmpdir(), 'masksub-bert-'));
-  const quiet = { log: () => {} };
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    const ref = readSafetensors(fixturePath('bert', 'reference.safetensors'));
-    hostInputs = {};
+    const ref = readReference('bert');
     inputs = {};
-    for (const name of ['input_ids', 'attention_mask', 'token_type_ids']) {
-      const t = ref.get(`input.${name}`)!;
-      hostInputs[name] = t;
-      inputs[name] = tf.tensor2d(Int32Array.from(toFloat32(t)), t.shape as [number, number], 'int32');
-    }
-    refLogits = toFloat32(ref.get('ce.main_logits')!);
+    for (const name of ['input_ids', 'attention_mask', 'token_type_ids']) inputs[name] = referenceTensor(ref, `input.${name}`, 'int32');
+    refLogits = referenceValues(ref, 'ce.main_logits');
   });
   afterAll(() => {
     tf.dispose(Object.values(inputs));
@@ -60,11 +47,8 @@ describeShared('fixtures/hf-tiny/bert', 'BERT from the model zoo formats', () =>
     expect(onnx.format).toBe('onnx');
     expect(maxAbsDiff(onnx.data, st.data)).toBeLessThan(1e-4);
 
-    const ort = await import('onnxruntime-node');
-    const session = await ort.InferenceSession.create(fixturePath('bert', 'model.onnx'));
-    const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
-    for (const [name, t] of Object.entries(hostInputs)) feeds[name] = new ort.Tensor('int64', BigInt64Array.from(toFloat32(t), (v) => BigInt(v)), t.shape);
-    const ortLogits = (await session.run(feeds)).logits.data as Float32Array;
+    // The int32 ids go to ONNX Runtime as the exporter's int64.
+    const ortLogits = await onnxRuntimeOutput(fixturePath('bert', 'model.onnx'), inputs);
     expect(maxAbsDiff(onnx.data, ortLogits)).toBeLessThan(1e-4);
 
     const logs: string[] = [];
@@ -83,10 +67,7 @@ describeShared('fixtures/hf-tiny/bert', 'BERT from the model zoo formats', () =>
     const out = join(tmp, 'saved');
     saveModel(model, out);
     const again = await loadPretrained(out, quiet);
-    const original = readSafetensors(fixturePath('bert', 'model.safetensors'));
-    const saved = readSafetensors(join(out, 'model.safetensors'));
-    expect([...saved.keys()].sort()).toEqual([...original.keys()].sort());
-    for (const [name, t] of original) expect(Array.from(toFloat32(saved.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
+    expectSameTensors(readSafetensors(join(out, 'model.safetensors')), readSafetensors(fixturePath('bert', 'model.safetensors')), { sameNames: true });
     const report = verifyModel(again.model, fixturePath('bert', 'reference.safetensors'));
     expect(report.rows.map((r) => r.quantity)).toEqual(['main logits', 'sub logits', 'loss main', 'loss sub', expect.stringMatching(/^gradients \(41,/)]);
     expect(report.ok, JSON.stringify(report.rows)).toBe(true);
