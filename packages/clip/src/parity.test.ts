@@ -3,24 +3,24 @@
  * and sub similarity matrices (masked images, same texts), both contrastive MaskSub loss halves
  * and every parameter gradient, with the fixture's kept patch indices, on cpu and wasm.
  */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { contrastiveLoss, initBackend, readSafetensors, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type ModelInputs, type TensorMap } from '@masksub/core';
-import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { contrastiveLoss, tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type ModelInputs, type TensorMap } from '@masksub/core';
+import { describeShared } from '../../core/src/testing/shared.js';
+import {
+  disposeStep,
+  expectGradientsMatch,
+  expectStepMatches,
+  loadFixtureWeights,
+  maxAbsDiff,
+  readFixtureConfig,
+  readReference,
+  recipeKeys,
+  referenceEntry,
+  referenceKeptPatches,
+  referenceTensor,
+  useBackend,
+} from '../../core/src/testing/parity.js';
 import { ClipModel, eosPositions } from './index.js';
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-function maxAbsOf(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
 
 for (const backend of ['cpu', 'wasm'] as const)
 describeShared('fixtures/hf-tiny/clip', `CLIP parity with PyTorch (hf-tiny) on ${backend}`, () => {
@@ -30,30 +30,21 @@ describeShared('fixtures/hf-tiny/clip', `CLIP parity with PyTorch (hf-tiny) on $
   let keepMask: DropMask;
   let pairs: tf.Tensor1D;
 
-  const get = (name: string): HostTensor => {
-    const t = ref.get(name);
-    if (!t) throw new Error(`reference lacks ${name}`);
-    return t;
-  };
+  const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await initBackend({ prefer: backend, log: () => {} });
-    expect(tf.getBackend()).toBe(backend);
-    const config = JSON.parse(readFileSync(fixturePath('clip', 'config.json'), 'utf8'));
-    model = new ClipModel(config);
-    const { created } = model.params.load(readSafetensors(fixturePath('clip', 'model.safetensors')), 'clip/model.safetensors');
+    await useBackend(backend);
+    model = new ClipModel(readFixtureConfig('clip'));
+    const { created } = loadFixtureWeights(model.params, 'clip');
     expect(created).toEqual([]);
-    ref = readSafetensors(fixturePath('clip', 'reference.safetensors'));
-    const px = get('input.pixel_values');
-    const ids = get('input.input_ids');
+    ref = readReference('clip');
     inputs = {
-      pixel_values: tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]),
-      input_ids: tf.tensor2d(Int32Array.from(toFloat32(ids)), ids.shape as [number, number], 'int32'),
-      attention_mask: tf.tensor2d(Int32Array.from(toFloat32(get('input.attention_mask'))), ids.shape as [number, number], 'int32'),
+      pixel_values: referenceTensor(ref, 'input.pixel_values'),
+      input_ids: referenceTensor(ref, 'input.input_ids', 'int32'),
+      attention_mask: referenceTensor(ref, 'input.attention_mask', 'int32'),
     };
-    const keep = get('input.keep_indices');
-    keepMask = { kind: 'token-removal', batch: keep.shape[0], keep: keep.shape[1], keepIndices: Int32Array.from(toFloat32(keep)) };
-    pairs = tf.range(0, keep.shape[0], 1, 'int32') as tf.Tensor1D;
+    keepMask = referenceKeptPatches(ref);
+    pairs = tf.range(0, keepMask.batch, 1, 'int32') as tf.Tensor1D;
   });
 
   afterAll(() => {
@@ -64,8 +55,8 @@ describeShared('fixtures/hf-tiny/clip', `CLIP parity with PyTorch (hf-tiny) on $
   it('logits_per_image match the plain HF forward within 1e-4; logits_per_text is its transpose', () => {
     const out = model.forwardAll(inputs);
     expect(out.logitsPerImage.shape).toEqual([4, 4]);
-    expect(maxAbs(out.logitsPerImage.dataSync(), toFloat32(get('hf_logits_per_image')))).toBeLessThan(1e-4);
-    expect(maxAbs(out.logitsPerText.dataSync(), tf.tidy(() => tf.transpose(out.logitsPerImage)).dataSync())).toBe(0);
+    expect(maxAbsDiff(out.logitsPerImage.dataSync(), toFloat32(get('hf_logits_per_image')))).toBeLessThan(1e-4);
+    expect(maxAbsDiff(out.logitsPerText.dataSync(), tf.tidy(() => tf.transpose(out.logitsPerImage)).dataSync())).toBe(0);
     expect(out.imageEmbeds.shape).toEqual([4, 16]);
     tf.dispose([out.logitsPerImage, out.logitsPerText, out.imageEmbeds, out.textEmbeds]);
   });
@@ -85,41 +76,23 @@ describeShared('fixtures/hf-tiny/clip', `CLIP parity with PyTorch (hf-tiny) on $
     const trainer = withMaskSub(model, { loss: 'contrastive' });
     const before = tf.memory().numTensors;
     const r = trainer.computeGradients({ inputs, targets: { labels: pairs } }, 0, keepMask);
-    expect(maxAbs(r.mainLogits.dataSync(), toFloat32(get('main_logits_per_image')))).toBeLessThan(1e-4);
-    expect(maxAbs(r.subLogits!.dataSync(), toFloat32(get('sub_logits_per_image')))).toBeLessThan(1e-4);
-    // The masked images really change the matrix (else the sub check above proves nothing).
-    expect(maxAbs(toFloat32(get('sub_logits_per_image')), toFloat32(get('main_logits_per_image')))).toBeGreaterThan(1e-2);
     // loss_main = (CE(S) + CE(S^T))/2/2, loss_sub = (softCE row + softCE column)/2/2.
-    expect(Math.abs(r.weights.main * r.lossMain - toFloat32(get('loss_main'))[0])).toBeLessThan(1e-5);
-    expect(Math.abs(r.weights.sub * r.lossSub - toFloat32(get('loss_sub'))[0])).toBeLessThan(1e-5);
-    const refGrads = [...ref.keys()].filter((k) => k.startsWith('grad.'));
-    expect(refGrads.length).toBe(78);
-    expect(refGrads.length).toBe(model.params.specs.size);
-    let worst = 0;
-    for (const key of refGrads) {
-      const name = key.slice('grad.'.length);
-      const g = r.grads.get(name);
-      expect(g, `gradient of ${name}`).toBeDefined();
-      const ours = model.params.gradientToCheckpoint(name, g!);
-      const theirs = toFloat32(get(key));
-      expect(ours.shape).toEqual(get(key).shape);
-      const err = maxAbs(ours.data as Float32Array, theirs);
-      if (/self_attn\.k_proj\.bias$/.test(name)) {
-        // Analytically zero (softmax ignores the per-query constant q.b_k): both sides are float
-        // noise, PyTorch's up to 2e-8, so a relative check (floored at 1e-5) would compare noise
-        // with noise. Instead: both are noise, far below the q_proj bias gradients (>1e-2).
-        expect(maxAbsOf(theirs)).toBeLessThan(1e-7);
-        expect(err, `gradient of ${name}`).toBeLessThan(1e-7);
-        continue;
-      }
-      // Relative to the reference's scale, floored as in core's verify.
-      const rel = err / Math.max(maxAbsOf(theirs), 1e-5);
-      worst = Math.max(worst, rel);
-      expect(rel, `gradient of ${name}`).toBeLessThan(1e-3);
-    }
+    expectStepMatches(r, ref, recipeKeys('contrastive'));
+    // The masked images really change the matrix (else the sub check above proves nothing).
+    expect(maxAbsDiff(toFloat32(get('sub_logits_per_image')), toFloat32(get('main_logits_per_image')))).toBeGreaterThan(1e-2);
+    // Relative to the reference's scale, floored as in core's verify; except the analytically zero
+    // k_proj bias gradients (softmax ignores the per-query constant q.b_k): both sides are float
+    // noise, PyTorch's up to 2e-8, so a relative check (floored at 1e-5) would compare noise with
+    // noise. Instead: both are noise, far below the q_proj bias gradients (>1e-2).
+    const { names, worst } = expectGradientsMatch(model, ref, 'grad.', r.grads, {
+      relTol: 1e-3,
+      analyticallyZero: { names: /self_attn\.k_proj\.bias$/, absTol: 1e-7 },
+    });
+    expect(names.length).toBe(78);
+    expect(names.length).toBe(model.params.specs.size);
     // Headroom actually measured: about 1e-5 on both backends.
     expect(worst).toBeLessThan(1e-4);
-    tf.dispose([r.mainLogits, r.subLogits!, ...r.grads.values()]);
+    disposeStep(r);
     expect(tf.memory().numTensors).toBe(before);
   });
 

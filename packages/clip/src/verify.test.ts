@@ -4,25 +4,16 @@
  * gradient row passes everywhere except on the analytically zero k_proj bias gradients, where
  * core's relative check (floored at 1e-5) compares PyTorch's float noise (up to 2e-8) with ours.
  */
-import { spawnSync } from 'node:child_process';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { expect, it } from 'vitest';
 import { DEFAULT_TOLERANCES, loadPretrained, tf, verifyModel } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { masksub, quiet } from '../../core/src/testing/parity.js';
 import './index.js';
-
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
-const cli = join(repo, 'packages/core/src/cli/main.ts');
-
-function masksub(...args: string[]) {
-  return spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], { cwd: repo, encoding: 'utf8', timeout: 120_000 });
-}
 
 describeShared('fixtures/hf-tiny/clip', 'masksub verify on the CLIP fixture', () => {
   it('verifyModel: logits, loss halves and all 78 gradients within the default tolerances', async () => {
     await tf.setBackend('cpu');
-    const { model } = await loadPretrained(fixturePath('clip'), { log: () => {} });
+    const { model } = await loadPretrained(fixturePath('clip'), quiet);
     const report = verifyModel(model, fixturePath('clip', 'reference.safetensors'));
     const row = (q: RegExp) => report.rows.find((r) => q.test(r.quantity));
     for (const q of [/^main logits$/, /^sub logits$/, /^loss main$/, /^loss sub$/]) {

@@ -7,36 +7,25 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, writeSafetensors, type HostTensor, type ModelInputs } from '@masksub/core';
+import { loadPretrained, readSafetensors, saveModel, tf, toFloat32, writeSafetensors, type ModelInputs } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
+import { expectSameTensors, maxAbsDiff, onnxRuntimeOutput, quiet, readReference, referenceTensor, referenceValues } from '../../core/src/testing/parity.js';
 import { ClipModel } from './index.js';
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 describeShared('fixtures/hf-tiny/clip', 'CLIP from the model zoo formats', () => {
   let inputs: ModelInputs;
-  let idsHost: HostTensor;
   let refLogits: Float32Array;
   const tmp = mkdtempSync(join(tmpdir(), 'masksub-clip-'));
-  const quiet = { log: () => {} };
 
   beforeAll(async () => {
     await tf.setBackend('cpu');
-    const ref = readSafetensors(fixturePath('clip', 'reference.safetensors'));
-    const px = ref.get('input.pixel_values')!;
-    idsHost = ref.get('input.input_ids')!;
-    const shape = idsHost.shape as [number, number];
+    const ref = readReference('clip');
     inputs = {
-      pixel_values: tf.tensor4d(toFloat32(px), px.shape as [number, number, number, number]),
-      input_ids: tf.tensor2d(Int32Array.from(toFloat32(idsHost)), shape, 'int32'),
-      attention_mask: tf.tensor2d(Int32Array.from(toFloat32(ref.get('input.attention_mask')!)), shape, 'int32'),
+      pixel_values: referenceTensor(ref, 'input.pixel_values'),
+      input_ids: referenceTensor(ref, 'input.input_ids', 'int32'),
+      attention_mask: referenceTensor(ref, 'input.attention_mask', 'int32'),
     };
-    refLogits = toFloat32(ref.get('hf_logits_per_image')!);
+    refLogits = referenceValues(ref, 'hf_logits_per_image');
   });
   afterAll(() => {
     tf.dispose(Object.values(inputs ?? {}));
@@ -65,15 +54,8 @@ describeShared('fixtures/hf-tiny/clip', 'CLIP from the model zoo formats', () =>
     for (const [name, t] of st.tensors) expect(maxAbsDiff(toFloat32(onnx.tensors.get(name)!), toFloat32(t)), name).toBe(0);
     expect(maxAbsDiff(onnx.data, st.data)).toBeLessThan(1e-4);
 
-    const ort = await import('onnxruntime-node');
-    const session = await ort.InferenceSession.create(fixturePath('clip', 'model.onnx'));
-    const int64 = (t: tf.Tensor) => new ort.Tensor('int64', BigInt64Array.from(t.dataSync() as Int32Array, (v) => BigInt(v)), t.shape);
-    const feeds = {
-      input_ids: int64(inputs.input_ids),
-      attention_mask: int64(inputs.attention_mask),
-      pixel_values: new ort.Tensor('float32', inputs.pixel_values.dataSync() as Float32Array, inputs.pixel_values.shape),
-    };
-    const ortLogits = (await session.run(feeds)).logits_per_image.data as Float32Array;
+    // The int32 ids go to ONNX Runtime as the exporter's int64.
+    const ortLogits = await onnxRuntimeOutput(fixturePath('clip', 'model.onnx'), inputs, 'logits_per_image');
     expect(maxAbsDiff(onnx.data, ortLogits)).toBeLessThan(1e-4);
   });
 
@@ -82,17 +64,8 @@ describeShared('fixtures/hf-tiny/clip', 'CLIP from the model zoo formats', () =>
     const out = join(tmp, 'saved');
     saveModel(model, out);
     const again = await loadPretrained(out, quiet);
-    const a = model.params.export();
-    const b = again.model.params.export();
-    expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
-    for (const [name, t] of a) expect(Array.from(toFloat32(b.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
-    const original = readSafetensors(fixturePath('clip', 'model.safetensors'));
-    const saved = readSafetensors(join(out, 'model.safetensors'));
-    expect([...saved.keys()].sort()).toEqual([...original.keys()].sort());
-    for (const [name, t] of original) {
-      expect(saved.get(name)!.shape, name).toEqual(t.shape);
-      expect(Array.from(toFloat32(saved.get(name)!)), name).toEqual(Array.from(toFloat32(t)));
-    }
+    expectSameTensors(again.model.params.export(), model.params.export(), { sameNames: true });
+    expectSameTensors(readSafetensors(join(out, 'model.safetensors')), readSafetensors(fixturePath('clip', 'model.safetensors')), { sameNames: true, shapes: true });
     // The config round-trips too (nested text/vision sections).
     expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).text_config.eos_token_id).toBe(2);
     const y = again.model.forward(inputs);
