@@ -179,9 +179,9 @@ export class ClipModel implements AdapterModel {
   }
 
   /**
-   * text_projection(final_layer_norm(h)[EOS]) [B, projection_dim]. Only `training` is read from
-   * the options: the sub pass's instructions are for the images, so both passes embed the texts
-   * identically.
+   * text_projection(final_layer_norm(h)[EOS]) [B, projection_dim]. Only `training` and
+   * `stepSeed` are read from the options: the sub pass's instructions are for the images, so both
+   * passes embed the texts identically.
    */
   textFeatures(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor2D {
     const { ids, mask } = this.checkText(inputs);
@@ -204,7 +204,9 @@ export class ClipModel implements AdapterModel {
         attentionDropout: options.training ? t.attentionDropout : 0,
         hiddenDropout: 0,
         dropPathRate: 0,
-        seed: 0,
+        // The same noise in both passes of a step (the reference embeds the texts once), new
+        // noise each step.
+        seed: options.stepSeed ?? 0,
       });
       h = layerNorm(h, this.params.get('text_model.final_layer_norm.weight'), this.params.get('text_model.final_layer_norm.bias'), t.layerNormEps);
       // Flat gather (b * L + position): its gradient is a plain UnsortedSegmentSum on every backend.

@@ -1,7 +1,7 @@
 /** withMaskSub trains CLIP on its similarity matrix without being told. */
 import { readFileSync } from 'node:fs';
 import { expect, it } from 'vitest';
-import { withMaskSub } from '@masksub/core';
+import { tf, withMaskSub, type ForwardOptions, type ModelInputs } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
 import { ClipModel } from './index.js';
 
@@ -10,6 +10,39 @@ describeShared('fixtures/hf-tiny/clip', 'CLIP recipe loss', () => {
     const model = new ClipModel(JSON.parse(readFileSync(fixturePath('clip', 'config.json'), 'utf8')));
     expect(withMaskSub(model).loss.kind).toBe('contrastive');
     expect(withMaskSub(model, { loss: 'ce' }).loss.kind).toBe('ce');
+    model.dispose();
+  });
+});
+
+describeShared('fixtures/hf-tiny/clip', 'CLIP text noise', () => {
+  it('both passes of a step embed the texts with the same noise, and each step draws new noise', async () => {
+    await tf.setBackend('cpu');
+    const config = JSON.parse(readFileSync(fixturePath('clip', 'config.json'), 'utf8'));
+    const model = new ClipModel({ ...config, text_config: { ...config.text_config, attention_dropout: 0.5 } });
+    const ids = tf.tensor2d([[1, 5, 7, 63]], [1, 4], 'int32');
+    const text = (stepSeed: number) => tf.tidy(() => model.textFeatures({ input_ids: ids }, { training: true, stepSeed }).dataSync());
+    expect(text(7)).toEqual(text(7));
+    expect(text(7)).not.toEqual(text(8));
+    // withMaskSub hands both passes of one step the same stepSeed, and a new one next step.
+    const seen: (number | undefined)[] = [];
+    const forward = model.forward.bind(model);
+    model.forward = (inputs: ModelInputs, options?: ForwardOptions) => {
+      seen.push(options?.stepSeed);
+      return forward(inputs, options);
+    };
+    const size = Number(config.vision_config.image_size);
+    const pixels = tf.randomNormal([2, 3, size, size], 0, 1, 'float32', 3);
+    const twoIds = tf.tensor2d([[1, 5, 63, 0], [1, 9, 11, 63]], [2, 4], 'int32');
+    const trainer = withMaskSub(model, { seed: 5 });
+    for (let step = 0; step < 2; step++) {
+      const r = trainer.computeGradients({ inputs: { pixel_values: pixels, input_ids: twoIds }, targets: { labels: tf.tensor1d([0, 1], 'int32') } }, step);
+      tf.dispose([r.mainLogits, r.subLogits!, ...r.grads.values()]);
+    }
+    expect(seen).toHaveLength(4);
+    expect(seen[0]).toBe(seen[1]);
+    expect(seen[2]).toBe(seen[3]);
+    expect(seen[0]).not.toBe(seen[2]);
+    tf.dispose([ids, pixels, twoIds]);
     model.dispose();
   });
 });

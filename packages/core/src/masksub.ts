@@ -138,7 +138,7 @@ export class MaskSubTrainer {
     // Main pass: its graph is released when variableGrads returns; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
     const main = tf.variableGrads(() => {
-      const logits = this.model.forward(batch.inputs, { training: true, seed: mainSeed });
+      const logits = this.model.forward(batch.inputs, { training: true, seed: mainSeed, stepSeed: mainSeed });
       mainLogits = tf.keep(logits);
       return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
     }, varList);
@@ -158,7 +158,7 @@ export class MaskSubTrainer {
     const teacher = this.loss.teacher(mainOut);
     let subLogits: tf.Tensor | null = null;
     const sub = tf.variableGrads(() => {
-      const forward: ForwardOptions = { seed: subSeed, ...view.forward, training: true };
+      const forward: ForwardOptions = { seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
       const logits = this.model.forward(view.inputs, forward);
       subLogits = tf.keep(logits);
       return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;

@@ -29,6 +29,11 @@ export interface ForwardOptions {
   dropPathRate?: number;
   /** Seed for this pass's random noise. */
   seed?: number;
+  /**
+   * Seed shared by both passes of one training step, for noise the reference computes once for
+   * both (CLIP's text tower: the sub-model sees the same text embeddings as the main model).
+   */
+  stepSeed?: number;
 }
 
 /**
