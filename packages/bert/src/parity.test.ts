@@ -10,14 +10,11 @@ import {
   disposeStep,
   expectGradientsMatch,
   expectStepMatches,
-  loadFixtureWeights,
+  loadParityFixture,
   maxAbsDiff,
-  readFixtureConfig,
-  readReference,
   recipeKeys,
   referenceEntry,
   referenceTensor,
-  useBackend,
 } from '../../core/src/testing/parity.js';
 import { BertModel } from './index.js';
 
@@ -34,13 +31,11 @@ describeShared('fixtures/hf-tiny/bert', `BERT parity with PyTorch (hf-tiny) on $
   const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await useBackend(backend);
     // The fixture's tokenizer has [MASK] = 4 (its config, like every BertConfig, names no mask id).
-    model = new BertModel(readFixtureConfig('bert'), { specialTokens: { maskTokenId: 4, specialIds: [0, 2, 3] } });
-    const { created, loaded } = loadFixtureWeights(model.params, 'bert');
-    expect(created).toEqual([]);
-    expect(loaded.length).toBe(41);
-    ref = readReference('bert');
+    const fixture = await loadParityFixture('bert', backend, (config) => new BertModel(config, { specialTokens: { maskTokenId: 4, specialIds: [0, 2, 3] } }));
+    ({ model, ref } = fixture);
+    expect(fixture.created).toEqual([]);
+    expect(fixture.loaded.length).toBe(41);
     inputs = { input_ids: int2d(ref, 'input.input_ids'), attention_mask: int2d(ref, 'input.attention_mask'), token_type_ids: int2d(ref, 'input.token_type_ids') };
     labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
     mask = referenceMask(model, ref, 'bert/reference.safetensors');

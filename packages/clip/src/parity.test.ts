@@ -10,15 +10,12 @@ import {
   disposeStep,
   expectGradientsMatch,
   expectStepMatches,
-  loadFixtureWeights,
+  loadParityFixture,
   maxAbsDiff,
-  readFixtureConfig,
-  readReference,
   recipeKeys,
   referenceEntry,
   referenceKeptPatches,
   referenceTensor,
-  useBackend,
 } from '../../core/src/testing/parity.js';
 import { ClipModel, eosPositions } from './index.js';
 
@@ -33,11 +30,9 @@ describeShared('fixtures/hf-tiny/clip', `CLIP parity with PyTorch (hf-tiny) on $
   const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await useBackend(backend);
-    model = new ClipModel(readFixtureConfig('clip'));
-    const { created } = loadFixtureWeights(model.params, 'clip');
-    expect(created).toEqual([]);
-    ref = readReference('clip');
+    const fixture = await loadParityFixture('clip', backend, (config) => new ClipModel(config));
+    ({ model, ref } = fixture);
+    expect(fixture.created).toEqual([]);
     inputs = {
       pixel_values: referenceTensor(ref, 'input.pixel_values'),
       input_ids: referenceTensor(ref, 'input.input_ids', 'int32'),

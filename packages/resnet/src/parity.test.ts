@@ -11,14 +11,11 @@ import {
   disposeStep,
   expectGradientsMatch,
   expectStepMatches,
-  loadFixtureWeights,
+  loadParityFixture,
   maxAbsDiff,
-  readFixtureConfig,
-  readReference,
   recipeKeys,
   referenceEntry,
   referenceTensor,
-  useBackend,
 } from '../../core/src/testing/parity.js';
 import { ResNetModel } from './index.js';
 
@@ -33,13 +30,11 @@ for (const backend of ['cpu', 'wasm'] as const)
     const get = (name: string): HostTensor => referenceEntry(ref, name);
 
     beforeAll(async () => {
-      await useBackend(backend);
-      model = new ResNetModel(readFixtureConfig('resnet'));
-      expect(model.bnMode).toBe('eval');
       const isCounter = (n: string) => n.endsWith('.num_batches_tracked');
-      const { created } = loadFixtureWeights(model.params, 'resnet', isCounter);
-      expect(created).toEqual([]);
-      ref = readReference('resnet');
+      const fixture = await loadParityFixture('resnet', backend, (config) => new ResNetModel(config), isCounter);
+      ({ model, ref } = fixture);
+      expect(model.bnMode).toBe('eval');
+      expect(fixture.created).toEqual([]);
       pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
       labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
       const pm = get('input.pixel_mask');

@@ -10,15 +10,12 @@ import {
   disposeStep,
   expectGradientsMatch,
   expectStepMatches,
-  loadFixtureWeights,
+  loadParityFixture,
   maxAbsDiff,
-  readFixtureConfig,
-  readReference,
   recipeKeys,
   referenceEntry,
   referenceMaskedTokens,
   referenceTensor,
-  useBackend,
 } from '../../core/src/testing/parity.js';
 import { SwinModel } from './index.js';
 
@@ -33,11 +30,9 @@ describeShared('fixtures/hf-tiny/swin', `Swin parity with PyTorch (hf-tiny) on $
   const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await useBackend(backend);
-    model = new SwinModel(readFixtureConfig('swin'));
-    const { created } = loadFixtureWeights(model.params, 'swin');
-    expect(created).toEqual(['swin.embeddings.mask_token']);
-    ref = readReference('swin');
+    const fixture = await loadParityFixture('swin', backend, (config) => new SwinModel(config));
+    ({ model, ref } = fixture);
+    expect(fixture.created).toEqual(['swin.embeddings.mask_token']);
     // The reference drew its own mask token (pretrained Swin has none).
     const token = get('param.swin.embeddings.mask_token');
     const spec = model.params.specs.get('swin.embeddings.mask_token')!;

@@ -9,17 +9,14 @@ import {
   disposeStep,
   expectGradientsMatch,
   expectStepMatches,
-  loadFixtureWeights,
+  loadParityFixture,
   maxAbs,
   maxAbsDiff,
-  readFixtureConfig,
-  readReference,
   recipeKeys,
   referenceEntry,
   referenceKeptPatches,
   referenceMaskedTokens,
   referenceTensor,
-  useBackend,
 } from '../../core/src/testing/parity.js';
 import { ViTModel } from './index.js';
 
@@ -34,11 +31,9 @@ describeShared('fixtures/hf-tiny/vit', `ViT parity with PyTorch (hf-tiny) on ${b
   const get = (name: string): HostTensor => referenceEntry(ref, name);
 
   beforeAll(async () => {
-    await useBackend(backend);
-    model = new ViTModel(readFixtureConfig('vit'));
-    const { created } = loadFixtureWeights(model.params, 'vit');
-    expect(created).toEqual(['vit.embeddings.mask_token']);
-    ref = readReference('vit');
+    const fixture = await loadParityFixture('vit', backend, (config) => new ViTModel(config));
+    ({ model, ref } = fixture);
+    expect(fixture.created).toEqual(['vit.embeddings.mask_token']);
     pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
     labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
     keepMask = referenceKeptPatches(ref);

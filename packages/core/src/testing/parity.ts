@@ -60,6 +60,22 @@ export function loadFixtureWeights(
   return params.load(readSafetensors(fixturePath(arch, 'model.safetensors')), `${arch}/model.safetensors`, ignore);
 }
 
+/**
+ * The usual parity set-up: switch to `backend`, build the model from the fixture's config, load
+ * its model.safetensors and read its reference. The caller asserts `created` / `loaded`.
+ */
+export async function loadParityFixture<M extends { params: Pick<ParameterStore, 'load'> }>(
+  arch: string,
+  backend: BackendName,
+  build: (config: HFConfig) => M,
+  ignore?: (name: string) => boolean,
+): Promise<{ model: M; ref: TensorMap; loaded: string[]; created: string[] }> {
+  await useBackend(backend);
+  const model = build(readFixtureConfig(arch));
+  const { loaded, created } = loadFixtureWeights(model.params, arch, ignore);
+  return { model, ref: readReference(arch), loaded, created };
+}
+
 /** The fixture's reference.safetensors (PyTorch inputs, masks, outputs and gradients). */
 export function readReference(arch: string): TensorMap {
   return readSafetensors(fixturePath(arch, 'reference.safetensors'));
