@@ -84,6 +84,7 @@ export const NATIVE_ADDON_PATH = fileURLToPath(new URL('../../native/build/Relea
 
 let status: NativeGemmStatus | null = null;
 let enabled = true;
+let fusedAddon: NativeFusedAddon | null | undefined;
 
 function load(): NativeGemmStatus {
   if (process.env[NATIVE_ENV]?.trim() === '0') return { gemm: null, reason: `disabled by ${NATIVE_ENV}=0` };
@@ -114,7 +115,13 @@ export function nativeGemm(): NativeGemmAddon | null {
 
 /** The addon when it is loaded, enabled and has the fused kernels; else null. */
 export function nativeFused(): NativeFusedAddon | null {
-  const gemm = nativeGemm();
+  if (!enabled) return null;
+  // Asked per op in the training step: decided once per process (the addon does not change).
+  if (fusedAddon === undefined) fusedAddon = hasFusedKernels(nativeGemmStatus().gemm);
+  return fusedAddon;
+}
+
+function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null {
   if (gemm === null) return null;
   const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
