@@ -15,6 +15,7 @@ import {
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { registerFusedKernels } from './kernels/fused.js';
+import { makeConv2DBackpropInput } from './kernels/conv_backprop_input.js';
 import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { makeLeadingAxesSum } from './kernels/sum.js';
@@ -71,7 +72,9 @@ function addIfMissing(name: string, fn: KernelCall, added: string[]): void {
 export function registerWasmKernels(): WasmKernelRegistration {
   const stockMatMul = stockKernel(tf.BatchMatMul) as unknown as KernelCall;
   const stockTranspose = stockKernel(tf.Transpose) as unknown as KernelCall;
+  const stockConv2D = stockKernel(tf.Conv2D) as unknown as KernelCall;
   replace(tf.BatchMatMul, (stock) => makeFastBatchMatMul(stock, stockTranspose));
+  replace(tf.Conv2DBackpropInput, (stock) => makeConv2DBackpropInput(stock, stockConv2D));
   replace(tf._FusedMatMul, (stock) => makeFastFusedMatMul(stock, stockTranspose));
   replace(tf.Identity, makeSharedIdentity);
   replace(tf.Cast, makeSharedCast);
@@ -81,12 +84,13 @@ export function registerWasmKernels(): WasmKernelRegistration {
   replace(tf.SplitV, makeFastSplitV);
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
-  addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(stockMatMul), added);
+  // im2col + the fast BatchMatMul (native GEMM when loaded, else XNNPACK).
+  addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(makeFastBatchMatMul(stockMatMul, stockTranspose)), added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
   added.push(...registerFusedKernels());
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV] };
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2DBackpropInput] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */
