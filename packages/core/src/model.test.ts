@@ -40,6 +40,33 @@ describe('parameter layouts', () => {
     const good = new Map([['a', host('a', [2])], ['b', { ...host('b', [2, 2]), data: Float32Array.from([1, 2, 3, 4]) }]]);
     expect(store.load(good, 'w').created).toEqual(['tok']);
     expect(Array.from(toFloat32(store.export().get('b')!))).toEqual([1, 2, 3, 4]);
-    store.dispose();
+    for (const v of store.variables.values()) v.dispose();
+  });
+});
+
+describe('ParameterStore.replaceSpecs', () => {
+  it('disposes parameters that leave, creates new ones from values or zeros, keeps the rest', async () => {
+    await tf.setBackend('cpu');
+    const a: ParamSpec = { name: 'a', shape: [2], layout: 'identity', init: 'ones' };
+    const b: ParamSpec = { name: 'b', shape: [2], layout: 'identity', init: 'ones' };
+    const c: ParamSpec = { name: 'c', shape: [2], layout: 'identity', init: 'zeros' };
+    const d: ParamSpec = { name: 'd', shape: [2, 3], layout: 'linear', init: 'zeros', trainable: false };
+    const store = new ParameterStore([a, b], new Rng(0));
+    const before = tf.memory().numTensors;
+    const keptVariable = store.get('a');
+    store.replaceSpecs([a, c, d], (name) => (name === 'c' ? Float32Array.of(5, 6) : name === 'd' ? Float32Array.from([1, 2, 3, 4, 5, 6]) : undefined));
+    expect([...store.specs.keys()]).toEqual(['a', 'c', 'd']);
+    expect(store.has('b')).toBe(false);
+    expect(store.get('a')).toBe(keptVariable);
+    expect(Array.from(store.get('a').dataSync())).toEqual([1, 1]);
+    expect(Array.from(store.get('c').dataSync())).toEqual([5, 6]);
+    // 'linear' is stored [in, out]: the checkpoint's [out=2, in=3] arrives transposed.
+    expect(store.get('d').shape).toEqual([3, 2]);
+    expect([...store.trainable().keys()]).toEqual(['a', 'c']);
+    expect(tf.memory().numTensors).toBe(before + 1); // b gone, c and d new
+    store.replaceSpecs([a, c, d], (name) => (name === 'a' ? Float32Array.of(7, 8) : undefined));
+    expect(Array.from(store.get('a').dataSync())).toEqual([7, 8]);
+    expect(Array.from(store.get('c').dataSync())).toEqual([5, 6]);
+    for (const v of store.variables.values()) v.dispose();
   });
 });

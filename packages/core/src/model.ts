@@ -132,13 +132,13 @@ let modelCounter = 0;
 
 /** The variables of one model instance, keyed by checkpoint name. */
 export class ParameterStore {
-  readonly specs: ReadonlyMap<string, ParamSpec>;
+  private specMap: Map<string, ParamSpec>;
   readonly variables = new Map<string, tf.Variable>();
   private readonly prefix = `m${modelCounter++}`;
 
   /** Create variables for `specs`, initialised from `rng`. */
   constructor(specs: ParamSpec[], rng: Rng | null) {
-    this.specs = new Map(specs.map((s) => [s.name, s]));
+    this.specMap = new Map(specs.map((s) => [s.name, s]));
     if (!rng) return;
     for (const spec of specs) {
       const values = toInternal(spec, initialValues(spec, rng));
@@ -146,6 +146,36 @@ export class ParameterStore {
       const v = tf.variable(tf.tensor(values, internalShape(spec)), spec.trainable ?? true, `${this.prefix}/${spec.name}`);
       this.variables.set(spec.name, v);
     }
+  }
+
+  /** The parameters this model has, by checkpoint name. */
+  get specs(): ReadonlyMap<string, ParamSpec> {
+    return this.specMap;
+  }
+
+  /**
+   * Change the parameter set in place, for models whose structure depends on the checkpoint (e.g.
+   * a ResNet whose exporter folded batch norm into the convolutions): parameters that leave are
+   * disposed; new ones are created from `value` (checkpoint layout) or zeros; ones that stay keep
+   * their variable and are reassigned only when `value` gives them a value.
+   */
+  replaceSpecs(specs: ParamSpec[], value: (name: string) => Float32Array | undefined = () => undefined): void {
+    const next = new Map(specs.map((spec) => [spec.name, spec]));
+    for (const [name, v] of this.variables) {
+      if (next.has(name)) continue;
+      v.dispose();
+      this.variables.delete(name);
+    }
+    for (const spec of specs) {
+      const data = value(spec.name);
+      const existing = this.variables.get(spec.name);
+      if (existing && !data) continue;
+      const init = tf.tensor(data ? toInternal(spec, data) : new Float32Array(numel(internalShape(spec))), internalShape(spec));
+      if (existing) existing.assign(init);
+      else this.variables.set(spec.name, tf.variable(init, spec.trainable ?? true, `${this.prefix}/${spec.name}`));
+      init.dispose(); // a variable holds its own reference to the data
+    }
+    this.specMap = next;
   }
 
   /** A store over variables that already exist (e.g. a tf.LayersModel's weights). */

@@ -4,14 +4,9 @@
  * batch-norm parameters, `load` recognises such a file and switches the model to the folded
  * variant before loading, so the same model class reproduces the exporter's logits and can be
  * fine-tuned (without batch norm). `foldBatchNorm()` does the exporter's folding in place.
- *
- * What should move to core: a hook in ParameterStore for adapters to reshape their parameter set
- * from the tensors they are given (or `loadPretrained` telling `build` about the weights found).
  */
-import { ParameterStore, internalShape, toFloat32, toInternal, tf, type ParamSpec, type Rng, type TensorMap } from '@masksub/core';
+import { ParameterStore, toFloat32, type ParamSpec, type Rng, type TensorMap } from '@masksub/core';
 import { convUnitSpecs, foldBatchNormHost, type ConvUnit } from './layers.js';
-
-let foldCounter = 0;
 
 export class ConvBnParameterStore extends ParameterStore {
   private foldedForm = false;
@@ -65,30 +60,7 @@ export class ConvBnParameterStore extends ParameterStore {
 
   /** Swap the unit specs and variables for the folded ones; `value` gives checkpoint-layout values (else zeros). */
   private replaceWithFolded(value: (name: string) => Float32Array | undefined): void {
-    const specs = this.specs as Map<string, ParamSpec>;
-    const oldWeights = new Map(this.units.map((u) => [`${u.conv}.weight`, this.get(`${u.conv}.weight`)]));
-    for (const [name, v] of this.variables) {
-      if (!this.units.some((u) => name.startsWith(`${u.norm}.`))) continue;
-      v.dispose();
-      this.variables.delete(name);
-    }
-    const foldedSpecs = [...convUnitSpecs(this.units, true), ...this.otherSpecs];
-    specs.clear();
-    for (const spec of foldedSpecs) specs.set(spec.name, spec);
-    const prefix = `resnet-folded${foldCounter++}`;
-    for (const spec of convUnitSpecs(this.units, true)) {
-      const data = value(spec.name);
-      const existing = oldWeights.get(spec.name);
-      if (existing && !data) continue; // the conv weight stays as it was
-      const init = tf.tensor(data ? toInternal(spec, data) : new Float32Array(internalShape(spec).reduce((a, b) => a * b, 1)), internalShape(spec));
-      if (existing) {
-        existing.assign(init);
-        init.dispose();
-      } else {
-        this.variables.set(spec.name, tf.variable(init, true, `${prefix}/${spec.name}`));
-        init.dispose(); // the variable holds its own reference to the data
-      }
-    }
+    this.replaceSpecs([...convUnitSpecs(this.units, true), ...this.otherSpecs], value);
     this.foldedForm = true;
   }
 }
