@@ -115,8 +115,8 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
 struct Args {
   napi_env env;
   const char* fn;
-  napi_value argv[12];
-  size_t argc = 12;
+  napi_value argv[16];
+  size_t argc = 16;
   bool ok = true;
   Args(napi_env e, napi_callback_info info, const char* name, size_t want) : env(e), fn(name) {
     napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
@@ -283,6 +283,21 @@ napi_value Dropout(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// adamwUpdate(p, g, m, v, pOut, mOut, vOut, beta1, beta2, eps, lr, weightDecay, biasCorrection1, biasCorrection2).
+napi_value AdamWUpdate(napi_env env, napi_callback_info info) {
+  Args a(env, info, "adamwUpdate", 14);
+  size_t n[7];
+  const char* names[7] = {"p", "g", "m", "v", "pOut", "mOut", "vOut"};
+  float* arrays[7];
+  for (size_t i = 0; i < 7; i++) arrays[i] = a.f32(i, names[i], &n[i]);
+  for (size_t i = 1; i < 7; i++) a.same(n[0], n[i], (std::string(names[i]) + " differs in length from p").c_str());
+  masksub::AdamWArgs h{a.num(7, "beta1"), a.num(8, "beta2"), a.num(9, "eps"), a.num(10, "lr"), a.num(11, "weightDecay"),
+                       a.num(12, "biasCorrection1"), a.num(13, "biasCorrection2")};
+  if (a.ok)
+    masksub::adamw_update(arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], static_cast<long>(n[0]), h, g_threads);
+  return nullptr;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
@@ -301,6 +316,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   napi_value threads;

@@ -29,6 +29,14 @@ void softmax_backward(const float* y, const float* dy, float scale, long rows, l
 // instead of keeping a mask tensor.
 void dropout(const float* x, float* y, long n, unsigned seed, float rate, int threads);
 
+// One AdamW step (torch.optim.AdamW) in float64, stored as float32; the same operations in the
+// same order as masksub's JS kernel (kernels/adamw.ts), so both give identical bits.
+struct AdamWArgs {
+  double beta1, beta2, eps, lr, weight_decay, bias_correction1, bias_correction2;
+};
+void adamw_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
+                  long n, const AdamWArgs& a, int threads);
+
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 

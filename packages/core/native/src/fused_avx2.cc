@@ -337,6 +337,24 @@ void dropout(const float* x, float* y, long n, unsigned seed, float rate, int th
   });
 }
 
+void adamw_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
+                  long n, const AdamWArgs& a, int threads) {
+  const double decay = a.weight_decay != 0 ? 1 - a.lr * a.weight_decay : 1;
+  const double step = a.lr / a.bias_correction1;
+  const double sqrt_bc2 = std::sqrt(a.bias_correction2);
+  const double c1 = 1 - a.beta1, c2 = 1 - a.beta2;
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    for (long i = begin; i < end; i++) {
+      const double gi = g[i];
+      const double mi = a.beta1 * m[i] + c1 * gi;
+      const double vi = a.beta2 * v[i] + c2 * gi * gi;
+      m_out[i] = static_cast<float>(mi);
+      v_out[i] = static_cast<float>(vi);
+      p_out[i] = static_cast<float>(p[i] * decay - step * (mi / (std::sqrt(vi) / sqrt_bc2 + a.eps)));
+    }
+  });
+}
+
 void column_sums(const float* x, long rows, long cols, float* out, int threads) {
   // Split the columns (not the rows) across threads: no partial sums to combine, and each
   // thread streams whole cache lines of its own column band.

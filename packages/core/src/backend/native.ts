@@ -67,11 +67,28 @@ export interface NativeGemmAddon {
    * the same call on dy is the backward pass. seed is a uint32, rate in [0, 1).
    */
   dropout?(x: Float32Array, y: Float32Array, seed: number, rate: number): void;
+  /** One AdamW step, float64 math as kernels/adamw.ts (identical bits), threaded. */
+  adamwUpdate?(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    pOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    lr: number,
+    weightDecay: number,
+    biasCorrection1: number,
+    biasCorrection2: number,
+  ): void;
 }
 
 /** The addon's fused kernels, all present (a build that has them has every one). */
 export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
-  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums' | 'dropout'>>;
+  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums' | 'dropout' | 'adamwUpdate'>>;
 
 export interface NativeGemmStatus {
   gemm: NativeGemmAddon | null;
@@ -123,7 +140,7 @@ export function nativeFused(): NativeFusedAddon | null {
 
 function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null {
   if (gemm === null) return null;
-  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout];
+  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
 }
 

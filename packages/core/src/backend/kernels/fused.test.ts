@@ -222,3 +222,22 @@ describe.runIf(haveFused)('fused dropout on wasm (native addon)', () => {
     expect(Array.from(zero).every((v) => v === 0)).toBe(true);
   });
 });
+
+describe.runIf(haveFused)('native AdamW update', () => {
+  it('gives the same bits as the JS kernel (float64 math), threaded over a large table', async () => {
+    const { adamwUpdate } = await import('./adamw.js');
+    const n = 300_001;
+    const rng = new Rng(11);
+    const make = (scale: number) => Float32Array.from({ length: n }, () => rng.normal() * scale);
+    const [p, g, m] = [make(1), make(0.1), make(0.01)];
+    const v = Float32Array.from(make(0.001), (x) => x * x);
+    const attrs = { beta1: 0.9, beta2: 0.999, eps: 1e-8, lr: 3e-4, weightDecay: 0.05, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.999 ** 3 };
+    const js = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];
+    adamwUpdate(p, g, m, v, js[0], js[1], js[2], attrs);
+    const nat = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];
+    const a = attrs;
+    nativeFused()!.adamwUpdate(p, g, m, v, nat[0], nat[1], nat[2], a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);
+    for (let k = 0; k < 3; k++) expect(nat[k]).toEqual(js[k]);
+    expect(() => nativeFused()!.adamwUpdate(p, g, m, new Float32Array(3), nat[0], nat[1], nat[2], 0.9, 0.999, 1e-8, 1e-3, 0, 1, 1)).toThrow(/adamwUpdate: v differs in length from p/);
+  });
+});
