@@ -36,7 +36,9 @@ describeShared('fixtures/hf-tiny/swin', `Swin parity with PyTorch (hf-tiny) on $
     // The reference drew its own mask token (pretrained Swin has none).
     const token = get('param.swin.embeddings.mask_token');
     const spec = model.params.specs.get('swin.embeddings.mask_token')!;
-    model.params.get('swin.embeddings.mask_token').assign(tf.tensor(toInternal(spec, toFloat32(token)), internalShape(spec)));
+    const value = tf.tensor(toInternal(spec, toFloat32(token)), internalShape(spec));
+    model.params.get('swin.embeddings.mask_token').assign(value);
+    value.dispose(); // the variable keeps its own reference
     pixels = referenceTensor<tf.Rank.R4>(ref, 'input.pixel_values');
     labels = referenceTensor<tf.Rank.R1>(ref, 'input.labels', 'int32');
     mask = referenceMaskedTokens(ref);
