@@ -17,7 +17,8 @@ napi_value Throw(napi_env env, const std::string& msg) {
 }
 
 // The data of a Float32Array (a view on an ArrayBuffer or a SharedArrayBuffer, e.g. the wasm heap).
-bool GetFloat32(napi_env env, napi_value v, const char* name, float** data, size_t* length) {
+// Throws "<fn>: <name> must be a Float32Array" otherwise.
+bool GetFloat32(napi_env env, napi_value v, const char* fn, const char* name, float** data, size_t* length) {
   bool is_typed = false;
   napi_is_typedarray(env, v, &is_typed);
   napi_typedarray_type type;
@@ -26,7 +27,7 @@ bool GetFloat32(napi_env env, napi_value v, const char* name, float** data, size
   size_t offset = 0;
   if (!is_typed || napi_get_typedarray_info(env, v, &type, length, &ptr, &buffer, &offset) != napi_ok ||
       type != napi_float32_array) {
-    Throw(env, std::string("sgemm: ") + name + " must be a Float32Array");
+    Throw(env, std::string(fn) + ": " + name + " must be a Float32Array");
     return false;
   }
   *data = static_cast<float*>(ptr);
@@ -62,8 +63,8 @@ napi_value Sgemm(napi_env env, napi_callback_info info) {
   masksub::GemmArgs g{};
   float *a, *b, *out;
   size_t a_len, b_len, out_len;
-  if (!GetFloat32(env, argv[0], "a", &a, &a_len) || !GetFloat32(env, argv[1], "b", &b, &b_len) ||
-      !GetFloat32(env, argv[2], "out", &out, &out_len))
+  if (!GetFloat32(env, argv[0], "sgemm", "a", &a, &a_len) || !GetFloat32(env, argv[1], "sgemm", "b", &b, &b_len) ||
+      !GetFloat32(env, argv[2], "sgemm", "out", &out, &out_len))
     return nullptr;
   if (!GetInt(env, argv[3], "batch", &g.batch) || !GetInt(env, argv[4], "m", &g.m) || !GetInt(env, argv[5], "k", &g.k) ||
       !GetInt(env, argv[6], "n", &g.n) || !GetBool(env, argv[7], "transA", &g.trans_a) ||
@@ -79,7 +80,7 @@ napi_value Sgemm(napi_env env, napi_callback_info info) {
     if (t != napi_null && t != napi_undefined) {
       float* bias;
       size_t bias_len;
-      if (!GetFloat32(env, argv[11], "bias", &bias, &bias_len)) return nullptr;
+      if (!GetFloat32(env, argv[11], "sgemm", "bias", &bias, &bias_len)) return nullptr;
       if (static_cast<long>(bias_len) != g.n) return Throw(env, "sgemm: bias must have n elements");
       g.bias = bias;
     }
@@ -127,20 +128,8 @@ struct Args {
     ok = false;
   }
   float* f32(size_t i, const char* name, size_t* length) {
-    if (!ok) return nullptr;
     float* data = nullptr;
-    bool is_typed = false;
-    napi_is_typedarray(env, argv[i], &is_typed);
-    napi_typedarray_type type;
-    void* ptr = nullptr;
-    napi_value buffer;
-    size_t offset = 0;
-    if (!is_typed || napi_get_typedarray_info(env, argv[i], &type, length, &ptr, &buffer, &offset) != napi_ok ||
-        type != napi_float32_array) {
-      fail(std::string(name) + " must be a Float32Array");
-      return nullptr;
-    }
-    data = static_cast<float*>(ptr);
+    if (ok && !GetFloat32(env, argv[i], fn, name, &data, length)) ok = false;
     return data;
   }
   double num(size_t i, const char* name) {
