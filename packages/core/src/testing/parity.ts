@@ -235,7 +235,7 @@ export async function onnxRuntimeOutput(file: string, inputs: Readonly<Record<st
  * repository root; `env` adds variables (e.g. MASKSUB_PLUGINS) to the inherited environment.
  */
 export function masksubWithEnv(env: Readonly<Record<string, string>>, ...args: string[]): SpawnSyncReturns<string> {
-  const cli = join(repoRoot, 'packages/core/src/cli/main.ts');
+  const cli = join(repoRoot, 'packages/train/src/cli/main.ts');
   return spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', cli, ...args], {
     cwd: repoRoot,
     encoding: 'utf8',

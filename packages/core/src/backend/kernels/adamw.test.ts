@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
-import { createOptimizer } from '../../train/optim/optimizer.js';
+import { createOptimizer } from '../../optim/optimizer.js';
 import { initBackend } from '../select.js';
 import { ADAMW_UPDATE } from './adamw.js';
 

@@ -1,0 +1,227 @@
+#!/usr/bin/env node
+/**
+ * The masksub command line, thin over the library:
+ *   masksub train --config run.yaml [--resume <run>] [flags]
+ *   masksub compare --config run.yaml          (baseline and MaskSub side by side)
+ *   masksub eval --model <dir> --data <spec>
+ *   masksub verify --model <dir> --reference <file.safetensors> [--weights <file>]
+ *   masksub inspect <dir or file>
+ *   masksub report <run> [<run> ...]
+ *   masksub bench [--quick]
+ */
+import { Command, Option } from 'commander';
+import { realpathSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { DEFAULT_TOLERANCES, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, verifyModel } from '@masksub/core';
+import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
+import { openDataSpec } from '../data/spec.js';
+import { preprocessForModel } from '../model-preprocess.js';
+import { evaluate } from '../evaluate.js';
+import { writeReport } from '../report/report.js';
+import { limitDataset } from '../subset.js';
+import { readRunConfig, trainRun, type TrainRunResult } from '../trainer.js';
+import { loadPlugins } from './plugins.js';
+
+const log = (m: string) => process.stderr.write(`${m}\n`);
+
+/** Flags that map onto config keys (the file's values are overridden). */
+const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, help: string][] = [
+  ['--model <dir>', 'model', String, 'checkpoint folder, or a config.json to train from scratch'],
+  ['--weights <file>', 'weights', String, 'explicit weights file (safetensors or ONNX)'],
+  ['--data <spec>', 'data.train', String, 'training data (webdataset:, folder:, idx:, mnist:, fashion-mnist:)'],
+  ['--eval-data <spec>', 'data.eval', String, 'evaluation data'],
+  ['--steps <n>', 'train.steps', Number, 'optimizer steps'],
+  ['--epochs <n>', 'train.epochs', Number, 'epochs (when --steps is not given)'],
+  ['--batch-size <n>', 'train.batch_size', Number, 'batch size'],
+  ['--lr <x>', 'optimizer.lr', Number, 'peak learning rate'],
+  ['--optimizer <kind>', 'optimizer.kind', String, 'adamw | sgd | lamb'],
+  ['--loss <kind>', 'train.loss', String, 'ce | bce'],
+  ['--variant <v>', 'masksub.variant', String, 'masksub | dropsub | pathsub | none'],
+  ['--drop <kind>', 'masksub.drop', String, 'token-removal | mask-token | zero-fill | token-masking'],
+  ['--ratio <r>', 'masksub.ratio', Number, 'drop ratio in [0, 1)'],
+  ['--seed <n>', 'train.seed', Number, 'seed of every random stream'],
+  ['--run-dir <dir>', 'run.dir', String, 'run folder'],
+  ['--backend <name>', 'run.backend', String, 'wasm | cpu | tensorflow'],
+];
+
+function parseSetValue(v: string): unknown {
+  if (v === 'true') return true;
+  if (v === 'false') return false;
+  if (v === 'null') return null;
+  if (v !== '' && !Number.isNaN(Number(v))) return Number(v);
+  if (v.startsWith('[') || v.startsWith('{')) return JSON.parse(v);
+  return v;
+}
+
+function resolveConfig(opts: Record<string, unknown>): RunConfig {
+  const raw: Record<string, unknown> = opts.config ? readConfigFile(String(opts.config)) : {};
+  for (const [flag, key, parse] of CONFIG_FLAGS) {
+    const name = camel(flag.split(' ')[0].slice(2));
+    if (opts[name] !== undefined) setPath(raw, key, parse(String(opts[name])));
+  }
+  for (const kv of (opts.set as string[] | undefined) ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq < 1) throw new MaskSubError(`--set '${kv}': expected key=value`);
+    setPath(raw, kv.slice(0, eq), parseSetValue(kv.slice(eq + 1)));
+  }
+  if (opts.quiet) setPath(raw, 'run.quiet', true);
+  const config = parseRunConfig(raw, opts.config ? String(opts.config) : 'flags');
+  const lrGiven = (raw.optimizer as Record<string, unknown> | undefined)?.lr !== undefined;
+  if (!lrGiven && !config.model.endsWith('.json')) {
+    // The schema's default suits training from scratch; a pretrained checkpoint loses what it
+    // knows within a few AdamW steps at that rate (CIFAR ResNet-20: 82 % -> 52 % in 10 steps).
+    console.error(
+      `warning: optimizer.lr is not set, so the default ${config.optimizer.lr} applies; fine-tuning a pretrained checkpoint usually wants 1e-5 to 1e-4 (--lr)`,
+    );
+  }
+  return config;
+}
+
+function camel(s: string): string {
+  return s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function withConfigFlags(cmd: Command): Command {
+  cmd.option('--config <file>', 'run configuration (YAML)');
+  for (const [flag, , , help] of CONFIG_FLAGS) cmd.option(flag, help);
+  cmd.option('--set <key=value...>', 'override any config key, e.g. --set optimizer.weight_decay=0.05');
+  cmd.option('--quiet', 'plain log lines instead of a progress bar');
+  return cmd;
+}
+
+function summaryLine(name: string, r: TrainRunResult): string {
+  const f = r.final;
+  const acc = f ? `top-1 ${f.top1.toFixed(2)}%  top-5 ${f.top5.toFixed(2)}%  loss ${f.loss.toFixed(4)}` : 'no evaluation data';
+  return `${name.padEnd(10)} ${acc}  (${r.steps} steps, ${r.imagesPerSecond.toFixed(1)} img/s, ${r.runDir})`;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('masksub').description('MaskSub fine-tuning for TensorFlow.js model-zoo checkpoints').option('--plugin <pkg...>', 'extra architecture packages to load');
+  const plugins = async () => {
+    const r = await loadPlugins((program.opts().plugin as string[] | undefined) ?? []);
+    if (r.loaded.length === 0) log(`no architecture packages found (looked for ${r.missing.join(', ')})`);
+  };
+
+  withConfigFlags(program.command('train').description('fine-tune a checkpoint, with or without MaskSub'))
+    .option('--resume <run>', 'continue a run folder from its last checkpoint')
+    .action(async (opts: Record<string, unknown>) => {
+      await plugins();
+      let config: RunConfig;
+      if (opts.resume) {
+        config = readRunConfig(String(opts.resume));
+        config = { ...config, run: { ...config.run, dir: String(opts.resume), quiet: Boolean(opts.quiet) || config.run.quiet } };
+      } else {
+        config = resolveConfig(opts);
+      }
+      const r = await trainRun(config, { resume: Boolean(opts.resume), log });
+      console.log(summaryLine(config.masksub.variant, r));
+      console.log(`model saved to ${r.modelDir}; report: ${join(r.runDir, 'report.md')}`);
+    });
+
+  withConfigFlags(program.command('compare').description('run the same recipe as a baseline and with MaskSub, and report them side by side')).action(
+    async (opts: Record<string, unknown>) => {
+      await plugins();
+      const base = resolveConfig(opts);
+      const results: [string, TrainRunResult][] = [];
+      for (const variant of ['none', base.masksub.variant === 'none' ? 'masksub' : base.masksub.variant] as const) {
+        const name = variant === 'none' ? 'baseline' : variant;
+        const config: RunConfig = { ...base, masksub: { ...base.masksub, variant }, run: { ...base.run, dir: join(base.run.dir, name) } };
+        log(`\n== ${name} ==`);
+        results.push([name, await trainRun(config, { log })]);
+      }
+      await writeReport(results.map(([, r]) => r.runDir), { outDir: base.run.dir, title: 'Baseline vs MaskSub' });
+      console.log('\nresults (same data, recipe, seed and steps):');
+      for (const [name, r] of results) console.log(summaryLine(name, r));
+      const [b, m] = results.map(([, r]) => r.final?.top1);
+      if (b !== undefined && m !== undefined) console.log(`MaskSub - baseline top-1: ${(m - b >= 0 ? '+' : '') + (m - b).toFixed(2)} points`);
+      console.log(`report: ${join(base.run.dir, 'report.md')}`);
+    },
+  );
+
+  program
+    .command('eval')
+    .description('top-1 / top-5 accuracy and loss of a checkpoint on a dataset')
+    .requiredOption('--model <dir>', 'checkpoint folder')
+    .requiredOption('--data <spec>', 'evaluation data')
+    .option('--weights <file>', 'explicit weights file')
+    .option('--batch-size <n>', 'batch size', '64')
+    .option('--limit <n>', 'first N samples only')
+    .option('--mean <list>', 'normalisation mean, comma-separated')
+    .option('--std <list>', 'normalisation std, comma-separated')
+    .option('--backend <name>', 'wasm | cpu | tensorflow')
+    .action(async (opts: Record<string, string | undefined>) => {
+      await plugins();
+      await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow' | undefined, log });
+      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
+      const list = (s: string | undefined) => s?.split(',').map(Number);
+      const preprocess = await preprocessForModel(model, opts.model!, { mean: list(opts.mean), std: list(opts.std) });
+      const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), opts.limit ? Number(opts.limit) : undefined);
+      const r = await evaluate(model, data, preprocess, Number(opts.batchSize));
+      console.log(`top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%  loss ${r.loss.toFixed(4)}  (${r.count} images)`);
+    });
+
+  program
+    .command('verify')
+    .description('compare logits, MaskSub losses and gradients with a PyTorch reference (fixture format)')
+    .requiredOption('--model <dir>', 'checkpoint folder')
+    .requiredOption('--reference <file>', 'reference.safetensors')
+    .option('--weights <file>', 'explicit weights file (e.g. <dir>/model.onnx)')
+    .option('--tol-logits <x>', 'max abs error of logits', String(DEFAULT_TOLERANCES.logits))
+    .option('--tol-loss <x>', 'max abs error of each loss half', String(DEFAULT_TOLERANCES.loss))
+    .option('--tol-grad <x>', 'max relative error of gradients', String(DEFAULT_TOLERANCES.gradRelative))
+    .option('--tol-grad-abs <x>', 'gradient differences below this count as float noise', String(DEFAULT_TOLERANCES.gradAbsolute))
+    .option('--backend <name>', 'wasm | cpu | tensorflow', 'cpu')
+    .action(async (opts: Record<string, string | undefined>) => {
+      await plugins();
+      await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow', log });
+      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
+      const report = verifyModel(model, opts.reference!, { logits: Number(opts.tolLogits), loss: Number(opts.tolLoss), gradRelative: Number(opts.tolGrad), gradAbsolute: Number(opts.tolGradAbs) });
+      console.log(formatVerifyReport(report));
+      if (!report.ok) process.exitCode = 1;
+    });
+
+  program
+    .command('inspect')
+    .description('the format, tensors, resolution of anonymous ONNX weights, and parameter count')
+    .argument('<path>', 'checkpoint folder or weights file')
+    .option('--weights <file>', 'explicit weights file')
+    .action(async (path: string, opts: Record<string, string | undefined>) => {
+      await plugins();
+      console.log(formatInspectReport(inspectCheckpoint(path, { weights: opts.weights })));
+    });
+
+  program
+    .command('report')
+    .description('write report.md and plots for one run, or a comparison of several')
+    .argument('<runs...>', 'run folders')
+    .option('--out <dir>', 'where to write the report')
+    .action(async (runs: string[], opts: { out?: string }) => {
+      const r = await writeReport(runs.length === 1 ? runs[0] : runs, { outDir: opts.out });
+      console.log(`report: ${r.reportPath}`);
+    });
+
+  program
+    .command('adapters')
+    .description('list the registered architecture adapters')
+    .action(async () => {
+      await plugins();
+      for (const a of listAdapters()) console.log(`${a.name}: model_type ${a.modelTypes.join(', ')}`);
+    });
+
+  program.addOption(new Option('--debug', 'show stack traces').hideHelp());
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof MaskSubError && !program.opts().debug) {
+      log(`error: ${e.message}`);
+      process.exitCode = 2;
+    } else {
+      throw e;
+    }
+  }
+}
+
+// Run when executed (also through the npm bin symlink), not when imported.
+const invokedDirectly = process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url));
+if (invokedDirectly) await main(process.argv);

@@ -1,0 +1,167 @@
+/**
+ * The run configuration: one schema (zod) for the YAML file and the CLI flags. Unknown keys and
+ * bad values are errors that name the key. Flags override the file; the resolved config is
+ * written to the run folder as config.resolved.yaml.
+ */
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { FileFormatError, OptionError } from '@masksub/core';
+
+const ratio = z.number().min(0).lt(1);
+const positiveInt = z.number().int().positive();
+
+export const runConfigSchema = z
+  .object({
+    /** Checkpoint folder (config.json + weights), or a config.json to train from scratch. */
+    model: z.string().min(1),
+    /** Explicit weights file (safetensors or ONNX) instead of the folder's. */
+    weights: z.string().optional(),
+    /** Override the classifier size (fine-tuning to a new label set re-initialises the head). */
+    num_labels: positiveInt.optional(),
+    data: z
+      .object({
+        train: z.string().min(1),
+        eval: z.string().optional(),
+        /** Use only the first N samples (quick runs). */
+        train_limit: positiveInt.optional(),
+        eval_limit: positiveInt.optional(),
+        /** Model input size; default: the model config's image_size. */
+        image_size: positiveInt.optional(),
+        /** Normalisation; default: preprocessor_config.json beside the model, else ImageNet statistics. */
+        mean: z.array(z.number()).optional(),
+        std: z.array(z.number()).optional(),
+        num_classes: positiveInt.optional(),
+      })
+      .strict(),
+    augment: z
+      .object({
+        random_resized_crop: z.union([z.literal(false), z.object({ scale: z.tuple([z.number(), z.number()]).optional() }).strict()]).default(false),
+        pad_crop: z.number().int().min(0).default(0),
+        hflip: z.number().min(0).max(1).default(0),
+        mixup: z.number().min(0).default(0),
+        cutmix: z.number().min(0).default(0),
+        mix_prob: z.number().min(0).max(1).default(1),
+        switch_prob: z.number().min(0).max(1).default(0.5),
+        label_smoothing: z.number().min(0).lt(1).default(0),
+      })
+      .strict()
+      .default({ random_resized_crop: false, pad_crop: 0, hflip: 0, mixup: 0, cutmix: 0, mix_prob: 1, switch_prob: 0.5, label_smoothing: 0 }),
+    optimizer: z
+      .object({
+        kind: z.enum(['adamw', 'sgd', 'lamb']).default('adamw'),
+        lr: z.number().positive().default(1e-3),
+        min_lr: z.number().min(0).default(0),
+        weight_decay: z.number().min(0).default(0.05),
+        betas: z.tuple([z.number(), z.number()]).optional(),
+        eps: z.number().positive().optional(),
+        momentum: z.number().min(0).optional(),
+        nesterov: z.boolean().optional(),
+        clip_grad: z.number().positive().nullable().default(null),
+        layer_decay: z.number().positive().max(1).nullable().default(null),
+        warmup_steps: z.number().int().min(0).default(0),
+      })
+      .strict()
+      .default({ kind: 'adamw', lr: 1e-3, min_lr: 0, weight_decay: 0.05, clip_grad: null, layer_decay: null, warmup_steps: 0 }),
+    train: z
+      .object({
+        batch_size: positiveInt.default(64),
+        eval_batch_size: positiveInt.optional(),
+        /** Length of the run: steps, or epochs (steps wins when both are given). */
+        steps: positiveInt.optional(),
+        epochs: z.number().positive().optional(),
+        /** recipe loss: ce, or bce (DeiT-III/RSB). */
+        loss: z.enum(['ce', 'bce']).default('ce'),
+        seed: z.number().int().min(0).default(0),
+      })
+      .strict()
+      .default({ batch_size: 64, loss: 'ce', seed: 0 }),
+    masksub: z
+      .object({
+        variant: z.enum(['masksub', 'dropsub', 'pathsub', 'none']).default('masksub'),
+        drop: z.enum(['token-removal', 'mask-token', 'zero-fill', 'token-masking']).optional(),
+        ratio: ratio.default(0.5),
+        ratio_end: ratio.optional(),
+        ratio_steps: positiveInt.optional(),
+        ramp: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+        main_weight: z.number().min(0).default(0.5),
+        sub_weight: z.number().min(0).default(0.5),
+      })
+      .strict()
+      .default({ variant: 'masksub', ratio: 0.5, ramp: 'constant', main_weight: 0.5, sub_weight: 0.5 }),
+    run: z
+      .object({
+        dir: z.string().min(1).default('runs/run'),
+        log_every: positiveInt.default(10),
+        eval_every: positiveInt.nullable().default(null),
+        checkpoint_every: positiveInt.default(100),
+        keep_checkpoints: positiveInt.default(2),
+        quiet: z.boolean().default(false),
+        backend: z.enum(['wasm', 'cpu', 'tensorflow']).optional(),
+        /** Stop (as if killed) after this many steps of this process: for resume tests and time-boxed runs. */
+        stop_after: positiveInt.optional(),
+      })
+      .strict()
+      .default({ dir: 'runs/run', log_every: 10, eval_every: null, checkpoint_every: 100, keep_checkpoints: 2, quiet: false }),
+  })
+  .strict();
+
+export type RunConfig = z.infer<typeof runConfigSchema>;
+export type RunConfigInput = z.input<typeof runConfigSchema>;
+
+function describeIssues(error: z.ZodError, source: string): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.join('.') || '(root)';
+      if (i.code === 'invalid_type' && i.message.includes('received undefined')) return `${source}: '${path}' is required (in the config file, or as a flag)`;
+      if (i.code === 'unrecognized_keys') return `${source}: unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${[...i.path, k].join('.')}'`).join(', ')}`;
+      return `${source}: '${path}': ${i.message}`;
+    })
+    .join('\n');
+}
+
+/** Validate a config object; errors name each bad key. */
+export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
+  const result = runConfigSchema.safeParse(input);
+  if (!result.success) throw new OptionError(result.error.issues[0]?.path.join('.') || 'config', `\n${describeIssues(result.error, source)}`);
+  const c = result.data;
+  if (c.train.steps === undefined && c.train.epochs === undefined) throw new OptionError('train.steps', `${source}: give train.steps or train.epochs`);
+  if (c.masksub.ramp !== 'constant' && (c.masksub.ratio_end === undefined || c.masksub.ratio_steps === undefined)) {
+    throw new OptionError('masksub.ramp', `${source}: a ${c.masksub.ramp} ramp needs masksub.ratio_end and masksub.ratio_steps`);
+  }
+  return c;
+}
+
+/** Read a YAML (or JSON) config file into a plain object. */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new FileFormatError(path, `cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = YAML.parse(text);
+  } catch (e) {
+    throw new FileFormatError(path, `not valid YAML: ${(e as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new FileFormatError(path, 'the top level must be a mapping');
+  return parsed as Record<string, unknown>;
+}
+
+/** Set `a.b.c` in a nested object (flags override file values). */
+export function setPath(target: Record<string, unknown>, dotted: string, value: unknown): void {
+  const keys = dotted.split('.');
+  let node = target;
+  for (const k of keys.slice(0, -1)) {
+    const next = node[k];
+    if (next === undefined || next === null || typeof next !== 'object') node[k] = {};
+    node = node[k] as Record<string, unknown>;
+  }
+  node[keys[keys.length - 1]] = value;
+}
+
+export function configToYaml(config: RunConfig): string {
+  return YAML.stringify(config);
+}

@@ -1,0 +1,49 @@
+/**
+ * How images become a model's input, decided in one place for training and evaluation: the
+ * checkpoint's preprocessor_config.json when it has one (resize, crop, rescale, normalise, as HF
+ * image processors do); otherwise the model's image size with ImageNet statistics. Explicit
+ * values (run config or CLI flags) override either.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type MaskSubModel, OptionError } from '@masksub/core';
+import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
+
+export interface PreprocessOverrides {
+  imageSize?: number;
+  mean?: number[];
+  std?: number[];
+}
+
+export async function preprocessForModel(model: MaskSubModel, modelDir: string, overrides: PreprocessOverrides = {}): Promise<PreprocessSpec> {
+  const mc = model.config as Record<string, unknown>;
+  const channels = (mc.num_channels === 1 ? 1 : 3) as 1 | 3;
+  const ppPath = join(modelDir, 'preprocessor_config.json');
+  let spec: PreprocessSpec;
+  if (existsSync(ppPath)) {
+    spec = await loadPreprocessorConfig(ppPath, channels);
+  } else {
+    const img = mc.image_size;
+    const size = overrides.imageSize ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
+    if (!size) throw new OptionError('data.image_size', 'the model config has no image_size; set data.image_size');
+    spec = explicitPreprocessSpec({ size, channels, mean: channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN, std: channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD });
+  }
+  if (overrides.imageSize) spec = { ...spec, resize: { height: overrides.imageSize, width: overrides.imageSize }, centerCrop: null };
+  return { ...spec, mean: overrides.mean ?? spec.mean, std: overrides.std ?? spec.std };
+}
+
+/**
+ * The `image_processor_type` of a checkpoint's preprocessor_config.json, carried over to the
+ * fine-tuned model's; undefined without one (HF's AutoImageProcessor then uses its base class,
+ * which applies the same resize / rescale / normalise keys).
+ */
+export function imageProcessorType(modelDir: string): string | undefined {
+  const ppPath = join(modelDir, 'preprocessor_config.json');
+  if (!existsSync(ppPath)) return undefined;
+  try {
+    const json = JSON.parse(readFileSync(ppPath, 'utf8')) as { image_processor_type?: unknown };
+    return typeof json.image_processor_type === 'string' ? json.image_processor_type : undefined;
+  } catch {
+    return undefined; // preprocessForModel already reported an unreadable file, naming it
+  }
+}

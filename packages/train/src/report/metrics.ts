@@ -1,0 +1,251 @@
+/**
+ * `metrics.jsonl`: the run folder's log of training steps and evaluations, one JSON object per
+ * line, so it can be tailed while a run is going and read by anything (jq, pandas, the report).
+ *
+ * Each line is written with one synchronous `write(2)` on an append-mode descriptor: once
+ * `logTrain`/`logEval` returns, the line is in the kernel's page cache and survives the process
+ * being killed. A write torn by a crash can only damage the last line, which `readMetrics`
+ * tolerates. On resume from a checkpoint at step S, lines with step > S describe training that
+ * the checkpoint does not contain and are removed, so the file tells one consistent history.
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { FileFormatError, OptionError } from '@masksub/core';
+
+export const METRICS_FILE = 'metrics.jsonl';
+
+/** One logged training step. Losses are of the logged step (the caller may average over the interval). */
+export interface TrainRecord {
+  type: 'train';
+  /** Optimizer steps done so far (1 after the first update). */
+  step: number;
+  /** Fractional epochs are fine (step / stepsPerEpoch). */
+  epoch: number;
+  lr: number;
+  /** The loss that was optimized (main + weighted sub for MaskSub). */
+  loss: number;
+  /** Loss of the main (full-input) pass. */
+  loss_main: number;
+  /** Loss of the sub-model (masked) pass; null for a run without MaskSub (baseline). */
+  loss_sub: number | null;
+  /** Masking/drop ratio of the sub-model at this step; null without MaskSub. */
+  ratio: number | null;
+  /** Training throughput over the logging interval, images per second. */
+  img_per_s: number;
+  /** Wall-clock seconds since the run started, carried across resumes. */
+  time: number;
+}
+
+/** One evaluation; accuracies in percent (0-100), as timm reports them. */
+export interface EvalRecord {
+  type: 'eval';
+  step: number;
+  epoch: number;
+  top1: number;
+  top5: number;
+  loss: number;
+}
+
+export type MetricsRecord = TrainRecord | EvalRecord;
+
+/**
+ * JSON has no NaN/Infinity; `JSON.stringify` turns them into null. A diverged loss must still be
+ * logged (it is the most important line to see), so required numbers read null back as NaN.
+ */
+const num = z.union([z.number(), z.null()]).transform((v) => (v === null ? Number.NaN : v));
+const nullableNum = z.union([z.number(), z.null()]);
+const stepNum = z.number().int().nonnegative();
+
+const trainSchema = z.object({
+  type: z.literal('train'),
+  step: stepNum,
+  epoch: num,
+  lr: num,
+  loss: num,
+  loss_main: num,
+  loss_sub: nullableNum.optional().transform((v) => v ?? null),
+  ratio: nullableNum.optional().transform((v) => v ?? null),
+  img_per_s: num,
+  time: num,
+});
+
+const evalSchema = z.object({
+  type: z.literal('eval'),
+  step: stepNum,
+  epoch: num,
+  top1: num,
+  top5: num,
+  loss: num,
+});
+
+const recordSchema = z.discriminatedUnion('type', [trainSchema, evalSchema]);
+
+/** Result of parsing: the records and, when the last line was cut off, its text. */
+export interface ParsedMetrics {
+  records: MetricsRecord[];
+  tornLine: string | null;
+}
+
+/**
+ * Parses metrics.jsonl text. Only the last non-empty line may be unreadable (a write cut off by
+ * a kill); an unreadable line elsewhere means the file is not a metrics log and is an error.
+ */
+export function parseMetrics(text: string, file: string): ParsedMetrics {
+  const lines = text.split('\n');
+  let last = lines.length - 1;
+  while (last >= 0 && lines[last].trim() === '') last--;
+  const records: MetricsRecord[] = [];
+  let tornLine: string | null = null;
+  for (let i = 0; i <= last; i++) {
+    const line = lines[i].trim();
+    if (line === '') continue;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch {
+      if (i === last) {
+        tornLine = lines[i];
+        break;
+      }
+      throw new FileFormatError(file, `line ${i + 1} is not JSON: ${line.slice(0, 80)}`);
+    }
+    const parsed = recordSchema.safeParse(value);
+    if (!parsed.success) {
+      // A torn line can still be valid JSON (e.g. cut right after a number), so a schema failure
+      // on the last line is treated as torn too.
+      if (i === last) {
+        tornLine = lines[i];
+        break;
+      }
+      const issue = parsed.error.issues[0];
+      throw new FileFormatError(file, `line ${i + 1} is not a metrics record (${issue.path.join('.') || 'record'}: ${issue.message})`);
+    }
+    records.push(parsed.data);
+  }
+  return { records, tornLine };
+}
+
+/** Reads a metrics.jsonl file (or a run folder containing one); a torn last line is dropped. */
+export function readMetrics(path: string): MetricsRecord[] {
+  // A run folder or the file itself; a missing path is named as the file we looked for.
+  const isRunDir = existsSync(path) ? statSync(path).isDirectory() : !path.endsWith('.jsonl');
+  const file = isRunDir ? join(path, METRICS_FILE) : path;
+  if (!existsSync(file)) throw new FileFormatError(file, 'no such metrics file');
+  return parseMetrics(readFileSync(file, 'utf8'), file).records;
+}
+
+/** Serializes one record as a line; non-finite numbers become null (see `num`). */
+export function formatRecord(record: MetricsRecord): string {
+  return JSON.stringify(record) + '\n';
+}
+
+export interface MetricsWriterOptions {
+  /**
+   * Resuming from a checkpoint taken after this many steps: records with a larger step are
+   * removed and wall time continues from the last kept train record. Absent: a new run, and an
+   * existing metrics.jsonl in the folder is replaced.
+   */
+  resumeStep?: number;
+  /** fsync after each line: survives power loss, not only a killed process. Costs a disk flush per line. */
+  fsync?: boolean;
+  /** Clock in seconds, for tests. */
+  now?: () => number;
+}
+
+type Without<T, K extends keyof T> = Omit<T, K>;
+/** A train record as logged: `time` defaults to the writer's elapsed wall time. */
+export type TrainEntry = Without<TrainRecord, 'type' | 'time' | 'loss_sub' | 'ratio'> & {
+  loss_sub?: number | null;
+  ratio?: number | null;
+  time?: number;
+};
+export type EvalEntry = Without<EvalRecord, 'type'>;
+
+export class MetricsWriter {
+  readonly file: string;
+  private fd: number | null;
+  private readonly fsync: boolean;
+  private readonly now: () => number;
+  private readonly startedAt: number;
+  /** Wall time the run had already spent before this process (resume). */
+  private readonly timeOffset: number;
+  private lastStep: number;
+
+  constructor(readonly runDir: string, options: MetricsWriterOptions = {}) {
+    const { resumeStep } = options;
+    if (resumeStep !== undefined && !(Number.isInteger(resumeStep) && resumeStep >= 0)) {
+      throw new OptionError('resumeStep', `must be a non-negative integer, got ${resumeStep}`);
+    }
+    this.file = join(runDir, METRICS_FILE);
+    this.fsync = options.fsync ?? false;
+    this.now = options.now ?? (() => performance.now() / 1000);
+    mkdirSync(runDir, { recursive: true });
+
+    let kept: MetricsRecord[] = [];
+    if (resumeStep !== undefined && existsSync(this.file)) {
+      kept = parseMetrics(readFileSync(this.file, 'utf8'), this.file).records.filter((r) => r.step <= resumeStep);
+    }
+    // Rewrite (rather than truncate in place) via a temporary file and rename, so a crash while
+    // resuming leaves either the old log or the new one, never half of one. This also drops a
+    // torn last line, which an append would otherwise glue onto the next record.
+    const tmp = `${this.file}.tmp`;
+    writeFileSync(tmp, kept.map(formatRecord).join(''));
+    renameSync(tmp, this.file);
+
+    const lastTrain = [...kept].reverse().find((r): r is TrainRecord => r.type === 'train');
+    this.timeOffset = lastTrain !== undefined && Number.isFinite(lastTrain.time) ? lastTrain.time : 0;
+    this.lastStep = resumeStep ?? 0;
+    this.startedAt = this.now();
+    this.fd = openSync(this.file, 'a');
+  }
+
+  /** Seconds of wall time of the run so far, including the time before a resume. */
+  elapsed(): number {
+    return this.timeOffset + (this.now() - this.startedAt);
+  }
+
+  logTrain(entry: TrainEntry): TrainRecord {
+    const record: TrainRecord = {
+      type: 'train',
+      step: entry.step,
+      epoch: entry.epoch,
+      lr: entry.lr,
+      loss: entry.loss,
+      loss_main: entry.loss_main,
+      loss_sub: entry.loss_sub ?? null,
+      ratio: entry.ratio ?? null,
+      img_per_s: entry.img_per_s,
+      time: entry.time ?? this.elapsed(),
+    };
+    this.append(record);
+    return record;
+  }
+
+  logEval(entry: EvalEntry): EvalRecord {
+    const record: EvalRecord = { type: 'eval', ...entry };
+    this.append(record);
+    return record;
+  }
+
+  close(): void {
+    if (this.fd !== null) {
+      closeSync(this.fd);
+      this.fd = null;
+    }
+  }
+
+  private append(record: MetricsRecord): void {
+    if (this.fd === null) throw new Error(`${this.file}: MetricsWriter is closed`);
+    if (!Number.isInteger(record.step) || record.step < 0) {
+      throw new OptionError('step', `must be a non-negative integer, got ${record.step} (${this.file})`);
+    }
+    // Steps going backwards would make truncate-on-resume remove the wrong lines.
+    if (record.step < this.lastStep) {
+      throw new OptionError('step', `${record.step} is before the last logged step ${this.lastStep} (${this.file})`);
+    }
+    this.lastStep = record.step;
+    writeSync(this.fd, formatRecord(record));
+    if (this.fsync) fsyncSync(this.fd);
+  }
+}
