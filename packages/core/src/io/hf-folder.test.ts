@@ -107,7 +107,7 @@ describe('readWeights: sharded safetensors', () => {
     writeFileSync(join(dir, 'model.safetensors.index.json'), '{"metadata":{}}');
     expect(() => readWeights(discoverCheckpoint(dir))).toThrow(/shard index has no 'weight_map'/);
     index({ 'a.weight': 'model-00009-of-00009.safetensors' });
-    expect(() => readWeights(discoverCheckpoint(dir))).toThrow(/model-00009-of-00009\.safetensors: cannot read file/);
+    expect(() => readWeights(discoverCheckpoint(dir))).toThrow(/model-00009-of-00009\.safetensors: tensor 'a.weight': shard: cannot open file/);
   });
 });
 

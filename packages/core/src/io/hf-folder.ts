@@ -7,6 +7,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { FileFormatError, OptionError } from '../errors.js';
 import type { AliasTable, Finding, OnnxReport } from './onnx.js';
 import { readOnnxWeights } from './onnx.js';
+import { resolveInsideFolder } from './contained-path.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorMap } from './types.js';
 
@@ -160,7 +161,9 @@ export function readShardedSafetensors(indexPath: string): { tensors: TensorMap;
   const tensors: TensorMap = new Map();
   const files: string[] = [];
   for (const shard of shards) {
-    const path = join(dir, shard);
+    const holder = entries.find(([, s]) => s === shard)![0];
+    // Shards must be regular files inside the index's folder (symlinks resolved first).
+    const path = resolveInsideFolder(dir, shard, indexPath, `tensor '${holder}': shard`);
     const part = readSafetensors(path);
     files.push(path);
     for (const [name, t] of part) {

@@ -4,10 +4,11 @@
  * fp16/bf16 bit patterns (in raw_data or the low 16 bits of int32_data) and external data files.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { FileFormatError } from '../errors.js';
+import { resolveInsideFolder } from './contained-path.js';
 import { bfloat16ToFloat32, float16ToFloat32 } from './safetensors.js';
 import type { DType, HostTensor, TypedData } from './types.js';
 import { numel } from './types.js';
@@ -168,10 +169,8 @@ function readExternal(t: TensorProto, name: string, modelPath: string, expectedB
   const kv = new Map((t.externalData ?? []).map((e) => [e.key ?? '', e.value ?? '']));
   const location = kv.get('location');
   if (!location) throw new FileFormatError(modelPath, `tensor '${name}': external data without a 'location'`);
-  if (isAbsolute(location)) {
-    throw new FileFormatError(modelPath, `tensor '${name}': external data location '${location}' must be relative to the model`);
-  }
-  const file = resolve(dirname(modelPath), location);
+  // Inside the model file's folder, as the ONNX checker requires; symlinks are followed first.
+  const file = resolveInsideFolder(dirname(modelPath), location, modelPath, `tensor '${name}': external data`);
   const offset = Number(kv.get('offset') ?? '0');
   const length = kv.has('length') ? Number(kv.get('length')) : expectedBytes;
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {

@@ -193,7 +193,7 @@ describe('ONNX storage forms (synthetic models)', () => {
     expect(bad([{ name: 'w', dataType: FLOAT, dims: [3], floatData: [1, 2] }])).toThrow(/tensor 'w': 2 values for shape \[3\]/);
     expect(bad([{ name: '', dataType: FLOAT, dims: [1], floatData: [1] }])).toThrow(/initializer #0 has no name/);
     const missingExt = { name: 'e', dataType: FLOAT, dims: [4], dataLocation: 1, externalData: [{ key: 'location', value: 'nope.bin' }] };
-    expect(bad([missingExt])).toThrow(/nope\.bin: tensor 'e': cannot open external data file/);
+    expect(bad([missingExt])).toThrow(/nope\.bin: tensor 'e': external data: cannot open file/);
     const shortExt = { name: 'e', dataType: FLOAT, dims: [4], dataLocation: 1, externalData: [{ key: 'location', value: 'weights.bin' }, { key: 'offset', value: '24' }] };
     expect(bad([shortExt])).toThrow(/weights\.bin: tensor 'e': external data \[24, 40\) reaches past the 32-byte file/);
   });

@@ -1,0 +1,57 @@
+/**
+ * Files a model folder points at (ONNX external data, safetensors index shards) must stay inside
+ * that folder: a downloaded model is untrusted input, and a `location` of `../../secret.txt` or a
+ * symlink out of the folder would otherwise copy an arbitrary file's bytes into the weights (and
+ * from there into a fine-tuned checkpoint someone shares).
+ */
+import { realpathSync, statSync } from 'node:fs';
+import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { FileFormatError } from '../errors.js';
+
+/**
+ * Resolve `location` (relative to `root`) to a real path (symlinks followed) and require a regular
+ * file inside the real `root`. `referrer` is the file that named the location (it goes first in
+ * errors), `what` says which entry it was (e.g. "tensor 'w': external data").
+ */
+export function resolveInsideFolder(root: string, location: string, referrer: string, what: string): string {
+  if (location === '' || location.includes('\0')) {
+    throw new FileFormatError(referrer, `${what}: location ${JSON.stringify(location)} is not a file name`);
+  }
+  if (isAbsolute(location)) {
+    throw new FileFormatError(referrer, `${what}: location '${location}' must be relative to the model folder`);
+  }
+  let realRoot: string;
+  try {
+    realRoot = realpathSync(root);
+  } catch (e) {
+    throw new FileFormatError(root, `cannot resolve the model folder (${(e as Error).message})`);
+  }
+  const target = resolve(root, location);
+  let real: string;
+  try {
+    real = realpathSync(target);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    // Refuse an escaping path even when it does not exist, so the message is the same either way.
+    if (!isWithin(realRoot, resolve(realRoot, location))) throw outside(referrer, what, location, realRoot);
+    throw new FileFormatError(target, `${what}: cannot open file (${code ?? (e as Error).message})`);
+  }
+  if (!isWithin(realRoot, real)) throw outside(referrer, what, location, realRoot);
+  const st = statSync(real);
+  if (!st.isFile()) {
+    throw new FileFormatError(target, `${what}: not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
+  }
+  return real;
+}
+
+function isWithin(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel !== '' && !rel.startsWith(`..${sep}`) && rel !== '..' && !isAbsolute(rel);
+}
+
+function outside(referrer: string, what: string, location: string, root: string): FileFormatError {
+  return new FileFormatError(
+    referrer,
+    `${what}: location '${location}' leads outside the model folder ${root} (refused: a model folder may only reference files inside itself)`,
+  );
+}
