@@ -4,7 +4,7 @@
  * in tfjs (e.g. Linear as [in, out]); `ParamSpec.layout` converts in both directions, so
  * loading, saving and gradient checks all speak PyTorch layouts.
  */
-import { TensorMismatchError } from './errors.js';
+import { MaskSubError, TensorMismatchError } from './errors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
 import { permute } from './io/permute.js';
@@ -130,6 +130,53 @@ function initialValues(spec: ParamSpec, rng: Rng): Float32Array {
 
 let modelCounter = 0;
 
+/**
+ * Float32 parameters one model may hold at most: the wasm backend's heap is 4 GiB, so a config
+ * that implies more (a typo'd `hidden_size: 1e9`) is refused before anything is allocated instead
+ * of growing until the process is killed.
+ */
+export const MAX_PARAMETERS = 2 ** 30;
+
+/** What a ParameterStore about to be created may allocate, and how to explain a refusal. */
+export interface ParameterBudget {
+  limit: number;
+  /** The error for `count` parameters over the limit (`largest`: the biggest spec, to name the key at fault). */
+  refuse(count: number, largest: ParamSpec): MaskSubError;
+}
+
+let activeBudget: ParameterBudget | undefined;
+
+/**
+ * Run `build` (synchronous, as ArchitectureAdapter.build is) with a budget every ParameterStore it
+ * creates is checked against before allocating: adapters compute their ParamSpecs (shapes only)
+ * first, so the check needs nothing from the adapter.
+ */
+export function withParameterBudget<T>(budget: ParameterBudget, build: () => T): T {
+  const previous = activeBudget;
+  activeBudget = budget;
+  try {
+    return build();
+  } finally {
+    activeBudget = previous;
+  }
+}
+
+function checkBudget(specs: readonly ParamSpec[]): void {
+  let count = 0;
+  let largest: ParamSpec | undefined;
+  for (const spec of specs) {
+    const n = numel(spec.shape);
+    count += n;
+    if (!largest || n > numel(largest.shape)) largest = spec;
+  }
+  const budget = activeBudget ?? {
+    limit: MAX_PARAMETERS,
+    refuse: (c: number, big: ParamSpec) =>
+      new MaskSubError(`the model would have ${c.toExponential(2)} parameters (largest: '${big.name}' [${big.shape.join(',')}]), more than the ${MAX_PARAMETERS} float32 values a 4 GiB wasm heap holds`),
+  };
+  if (largest && (count > Math.min(budget.limit, MAX_PARAMETERS) || !Number.isSafeInteger(count))) throw budget.refuse(count, largest);
+}
+
 /** The variables of one model instance, keyed by checkpoint name. */
 export class ParameterStore {
   private specMap: Map<string, ParamSpec>;
@@ -140,6 +187,7 @@ export class ParameterStore {
   constructor(specs: ParamSpec[], rng: Rng | null) {
     this.specMap = new Map(specs.map((s) => [s.name, s]));
     if (!rng) return;
+    checkBudget(specs);
     for (const spec of specs) {
       const values = toInternal(spec, initialValues(spec, rng));
       // tfjs variable names are global: prefix them so two models can live side by side.

@@ -9,7 +9,10 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { discoverCheckpoint, readConfig, readWeights, type WeightsFormat } from './io/hf-folder.js';
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
-import type { TensorMap } from './io/types.js';
+import type { HostTensor, TensorMap } from './io/types.js';
+import { numel } from './io/types.js';
+import { FileFormatError, type MaskSubError } from './errors.js';
+import { MAX_PARAMETERS, type ParamSpec, withParameterBudget } from './model.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
 import { adapterFor } from './registry.js';
 import { Rng } from './rng.js';
@@ -51,13 +54,32 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   }
   const ignore = (name: string) => adapter.ignoredWeights?.(name) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
-  const model = adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir });
+  const configPath = join(found.dir, 'config.json');
+  checkLayerCounts(config, configPath);
+  // The weights are read before the model is built, so the size the config implies can be
+  // compared with what the file holds before anything is allocated.
+  const aliases = adapter.aliases?.(config) ?? {};
+  const { tensors: read, report } = readWeights(found, aliases);
+  const tensors = applyAliases(read, aliases);
+  let fileValues = 0;
+  for (const t of tensors.values()) fileValues += numel(t.shape);
+  // Room for what a checkpoint may lack: a new head, a mask token, unfolded batch norm.
+  const limit = 2 * fileValues + 16_000_000;
+  const model = withParameterBudget(
+    {
+      limit,
+      refuse: (count, largest) =>
+        new FileFormatError(
+          configPath,
+          `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}) but ${found.weightsPath} holds ${fileValues} values: refusing to allocate a model this far from its weights`,
+        ),
+    },
+    () => adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir }),
+  );
   try {
-    const aliases = adapter.aliases?.(config) ?? {};
-    const { tensors: read, report } = readWeights(found, aliases);
-    const tensors = applyAliases(read, aliases);
     // Findings include dequantization of quantized exports and folded batch norm: say so.
     for (const finding of report.findings) log(`${found.weightsPath}: ${finding.message}`);
+    checkLoadable(tensors, model.params.specs, found.weightsPath, reinitialise);
     const { created } = model.params.load(tensors, found.weightsPath, ignore, reinitialise);
     if (created.length) log(`${found.weightsPath}: created ${created.join(', ')} (not in the checkpoint)`);
     return { model, adapter, config, format: found.format, weightsPath: found.weightsPath, created };
@@ -65,6 +87,68 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     model.dispose();
     throw e;
   }
+}
+
+/** A layer count above this is a typo, not a model (the deepest zoo models have about a hundred blocks). */
+export const MAX_LAYERS = 1000;
+const LAYER_KEY = /(^|_)(layers|depths|n_layer)$/;
+
+/**
+ * Refuse absurd layer counts before the adapter computes its ParamSpecs: a million layers would
+ * exhaust memory on the spec objects alone, before the parameter budget could be checked.
+ */
+function checkLayerCounts(config: Record<string, unknown>, source: string, prefix = ''): void {
+  for (const [key, value] of Object.entries(config)) {
+    const path = `${prefix}${key}`;
+    if (LAYER_KEY.test(key)) {
+      const values = Array.isArray(value) ? value : [value];
+      for (const v of values) {
+        if (typeof v === 'number' && !(v <= MAX_LAYERS)) {
+          throw new FileFormatError(source, `'${path}' is ${JSON.stringify(value)}: more than ${MAX_LAYERS} layers is not a plausible model (typo?)`);
+        }
+      }
+    } else if (typeof value === 'object' && value !== null && !Array.isArray(value)) {
+      checkLayerCounts(value as Record<string, unknown>, source, `${path}.`);
+    }
+  }
+}
+
+/** ", from hidden_size=..." : the config keys whose values are dimensions of `spec`, to name the culprit. */
+function keysBehind(config: Record<string, unknown>, spec: ParamSpec): string {
+  const dims = new Set(spec.shape.filter((d) => d > 1));
+  const found: string[] = [];
+  const visit = (o: Record<string, unknown>, prefix: string) => {
+    for (const [k, v] of Object.entries(o)) {
+      if (typeof v === 'number' && dims.has(v)) found.push(`${prefix}${k}=${v}`);
+      else if (typeof v === 'object' && v !== null && !Array.isArray(v)) visit(v as Record<string, unknown>, `${prefix}${k}.`);
+    }
+  };
+  visit(config, '');
+  return found.length ? `, from ${found.join(', ')}` : '';
+}
+
+const FLOAT_DTYPES = new Set<HostTensor['dtype']>(['float32', 'float16', 'bfloat16', 'float64']);
+
+/**
+ * Refuse what would load silently wrong: integer tensors for floating-point parameters (F32 bytes
+ * labelled I32 would be cast value by value) and NaN/Inf values (fine-tuning from them only
+ * spreads them; a quantized export with a NaN scale ends up here after dequantization too).
+ * All offending tensors are named at once.
+ */
+function checkLoadable(tensors: TensorMap, specs: ReadonlyMap<string, ParamSpec>, source: string, skip: (name: string) => boolean): void {
+  const problems: string[] = [];
+  for (const [name, t] of tensors) {
+    if (!specs.has(name) || skip(name)) continue;
+    if (!FLOAT_DTYPES.has(t.dtype)) {
+      problems.push(`  tensor '${name}': stored as ${t.dtype}, but the parameter is floating point (mislabelled dtype?)`);
+      continue;
+    }
+    let bad = 0;
+    const d = t.data as ArrayLike<number>;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) bad++;
+    if (bad > 0) problems.push(`  tensor '${name}': ${bad} of ${d.length} values are NaN or infinite`);
+  }
+  if (problems.length) throw new FileFormatError(source, `weights that cannot be fine-tuned:\n${problems.join('\n')}`);
 }
 
 /** Rename tensors stored under an alias to the hub name (ONNX names are resolved by the reader already). */
@@ -97,7 +181,16 @@ export function buildFromConfig(configOrPath: string | HFConfig, seed = 0): { mo
     config = configOrPath;
   }
   const adapter = adapterFor(config.model_type, source);
-  return { model: adapter.build(config, { rng: new Rng(seed) }), adapter, config };
+  checkLayerCounts(config, source);
+  const budget = {
+    limit: MAX_PARAMETERS,
+    refuse: (count: number, largest: ParamSpec): MaskSubError =>
+      new FileFormatError(
+        source,
+        `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}), more than the ${MAX_PARAMETERS} float32 values a 4 GiB wasm heap holds`,
+      ),
+  };
+  return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed) })), adapter, config };
 }
 
 /** Write the model as an HF folder: config.json + model.safetensors (hub names, PyTorch layouts), atomically. */

@@ -418,12 +418,19 @@ class OnnxResolver {
         zeroName = this.protos.has(direct.node.input?.[2] ?? '') ? direct.node.input![2] : undefined;
         axisAttr = int64ToNumber(direct.node.attribute?.find((a) => a.name === 'axis')?.i ?? 1);
         uses = this.uses(direct.node.output![0]);
+      } else if (qName.endsWith('_quantized') && this.protos.has(`${qName.slice(0, -10)}_zero_point`)) {
+        // Values and zero point without their scale: the weight cannot be dequantized; say what is missing.
+        throw new FileFormatError(this.path, `tensor '${qName}': quantized weight without its scale '${qName.slice(0, -10)}_scale' (it has a zero point)`);
       } else {
         continue;
       }
 
       const qt = this.tensor(qName);
       const scale = toFloat32(this.tensor(scaleName));
+      const badScale = scale.findIndex((v) => !Number.isFinite(v));
+      if (badScale >= 0) {
+        throw new FileFormatError(this.path, `tensor '${scaleName}': quantization scale ${badScale} is ${scale[badScale]} (the weight '${qName}' cannot be dequantized)`);
+      }
       const zero = zeroName ? toFloat32(this.tensor(zeroName)) : new Float32Array(1);
       const consumerOp = uses[0]?.node.opType ?? undefined;
       const axis = quantAxis(qt.shape, scale.length, axisAttr, consumerOp);

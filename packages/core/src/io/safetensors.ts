@@ -7,7 +7,7 @@
  * Reading validates everything the format promises before trusting an offset, because a truncated
  * download or a hand-edited header otherwise shows up much later as a wrong weight.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, fsyncSync, openSync, readSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { FileFormatError } from '../errors.js';
 import type { DType, HostTensor, TensorMap, TypedData } from './types.js';
@@ -48,26 +48,109 @@ const MAX_HEADER_BYTES = 100_000_000;
 /** The metadata stored under `__metadata__`, if any (string values only, as the format requires). */
 export type SafetensorsMetadata = Record<string, string>;
 
-/** Read and validate a .safetensors file. F16/BF16 are widened to float32; `dtype` keeps the stored type. */
+/**
+ * Read and validate a .safetensors file. F16/BF16 are widened to float32; `dtype` keeps the stored type.
+ * The header is read first and each tensor then by its offset (positioned reads), so files over
+ * the 2 GiB a single Node buffer can hold (ViT-L, BERT-large) load, and memory holds only tensors.
+ */
 export function readSafetensors(path: string): TensorMap {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(path);
-  } catch (e) {
-    throw new FileFormatError(path, `cannot read file (${(e as Error).message})`);
-  }
-  return parseSafetensors(buf, path);
+  return withFile(path, (fd, size) => {
+    const { entries, dataStart } = readHeader(fd, size, path);
+    entries.sort((a, b) => a.begin - b.begin || a.name.localeCompare(b.name));
+    const out: TensorMap = new Map();
+    for (const e of entries) {
+      const bytes = readAt(fd, dataStart + e.begin, e.end - e.begin, path, e.name);
+      out.set(e.name, { name: e.name, dtype: SAFETENSORS_DTYPES[e.code].dtype, shape: e.shape, data: decode(e.code, bytes) });
+    }
+    return out;
+  });
 }
 
-/** The `__metadata__` map of a .safetensors file (empty when absent). */
+/** The `__metadata__` map of a .safetensors file (empty when absent); reads only the header. */
 export function readSafetensorsMetadata(path: string): SafetensorsMetadata {
-  let buf: Buffer;
+  return withFile(path, (fd, size) => readHeader(fd, size, path).metadata);
+}
+
+function withFile<T>(path: string, fn: (fd: number, size: number) => T): T {
+  let fd: number;
+  let size: number;
   try {
-    buf = readFileSync(path);
+    fd = openSync(path, 'r');
   } catch (e) {
     throw new FileFormatError(path, `cannot read file (${(e as Error).message})`);
   }
-  return parseHeader(buf, path).metadata;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new FileFormatError(path, 'cannot read file (not a regular file)');
+    size = st.size;
+    return fn(fd, size);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Exactly `length` bytes at `position` (a short read means the file shrank under us). */
+function readAt(fd: number, position: number, length: number, path: string, what: string): Uint8Array {
+  const out = new Uint8Array(length);
+  let got = 0;
+  while (got < length) {
+    let r: number;
+    try {
+      r = readSync(fd, out, got, length - got, position + got);
+    } catch (e) {
+      throw new FileFormatError(path, `cannot read ${what} (${(e as Error).message})`);
+    }
+    if (r === 0) throw new FileFormatError(path, `${what}: file ends at byte ${position + got} (truncated?)`);
+    got += r;
+  }
+  return out;
+}
+
+function readHeader(fd: number, size: number, path: string): ParsedHeader {
+  if (size < 8) throw new FileFormatError(path, `not a valid safetensors file: file has ${size} bytes, fewer than the 8-byte header length`);
+  const lenBytes = readAt(fd, 0, 8, path, 'the header length');
+  const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
+  checkHeaderLength(headerLen, size, path);
+  const json = readAt(fd, 8, Number(headerLen), path, 'the header');
+  return parseHeaderJson(json, size - 8 - Number(headerLen), 8 + Number(headerLen), path);
+}
+
+function checkHeaderLength(headerLen: bigint, size: number, sourceName: string): void {
+  const fail = (msg: string): never => {
+    throw new FileFormatError(sourceName, `not a valid safetensors file: ${msg}`);
+  };
+  if (headerLen > BigInt(size - 8)) fail(`header length ${headerLen} exceeds the ${size - 8} bytes after it (truncated file?)`);
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} is implausibly large`);
+}
+
+/**
+ * Names that appear more than once among the top-level keys of a JSON object text (JSON.parse
+ * keeps the last silently, which would load a different tensor than other readers do).
+ * The text is known to be valid JSON: only strings and nesting need tracking.
+ */
+function duplicateTopLevelKeys(text: string): string[] {
+  const seen = new Set<string>();
+  const dup = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1) {
+        let k = j + 1;
+        while (k < text.length && /\s/.test(text[k])) k++;
+        if (text[k] === ':') {
+          const key = JSON.parse(text.slice(i, j + 1)) as string;
+          if (seen.has(key)) dup.add(key);
+          seen.add(key);
+        }
+      }
+      i = j;
+    } else if (c === '{' || c === '[') depth++;
+    else if (c === '}' || c === ']') depth--;
+  }
+  return [...dup];
 }
 
 interface HeaderEntry {
@@ -85,27 +168,30 @@ interface ParsedHeader {
 }
 
 function parseHeader(buf: Uint8Array, sourceName: string): ParsedHeader {
+  if (buf.byteLength < 8) {
+    throw new FileFormatError(sourceName, `not a valid safetensors file: file has ${buf.byteLength} bytes, fewer than the 8-byte header length`);
+  }
+  const headerLen = new DataView(buf.buffer, buf.byteOffset, buf.byteLength).getBigUint64(0, true);
+  checkHeaderLength(headerLen, buf.byteLength, sourceName);
+  const dataStart = 8 + Number(headerLen);
+  return parseHeaderJson(buf.subarray(8, dataStart), buf.byteLength - dataStart, dataStart, sourceName);
+}
+
+function parseHeaderJson(json: Uint8Array, dataLen: number, dataStart: number, sourceName: string): ParsedHeader {
   const fail = (msg: string): never => {
     throw new FileFormatError(sourceName, `not a valid safetensors file: ${msg}`);
   };
-  if (buf.byteLength < 8) fail(`file has ${buf.byteLength} bytes, fewer than the 8-byte header length`);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  const headerLen = view.getBigUint64(0, true);
-  if (headerLen > BigInt(buf.byteLength - 8)) {
-    fail(`header length ${headerLen} exceeds the ${buf.byteLength - 8} bytes after it (truncated file?)`);
-  }
-  if (headerLen > BigInt(MAX_HEADER_BYTES)) fail(`header length ${headerLen} is implausibly large`);
-  const n = Number(headerLen);
-  const dataStart = 8 + n;
-  const dataLen = buf.byteLength - dataStart;
-
   let header: unknown;
+  let text = '';
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(buf.subarray(8, dataStart)));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(json);
+    header = JSON.parse(text);
   } catch (e) {
     fail(`header is not valid UTF-8 JSON (${(e as Error).message})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
+  const duplicates = duplicateTopLevelKeys(text);
+  if (duplicates.length > 0) fail(`tensor name(s) ${duplicates.map((d) => `'${d}'`).join(', ')} appear more than once in the header`);
 
   const metadata: SafetensorsMetadata = {};
   const entries: HeaderEntry[] = [];
