@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FileFormatError, type HostTensor, type OptimizerKind, type OptimizerScalars, type OptimizerState, OptionError, parseSafetensors, type RngState, serializeSafetensors, type TensorMap, TensorMismatchError, tf } from '@masksub/core';
+import { FileFormatError, type HostTensor, MaskSubError, type OptimizerKind, type OptimizerScalars, type OptimizerState, OptionError, parseSafetensors, type RngState, serializeSafetensors, type TensorMap, TensorMismatchError, tf } from '@masksub/core';
 import { fsyncDir, processAlive, replaceFileAtomic, writeFileSynced } from './durable-fs.js';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
@@ -52,6 +52,16 @@ export interface LoadedCheckpoint {
 export interface SaveOptions {
   /** Keep only the K most recently saved checkpoints (default: keep all). */
   keepLast?: number;
+  /**
+   * Refuse to save model tensors holding NaN or Inf (a diverged run): resuming from such a
+   * checkpoint only diverges again, and as the newest it would hide the last good one.
+   */
+  requireFinite?: boolean;
+}
+
+export interface LoadLatestOptions {
+  /** Where notes on skipped checkpoints go (default: stderr). */
+  log?: (message: string) => void;
 }
 
 const FORMAT = 'masksub-checkpoint';
@@ -97,6 +107,37 @@ export function checkpointsDir(runDir: string): string {
  */
 export async function saveCheckpoint(runDir: string, state: CheckpointState, options: SaveOptions = {}): Promise<string> {
   validateSaveInput(state, options);
+  if (options.requireFinite) await checkFinite(state.model, state.step);
+  try {
+    return await saveCheckpointUnchecked(runDir, state, options);
+  } catch (e) {
+    // File-system failures (ENOSPC, EACCES, EROFS...) as a message: the previous checkpoints are untouched.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (e instanceof MaskSubError || typeof code !== 'string') throw e;
+    throw new FileFormatError(
+      checkpointsDir(runDir),
+      `cannot write the checkpoint of step ${state.step} (${code}: ${(e as Error).message.replace(/^[A-Z]+: /, '')}); the previous checkpoints are intact`,
+    );
+  }
+}
+
+async function checkFinite(model: ReadonlyMap<string, tf.Tensor>, step: number): Promise<void> {
+  const bad: string[] = [];
+  for (const [name, t] of model) {
+    if (t.dtype !== 'float32' || t.isDisposed) continue;
+    const d = (await t.data()) as Float32Array;
+    let n = 0;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) n++;
+    if (n > 0) bad.push(`'${name}' (${n} of ${d.length})`);
+  }
+  if (bad.length) {
+    throw new MaskSubError(
+      `the weights diverged at step ${step}: NaN or Inf in ${bad.slice(0, 5).join(', ')}${bad.length > 5 ? ` and ${bad.length - 5} more` : ''}; not written as a checkpoint (the last good one stays the latest; lower the learning rate)`,
+    );
+  }
+}
+
+async function saveCheckpointUnchecked(runDir: string, state: CheckpointState, options: SaveOptions): Promise<string> {
   const root = checkpointsDir(runDir);
   await mkdir(root, { recursive: true });
   await fsyncDir(runDir);
@@ -215,7 +256,7 @@ interface CompleteCheckpoint {
 }
 
 /** `step-*` folders whose manifest parses and whose files are all there with their sizes. */
-async function listComplete(root: string): Promise<CompleteCheckpoint[]> {
+async function listComplete(root: string, incomplete: { dir: string; reason: string }[] = []): Promise<CompleteCheckpoint[]> {
   let entries: string[];
   try {
     entries = await readdir(root);
@@ -229,11 +270,13 @@ async function listComplete(root: string): Promise<CompleteCheckpoint[]> {
     try {
       const manifest = await readManifest(dir);
       for (const [file, entry] of Object.entries(manifest.files)) {
-        if ((await stat(join(dir, file))).size !== entry.bytes) throw new Error('size');
+        const size = (await stat(join(dir, file)).catch(() => null))?.size;
+        if (size !== entry.bytes) throw new Error(`${file} has ${size ?? 'no'} bytes, the manifest says ${entry.bytes} (truncated?)`);
       }
       out.push({ dir, manifest });
-    } catch {
+    } catch (err) {
       // Not complete: only possible through outside interference (folders appear by rename).
+      incomplete.push({ dir, reason: (err as Error).message });
     }
   }
   return out.sort((a, b) => b.manifest.sequence - a.manifest.sequence || b.manifest.step - a.manifest.step);
@@ -262,10 +305,31 @@ export async function latestCheckpoint(runDir: string): Promise<string | null> {
   return all.length ? all[0].dir : null;
 }
 
-/** Loads the latest complete checkpoint of a run, or null when there is none. */
-export async function loadLatestCheckpoint(runDir: string): Promise<LoadedCheckpoint | null> {
-  const dir = await latestCheckpoint(runDir);
-  return dir ? loadCheckpoint(dir) : null;
+/**
+ * Loads the newest checkpoint of a run that is complete and whose files match their checksums, or
+ * null when there is none. Newer ones that are incomplete or corrupt (a flipped byte, a truncated
+ * file) are skipped, each logged with the reason, and the previous one is used: a damaged latest
+ * checkpoint costs the steps since the one before, not the run.
+ */
+export async function loadLatestCheckpoint(runDir: string, options: LoadLatestOptions = {}): Promise<LoadedCheckpoint | null> {
+  const log = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
+  const root = checkpointsDir(runDir);
+  await removeStaleEntries(root);
+  const incomplete: { dir: string; reason: string }[] = [];
+  const all = await listComplete(root, incomplete);
+  const newest = all[0]?.manifest.sequence ?? -1;
+  for (const i of incomplete) log(`skipped checkpoint ${i.dir}: ${i.reason}`);
+  for (const c of all) {
+    try {
+      const loaded = await loadCheckpoint(c.dir);
+      if (c.manifest.sequence !== newest) log(`resuming from the older checkpoint ${c.dir} (step ${c.manifest.step})`);
+      return loaded;
+    } catch (e) {
+      if (!(e instanceof MaskSubError)) throw e;
+      log(`skipped checkpoint ${c.dir}: ${e.message}`);
+    }
+  }
+  return null;
 }
 
 async function readManifest(dir: string): Promise<Manifest> {
