@@ -14,15 +14,9 @@ import {
   ParameterStore,
   Rng,
   activation,
-  dropPath,
-  dropout,
-  embedKeptPatches,
   embedding,
   layerNorm,
-  layerSeed,
   linear,
-  multiHeadAttention,
-  patchify,
   relaxedLoss,
   tf,
   tokenRemoval,
@@ -35,20 +29,12 @@ import {
   type ModelInputs,
   type RelaxedLoss,
 } from '@masksub/core';
-import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig, type ClipEncoderConfig } from './config.js';
+import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig } from './config.js';
 import { clipParamSpecs } from './weights.js';
+import { clipEncoder, pixelShapeProblem, visionHiddenStates } from './tower.js';
 
 /** Added to attention scores that must not be attended; exp() of it underflows to exactly 0. */
 const MASKED_SCORE = -1e9;
-
-interface EncoderRun {
-  /** Additive attention bias [B or 1, 1, T, T]. */
-  bias?: tf.Tensor;
-  attentionDropout: number;
-  hiddenDropout: number;
-  dropPathRate: number;
-  seed: number;
-}
 
 export interface ClipOutputs {
   logitsPerImage: tf.Tensor2D;
@@ -145,29 +131,8 @@ export class ClipModel implements AdapterModel {
     const x = this.checkPixels(inputs);
     const v = this.cfg.vision;
     return tf.tidy(() => {
-      const b = x.shape[0];
-      const d = v.hiddenSize;
-      const embed = (raw: tf.Tensor) => linear(raw, this.params.get('vision_model.embeddings.patch_embedding.weight'));
-      const cls = tf.tile(tf.reshape(this.params.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [b, 1, 1]);
-      const positions = this.params.get('vision_model.embeddings.position_embedding.weight'); // [1 + N, D]
-      const n = positions.shape[0] - 1;
-      const clsPos = tf.slice(positions, [0, 0], [1, d]);
-      let h: tf.Tensor;
-      if (options.keepIndices) {
-        // MAE token removal before the embedding: the sub pass embeds K patches, not N.
-        const kept = embedKeptPatches(patchify(x, v.patchSize), options.keepIndices, embed, tf.slice(positions, [1, 0], [n, d]));
-        h = tf.concat([tf.add(cls, clsPos), kept], 1);
-      } else {
-        h = tf.add(tf.concat([cls, embed(patchify(x, v.patchSize))], 1), tf.expandDims(positions, 0));
-      }
-      h = layerNorm(h, this.params.get('vision_model.pre_layrnorm.weight'), this.params.get('vision_model.pre_layrnorm.bias'), v.layerNormEps);
-      const training = options.training ?? false;
-      h = this.encoder(h, 'vision_model', v, this.visionAct, {
-        attentionDropout: options.dropoutRate ?? (training ? v.attentionDropout : 0),
-        hiddenDropout: options.dropoutRate ?? 0,
-        dropPathRate: options.dropPathRate ?? (training ? this.cfg.dropPathRate : 0),
-        seed: options.seed ?? 0,
-      });
+      const h = visionHiddenStates(this.params, v, this.visionAct, x, options, this.cfg.dropPathRate);
+      const [b, , d] = h.shape;
       const pooled = layerNorm(
         tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]),
         this.params.get('vision_model.post_layernorm.weight'),
@@ -199,7 +164,7 @@ export class ClipModel implements AdapterModel {
       const tokens = embedding(this.params.get('text_model.embeddings.token_embedding.weight'), tf.cast(tf.reshape(ids, [b * len]), 'int32'));
       const positions = tf.slice(this.params.get('text_model.embeddings.position_embedding.weight'), [0, 0], [len, d]);
       let h = tf.add(tf.reshape(tokens, [b, len, d]), positions);
-      h = this.encoder(h, 'text_model', t, this.textAct, {
+      h = clipEncoder(this.params, h, 'text_model', t, this.textAct, {
         bias: attentionBias(mask, b, len),
         attentionDropout: options.training ? t.attentionDropout : 0,
         hiddenDropout: 0,
@@ -216,40 +181,10 @@ export class ClipModel implements AdapterModel {
     });
   }
 
-  /** The pre-LN CLIP encoder layers (shared by both towers; only the weights' prefix differs). */
-  private encoder(h0: tf.Tensor, prefix: string, c: ClipEncoderConfig, act: (x: tf.Tensor) => tf.Tensor, run: EncoderRun): tf.Tensor {
-    let h = h0;
-    for (let i = 0; i < c.numHiddenLayers; i++) {
-      const l = (name: string) => this.params.get(`${prefix}.encoder.layers.${i}.${name}`);
-      const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`self_attn.${name}.weight`), l(`self_attn.${name}.bias`)];
-      // timm's linear stochastic-depth rule: deeper blocks drop more often.
-      const layerPath = c.numHiddenLayers > 1 ? (run.dropPathRate * i) / (c.numHiddenLayers - 1) : run.dropPathRate;
-      const attnIn = layerNorm(h, l('layer_norm1.weight'), l('layer_norm1.bias'), c.layerNormEps);
-      let attn = multiHeadAttention(attnIn, { q: proj('q_proj'), k: proj('k_proj'), v: proj('v_proj'), out: proj('out_proj') }, c.numAttentionHeads, {
-        bias: run.bias,
-        dropoutRate: run.attentionDropout,
-        seed: layerSeed(run.seed, i, 0),
-      });
-      attn = dropout(attn, run.hiddenDropout, layerSeed(run.seed, i, 1));
-      h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
-      const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
-      let mlp = linear(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
-      mlp = dropout(mlp, run.hiddenDropout, layerSeed(run.seed, i, 3));
-      h = tf.add(h, dropPath(mlp, layerPath, layerSeed(run.seed, i, 4)));
-    }
-    return h;
-  }
-
   private checkPixels(inputs: ModelInputs): tf.Tensor {
-    const v = this.cfg.vision;
-    const x = inputs.pixel_values;
-    const want = `[B, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`;
-    if (!x) throw new OptionError('pixel_values', `CLIP needs input 'pixel_values' ${want}, got [${Object.keys(inputs)}]`);
-    const [, c, h, w] = x.shape;
-    if (x.rank !== 4 || c !== v.numChannels || h !== v.imageSize || w !== v.imageSize) {
-      throw new OptionError('pixel_values', `expected ${want}, got [${x.shape}]`);
-    }
-    return x;
+    const problem = pixelShapeProblem(inputs.pixel_values, this.cfg.vision);
+    if (problem) throw new OptionError('pixel_values', `CLIP ${problem}${inputs.pixel_values ? '' : `, got [${Object.keys(inputs)}]`}`);
+    return inputs.pixel_values!;
   }
 
   private checkText(inputs: ModelInputs): { ids: tf.Tensor; mask?: tf.Tensor } {

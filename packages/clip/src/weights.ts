@@ -32,20 +32,12 @@ function layerNormSpecs(name: string, d: number, specs: ParamSpec[]): void {
   specs.push({ name: `${name}.bias`, shape: [d], layout: 'identity', init: 'zeros' });
 }
 
-export function clipParamSpecs(c: ClipConfig): ParamSpec[] {
-  const t = c.text;
+/** The vision tower of HF CLIPVisionTransformer (`vision_model.*`), shared by CLIPModel and CLIPForImageClassification. */
+function visionTowerSpecs(c: ClipConfig, specs: ParamSpec[]): void {
   const v = c.vision;
   const n = (v.imageSize / v.patchSize) ** 2;
   const f = c.initializerFactor;
   const range = c.initializerRange * f;
-  const specs: ParamSpec[] = [
-    // A scalar in the checkpoint (shape []); the model sets it to logit_scale_init_value.
-    { name: 'logit_scale', shape: [], layout: 'identity', init: 'zeros' },
-    { name: 'text_model.embeddings.token_embedding.weight', shape: [t.vocabSize, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
-    { name: 'text_model.embeddings.position_embedding.weight', shape: [t.maxPositionEmbeddings, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
-  ];
-  encoderSpecs('text_model', t, f, specs);
-  layerNormSpecs('text_model.final_layer_norm', t.hiddenSize, specs);
   specs.push(
     { name: 'vision_model.embeddings.class_embedding', shape: [v.hiddenSize], layout: 'identity', init: { normal: v.hiddenSize ** -0.5 * f } },
     // A bias-free conv with kernel == stride: applied as a matmul on flattened patches.
@@ -55,9 +47,40 @@ export function clipParamSpecs(c: ClipConfig): ParamSpec[] {
   layerNormSpecs('vision_model.pre_layrnorm', v.hiddenSize, specs);
   encoderSpecs('vision_model', v, f, specs);
   layerNormSpecs('vision_model.post_layernorm', v.hiddenSize, specs);
+}
+
+export function clipParamSpecs(c: ClipConfig): ParamSpec[] {
+  const t = c.text;
+  const v = c.vision;
+  const f = c.initializerFactor;
+  const specs: ParamSpec[] = [
+    // A scalar in the checkpoint (shape []); the model sets it to logit_scale_init_value.
+    { name: 'logit_scale', shape: [], layout: 'identity', init: 'zeros' },
+    { name: 'text_model.embeddings.token_embedding.weight', shape: [t.vocabSize, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
+    { name: 'text_model.embeddings.position_embedding.weight', shape: [t.maxPositionEmbeddings, t.hiddenSize], layout: 'identity', init: { normal: 0.02 * f } },
+  ];
+  encoderSpecs('text_model', t, f, specs);
+  layerNormSpecs('text_model.final_layer_norm', t.hiddenSize, specs);
+  visionTowerSpecs(c, specs);
   specs.push(
     { name: 'visual_projection.weight', shape: [c.projectionDim, v.hiddenSize], layout: 'linear', init: { normal: v.hiddenSize ** -0.5 * f } },
     { name: 'text_projection.weight', shape: [c.projectionDim, t.hiddenSize], layout: 'linear', init: { normal: t.hiddenSize ** -0.5 * f } },
+  );
+  return specs;
+}
+
+/**
+ * HF CLIPForImageClassification: the vision tower (its `post_layernorm` is kept, as transformers
+ * keeps the module, though the classifier pools the un-normalised patch tokens) and
+ * `classifier` Linear(vision hidden_size, num_labels), initialised as HF's _init_weights does.
+ */
+export function clipClassifierParamSpecs(c: ClipConfig, numLabels: number): ParamSpec[] {
+  const specs: ParamSpec[] = [];
+  visionTowerSpecs(c, specs);
+  const d = c.vision.hiddenSize;
+  specs.push(
+    { name: 'classifier.weight', shape: [numLabels, d], layout: 'linear', init: { normal: d ** -0.5 * c.initializerFactor } },
+    { name: 'classifier.bias', shape: [numLabels], layout: 'identity', init: 'zeros' },
   );
   return specs;
 }

@@ -11,7 +11,7 @@ import { discoverCheckpoint, readConfig, readWeights, type WeightsFormat } from 
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
 import { numel } from './io/types.js';
-import { FileFormatError, type MaskSubError } from './errors.js';
+import { FileFormatError, OptionError, type MaskSubError } from './errors.js';
 import { MAX_PARAMETERS, type ParamSpec, withParameterBudget } from './model.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
 import { adapterFor } from './registry.js';
@@ -27,6 +27,12 @@ export interface LoadPretrainedOptions {
    * (randomly initialised) and the checkpoint's head tensors are skipped.
    */
   numLabels?: number;
+  /**
+   * The HF model class to build (written to config `architectures`), for adapters that offer
+   * several: e.g. 'CLIPForImageClassification' fine-tunes a CLIPModel checkpoint's vision tower
+   * as a classifier (transformers' AutoModelForImageClassification does the same).
+   */
+  architecture?: string;
   /** Where notes go (dequantization, created parameters); default console.error. */
   log?: (message: string) => void;
 }
@@ -46,13 +52,14 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const found = discoverCheckpoint(dirOrFile, { weights: options.weights });
   let config = found.config as HFConfig;
   const adapter = adapterFor(config.model_type, join(found.dir, 'config.json'));
+  if (options.architecture) config = withArchitecture(config, adapter, options.architecture, join(found.dir, 'config.json'));
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
   if (newHead) {
     const { id2label: _i, label2id: _l, ...rest } = config;
     config = { ...rest, num_labels: options.numLabels, ...(typeof rest.num_classes === 'number' ? { num_classes: options.numLabels } : {}) };
     log(`${found.dir}: new ${options.numLabels}-class head (the checkpoint has ${labelCount(found.config as HFConfig)} classes)`);
   }
-  const ignore = (name: string) => adapter.ignoredWeights?.(name) ?? false;
+  const ignore = (name: string) => adapter.ignoredWeights?.(name, config) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
   const configPath = join(found.dir, 'config.json');
   checkLayerCounts(config, configPath);
@@ -151,6 +158,15 @@ function checkLoadable(tensors: TensorMap, specs: ReadonlyMap<string, ParamSpec>
   if (problems.length) throw new FileFormatError(source, `weights that cannot be fine-tuned:\n${problems.join('\n')}`);
 }
 
+/** `config` set to build `architecture`; an error naming the classes the adapter offers when it is not one. */
+export function withArchitecture(config: HFConfig, adapter: ArchitectureAdapter, architecture: string, source: string): HFConfig {
+  const offered = adapter.architectures ?? (Array.isArray(config.architectures) ? (config.architectures as string[]) : []);
+  if (!offered.includes(architecture)) {
+    throw new OptionError('architecture', `${source}: the ${adapter.name} adapter builds ${offered.length ? offered.join(', ') : 'only the class its config names'}, not '${architecture}'`);
+  }
+  return { ...config, architectures: [architecture] };
+}
+
 /** Rename tensors stored under an alias to the hub name (ONNX names are resolved by the reader already). */
 function applyAliases(tensors: TensorMap, aliases: Readonly<Record<string, string>>): TensorMap {
   if (![...tensors.keys()].some((k) => k in aliases)) return tensors;
@@ -171,7 +187,11 @@ function labelCount(config: HFConfig): number | undefined {
 }
 
 /** A randomly initialised model from a config.json file or object (training from scratch). */
-export function buildFromConfig(configOrPath: string | HFConfig, seed = 0): { model: AdapterModel; adapter: ArchitectureAdapter; config: HFConfig } {
+export function buildFromConfig(
+  configOrPath: string | HFConfig,
+  seed = 0,
+  options: Pick<LoadPretrainedOptions, 'architecture'> = {},
+): { model: AdapterModel; adapter: ArchitectureAdapter; config: HFConfig } {
   let config: HFConfig;
   let source = 'config';
   if (typeof configOrPath === 'string') {
@@ -190,6 +210,7 @@ export function buildFromConfig(configOrPath: string | HFConfig, seed = 0): { mo
         `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}), more than the ${MAX_PARAMETERS} float32 values a 4 GiB wasm heap holds`,
       ),
   };
+  if (options.architecture) config = withArchitecture(config, adapter, options.architecture, source);
   return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed) })), adapter, config };
 }
 

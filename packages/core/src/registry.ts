@@ -29,13 +29,20 @@ export interface ArchitectureAdapter {
   readonly name: string;
   /** HF `model_type` values it serves. */
   readonly modelTypes: readonly string[];
+  /**
+   * The HF model classes (config `architectures[0]`) it can build from these configs, when more
+   * than one (e.g. CLIPModel and CLIPForImageClassification); `build` reads the config's choice.
+   */
+  readonly architectures?: readonly string[];
   /** Build a randomly initialised model from a config.json object (validates the fields it reads). */
   build(config: HFConfig, options?: BuildOptions): AdapterModel;
   /**
    * Checkpoint names that may appear in a file but that this model does not use (e.g. a pooler
-   * with a classification head); they are skipped rather than reported as unexpected.
+   * with a classification head); they are skipped rather than reported as unexpected. `config`
+   * is the one the model is built from (e.g. a classifier built from a CLIPModel checkpoint skips
+   * the text tower).
    */
-  ignoredWeights?(name: string): boolean;
+  ignoredWeights?(name: string, config: HFConfig): boolean;
   /** The classification head's tensors: re-initialised when fine-tuning to a different label count. */
   headWeights?(name: string): boolean;
   /**

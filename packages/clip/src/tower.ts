@@ -1,0 +1,110 @@
+/**
+ * The pieces both CLIP heads run: the pre-LN encoder (shared by the text and vision towers) and
+ * the vision transformer up to its last hidden state (HF CLIPVisionTransformer without the
+ * pooling). CLIPModel pools CLS through `post_layernorm`; CLIPForImageClassification averages the
+ * patch tokens of the un-normalised last hidden state. One implementation keeps the two in step.
+ */
+import {
+  dropPath,
+  dropout,
+  embedKeptPatches,
+  layerNorm,
+  layerSeed,
+  linear,
+  multiHeadAttention,
+  patchify,
+  tf,
+  type ForwardOptions,
+  type ParameterStore,
+} from '@masksub/core';
+import type { ClipEncoderConfig, ClipVisionConfig } from './config.js';
+
+export interface EncoderRun {
+  /** Additive attention bias [B or 1, 1, T, T]. */
+  bias?: tf.Tensor;
+  attentionDropout: number;
+  hiddenDropout: number;
+  dropPathRate: number;
+  seed: number;
+}
+
+/** The pre-LN CLIP encoder layers; only the weights' prefix differs between the towers. */
+export function clipEncoder(
+  params: ParameterStore,
+  h0: tf.Tensor,
+  prefix: string,
+  c: ClipEncoderConfig,
+  act: (x: tf.Tensor) => tf.Tensor,
+  run: EncoderRun,
+): tf.Tensor {
+  let h = h0;
+  for (let i = 0; i < c.numHiddenLayers; i++) {
+    const l = (name: string) => params.get(`${prefix}.encoder.layers.${i}.${name}`);
+    const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`self_attn.${name}.weight`), l(`self_attn.${name}.bias`)];
+    // timm's linear stochastic-depth rule: deeper blocks drop more often.
+    const layerPath = c.numHiddenLayers > 1 ? (run.dropPathRate * i) / (c.numHiddenLayers - 1) : run.dropPathRate;
+    const attnIn = layerNorm(h, l('layer_norm1.weight'), l('layer_norm1.bias'), c.layerNormEps);
+    let attn = multiHeadAttention(attnIn, { q: proj('q_proj'), k: proj('k_proj'), v: proj('v_proj'), out: proj('out_proj') }, c.numAttentionHeads, {
+      bias: run.bias,
+      dropoutRate: run.attentionDropout,
+      seed: layerSeed(run.seed, i, 0),
+    });
+    attn = dropout(attn, run.hiddenDropout, layerSeed(run.seed, i, 1));
+    h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
+    const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
+    let mlp = linear(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
+    mlp = dropout(mlp, run.hiddenDropout, layerSeed(run.seed, i, 3));
+    h = tf.add(h, dropPath(mlp, layerPath, layerSeed(run.seed, i, 4)));
+  }
+  return h;
+}
+
+/**
+ * The vision tower's last hidden state [B, 1 + N (or 1 + K), D], before any pooling or
+ * `post_layernorm`: patch embedding (a bias-free conv applied as a matmul on patches), CLS,
+ * positions, `pre_layrnorm`, encoder. With `keepIndices` (MAE token removal) only the kept
+ * patches are embedded, after their positions are added; CLS stays in front.
+ */
+export function visionHiddenStates(
+  params: ParameterStore,
+  v: ClipVisionConfig,
+  act: (x: tf.Tensor) => tf.Tensor,
+  x: tf.Tensor,
+  options: ForwardOptions,
+  configDropPathRate: number,
+): tf.Tensor3D {
+  return tf.tidy(() => {
+    const b = x.shape[0];
+    const d = v.hiddenSize;
+    const embed = (raw: tf.Tensor) => linear(raw, params.get('vision_model.embeddings.patch_embedding.weight'));
+    const cls = tf.tile(tf.reshape(params.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [b, 1, 1]);
+    const positions = params.get('vision_model.embeddings.position_embedding.weight'); // [1 + N, D]
+    const n = positions.shape[0] - 1;
+    const clsPos = tf.slice(positions, [0, 0], [1, d]);
+    let h: tf.Tensor;
+    if (options.keepIndices) {
+      // MAE token removal before the embedding: the sub pass embeds K patches, not N.
+      const kept = embedKeptPatches(patchify(x, v.patchSize), options.keepIndices, embed, tf.slice(positions, [1, 0], [n, d]));
+      h = tf.concat([tf.add(cls, clsPos), kept], 1);
+    } else {
+      h = tf.add(tf.concat([cls, embed(patchify(x, v.patchSize))], 1), tf.expandDims(positions, 0));
+    }
+    h = layerNorm(h, params.get('vision_model.pre_layrnorm.weight'), params.get('vision_model.pre_layrnorm.bias'), v.layerNormEps);
+    const training = options.training ?? false;
+    return clipEncoder(params, h, 'vision_model', v, act, {
+      attentionDropout: options.dropoutRate ?? (training ? v.attentionDropout : 0),
+      hiddenDropout: options.dropoutRate ?? 0,
+      dropPathRate: options.dropPathRate ?? (training ? configDropPathRate : 0),
+      seed: options.seed ?? 0,
+    }) as tf.Tensor3D;
+  });
+}
+
+/** HF's check of `pixel_values` against the vision config, naming the input. */
+export function pixelShapeProblem(x: tf.Tensor | undefined, v: ClipVisionConfig): string | undefined {
+  const want = `[B, ${v.numChannels}, ${v.imageSize}, ${v.imageSize}]`;
+  if (!x) return `needs input 'pixel_values' ${want}`;
+  const [, c, h, w] = x.shape;
+  if (x.rank !== 4 || c !== v.numChannels || h !== v.imageSize || w !== v.imageSize) return `expected ${want}, got [${x.shape}]`;
+  return undefined;
+}
