@@ -75,7 +75,7 @@ describe('discoverCheckpoint', () => {
     expect(discoverCheckpoint(join(dir, 'config.json')).weightsPath).toBe(join(dir, 'model.safetensors'));
     expect(() => discoverCheckpoint(dir, { weights: 'nope.safetensors' })).toThrow(OptionError);
     expect(() => discoverCheckpoint(dir, { weights: 'nope.safetensors' })).toThrow(/option 'weights': no weights file at/);
-    expect(() => formatOfFile('x.bin')).toThrow(/unknown weights format/);
+    expect(() => formatOfFile('x.h5')).toThrow(/unknown weights format/);
     expect(() => discoverCheckpoint(join(root, 'does-not-exist'))).toThrow(/no such file or folder/);
   });
 });

@@ -2,16 +2,17 @@
  * A Hugging Face model folder (config.json + weights in one of the zoo's formats): find the
  * weights, read them under checkpoint names, whatever the format.
  */
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { FileFormatError, OptionError } from '../errors.js';
 import type { AliasTable, Finding, OnnxReport } from './onnx.js';
 import { readOnnxWeights } from './onnx.js';
 import { resolveInsideFolder } from './contained-path.js';
+import { readPth } from './pth.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorMap } from './types.js';
 
-export type WeightsFormat = 'safetensors' | 'onnx' | 'onnx-quantized';
+export type WeightsFormat = 'safetensors' | 'onnx' | 'onnx-quantized' | 'pth';
 
 /** config.json as parsed; models validate the fields they need. */
 export type HfConfig = Record<string, unknown>;
@@ -37,6 +38,10 @@ export const WEIGHT_CANDIDATES: readonly { file: string; format: WeightsFormat }
   { file: 'model.onnx', format: 'onnx' },
   { file: 'onnx/model_quantized.onnx', format: 'onnx-quantized' },
   { file: 'model_quantized.onnx', format: 'onnx-quantized' },
+  // PyTorch pickles (read by the restricted VM of ./pth.ts): HF's name, timm's, then any lone *.pth
+  { file: 'pytorch_model.bin', format: 'pth' },
+  { file: 'pytorch_model.pth', format: 'pth' },
+  { file: '*.pth', format: 'pth' },
 ];
 
 /** Locate config.json and the weights of a model folder (or of a weights file inside one). */
@@ -72,10 +77,17 @@ export function locateWeights(dirOrFile: string, opts: DiscoverOptions = {}): Om
     return { dir, weightsPath: found, format: formatOfFile(found) };
   }
   for (const c of WEIGHT_CANDIDATES) {
-    const p = join(dir, c.file);
-    if (existsSync(p)) return { dir, weightsPath: p, format: c.format };
+    const p = c.file.startsWith('*') ? lonePth(dir) : join(dir, c.file);
+    if (p !== undefined && existsSync(p)) return { dir, weightsPath: p, format: c.format };
   }
   throw new FileFormatError(dir, `no weights found; looked for ${WEIGHT_CANDIDATES.map((c) => c.file).join(', ')}`);
+}
+
+/** The one `*.pth` / `*.pt` file of a folder (several: ambiguous, the user names one with --weights). */
+function lonePth(dir: string): string | undefined {
+  const found = readdirSync(dir).filter((f) => /\.(pth|pt)$/i.test(f));
+  if (found.length > 1) throw new OptionError('weights', `${dir} holds several PyTorch checkpoints (${found.join(', ')}); name one`);
+  return found.length === 1 ? join(dir, found[0] as string) : undefined;
 }
 
 /** The format a weights file name announces. */
@@ -83,7 +95,8 @@ export function formatOfFile(path: string): WeightsFormat {
   const name = basename(path).toLowerCase();
   if (name.endsWith('.safetensors') || name.endsWith('.safetensors.index.json')) return 'safetensors';
   if (name.endsWith('.onnx')) return /quantized|int8|uint8|(^|[_-])q[48]([_.-]|$)/.test(name) ? 'onnx-quantized' : 'onnx';
-  throw new OptionError('weights', `${path}: unknown weights format (expected .safetensors, .safetensors.index.json or .onnx)`);
+  if (/\.(pth|pt|bin|ckpt)$/.test(name)) return 'pth';
+  throw new OptionError('weights', `${path}: unknown weights format (expected .safetensors, .safetensors.index.json, .onnx, or a PyTorch .pth/.pt/.bin)`);
 }
 
 export function readConfig(path: string): HfConfig {
@@ -127,10 +140,20 @@ export function readWeights(found: Pick<CheckpointLocation, 'weightsPath' | 'for
     const { tensors, report } = readOnnxWeights(weightsPath, { aliases });
     return { tensors, report: { source: weightsPath, format, files: [weightsPath], findings: report.findings, onnx: report } };
   }
-  const { tensors, files } = weightsPath.endsWith('.index.json')
-    ? readShardedSafetensors(weightsPath)
-    : { tensors: readSafetensors(weightsPath), files: [weightsPath] };
   const findings: Finding[] = [];
+  let read: { tensors: TensorMap; files: string[] };
+  if (format === 'pth') {
+    const pth = readPth(weightsPath);
+    if (pth.path.length || pth.strippedPrefix) {
+      const where = pth.path.length ? `under '${pth.path.join('.')}'` : 'at the top level';
+      const prefix = pth.strippedPrefix ? `, prefix '${pth.strippedPrefix}' removed` : '';
+      findings.push({ kind: 'nested-state-dict', message: `state dict found ${where}${prefix}; not read: ${pth.skipped.join(', ') || 'nothing'}`, tensors: [] });
+    }
+    read = { tensors: pth.tensors, files: [weightsPath] };
+  } else {
+    read = weightsPath.endsWith('.index.json') ? readShardedSafetensors(weightsPath) : { tensors: readSafetensors(weightsPath), files: [weightsPath] };
+  }
+  const { tensors, files } = read;
   const renamed = aliases ? applyAliases(tensors, aliases, weightsPath) : { tensors, aliased: [] };
   if (renamed.aliased.length > 0) {
     findings.push({ kind: 'aliased', message: `${renamed.aliased.length} tensor name(s) were mapped to checkpoint names through the alias table`, tensors: renamed.aliased });

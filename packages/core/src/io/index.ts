@@ -21,3 +21,5 @@ export { WEIGHT_CANDIDATES, discoverCheckpoint, formatOfFile, locateWeights, rea
 export type { InspectedTensor, InspectReport } from './inspect.js';
 export { formatInspectReport, inspectCheckpoint } from './inspect.js';
 export { permute, transpose2d } from './permute.js';
+export type { PthReadResult } from './pth.js';
+export { ForbiddenGlobalError, STATE_DICT_KEYS, parsePth, readPth } from './pth.js';

@@ -44,7 +44,8 @@ export type FindingKind =
   | 'relative-position-bias-folded'
   | 'aliased'
   | 'unplaced-float'
-  | 'duplicate-name';
+  | 'duplicate-name'
+  | 'nested-state-dict';
 
 /** Something the loader should tell the user about, with the tensors concerned. */
 export interface Finding {

@@ -5,6 +5,8 @@ import { MaskSubError } from '../errors.js';
 import { describeShared, sharedPath } from '../testing/shared.js';
 import { ForbiddenGlobalError } from './pickle.js';
 import { parsePth, readPth } from './pth.js';
+import { locateWeights } from './hf-folder.js';
+import { formatInspectReport, inspectCheckpoint } from './inspect.js';
 import { readSafetensors } from './safetensors.js';
 
 // ------------------------------------------------------------ a tiny pickle + zip writer for tests
@@ -250,5 +252,16 @@ describeShared('fixtures/zoo-layouts', 'readPth: zoo-layouts fixtures', () => {
     expect(nbt?.shape).toEqual([]);
     expect(r.tensors.get('conv1.weight')?.shape).toEqual([16, 3, 7, 7]);
     expect(r.tensors.get('fc.weight')?.dtype).toBe('float32');
+  });
+
+  it('folders: a lone .pth is found as the weights; inspect shows a nested state dict', () => {
+    const resnet = locateWeights(join(dir, 'resnet-torchvision'));
+    expect(resnet.format).toBe('pth');
+    expect(resnet.weightsPath.endsWith('pytorch_model.pth')).toBe(true);
+    const report = inspectCheckpoint(join(dir, 'deit3/checkpoint.pth'));
+    expect(report.format).toBe('pth');
+    expect(report.tensors.map((t) => t.name)).toContain('blocks.0.gamma_1');
+    const text = formatInspectReport(report);
+    expect(text).toMatch(/nested-state-dict\] state dict found under 'model'; not read: epoch/);
   });
 });
