@@ -10,25 +10,43 @@
 import { Command } from 'commander';
 import { initBackend, tf } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
+import { makeResNetWorkload } from './arch/resnet.js';
 
 const program = new Command('bench:profile')
   .option('--batch <n>', 'batch size', '64')
   .option('--steps <n>', 'profiled steps per case (after 2 warm-up steps)', '3')
   .option('--cases <list>', `comma-separated cases: ${CASES.map((c) => c.name).join(', ')}`, 'standard,masksub token-removal')
   .option('--top <n>', 'kernels listed per case', '25')
-  .option('--shapes', 'split matmul / transpose / copy kernels by shape');
+  .option('--shapes', 'split matmul / transpose / copy kernels by shape')
+  .option('--arch <name>', 'vit (the bench ViT; --cases apply) or resnet20 (batch 128 unless --batch; cases standard, masksub)', 'vit');
 program.parse(process.argv);
-const opts = program.opts<{ batch: string; steps: string; cases: string; top: string; shapes?: boolean }>();
+const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean }>();
 
 const info = await initBackend({ prefer: 'wasm', log: () => {} });
 if (info.name !== 'wasm') throw new Error(`bench:profile needs the wasm backend, got ${info.name}`);
-const cases = opts.cases.split(',').map((name) => {
-  const c = CASES.find((x) => x.name === name.trim());
-  if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
-  return c;
-});
 const steps = Number(opts.steps);
-const workload = makeWorkload(Number(opts.batch));
+interface Profiled {
+  name: string;
+  step(i: number): void;
+}
+let cases: Profiled[];
+let dispose: () => void;
+if (opts.arch === 'resnet20') {
+  const batch = program.getOptionValueSource('batch') === 'default' ? 128 : Number(opts.batch);
+  const w = makeResNetWorkload(batch);
+  cases = [false, true].map((ms) => ({ name: ms ? 'masksub zero-fill' : 'standard', step: (i: number) => void w.step(ms, i) }));
+  dispose = () => w.dispose();
+} else if (opts.arch === 'vit') {
+  const workload = makeWorkload(Number(opts.batch));
+  cases = opts.cases.split(',').map((name) => {
+    const c = CASES.find((x) => x.name === name.trim());
+    if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
+    return { name: c.name, step: (i: number) => void workload.step(c, i) };
+  });
+  dispose = () => dispose();
+} else {
+  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, resnet20)`);
+}
 
 const stats = new Map<string, { calls: number; ms: number }>();
 let recording = false;
@@ -58,14 +76,14 @@ for (const config of tf.getKernelsForBackend('wasm')) {
   tf.registerKernel({ ...config, kernelFunc: timed as unknown as tf.KernelFunc });
 }
 
-console.log(`wasm (${info.detail}), batch ${opts.batch}, ${steps} profiled steps per case`);
+console.log(`wasm (${info.detail}), ${opts.arch}, ${steps} profiled steps per case`);
 for (const c of cases) {
-  workload.step(c, 0);
-  workload.step(c, 1);
+  c.step(0);
+  c.step(1);
   stats.clear();
   recording = true;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) workload.step(c, 2 + i);
+  for (let i = 0; i < steps; i++) c.step(2 + i);
   const stepMs = (performance.now() - t0) / steps;
   recording = false;
   const rows = [...stats].sort((a, b) => b[1].ms - a[1].ms);
@@ -78,4 +96,4 @@ for (const c of cases) {
     console.log(`  ${kernel.padEnd(width)} ${(s.calls / steps).toFixed(0).padStart(6)} calls ${(s.ms / steps).toFixed(1).padStart(8)} ms ${share.padStart(5)} %`);
   }
 }
-workload.dispose();
+dispose();

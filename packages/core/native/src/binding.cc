@@ -6,6 +6,7 @@
 #include <string>
 #include <thread>
 
+#include "conv.h"
 #include "fused.h"
 #include "sgemm.h"
 
@@ -287,6 +288,79 @@ napi_value AdamWUpdate(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// conv2dForward(x, w, y, dims) / conv2dBackpropInput(dy, w, dx, dims) /
+// conv2dBackpropFilter(x, dy, dw, dims), NHWC with HWIO filters. dims (an array of 15 integers):
+// batch, inH, inW, inC, outH, outW, outC, kH, kW, strideH, strideW, dilationH, dilationW, padTop,
+// padLeft. Every array's length is checked against dims, so no dims can read or write out of range.
+enum class ConvKind { kForward, kBackpropInput, kBackpropFilter };
+
+napi_value Conv2D(napi_env env, napi_callback_info info, ConvKind kind) {
+  const char* fn = kind == ConvKind::kForward ? "conv2dForward" : kind == ConvKind::kBackpropInput ? "conv2dBackpropInput" : "conv2dBackpropFilter";
+  Args a(env, info, fn, 4);
+  size_t n0, n1, n2;
+  const char* names[3] = {"x", "w", "y"};
+  if (kind == ConvKind::kBackpropInput) names[0] = "dy", names[2] = "dx";
+  if (kind == ConvKind::kBackpropFilter) names[1] = "dy", names[2] = "dw";
+  const float* p0 = a.f32(0, names[0], &n0);
+  const float* p1 = a.f32(1, names[1], &n1);
+  float* p2 = a.f32(2, names[2], &n2);
+  if (!a.ok) return nullptr;
+  bool is_array = false;
+  napi_is_array(env, a.argv[3], &is_array);
+  uint32_t len = 0;
+  if (is_array) napi_get_array_length(env, a.argv[3], &len);
+  if (!is_array || len != 15) {
+    a.fail("dims must be an array of 15 integers");
+    return nullptr;
+  }
+  long d[15];
+  for (uint32_t i = 0; i < 15; i++) {
+    napi_value v;
+    double x = -1;
+    napi_get_element(env, a.argv[3], i, &v);
+    if (napi_get_value_double(env, v, &x) != napi_ok || x < 0 || x > 1e9 || x != static_cast<double>(static_cast<long>(x))) {
+      a.fail("dims[" + std::to_string(i) + "] must be a non-negative integer");
+      return nullptr;
+    }
+    d[i] = static_cast<long>(x);
+  }
+  masksub::ConvShape s{d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9], d[10], d[11], d[12], d[13], d[14]};
+  if (s.k_h < 1 || s.k_w < 1 || s.stride_h < 1 || s.stride_w < 1 || s.dilation_h < 1 || s.dilation_w < 1) {
+    a.fail("kernel, stride and dilation must be >= 1");
+    return nullptr;
+  }
+  const size_t x_len = static_cast<size_t>(s.batch * s.in_h * s.in_w * s.in_c);
+  const size_t w_len = static_cast<size_t>(s.k_h * s.k_w * s.in_c * s.out_c);
+  const size_t y_len = static_cast<size_t>(s.batch * s.out_h * s.out_w * s.out_c);
+  const size_t want[3][3] = {{x_len, w_len, y_len}, {y_len, w_len, x_len}, {x_len, y_len, w_len}};
+  const size_t* exp = want[static_cast<int>(kind)];
+  const size_t got[3] = {n0, n1, n2};
+  for (int i = 0; i < 3; i++) {
+    if (got[i] != exp[i]) {
+      a.fail(std::string(names[i]) + " has " + std::to_string(got[i]) + " elements, dims imply " + std::to_string(exp[i]));
+      return nullptr;
+    }
+  }
+  if (kind == ConvKind::kForward) masksub::conv2d_forward(p0, p1, p2, s, g_threads);
+  else if (kind == ConvKind::kBackpropInput) masksub::conv2d_backprop_input(p0, p1, p2, s, g_threads);
+  else masksub::conv2d_backprop_filter(p0, p1, p2, s, g_threads);
+  return nullptr;
+}
+
+// setConvChunkFloats(n) -> previous: test hook, see conv.h.
+napi_value SetConvChunkFloats(napi_env env, napi_callback_info info) {
+  Args a(env, info, "setConvChunkFloats", 1);
+  const long n = a.count(0, "floats");
+  if (!a.ok) return nullptr;
+  napi_value out;
+  napi_create_double(env, static_cast<double>(masksub::set_conv_chunk_floats(n)), &out);
+  return out;
+}
+
+napi_value Conv2DForward(napi_env env, napi_callback_info info) { return Conv2D(env, info, ConvKind::kForward); }
+napi_value Conv2DBackpropInput(napi_env env, napi_callback_info info) { return Conv2D(env, info, ConvKind::kBackpropInput); }
+napi_value Conv2DBackpropFilter(napi_env env, napi_callback_info info) { return Conv2D(env, info, ConvKind::kBackpropFilter); }
+
 napi_value Init(napi_env env, napi_value exports) {
   __builtin_cpu_init();
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
@@ -306,6 +380,10 @@ napi_value Init(napi_env env, napi_value exports) {
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"setConvChunkFloats", nullptr, SetConvChunkFloats, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dForward", nullptr, Conv2DForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dBackpropInput", nullptr, Conv2DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"conv2dBackpropFilter", nullptr, Conv2DBackpropFilter, nullptr, nullptr, nullptr, napi_default, nullptr},
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
   napi_value threads;

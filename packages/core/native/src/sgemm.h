@@ -14,6 +14,7 @@ struct GemmArgs {
   long batch, m, k, n;
   bool trans_a, trans_b;
   long a_batch_stride, b_batch_stride;  // in floats; 0 broadcasts one operand over the batch
+  bool accumulate;    // out += product instead of out = product (the bias/relu epilogue must be off)
 };
 
 // out[i] = op(a[i]) @ op(b[i]) (+ bias, relu) for i < batch, row-major, out contiguous.

@@ -166,7 +166,7 @@ void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_
   const Operand B{g.b + slice * g.b_batch_stride, g.trans_b, g.k, g.n};
   float* C = g.out + slice * g.m * g.n;
   const long ldc = g.n;
-  if (g.k == 0) {
+  if (g.k == 0 && !g.accumulate) {
     for (long i = i_begin; i < i_end; i++) std::fill(C + i * ldc + j_begin, C + i * ldc + j_end, 0.f);
   }
   for (long jc = j_begin; jc < j_end; jc += NC) {
@@ -185,7 +185,7 @@ void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_
           const long nr = std::min(NR, nc - jr);
           for (long ir = 0; ir < mc; ir += MR) {
             const long mr = std::min(MR, mc - ir);
-            kernel_6x16(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, pc > 0);
+            kernel_6x16(kc, ap + ir * kc, bp + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc, mr, nr, pc > 0 || g.accumulate);
           }
         }
       }

@@ -84,7 +84,20 @@ export interface NativeGemmAddon {
     biasCorrection1: number,
     biasCorrection2: number,
   ): void;
+  // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.
+  /**
+   * dims: [batch, inH, inW, inC, outH, outW, outC, kH, kW, strideH, strideW, dilationH,
+   * dilationW, padTop, padLeft]; filters HWIO. Each array's length must match dims.
+   */
+  conv2dForward?(x: Float32Array, w: Float32Array, y: Float32Array, dims: number[]): void;
+  conv2dBackpropInput?(dy: Float32Array, w: Float32Array, dx: Float32Array, dims: number[]): void;
+  conv2dBackpropFilter?(x: Float32Array, dy: Float32Array, dw: Float32Array, dims: number[]): void;
+  /** Test hook: patch-matrix floats per chunk of images; returns the previous value. */
+  setConvChunkFloats?(floats: number): number;
 }
+
+/** The addon's convolution kernels, all present. */
+export type NativeConvAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon, 'conv2dForward' | 'conv2dBackpropInput' | 'conv2dBackpropFilter'>>;
 
 /** The addon's fused kernels, all present (a build that has them has every one). */
 export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
@@ -142,6 +155,15 @@ function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null 
   if (gemm === null) return null;
   const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
+}
+
+/** The addon when it is loaded, enabled and has the convolution kernels; else null. */
+export function nativeConv(): NativeConvAddon | null {
+  if (!enabled) return null;
+  const gemm = nativeGemmStatus().gemm;
+  if (gemm === null) return null;
+  const ok = typeof gemm.conv2dForward === 'function' && typeof gemm.conv2dBackpropInput === 'function' && typeof gemm.conv2dBackpropFilter === 'function';
+  return ok ? (gemm as NativeConvAddon) : null;
 }
 
 /** Turns routing to the native GEMM on or off at run time (tests and benches compare both). */

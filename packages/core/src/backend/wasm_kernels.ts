@@ -16,6 +16,7 @@ import {
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { registerFusedKernels } from './kernels/fused.js';
 import { makeConv2DBackpropInput } from './kernels/conv_backprop_input.js';
+import { makeNativeConv2D, makeNativeConv2DBackpropFilter, makeNativeConv2DBackpropInput } from './kernels/conv_native.js';
 import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { makeLeadingAxesSum } from './kernels/sum.js';
@@ -74,7 +75,10 @@ export function registerWasmKernels(): WasmKernelRegistration {
   const stockTranspose = stockKernel(tf.Transpose) as unknown as KernelCall;
   const stockConv2D = stockKernel(tf.Conv2D) as unknown as KernelCall;
   replace(tf.BatchMatMul, (stock) => makeFastBatchMatMul(stock, stockTranspose));
-  replace(tf.Conv2DBackpropInput, (stock) => makeConv2DBackpropInput(stock, stockConv2D));
+  // Convolutions: the native im2col + GEMM kernels when the addon has them (decided per call in
+  // conv_native.ts), else XNNPACK / masksub's wasm fallbacks.
+  replace(tf.Conv2D, (stock) => makeNativeConv2D(stock));
+  replace(tf.Conv2DBackpropInput, (stock) => makeNativeConv2DBackpropInput(makeConv2DBackpropInput(stock, stockConv2D)));
   replace(tf._FusedMatMul, (stock) => makeFastFusedMatMul(stock, stockTranspose));
   replace(tf.Identity, makeSharedIdentity);
   replace(tf.Cast, makeSharedCast);
@@ -85,12 +89,12 @@ export function registerWasmKernels(): WasmKernelRegistration {
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
   // im2col + the fast BatchMatMul (native GEMM when loaded, else XNNPACK).
-  addIfMissing(tf.Conv2DBackpropFilter, makeConv2DBackpropFilter(makeFastBatchMatMul(stockMatMul, stockTranspose)), added);
+  addIfMissing(tf.Conv2DBackpropFilter, makeNativeConv2DBackpropFilter(makeConv2DBackpropFilter(makeFastBatchMatMul(stockMatMul, stockTranspose))), added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
   added.push(...registerFusedKernels());
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2DBackpropInput] };
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2D, tf.Conv2DBackpropInput] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */
