@@ -18,7 +18,39 @@ import type { ForwardOptions, MaskSubModel, ModelInputs } from './model.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
-export type Variant = 'masksub' | 'dropsub' | 'pathsub' | 'none';
+/**
+ * Training variants, the one list the library, the run schema and the CLI help read.
+ * - two passes (main on the clean batch with the recipe loss, sub on a dropped view toward
+ *   stopgrad(main)): masksub (the model's drop operator), dropsub (dropout), pathsub (drop-path);
+ * - one pass on the dropped view with the recipe loss, no clean pass (the paper's "masking only"
+ *   setting, Eq. 2 / Table A.5 "single model"): masking, dropout-only, droppath-only;
+ * - none: standard training on the clean batch.
+ */
+export const VARIANTS = ['masksub', 'dropsub', 'pathsub', 'masking', 'dropout-only', 'droppath-only', 'none'] as const;
+export type Variant = (typeof VARIANTS)[number];
+
+/** Variants with a clean main pass and a sub pass toward it (loss weights (1/2, 1/2)). */
+export function hasSubPass(variant: Variant): boolean {
+  return variant === 'masksub' || variant === 'dropsub' || variant === 'pathsub';
+}
+
+/** Variants that train a single pass on the dropped view (no clean pass). */
+export function isSinglePass(variant: Variant): boolean {
+  return variant === 'masking' || variant === 'dropout-only' || variant === 'droppath-only';
+}
+
+/**
+ * The main loss weight when none is given: 1/2 with a sub pass (the paper's (main + sub) / 2),
+ * otherwise 1 (the plain recipe: a baseline must not train on half its loss).
+ */
+export function defaultMainWeight(variant: Variant): number {
+  return hasSubPass(variant) ? 0.5 : 1;
+}
+
+/** The sub loss weight when none is given (ignored without a sub pass). */
+export const DEFAULT_SUB_WEIGHT = 0.5;
+/** The drop ratio when none is given: 50 % as in the paper's image recipes. */
+export const DEFAULT_RATIO = 0.5;
 
 /** Anything that applies a gradient map (checkpoint names -> internal-layout gradients). */
 export interface GradientApplier {
@@ -26,13 +58,13 @@ export interface GradientApplier {
 }
 
 export interface MaskSubOptions {
-  /** masksub (the model's own drop operator), dropsub, pathsub, or none (standard training). */
+  /** One of {@link VARIANTS}; masksub by default. */
   variant?: Variant;
-  /** For 'masksub': which of the model's drop operators (default: the adapter's default). */
+  /** For 'masksub' and 'masking': which of the model's drop operators (default: the adapter's default). */
   drop?: DropKind | DropOperator;
   /** Drop ratio r (constant) or its schedule; 0.5 by default. */
   ratio?: number | RatioScheduleSpec;
-  /** Loss weights; (1/2, 1/2) by default (main 1 for variant 'none', the plain recipe). */
+  /** Loss weights; (1/2, 1/2) by default with a sub pass, main 1 otherwise ({@link defaultMainWeight}). */
   mainWeight?: number;
   subWeight?: number;
   /** Recipe loss: 'ce' (default), 'bce' (DeiT-III/RSB), 'contrastive' (CLIP), or a custom one. */
@@ -87,13 +119,13 @@ export class MaskSubTrainer {
     provider?: DropOperatorProvider,
   ) {
     this.variant = options.variant ?? 'masksub';
-    if (!['masksub', 'dropsub', 'pathsub', 'none'].includes(this.variant)) {
-      throw new OptionError('variant', `unknown variant '${this.variant}' (masksub, dropsub, pathsub, none)`);
+    if (!(VARIANTS as readonly string[]).includes(this.variant)) {
+      throw new OptionError('variant', `unknown variant '${this.variant}' (${VARIANTS.join(', ')})`);
     }
     this.schedule = weightSchedule({
-      ratio: options.ratio,
-      mainWeight: options.mainWeight ?? (this.variant === 'none' ? 1 : 0.5),
-      subWeight: options.subWeight,
+      ratio: options.ratio ?? DEFAULT_RATIO,
+      mainWeight: options.mainWeight ?? defaultMainWeight(this.variant),
+      subWeight: hasSubPass(this.variant) ? (options.subWeight ?? DEFAULT_SUB_WEIGHT) : 0,
     });
     const smoothing = { labelSmoothing: options.labelSmoothing };
     if (typeof options.loss === 'object') this.loss = options.loss;
@@ -108,10 +140,13 @@ export class MaskSubTrainer {
       case 'none':
         return null;
       case 'dropsub':
+      case 'dropout-only':
         return dropoutSub();
       case 'pathsub':
+      case 'droppath-only':
         return dropPathSub();
       case 'masksub':
+      case 'masking':
         if (drop && typeof drop === 'object') return drop;
         if (!provider) throw new OptionError('drop', `the ${this.model.architecture} model offers no drop operators; pass one`);
         return provider.dropOperator(drop ?? provider.defaultDrop);
@@ -134,6 +169,7 @@ export class MaskSubTrainer {
     // (whose checkpoint holds that RNG's state) draws the same ones.
     const mainSeed = this.rng.nextUint32();
     const subSeed = this.rng.nextUint32();
+    if (isSinglePass(this.variant)) return this.singlePass(batch, wMain, ratio, mainSeed, mask);
 
     // Main pass: its graph is released when variableGrads returns; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
@@ -181,6 +217,29 @@ export class MaskSubTrainer {
       }
     }
     return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+  }
+
+  /**
+   * The "masking only" setting: the model sees only the dropped view and learns the recipe's
+   * targets directly. Reported as the main loss (there is no sub-model); the mask is returned.
+   */
+  private singlePass(batch: Batch, weight: number, ratio: number, seed: number, mask?: DropMask): GradientResult {
+    if (!this.drop) throw new Error(`variant ${this.variant} has no drop operator`);
+    const vars = this.model.params.trainable();
+    const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
+    const view = this.drop.apply(batch.inputs, theMask);
+    let out: tf.Tensor | null = null;
+    const res = tf.variableGrads(() => {
+      const logits = this.model.forward(view.inputs, { seed, ...view.forward, stepSeed: seed, training: true });
+      out = tf.keep(logits);
+      return tf.mul(this.loss.main(logits, batch.targets), weight) as tf.Scalar;
+    }, [...vars.values()]);
+    const lossMain = weight === 0 ? 0 : res.value.dataSync()[0] / weight;
+    res.value.dispose();
+    disposeView(batch.inputs, view.inputs, view.forward);
+    if (!out) throw new Error('forward produced no logits');
+    const grads = renameGrads(vars, res.grads);
+    return { loss: weight * lossMain, lossMain, lossSub: 0, weights: { main: weight, sub: 0 }, ratio, grads, mainLogits: out, subLogits: null, mask: theMask };
   }
 
   /** One training step: both passes, one optimizer update. */

@@ -2,16 +2,28 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseRunConfig, readConfigFile, setPath } from './config.js';
+import { BACKEND_NAMES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS } from '@masksub/core';
+import { parseRunConfig, readConfigFile, runConfigSchema, setPath } from './config.js';
 
 const base = { model: 'm', data: { train: 'mnist:train' }, train: { steps: 10 } };
 
 describe('run config', () => {
-  it('fills defaults (r = 0.5, weights 1/2, AdamW)', () => {
+  it('fills defaults (r = 0.5, AdamW) and leaves the loss weights to the library rule', () => {
     const c = parseRunConfig(base);
-    expect(c.masksub).toMatchObject({ variant: 'masksub', ratio: 0.5, main_weight: 0.5, sub_weight: 0.5 });
+    expect(c.masksub).toMatchObject({ variant: 'masksub', ratio: 0.5 });
+    // A YAML default here would override withMaskSub's rule (main weight 1 for 'none').
+    expect(c.masksub.main_weight).toBeUndefined();
+    expect(c.masksub.sub_weight).toBeUndefined();
     expect(c.optimizer.kind).toBe('adamw');
     expect(c.train.batch_size).toBe(64);
+  });
+  it("reads its enums from core's lists", () => {
+    const shape = runConfigSchema.shape;
+    expect(shape.masksub.unwrap().shape.variant.unwrap().options).toEqual([...VARIANTS]);
+    expect(shape.masksub.unwrap().shape.drop.unwrap().options).toEqual([...MASK_DROP_KINDS]);
+    expect(shape.train.unwrap().shape.loss.unwrap().options).toEqual([...LOSS_KINDS]);
+    expect(shape.run.unwrap().shape.backend.unwrap().options).toEqual([...BACKEND_NAMES]);
+    expect(parseRunConfig({ ...base, masksub: { variant: 'masking', drop: 'zero-fill' } }).masksub.variant).toBe('masking');
   });
   it('names an unknown key with its full path', () => {
     expect(() => parseRunConfig({ ...base, optimizer: { lr: 0.1, wieght_decay: 0.1 } }, 'run.yaml')).toThrow(/run\.yaml: unknown key 'optimizer\.wieght_decay'/);

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_RATIO, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
 
 const ratio = z.number().min(0).lt(1);
 const positiveInt = z.number().int().positive();
@@ -71,24 +71,28 @@ export const runConfigSchema = z
         steps: positiveInt.optional(),
         epochs: z.number().positive().optional(),
         /** recipe loss: ce, or bce (DeiT-III/RSB). */
-        loss: z.enum(['ce', 'bce']).default('ce'),
+        loss: z.enum(LOSS_KINDS).default('ce'),
         seed: z.number().int().min(0).default(0),
       })
       .strict()
       .default({ batch_size: 64, loss: 'ce', seed: 0 }),
     masksub: z
       .object({
-        variant: z.enum(['masksub', 'dropsub', 'pathsub', 'none']).default('masksub'),
-        drop: z.enum(['token-removal', 'mask-token', 'zero-fill', 'token-masking']).optional(),
-        ratio: ratio.default(0.5),
+        variant: z.enum(VARIANTS).default('masksub'),
+        drop: z.enum(MASK_DROP_KINDS).optional(),
+        ratio: ratio.default(DEFAULT_RATIO),
         ratio_end: ratio.optional(),
         ratio_steps: positiveInt.optional(),
         ramp: z.enum(['constant', 'linear', 'cosine']).default('constant'),
-        main_weight: z.number().min(0).default(0.5),
-        sub_weight: z.number().min(0).default(0.5),
+        /**
+         * Loss weights. Unset = the library's rule (defaultMainWeight): (1/2, 1/2) with a sub
+         * pass, main 1 for 'none' and the single-pass variants, so a baseline is the plain recipe.
+         */
+        main_weight: z.number().min(0).optional(),
+        sub_weight: z.number().min(0).optional(),
       })
       .strict()
-      .default({ variant: 'masksub', ratio: 0.5, ramp: 'constant', main_weight: 0.5, sub_weight: 0.5 }),
+      .default({ variant: 'masksub', ratio: DEFAULT_RATIO, ramp: 'constant' }),
     run: z
       .object({
         dir: z.string().min(1).default('runs/run'),
@@ -97,7 +101,7 @@ export const runConfigSchema = z
         checkpoint_every: positiveInt.default(100),
         keep_checkpoints: positiveInt.default(2),
         quiet: z.boolean().default(false),
-        backend: z.enum(['wasm', 'cpu', 'tensorflow']).optional(),
+        backend: z.enum(BACKEND_NAMES).optional(),
         /** Stop (as if killed) after this many steps of this process: for resume tests and time-boxed runs. */
         stop_after: positiveInt.optional(),
       })

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, initBackend, loadPretrained, type MaskSubTrainer, OptionError, saveModel, tf, warmupCosine, withMaskSub, writeFileAtomic } from '@masksub/core';
+import { type AdapterModel, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, saveModel, tf, warmupCosine, withMaskSub, writeFileAtomic } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
 import { DataLoader } from './data/loader.js';
@@ -210,10 +210,10 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     totalImages += batch.shape[0];
     const seconds = (performance.now() - intervalStart) / 1000;
     const imgPerS = intervalImages / Math.max(seconds, 1e-9);
-    const hasSub = trainer.variant !== 'none';
+    const hasSub = hasSubPass(trainer.variant);
     progress.update({ step, epoch: epochAt(step), loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, lr, img_per_s: imgPerS });
     if (step % config.run.log_every === 0 || step === totalSteps) {
-      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: r.loss, loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, ratio: hasSub ? r.ratio : null, img_per_s: imgPerS });
+      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: r.loss, loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, ratio: trainer.variant !== 'none' ? r.ratio : null, img_per_s: imgPerS });
       intervalImages = 0;
       intervalStart = performance.now();
     }

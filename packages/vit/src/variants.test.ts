@@ -1,6 +1,6 @@
 /** DropSub / PathSub on ViT, DeiT's distillation token, and the MAE sub pass costing about half. */
 import { describe, expect, it } from 'vitest';
-import { Rng, tf, withMaskSub } from '@masksub/core';
+import { Rng, crossEntropyLoss, tf, withMaskSub } from '@masksub/core';
 import { ViTModel } from './index.js';
 
 const tiny = { model_type: 'vit', image_size: 16, patch_size: 4, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, num_labels: 5 };
@@ -45,6 +45,47 @@ describe('ViT sub-pass variants', () => {
     tf.dispose([first, second, again].flatMap((r) => [r.mainLogits, r.subLogits!, ...r.grads.values()]));
     noisy.dispose();
   });
+
+  // 64 px at patch 8: 2 x 2 mask-token blocks and 2 x 2 zero-fill squares of 32 px, so each drop kind drops something.
+  const wide = new ViTModel({ ...tiny, image_size: 64, patch_size: 8 }, { rng: new Rng(5) });
+  const wideBatch = { inputs: { pixel_values: tf.randomNormal([3, 3, 64, 64], 0, 1, 'float32', 4) }, targets: { labels } };
+  for (const drop of ['token-removal', 'mask-token', 'zero-fill'] as const) {
+    it(`masking (${drop}): one pass on the dropped view with the recipe loss, no clean pass`, async () => {
+      await tf.setBackend('cpu');
+      const model = wide;
+      const batch = wideBatch;
+      const x = batch.inputs.pixel_values;
+      const r = withMaskSub(model, { variant: 'masking', drop, ratio: 0.5, seed: 4 }).computeGradients(batch);
+      expect(r.subLogits).toBeNull();
+      expect(r.weights).toEqual({ main: 1, sub: 0 });
+      expect(r.mask?.kind).toBe(drop);
+      // The logits are the model's on the dropped view (replayed from the returned mask) and the
+      // loss is plain CE toward the labels.
+      const view = model.dropOperator(drop).apply(batch.inputs, r.mask!);
+      const expected = model.forward(view.inputs, { ...view.forward, training: true });
+      expect(maxAbsDiff(r.mainLogits, expected)).toBeLessThan(1e-6);
+      const ce = crossEntropyLoss().main(expected, batch.targets);
+      expect(r.lossMain).toBeCloseTo(ce.dataSync()[0], 5);
+      expect(r.loss).toBeCloseTo(r.lossMain, 6);
+      const clean = model.forward(batch.inputs);
+      expect(maxAbsDiff(clean, r.mainLogits)).toBeGreaterThan(1e-4);
+      for (const t of Object.values(view.inputs)) if (t !== x) t.dispose();
+      tf.dispose([expected, ce, clean, r.mainLogits, ...r.grads.values(), view.forward.keepIndices, view.forward.maskedPositions].filter((t) => t !== undefined));
+    });
+  }
+
+  for (const variant of ['dropout-only', 'droppath-only'] as const) {
+    it(`${variant}: one stochastic pass, a different one per seed`, async () => {
+      await tf.setBackend('cpu');
+      const a = withMaskSub(model, { variant, ratio: 0.5, seed: 1 }).computeGradients(batch);
+      const b = withMaskSub(model, { variant, ratio: 0.5, seed: 2 }).computeGradients(batch);
+      expect(a.subLogits).toBeNull();
+      expect(a.mask?.kind).toBe(variant === 'dropout-only' ? 'dropout' : 'drop-path');
+      expect(maxAbsDiff(a.mainLogits, b.mainLogits)).toBeGreaterThan(1e-4);
+      expect(a.loss).toBeCloseTo(a.lossMain, 6);
+      tf.dispose([a, b].flatMap((r) => [r.mainLogits, ...r.grads.values()]));
+    });
+  }
 
   it('token removal runs the encoder on 1 + K tokens', () => {
     const mask = model.dropOperator('token-removal').sample({ pixel_values: x }, 0.75, new Rng(0));

@@ -15,8 +15,9 @@ import { nativeGemm, nativeGemmStatus } from './native.js';
 import { registerWasmKernels, type WasmKernelRegistration } from './wasm_kernels.js';
 import { enableThreadedWasmInNode, unrefWasmWorkers } from './wasm_threads.js';
 
-export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
-export const BACKEND_NAMES: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+/** Backends in order of preference (one list for the schema, the CLI help and initBackend). */
+export const BACKEND_NAMES = ['tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
 export const BACKEND_ENV = 'MASKSUB_BACKEND';
 /** XNNPACK threads for wasm (1 = the single-threaded SIMD build). */
 export const WASM_THREADS_ENV = 'MASKSUB_WASM_THREADS';

@@ -1,12 +1,31 @@
 import { describe, expect, it } from 'vitest';
 import { Rng } from '../rng.js';
 import { tf } from '../tf.js';
-import { maskTokenSwap, sampleBlockMask, sampleKeepIndices, tokenMasking, tokenRemoval, zeroFill, dropoutSub, dropPathSub } from './drop.js';
+import { keptCount, maskTokenSwap, sampleBlockMask, sampleKeepIndices, tokenMasking, tokenRemoval, zeroFill, dropoutSub, dropPathSub } from './drop.js';
 import { bceWithLogits, binaryCrossEntropyLoss, contrastiveLoss, crossEntropyLoss, denseTargets, logSoftmax, softCrossEntropy } from './loss.js';
 import { ratioSchedule, weightSchedule } from './schedule.js';
 
 describe('drop operators', () => {
-  it('token removal keeps round(N(1-r)) distinct ascending indices per sample, reproducibly', () => {
+  it('one count rule: floor(N (1 - r)) units stay, as the official int(L * (1 - r))', () => {
+    // The main ViT job: 49 tokens at r = 0.5 keep 24 (round would keep 25).
+    expect(keptCount(49, 0.5)).toBe(24);
+    expect(sampleKeepIndices(2, 49, 0.5, new Rng(1)).length).toBe(2 * 24);
+    // Swin's 7 x 7 blocks: L - int(L (1 - r)) = 25 masked.
+    const blocks = sampleBlockMask(1, 7, 7, 1, 0.5, new Rng(2));
+    expect(blocks.reduce((a, b) => a + b, 0)).toBe(25);
+    // Float64 arithmetic as Python's: 10 * (1 - 0.7) = 3.0000000000000004 -> 3; 10 * (1 - 0.9) = 0.99.. -> at least 1.
+    expect(keptCount(10, 0.7)).toBe(3);
+    expect(keptCount(10, 0.9)).toBe(1);
+    expect(keptCount(4, 0)).toBe(4);
+    // Zero-fill: 3 x 3 squares at r = 0.5 keep 4 and zero 5.
+    const x = tf.ones([1, 1, 96, 96]);
+    const zf = zeroFill(32).sample({ pixel_values: x }, 0.5, new Rng(3));
+    if (zf.kind !== 'zero-fill') throw new Error('kind');
+    expect(zf.pixelMask.reduce((a, b) => a + b, 0)).toBe(4 * 32 * 32);
+    x.dispose();
+  });
+
+  it('token removal keeps floor(N(1-r)) distinct ascending indices per sample, reproducibly', () => {
     const a = sampleKeepIndices(3, 64, 0.5, new Rng(1));
     const b = sampleKeepIndices(3, 64, 0.5, new Rng(1));
     expect(Array.from(a)).toEqual(Array.from(b));
@@ -73,14 +92,14 @@ describe('drop operators', () => {
     tf.dispose([x, y, view.inputs.pixel_values, vm.inputs.image]);
   });
 
-  it('token masking replaces ~r of real tokens by [MASK], never specials or padding', () => {
+  it('token masking replaces n - floor(n (1 - r)) real tokens by [MASK], never specials or padding', () => {
     const ids = tf.tensor2d([[101, 5, 6, 7, 8, 9, 10, 11, 102, 0], [101, 20, 21, 102, 0, 0, 0, 0, 0, 0]], undefined, 'int32');
     const att = tf.tensor2d([[1, 1, 1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 0, 0, 0, 0, 0, 0]], undefined, 'int32');
     const op = tokenMasking(103, [101, 102, 0]);
     const mask = op.sample({ input_ids: ids, attention_mask: att }, 0.15, new Rng(6));
     if (mask.kind !== 'token-masking') throw new Error('kind');
     const masked = Array.from(mask.masked);
-    expect(masked.slice(0, 10).reduce((a, b) => a + b, 0)).toBe(1); // round(7 * 0.15) = 1
+    expect(masked.slice(0, 10).reduce((a, b) => a + b, 0)).toBe(2); // 7 - floor(7 * 0.85) = 2
     expect(masked.slice(10).reduce((a, b) => a + b, 0)).toBe(1); // at least one
     for (const i of [0, 8, 9, 10, 13, 14]) expect(masked[i]).toBe(0);
     for (let i = 0; i < 20; i++) expect(mask.maskedIds[i]).toBe(masked[i] ? 103 : ids.dataSync()[i]);

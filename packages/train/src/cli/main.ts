@@ -13,7 +13,7 @@ import { Command, Option } from 'commander';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_TOLERANCES, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, verifyModel } from '@masksub/core';
 import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
@@ -36,13 +36,13 @@ const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, h
   ['--batch-size <n>', 'train.batch_size', Number, 'batch size'],
   ['--lr <x>', 'optimizer.lr', Number, 'peak learning rate'],
   ['--optimizer <kind>', 'optimizer.kind', String, 'adamw | sgd | lamb'],
-  ['--loss <kind>', 'train.loss', String, 'ce | bce'],
-  ['--variant <v>', 'masksub.variant', String, 'masksub | dropsub | pathsub | none'],
-  ['--drop <kind>', 'masksub.drop', String, 'token-removal | mask-token | zero-fill | token-masking'],
+  ['--loss <kind>', 'train.loss', String, LOSS_KINDS.join(' | ')],
+  ['--variant <v>', 'masksub.variant', String, VARIANTS.join(' | ')],
+  ['--drop <kind>', 'masksub.drop', String, MASK_DROP_KINDS.join(' | ')],
   ['--ratio <r>', 'masksub.ratio', Number, 'drop ratio in [0, 1)'],
   ['--seed <n>', 'train.seed', Number, 'seed of every random stream'],
   ['--run-dir <dir>', 'run.dir', String, 'run folder'],
-  ['--backend <name>', 'run.backend', String, 'wasm | cpu | tensorflow'],
+  ['--backend <name>', 'run.backend', String, BACKEND_NAMES.join(' | ')],
 ];
 
 function parseSetValue(v: string): unknown {
@@ -126,7 +126,9 @@ export async function main(argv: string[]): Promise<void> {
       const results: [string, TrainRunResult][] = [];
       for (const variant of ['none', base.masksub.variant === 'none' ? 'masksub' : base.masksub.variant] as const) {
         const name = variant === 'none' ? 'baseline' : variant;
-        const config: RunConfig = { ...base, masksub: { ...base.masksub, variant }, run: { ...base.run, dir: join(base.run.dir, name) } };
+        // The baseline is the plain recipe: loss weights set for MaskSub do not apply to it.
+        const masksub = variant === 'none' ? { ...base.masksub, variant, main_weight: undefined, sub_weight: undefined } : { ...base.masksub, variant };
+        const config: RunConfig = { ...base, masksub, run: { ...base.run, dir: join(base.run.dir, name) } };
         log(`\n== ${name} ==`);
         results.push([name, await trainRun(config, { log })]);
       }
