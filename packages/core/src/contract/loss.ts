@@ -100,21 +100,45 @@ export function binaryCrossEntropyLoss(opts: { labelSmoothing?: number } = {}): 
 }
 
 /**
+ * The contrastive main loss's targets for a [B, B] similarity matrix, row-wise (image -> texts)
+ * and column-wise (text -> images). `labels` are caption groups: pair i is positive with every
+ * pair j of its group, and the target of row i spreads uniformly over them. Distinct groups
+ * (`arange(B)`, CLIP's setting) give the identity, i.e. CE(S, arange); duplicate captions in a
+ * batch (template captions of one class) share their row's mass instead of asking the model to
+ * tell identical texts apart. `soft` targets [B, B] are the row targets; the column targets are
+ * their transpose, renormalised per text.
+ */
+export function contrastiveTargets(targets: Targets, n: number): { rows: tf.Tensor2D; cols: tf.Tensor2D } {
+  return tf.tidy(() => {
+    if ('soft' in targets) {
+      const [r, c] = targets.soft.shape;
+      if (r !== n || c !== n) throw new OptionError('targets', `contrastive soft targets must be [${n}, ${n}] (images x texts), got [${targets.soft.shape}]`);
+      const t = tf.transpose(targets.soft);
+      return { rows: tf.clone(targets.soft), cols: tf.div(t, tf.maximum(tf.sum(t, 1, true), 1e-12)) as tf.Tensor2D };
+    }
+    if (targets.labels.shape[0] !== n) throw new OptionError('targets', `${targets.labels.shape[0]} caption groups for a ${n} x ${n} similarity matrix`);
+    const g = tf.cast(targets.labels, 'int32');
+    const same = tf.cast(tf.equal(tf.expandDims(g, 1), tf.expandDims(g, 0)), 'float32');
+    // Symmetric with rows summing to 1 and (by symmetry of the relation) columns too.
+    const rows = tf.div(same, tf.sum(same, 1, true)) as tf.Tensor2D;
+    return { rows, cols: tf.clone(rows) };
+  });
+}
+
+/**
  * Contrastive form for image-text models. "Logits" here is the [B, B] similarity matrix S
- * (images x texts). Main: (CE(S, arange) + CE(S^T, arange)) / 2. Sub: the masked-image matrix
- * mimics softmax of the detached main matrix, row-wise and column-wise. The teacher packs both
- * directions as [2, B, B].
+ * (images x texts). Main: (CE(S, T) + CE(S^T, T')) / 2 with the targets of `contrastiveTargets`
+ * (T = identity for distinct pairs, CLIP's loss). Sub: the masked-image matrix mimics softmax of
+ * the detached main matrix, row-wise and column-wise. The teacher packs both directions as
+ * [2, B, B].
  */
 export function contrastiveLoss(): RelaxedLoss {
   return {
     kind: 'contrastive',
-    main: (s) =>
+    main: (s, targets) =>
       tf.tidy(() => {
-        const n = s.shape[0];
-        const labels = { labels: tf.range(0, n, 1, 'int32') as tf.Tensor1D };
-        const rows = softCrossEntropy(s, denseTargets(labels, n));
-        const cols = softCrossEntropy(tf.transpose(s), denseTargets(labels, n));
-        return tf.div(tf.add(rows, cols), 2) as tf.Scalar;
+        const { rows, cols } = contrastiveTargets(targets, s.shape[0]);
+        return tf.div(tf.add(softCrossEntropy(s, rows), softCrossEntropy(tf.transpose(s), cols)), 2) as tf.Scalar;
       }),
     teacher: (s) =>
       tf.tidy(() => {
