@@ -14,7 +14,7 @@ import { numel } from './io/types.js';
 import { FileFormatError, OptionError, type MaskSubError } from './errors.js';
 import { MAX_PARAMETERS, type ParamSpec, withParameterBudget } from './model.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
-import { adapterFor } from './registry.js';
+import { adapterForConfig } from './registry.js';
 import { Rng } from './rng.js';
 
 export interface LoadPretrainedOptions {
@@ -51,7 +51,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const log = options.log ?? ((m: string) => console.error(m));
   const found = discoverCheckpoint(dirOrFile, { weights: options.weights });
   let config = found.config as HFConfig;
-  const adapter = adapterFor(config.model_type, join(found.dir, 'config.json'));
+  const adapter = adapterForConfig(config, join(found.dir, 'config.json'));
   if (options.architecture) config = withArchitecture(config, adapter, options.architecture, join(found.dir, 'config.json'));
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
   if (newHead) {
@@ -200,7 +200,7 @@ export function buildFromConfig(
   } else {
     config = configOrPath;
   }
-  const adapter = adapterFor(config.model_type, source);
+  const adapter = adapterForConfig(config, source);
   checkLayerCounts(config, source);
   const budget = {
     limit: MAX_PARAMETERS,

@@ -34,6 +34,11 @@ export interface ArchitectureAdapter {
    * than one (e.g. CLIPModel and CLIPForImageClassification); `build` reads the config's choice.
    */
   readonly architectures?: readonly string[];
+  /**
+   * timm architecture names it serves (`config.json` `architecture` of a timm hub folder), as
+   * glob patterns such as 'vit_*'; `build` then receives the timm config as it is.
+   */
+  readonly timmArchitectures?: readonly string[];
   /** Build a randomly initialised model from a config.json object (validates the fields it reads). */
   build(config: HFConfig, options?: BuildOptions): AdapterModel;
   /**
@@ -77,4 +82,30 @@ export function adapterFor(modelType: string | undefined, source: string, c: Dep
     );
   }
   return found;
+}
+
+/** A timm hub config.json: `architecture` plus `model_args` / `pretrained_cfg`, and no HF `model_type`. */
+export function isTimmConfig(config: HFConfig): boolean {
+  return config.model_type === undefined && typeof config.architecture === 'string' && ('model_args' in config || 'pretrained_cfg' in config);
+}
+
+function globMatch(pattern: string, name: string): boolean {
+  const re = new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*')}$`);
+  return re.test(name);
+}
+
+/** The adapter serving a timm architecture name; an error naming it and listing what is served. */
+export function adapterForTimm(architecture: string, source: string, c: DependencyContainer = adapterContainer): ArchitectureAdapter {
+  const adapters = listAdapters(c);
+  const found = adapters.find((a) => (a.timmArchitectures ?? []).some((p) => globMatch(p, architecture)));
+  if (!found) {
+    const served = adapters.flatMap((a) => (a.timmArchitectures ?? []).map((p) => `${p} (${a.name})`));
+    throw new MaskSubError(`${source}: no adapter serves timm architecture '${architecture}'. Served: ${served.length ? served.join(', ') : 'none — import an architecture package such as @masksub/vit'}`);
+  }
+  return found;
+}
+
+/** Dispatch a config.json: HF `model_type`, or timm `architecture`. */
+export function adapterForConfig(config: HFConfig, source: string, c: DependencyContainer = adapterContainer): ArchitectureAdapter {
+  return isTimmConfig(config) ? adapterForTimm(config.architecture as string, source, c) : adapterFor(config.model_type, source, c);
 }

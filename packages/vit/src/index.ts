@@ -2,22 +2,26 @@
  * @masksub/vit: HF ViT / DeiT for masksub. Importing this module registers the adapter, so
  * `loadPretrained(dir)` dispatches `model_type: vit | deit` here.
  */
-import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
+import { isTimmConfig, registerAdapter, type ArchitectureAdapter } from '@masksub/core';
 import { ViTModel } from './model.js';
 import { parseViTConfig } from './config.js';
 import { vitAliases, vitIgnoredWeights } from './weights.js';
+import { TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig } from './timm.js';
 
 export { parseViTConfig, type ViTConfig } from './config.js';
 export { ViTModel } from './model.js';
 export { vitAliases, vitParamSpecs, vitIgnoredWeights } from './weights.js';
+export { TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig, timmViTParamSpecs, type TimmViTConfig } from './timm.js';
 
 export const vitAdapter: ArchitectureAdapter = {
   name: 'vit',
   modelTypes: ['vit', 'deit'],
-  build: (config, options) => new ViTModel(config, options),
+  // timm hub folders (timm names; DeiT-III's official release names through aliases)
+  timmArchitectures: TIMM_VIT_ARCHITECTURES,
+  build: (config, options) => (isTimmConfig(config) ? new TimmViTModel(config, options) : new ViTModel(config, options)),
   ignoredWeights: vitIgnoredWeights,
-  headWeights: (name) => name.startsWith('classifier.'),
-  aliases: (config) => vitAliases(parseViTConfig(config)),
+  headWeights: (name) => name.startsWith('classifier.') || name.startsWith('head.'),
+  aliases: (config) => (isTimmConfig(config) ? officialDeitAliases(parseTimmViTConfig(config)) : vitAliases(parseViTConfig(config))),
 };
 
 registerAdapter(vitAdapter);
