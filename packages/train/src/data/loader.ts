@@ -282,6 +282,7 @@ export class DataLoader {
     }
     const shape: [number, number, number, number] = [B, C, size.height, size.width];
     const batch: ImageBatch = { images: data, shape, labels, keys: raws.map((r) => r.key) };
+    if (raws.some((r) => r.caption !== undefined)) batch.captions = raws.map((r) => r.caption ?? '');
     const mix = this.options.mixup;
     if (mix && this.numClasses !== undefined) {
       // Mixing happens after normalisation, as timm does on the device; since normalisation is

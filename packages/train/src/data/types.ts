@@ -25,9 +25,13 @@ export interface ImageSample extends DecodedImage {
  * later by the loader's workers) or already raw (IDX). Keeping encoded bytes until the batch is
  * assembled lets the loader decode a whole batch concurrently.
  */
-export type RawSample =
+export type RawSample = (
   | { kind: 'encoded'; key: string; bytes: Uint8Array; label: number }
-  | ({ kind: 'decoded'; key: string } & ImageSample);
+  | ({ kind: 'decoded'; key: string } & ImageSample)
+) & {
+  /** The image's caption (image-text sources: WebDataset `<key>.txt`), carried to the batch. */
+  caption?: string;
+};
 
 /** Random access source (map-style, as a PyTorch `Dataset`). */
 export interface ImageDataset {
@@ -73,6 +77,8 @@ export interface ImageBatch {
   lam?: number;
   /** Source keys/indices of the samples, for debugging and tests. */
   keys: string[];
+  /** Captions, in sample order, when the source has them (image-text data). */
+  captions?: string[];
 }
 
 /** A loader position: restoring it makes the loader continue exactly where it was saved. */
