@@ -7,7 +7,7 @@
       # (LayerNorm's backward) could round differently each time; explicit FMAs stay FMAs.
       "target_name": "sgemm_avx2",
       "type": "static_library",
-      "sources": ["src/sgemm_avx2.cc", "src/fused_avx2.cc", "src/conv_avx2.cc"],
+      "sources": ["src/sgemm_avx2.cc", "src/fused_avx2.cc", "src/conv_avx2.cc", "src/batch_norm_avx2.cc"],
       "cflags": ["-fPIC"],
       "cflags_cc": ["-O3", "-mavx2", "-mfma", "-std=c++17", "-fno-math-errno", "-ffp-contract=off"],
       "cflags_cc!": ["-fno-exceptions"]

@@ -3,6 +3,8 @@
  * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
  */
 import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
+import { batchNormKernelsActive, nativeBatchNormTrain, type BatchNormTrainResult } from './backend/kernels/batch_norm.js';
+export type { BatchNormTrainResult } from './backend/kernels/batch_norm.js';
 import { OptionError } from './errors.js';
 import { tf } from './tf.js';
 
@@ -63,6 +65,23 @@ export function layerNorm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: 
 
 /** 1/√(2π): the standard normal density's constant. */
 const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
+
+/**
+ * Batch norm with batch statistics over every axis but the last (channels last, e.g. NHWC):
+ * y = (x - mean) / sqrt(var + eps) * gamma + beta with the batch's mean and biased variance,
+ * returned too (for running statistics; they carry no gradient). On wasm with masksub's addon
+ * it is one native kernel each way (backend/kernels/batch_norm.ts); otherwise tfjs ops, the
+ * gradient by autodiff through the statistics.
+ */
+export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
+  if (batchNormKernelsActive() && x.dtype === 'float32') return nativeBatchNormTrain(x, gamma, beta, eps);
+  const axes = Array.from({ length: x.rank - 1 }, (_, i) => i);
+  const mean = tf.mean(x, axes) as tf.Tensor1D;
+  const centered = tf.sub(x, mean);
+  const variance = tf.mean(tf.square(centered), axes) as tf.Tensor1D;
+  const y = tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
+  return { y, mean, variance };
+}
 
 /**
  * Exact GELU: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), with a hand-written gradient

@@ -8,7 +8,7 @@
  * has folded the batch norm into the conv (ONNX with constant folding), the unit is a conv with a
  * bias and no norm at all.
  */
-import { tf, type ParamSpec } from '@masksub/core';
+import { batchNormTrain, tf, type ParamSpec } from '@masksub/core';
 
 /**
  * - 'train': batch statistics when the forward pass is a training pass (and the running
@@ -97,10 +97,8 @@ export function batchNorm2d(x: tf.Tensor4D, v: BatchNormVariables, batchStatisti
   }
   const [b, h, w] = x.shape;
   const n = b * h * w;
-  const mean = tf.mean(x, [0, 1, 2]);
-  const centered = tf.sub(x, mean);
-  const variance = tf.mean(tf.square(centered), [0, 1, 2]);
-  const y = tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), v.weight), v.bias);
+  // core's op: native kernels on wasm when masksub's addon is built, tfjs ops otherwise.
+  const { y, mean, variance } = batchNormTrain(x, v.weight, v.bias, eps);
   // Running statistics are state: nothing the loss depends on reads them in this pass, so the
   // tape never differentiates through these updates.
   const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;

@@ -347,6 +347,69 @@ napi_value Conv2D(napi_env env, napi_callback_info info, ConvKind kind) {
   return nullptr;
 }
 
+// batchNormStats(x, mean, var): channels = mean.length, rows = x.length / channels.
+napi_value BatchNormStats(napi_env env, napi_callback_info info) {
+  Args a(env, info, "batchNormStats", 3);
+  size_t nx, nm, nv;
+  const float* x = a.f32(0, "x", &nx);
+  float* mean = a.f32(1, "mean", &nm);
+  float* var = a.f32(2, "var", &nv);
+  if (a.ok && nm == 0) a.fail("mean is empty");
+  a.same(nm, nv, "mean and var differ in length");
+  if (a.ok && nx % nm != 0) a.fail("x's length is not a multiple of the channel count (mean.length)");
+  if (a.ok) masksub::batch_norm_stats(x, static_cast<long>(nx / nm), static_cast<long>(nm), mean, var, g_threads);
+  return nullptr;
+}
+
+// batchNormApply(x, gamma, beta, mean, var, eps, y).
+napi_value BatchNormApply(napi_env env, napi_callback_info info) {
+  Args a(env, info, "batchNormApply", 7);
+  size_t nx, ng, nb, nm, nv, ny;
+  const float* x = a.f32(0, "x", &nx);
+  const float* gamma = a.f32(1, "gamma", &ng);
+  const float* beta = a.f32(2, "beta", &nb);
+  const float* mean = a.f32(3, "mean", &nm);
+  const float* var = a.f32(4, "var", &nv);
+  const double eps = a.num(5, "eps");
+  float* y = a.f32(6, "y", &ny);
+  if (a.ok && ng == 0) a.fail("gamma is empty");
+  a.same(ng, nb, "gamma and beta differ in length");
+  a.same(ng, nm, "gamma and mean differ in length");
+  a.same(ng, nv, "gamma and var differ in length");
+  a.same(nx, ny, "x and y differ in length");
+  if (a.ok && nx % ng != 0) a.fail("x's length is not a multiple of the channel count (gamma.length)");
+  if (a.ok)
+    masksub::batch_norm_apply(x, gamma, beta, mean, var, static_cast<float>(eps), static_cast<long>(nx / ng), static_cast<long>(ng), y, g_threads);
+  return nullptr;
+}
+
+// batchNormTrainBackward(dy, x, mean, var, gamma, eps, dx, dgamma, dbeta).
+napi_value BatchNormTrainBackward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "batchNormTrainBackward", 9);
+  size_t ndy, nx, nm, nv, ng, ndx, ndg, ndb;
+  const float* dy = a.f32(0, "dy", &ndy);
+  const float* x = a.f32(1, "x", &nx);
+  const float* mean = a.f32(2, "mean", &nm);
+  const float* var = a.f32(3, "var", &nv);
+  const float* gamma = a.f32(4, "gamma", &ng);
+  const double eps = a.num(5, "eps");
+  float* dx = a.f32(6, "dx", &ndx);
+  float* dgamma = a.f32(7, "dgamma", &ndg);
+  float* dbeta = a.f32(8, "dbeta", &ndb);
+  if (a.ok && ng == 0) a.fail("gamma is empty");
+  a.same(ng, nm, "gamma and mean differ in length");
+  a.same(ng, nv, "gamma and var differ in length");
+  a.same(ng, ndg, "gamma and dgamma differ in length");
+  a.same(ng, ndb, "gamma and dbeta differ in length");
+  a.same(nx, ndy, "x and dy differ in length");
+  a.same(nx, ndx, "x and dx differ in length");
+  if (a.ok && nx % ng != 0) a.fail("x's length is not a multiple of the channel count (gamma.length)");
+  if (a.ok)
+    masksub::batch_norm_train_backward(dy, x, mean, var, gamma, static_cast<float>(eps), static_cast<long>(nx / ng), static_cast<long>(ng), dx, dgamma,
+                                       dbeta, g_threads);
+  return nullptr;
+}
+
 // setConvChunkFloats(n) -> previous: test hook, see conv.h.
 napi_value SetConvChunkFloats(napi_env env, napi_callback_info info) {
   Args a(env, info, "setConvChunkFloats", 1);
@@ -380,6 +443,9 @@ napi_value Init(napi_env env, napi_value exports) {
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormStats", nullptr, BatchNormStats, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormApply", nullptr, BatchNormApply, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"batchNormTrainBackward", nullptr, BatchNormTrainBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"setConvChunkFloats", nullptr, SetConvChunkFloats, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv2dForward", nullptr, Conv2DForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"conv2dBackpropInput", nullptr, Conv2DBackpropInput, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -40,4 +40,14 @@ void adamw_update(const float* p, const float* g, const float* m, const float* v
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 
+// Training-mode batch norm over the rows of [rows, cols] (channels last): mean and biased
+// variance per column (two passes), then y = (x - mean) / sqrt(var + eps) * gamma + beta.
+void batch_norm_stats(const float* x, long rows, long cols, float* mean, float* var, int threads);
+void batch_norm_apply(const float* x, const float* gamma, const float* beta, const float* mean, const float* var, float eps, long rows,
+                      long cols, float* y, int threads);
+// Its gradient with the statistics' dependence on x included (the closed form):
+//   dx = gamma rstd (dy - mean(dy) - xhat mean(dy xhat)),  dgamma = sum dy xhat,  dbeta = sum dy.
+void batch_norm_train_backward(const float* dy, const float* x, const float* mean, const float* var, const float* gamma, float eps,
+                               long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads);
+
 }  // namespace masksub

@@ -92,12 +92,31 @@ export interface NativeGemmAddon {
   conv2dForward?(x: Float32Array, w: Float32Array, y: Float32Array, dims: number[]): void;
   conv2dBackpropInput?(dy: Float32Array, w: Float32Array, dx: Float32Array, dims: number[]): void;
   conv2dBackpropFilter?(x: Float32Array, dy: Float32Array, dw: Float32Array, dims: number[]): void;
+  // Training-mode batch norm (native/src/batch_norm_avx2.cc), channels last.
+  /** Per-channel mean and biased variance over the rows of mean.length channels. */
+  batchNormStats?(x: Float32Array, mean: Float32Array, variance: Float32Array): void;
+  /** y = (x - mean) / sqrt(variance + eps) * gamma + beta per channel. */
+  batchNormApply?(x: Float32Array, gamma: Float32Array, beta: Float32Array, mean: Float32Array, variance: Float32Array, eps: number, y: Float32Array): void;
+  batchNormTrainBackward?(
+    dy: Float32Array,
+    x: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    gamma: Float32Array,
+    eps: number,
+    dx: Float32Array,
+    dgamma: Float32Array,
+    dbeta: Float32Array,
+  ): void;
   /** Test hook: patch-matrix floats per chunk of images; returns the previous value. */
   setConvChunkFloats?(floats: number): number;
 }
 
 /** The addon's convolution kernels, all present. */
 export type NativeConvAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon, 'conv2dForward' | 'conv2dBackpropInput' | 'conv2dBackpropFilter'>>;
+
+/** The addon's batch-norm kernels, all present. */
+export type NativeBatchNormAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon, 'batchNormStats' | 'batchNormApply' | 'batchNormTrainBackward'>>;
 
 /** The addon's fused kernels, all present (a build that has them has every one). */
 export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
@@ -164,6 +183,14 @@ export function nativeConv(): NativeConvAddon | null {
   if (gemm === null) return null;
   const ok = typeof gemm.conv2dForward === 'function' && typeof gemm.conv2dBackpropInput === 'function' && typeof gemm.conv2dBackpropFilter === 'function';
   return ok ? (gemm as NativeConvAddon) : null;
+}
+
+/** The addon when it is loaded, enabled and has the batch-norm kernels; else null. */
+export function nativeBatchNorm(): NativeBatchNormAddon | null {
+  if (!enabled) return null;
+  const gemm = nativeGemmStatus().gemm;
+  if (gemm === null) return null;
+  return typeof gemm.batchNormStats === 'function' && typeof gemm.batchNormApply === 'function' && typeof gemm.batchNormTrainBackward === 'function' ? (gemm as NativeBatchNormAddon) : null;
 }
 
 /** Turns routing to the native GEMM on or off at run time (tests and benches compare both). */

@@ -15,6 +15,7 @@ import {
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { registerFusedKernels } from './kernels/fused.js';
+import { registerBatchNormKernels } from './kernels/batch_norm.js';
 import { makeConv2DBackpropInput } from './kernels/conv_backprop_input.js';
 import { makeNativeConv2D, makeNativeConv2DBackpropFilter, makeNativeConv2DBackpropInput } from './kernels/conv_native.js';
 import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
@@ -94,6 +95,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
   added.push(...registerFusedKernels());
+  added.push(...registerBatchNormKernels());
   return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2D, tf.Conv2DBackpropInput] };
 }
 
