@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type MaskSubModel, OptionError } from '@masksub/core';
+import { FileFormatError, type MaskSubModel, OptionError } from '@masksub/core';
 import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
 
 export interface PreprocessOverrides {
@@ -29,7 +29,29 @@ export async function preprocessForModel(model: MaskSubModel, modelDir: string, 
     spec = explicitPreprocessSpec({ size, channels, mean: channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN, std: channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD });
   }
   if (overrides.imageSize) spec = { ...spec, resize: { height: overrides.imageSize, width: overrides.imageSize }, centerCrop: null };
-  return { ...spec, mean: overrides.mean ?? spec.mean, std: overrides.std ?? spec.std };
+  const mean = overrides.mean ?? spec.mean;
+  const std = overrides.std ?? spec.std;
+  checkNormalisation(mean, spec.channels, overrides.mean ? 'data.mean' : ppPath, false);
+  checkNormalisation(std, spec.channels, overrides.std ? 'data.std' : ppPath, true);
+  return { ...spec, mean, std };
+}
+
+/**
+ * One finite value per channel (and a positive std): a 2-value mean on RGB or a zero std would
+ * otherwise turn every input into NaN and the run into silent garbage.
+ */
+function checkNormalisation(values: number[] | null, channels: number, source: string, positive: boolean): void {
+  if (values === null) return;
+  const what = positive ? 'std' : 'mean';
+  const problem =
+    values.length !== channels
+      ? `needs ${channels} value${channels > 1 ? 's' : ''} (one per channel), got ${values.length}: [${values}]`
+      : values.some((v) => !Number.isFinite(v) || (positive && !(v > 0)))
+        ? `needs ${positive ? 'positive ' : ''}finite numbers, got [${values}]`
+        : undefined;
+  if (!problem) return;
+  if (source.startsWith('data.')) throw new OptionError(source, `${problem} (also --${what} of masksub eval)`);
+  throw new FileFormatError(source, `image_${what} ${problem}`);
 }
 
 /**

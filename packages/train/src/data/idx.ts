@@ -44,15 +44,24 @@ export function parseIdx(bytes: Uint8Array, file: string): IdxArray {
   return { magic, dims, data: new Uint8Array(bytes.buffer, bytes.byteOffset + headerBytes, count) };
 }
 
-/** Read an IDX file, raw or gzipped. */
-export async function readIdx(path: string): Promise<IdxArray> {
+/**
+ * The most a gzipped IDX file may decompress to (MNIST's training images are 47 MB): a gzip bomb
+ * posing as an IDX file stops here instead of exhausting memory.
+ */
+export const MAX_IDX_BYTES = 2 ** 30;
+
+/** Read an IDX file, raw or gzipped (decompressed output bounded by `maxBytes`). */
+export async function readIdx(path: string, maxBytes = MAX_IDX_BYTES): Promise<IdxArray> {
   let bytes: Uint8Array = await readFile(path).catch((e: NodeJS.ErrnoException) => {
     throw new FileFormatError(path, `cannot read: ${e.code ?? e.message}`);
   });
   if (isGzip(bytes)) {
     try {
-      bytes = await gunzipAsync(bytes);
+      bytes = await gunzipAsync(bytes, { maxOutputLength: maxBytes });
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+        throw new FileFormatError(path, `decompresses to more than ${maxBytes} bytes (not an IDX file; a gzip bomb?)`);
+      }
       throw new FileFormatError(path, `bad gzip data: ${(e as Error).message}`);
     }
   }
@@ -88,7 +97,13 @@ export class IdxImageDataset implements ImageDataset {
     if (labels.magic !== 2049 || labels.dims.length !== 1) throw new FileFormatError(labelsPath, `expected IDX labels (magic 2049, 1 dim), got magic ${labels.magic} dims [${labels.dims}]`);
     if (labels.dims[0] !== images.dims[0]) throw new FileFormatError(labelsPath, `${labels.dims[0]} labels for ${images.dims[0]} images in ${imagesPath}`);
     let maxLabel = 0;
-    for (const l of labels.data) if (l > maxLabel) maxLabel = l;
+    for (let i = 0; i < labels.data.length; i++) {
+      const l = labels.data[i];
+      if (numClasses !== undefined && l >= numClasses) {
+        throw new FileFormatError(labelsPath, `label ${l} of sample ${i} is outside 0..${numClasses - 1} (${numClasses} classes)`);
+      }
+      if (l > maxLabel) maxLabel = l;
+    }
     return new IdxImageDataset(images, labels, `idx ${imagesPath}`, numClasses ?? maxLabel + 1);
   }
 

@@ -12,7 +12,7 @@
  * decodes its images concurrently (sharp runs on libuv's thread pool). Memory stays bounded by
  * `prefetch` batches (plus the shuffle buffer of a streamed source).
  */
-import { OptionError, Rng, type RngState } from '@masksub/core';
+import { FileFormatError, OptionError, Rng, type RngState } from '@masksub/core';
 import { augmentImage, mixBatch, type AugmentOptions, type MixupOptions } from './augment.js';
 import { decodeSample } from './decode.js';
 import { applyGeometry, outputSize, writeNormalizedCHW, type PreprocessSpec } from './preprocess.js';
@@ -89,6 +89,10 @@ export class DataLoader {
     this.prefetch = options.prefetch ?? 2;
     if (!Number.isInteger(this.prefetch) || this.prefetch < 1) throw new OptionError('prefetch', `must be a positive integer, got ${this.prefetch}`);
     this.numClasses = options.numClasses ?? dataset.numClasses;
+    // With drop_last, fewer samples than one batch would never yield a batch: the loop would spin.
+    if (this.dropLast && dataset.size !== undefined && dataset.size < batchSize) {
+      throw new OptionError('batchSize', `${batchSize} is larger than the ${dataset.size} samples of ${dataset.description}, so no complete batch can be formed`);
+    }
     if (options.mixup && this.numClasses === undefined) throw new OptionError('numClasses', `mixup/label smoothing needs the class count and ${dataset.description} does not know it`);
     this.epochSeed = new Rng(options.seed ?? 0).getState();
   }
@@ -278,7 +282,12 @@ export class DataLoader {
         throw new OptionError('preprocess', `${raws[i].key} in ${this.dataset.description} became ${img.height}x${img.width} but the batch is ${size.height}x${size.width}; set a resize/crop size so images agree`);
       }
       writeNormalizedCHW(img, spec, data, i * C * plane);
-      labels[i] = samples[i].label;
+      const label = samples[i].label;
+      // A label past the head would make that row's loss silently 0 (one-hot of nothing).
+      if (!Number.isInteger(label) || label < 0 || (this.numClasses !== undefined && label >= this.numClasses)) {
+        throw new FileFormatError(this.dataset.description, `sample '${raws[i].key}': label ${label} is outside 0..${(this.numClasses ?? 0) - 1} (${this.numClasses} classes)`);
+      }
+      labels[i] = label;
     }
     const shape: [number, number, number, number] = [B, C, size.height, size.width];
     const batch: ImageBatch = { images: data, shape, labels, keys: raws.map((r) => r.key) };

@@ -155,10 +155,37 @@ export async function fileIsGzip(path: string): Promise<boolean> {
 }
 
 /**
- * Stream the regular-file members of a tar or tar.gz file in archive order. Only the current
- * member is held in memory; breaking out of the loop closes the file.
+ * The largest member read into memory by default: far above any image a sample holds, far below
+ * what would exhaust memory when a hostile header declares a 3 GB member.
  */
-export async function* readTarMembers(path: string): AsyncGenerator<TarMember> {
+export const MAX_TAR_MEMBER_BYTES = 256 * 2 ** 20;
+/** GNU long-name and pax records are a path, not data. */
+const MAX_NAME_RECORD_BYTES = 1 << 20;
+
+export interface TarReadOptions {
+  /** The largest a member may be, by its name (default MAX_TAR_MEMBER_BYTES for every member). */
+  maxMemberBytes?: (name: string) => number;
+}
+
+function checkMemberSize(header: TarHeader, name: string, path: string, options: TarReadOptions): void {
+  const isName = header.type === 'L' || header.type === 'x' || header.type === 'g';
+  const limit = isName ? MAX_NAME_RECORD_BYTES : (options.maxMemberBytes?.(name) ?? MAX_TAR_MEMBER_BYTES);
+  if (header.size > limit) {
+    throw new FileFormatError(path, `member '${name}' declares ${header.size} bytes, more than the ${limit} such a member may have (corrupt or hostile archive)`);
+  }
+}
+
+function endedEarly(path: string, gz: boolean): FileFormatError {
+  return new FileFormatError(path, `truncated: the ${gz ? 'tar.gz' : 'tar'} ends without the end-of-archive marker (an interrupted download or copy?)`);
+}
+
+/**
+ * Stream the regular-file members of a tar or tar.gz file in archive order. Only the current
+ * member is held in memory; breaking out of the loop closes the file. Member sizes are bounded
+ * (`options.maxMemberBytes`) before anything is read, and an archive that stops mid-header, mid-member
+ * or before its end marker is an error naming the file.
+ */
+export async function* readTarMembers(path: string, options: TarReadOptions = {}): AsyncGenerator<TarMember> {
   const gz = await fileIsGzip(path);
   const fileStream = createReadStream(path, { highWaterMark: 1 << 16 });
   const stream = gz ? fileStream.pipe(createGunzip()) : fileStream;
@@ -167,19 +194,24 @@ export async function* readTarMembers(path: string): AsyncGenerator<TarMember> {
   const reader = new ChunkReader(iterator);
   let longName: string | undefined;
   try {
-    for (;;) {
-      let block: Buffer;
+    // zlib reports a cut-off gzip stream as "unexpected end of file": name the file instead of a stack.
+    const read = async (n: number): Promise<Buffer> => {
       try {
-        block = await reader.read(TAR_BLOCK);
+        return await reader.read(n);
       } catch (e) {
-        throw new FileFormatError(path, `cannot read${gz ? ' (gzip)' : ''}: ${(e as Error).message}`);
+        throw new FileFormatError(path, `cannot read${gz ? ' (gzip)' : ''}: ${(e as Error).message}${gz ? ' (truncated or corrupt .gz?)' : ''}`);
       }
-      if (block.length === 0) return; // no end marker: tolerated, as GNU tar does
+    };
+    for (;;) {
+      const block = await read(TAR_BLOCK);
+      // Writers always end with zero blocks: a stream that stops at a member boundary was cut.
+      if (block.length === 0) throw endedEarly(path, gz);
       const header = parseTarHeader(block, path);
       if (header === null) return;
-      const data = await reader.read(header.size);
+      checkMemberSize(header, longName ?? header.name, path, options);
+      const data = await read(header.size);
       if (data.length < header.size) throw new FileFormatError(path, `truncated: member '${header.name}' needs ${header.size} bytes, ${data.length} left`);
-      await reader.read(tarPadding(header.size));
+      await read(tarPadding(header.size));
       if (header.type === 'L') {
         longName = cString(data, 0, data.length);
       } else if (header.type === 'x') {
@@ -208,7 +240,7 @@ export interface TarEntry {
  * Index an uncompressed tar by reading its headers only (data is skipped with seeks), so any
  * member can later be read with one positioned read.
  */
-export async function indexTar(path: string): Promise<TarEntry[]> {
+export async function indexTar(path: string, options: TarReadOptions = {}): Promise<TarEntry[]> {
   if (await fileIsGzip(path)) throw new FileFormatError(path, 'a gzipped tar cannot be indexed for random access; stream it instead');
   const fh = await open(path, 'r');
   const entries: TarEntry[] = [];
@@ -217,10 +249,17 @@ export async function indexTar(path: string): Promise<TarEntry[]> {
     const block = Buffer.alloc(TAR_BLOCK);
     let pos = 0;
     let longName: string | undefined;
-    while (pos + TAR_BLOCK <= fileSize) {
+    let ended = false;
+    while (pos < fileSize) {
+      // A file cut inside a header block: refuse rather than index the samples before it.
+      if (pos + TAR_BLOCK > fileSize) throw new FileFormatError(path, `truncated: ${fileSize - pos} bytes of a tar header at offset ${pos}`);
       await fh.read(block, 0, TAR_BLOCK, pos);
       const header = parseTarHeader(block, path);
-      if (header === null) break;
+      if (header === null) {
+        ended = true;
+        break;
+      }
+      checkMemberSize(header, longName ?? header.name, path, options);
       const dataStart = pos + TAR_BLOCK;
       if (dataStart + header.size > fileSize) throw new FileFormatError(path, `truncated: member '${header.name}' runs past the end of the file`);
       if (header.type === 'L' || header.type === 'x') {
@@ -235,6 +274,7 @@ export async function indexTar(path: string): Promise<TarEntry[]> {
       }
       pos = dataStart + header.size + tarPadding(header.size);
     }
+    if (!ended) throw endedEarly(path, false);
   } finally {
     await fh.close();
   }

@@ -10,7 +10,7 @@
 import { open } from 'node:fs/promises';
 import { FileFormatError, OptionError, type Rng } from '@masksub/core';
 import { decodeSample } from './decode.js';
-import { fileIsGzip, indexTar, readTarMembers, type TarEntry } from './tar.js';
+import { fileIsGzip, indexTar, MAX_TAR_MEMBER_BYTES, readTarMembers, type TarEntry } from './tar.js';
 import type { ImageDataset, ImageSample, RawSample, StreamingImageDataset } from './types.js';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'] as const;
@@ -46,10 +46,22 @@ export function splitMemberName(name: string): { key: string; ext: string } {
   return { key: name.slice(0, dot), ext: name.slice(dot + 1).toLowerCase() };
 }
 
-function parseClass(text: string, shard: string, key: string): number {
+/** A `.cls` holds a class index in ASCII digits: anything longer is not one (and is not read). */
+export const MAX_CLS_BYTES = 32;
+
+/** Member size limits for a shard: `.cls` a few bytes, everything else the tar reader's default. */
+export function shardMemberLimit(name: string): number {
+  return splitMemberName(name).ext === 'cls' ? MAX_CLS_BYTES : MAX_TAR_MEMBER_BYTES;
+}
+
+function parseClass(text: string, shard: string, key: string, numClasses?: number): number {
   const t = text.trim();
   if (!/^\d+$/.test(t)) throw new FileFormatError(shard, `sample '${key}': .cls is not a class index: '${t.slice(0, 20)}'`);
-  return parseInt(t, 10);
+  const label = parseInt(t, 10);
+  if (numClasses !== undefined && label >= numClasses) {
+    throw new FileFormatError(shard, `sample '${key}': class ${label} is outside 0..${numClasses - 1} (${numClasses} classes)`);
+  }
+  return label;
 }
 
 function isImageExt(ext: string): boolean {
@@ -57,7 +69,8 @@ function isImageExt(ext: string): boolean {
 }
 
 /** Group consecutive members of one shard into samples (encoded image + label). */
-export async function* readShardSamples(shard: string): AsyncGenerator<RawSample & { kind: 'encoded' }> {
+export async function* readShardSamples(shard: string, numClasses?: number): AsyncGenerator<RawSample & { kind: 'encoded' }> {
+  let count = 0;
   let key: string | undefined;
   let bytes: Uint8Array | undefined;
   let label: number | undefined;
@@ -67,20 +80,24 @@ export async function* readShardSamples(shard: string): AsyncGenerator<RawSample
     if (label === undefined) throw new FileFormatError(shard, `sample '${key}' has no .cls member`);
     return { kind: 'encoded', key, bytes, label };
   };
-  for await (const member of readTarMembers(shard)) {
+  for await (const member of readTarMembers(shard, { maxMemberBytes: shardMemberLimit })) {
     const { key: k, ext } = splitMemberName(member.name);
     if (k !== key) {
       const done = finish();
-      if (done) yield done;
+      if (done) {
+        count++;
+        yield done;
+      }
       key = k;
       bytes = undefined;
       label = undefined;
     }
     if (isImageExt(ext)) bytes = member.data;
-    else if (ext === 'cls') label = parseClass(member.data.toString('ascii'), shard, k);
+    else if (ext === 'cls') label = parseClass(member.data.toString('ascii'), shard, k, numClasses);
   }
   const last = finish();
   if (last) yield last;
+  else if (count === 0) throw new FileFormatError(shard, 'the shard holds no samples');
 }
 
 export interface WebDatasetOptions {
@@ -119,7 +136,7 @@ export class WebDatasetStream implements StreamingImageDataset {
       size = 0;
       let maxLabel = -1;
       for (const shard of shards) {
-        for await (const s of readShardSamples(shard)) {
+        for await (const s of readShardSamples(shard, numClasses)) {
           size++;
           if (s.label > maxLabel) maxLabel = s.label;
         }
@@ -133,13 +150,13 @@ export class WebDatasetStream implements StreamingImageDataset {
     const order = this.shards.slice();
     if (shuffle) rng.shuffle(order);
     if (!shuffle) {
-      for (const shard of order) yield* readShardSamples(shard);
+      for (const shard of order) yield* readShardSamples(shard, this.numClasses);
       return;
     }
     // webdataset's shuffle buffer: once full, emit a random resident and put the newcomer there.
     const buffer: RawSample[] = [];
     for (const shard of order) {
-      for await (const sample of readShardSamples(shard)) {
+      for await (const sample of readShardSamples(shard, this.numClasses)) {
         if (buffer.length < this.shuffleBuffer) {
           buffer.push(sample);
           continue;
@@ -190,7 +207,8 @@ export class IndexedWebDataset implements ImageDataset {
     const samples: IndexedSample[] = [];
     let maxLabel = -1;
     for (const shard of shards) {
-      const entries = await indexTar(shard);
+      const entries = await indexTar(shard, { maxMemberBytes: shardMemberLimit });
+      if (entries.length === 0) throw new FileFormatError(shard, 'the shard holds no samples');
       const fh = await open(shard, 'r');
       try {
         let i = 0;
@@ -204,7 +222,7 @@ export class IndexedWebDataset implements ImageDataset {
             else if (ext === 'cls') {
               const buf = Buffer.alloc(entries[i].size);
               await fh.read(buf, 0, buf.length, entries[i].offset);
-              label = parseClass(buf.toString('ascii'), shard, key);
+              label = parseClass(buf.toString('ascii'), shard, key, options.numClasses);
             }
           }
           if (!image) throw new FileFormatError(shard, `sample '${key}' has no image member`);
