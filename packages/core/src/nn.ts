@@ -136,7 +136,7 @@ export function activation(name: string): (x: tf.Tensor) => tf.Tensor {
     case 'relu':
       return (x) => tf.relu(x);
     default:
-      throw new Error(`unsupported hidden_act '${name}' (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu)`);
+      throw new OptionError('hidden_act', `config.json: '${name}' is not supported (gelu, gelu_new, gelu_pytorch_tanh, quick_gelu, relu)`);
   }
 }
 

@@ -53,6 +53,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   let config = found.config as HFConfig;
   const adapter = adapterForConfig(config, join(found.dir, 'config.json'));
   if (options.architecture) config = withArchitecture(config, adapter, options.architecture, join(found.dir, 'config.json'));
+  if (options.numLabels === undefined) checkLabelCount(config, join(found.dir, 'config.json'));
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
   if (newHead) {
     const { id2label: _i, label2id: _l, ...rest } = config;
@@ -178,6 +179,15 @@ function applyAliases(tensors: TensorMap, aliases: Readonly<Record<string, strin
   return out;
 }
 
+/** A classifier with no classes (`num_labels: 0`, an empty id2label) is a broken config, said up front. */
+function checkLabelCount(config: HFConfig, source: string): void {
+  const n = labelCount(config);
+  if (n !== undefined && !(Number.isInteger(n) && n >= 1)) {
+    const key = typeof config.num_labels === 'number' ? 'num_labels' : typeof config.num_classes === 'number' ? 'num_classes' : 'id2label';
+    throw new FileFormatError(source, `'${key}' gives ${n} classes: a classification head needs at least one (or pass --set num_labels=N to fine-tune to N classes)`);
+  }
+}
+
 /** Classes of a checkpoint's head: HF's num_labels / id2label, or num_classes (timm, CIFAR zoos). */
 function labelCount(config: HFConfig): number | undefined {
   if (typeof config.num_labels === 'number') return config.num_labels;
@@ -202,6 +212,7 @@ export function buildFromConfig(
   }
   const adapter = adapterForConfig(config, source);
   checkLayerCounts(config, source);
+  checkLabelCount(config, source);
   const budget = {
     limit: MAX_PARAMETERS,
     refuse: (count: number, largest: ParamSpec): MaskSubError =>

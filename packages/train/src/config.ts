@@ -102,8 +102,6 @@ export const runConfigSchema = z
         keep_checkpoints: positiveInt.default(2),
         quiet: z.boolean().default(false),
         backend: z.enum(BACKEND_NAMES).optional(),
-        /** Stop (as if killed) after this many steps of this process: for resume tests and time-boxed runs. */
-        stop_after: positiveInt.optional(),
       })
       .strict()
       .default({ dir: 'runs/run', log_every: 10, eval_every: null, checkpoint_every: 100, keep_checkpoints: 2, quiet: false }),

@@ -19,12 +19,15 @@ import { writeReport } from './report/report.js';
 import { limitDataset } from './subset.js';
 import { imageProcessorType, preprocessForModel } from './model-preprocess.js';
 import { preprocessSpecToHf } from './data/preprocess.js';
+import { checkResumeChanges, configChanges, describeChanges, prepareFreshRunDir } from './run-guard.js';
 
 export const RESOLVED_CONFIG = 'config.resolved.yaml';
 
 export interface TrainRunOptions {
   /** Continue the run in `config.run.dir` from its last checkpoint. */
   resume?: boolean;
+  /** Start afresh in a run folder that holds a previous run (its outputs are removed). */
+  force?: boolean;
   /** Log sink for notes (backend, loading); default stderr. */
   log?: (message: string) => void;
   /** Progress stream (default stdout). */
@@ -80,6 +83,8 @@ async function* endless(loader: DataLoader): AsyncGenerator<ImageBatch> {
       yield b;
     }
     if (!any && loader.size === 0) throw new OptionError('data.train', 'the training data is empty');
+    // A stream of unknown size that yields no complete batch would otherwise loop for ever.
+    if (!any) throw new OptionError('train.batch_size', `an epoch of ${loader.dataset.description} gave no complete batch of ${loader.batchSize}`);
   }
 }
 
@@ -90,8 +95,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   if (options.resume) {
     const stored = readRunConfig(runDir);
     // The stored recipe wins; only where and how to report may change on resume.
-    config = { ...stored, run: { ...stored.run, quiet: input.run.quiet, backend: input.run.backend ?? stored.run.backend } };
+    config = { ...stored, run: { ...stored.run, quiet: input.run.quiet, backend: input.run.backend ?? stored.run.backend, log_every: input.run.log_every } };
   }
+  if (!options.resume) prepareFreshRunDir(runDir, options.force ?? false, RESOLVED_CONFIG);
   const backend = await initBackend({ prefer: config.run.backend, log });
   mkdirSync(runDir, { recursive: true });
   if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
@@ -104,6 +110,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
   const aug = config.augment;
   const mixing = aug.mixup > 0 || aug.cutmix > 0 || aug.label_smoothing > 0;
+  if (trainData.size !== undefined && trainData.size < config.train.batch_size) {
+    throw new OptionError('train.batch_size', `${config.train.batch_size} is larger than the ${trainData.size} samples of ${trainData.description}; lower it`);
+  }
   const loader = new DataLoader(trainData, {
     batchSize: config.train.batch_size,
     preprocess,
@@ -145,8 +154,17 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
 
   let step = 0;
   if (options.resume) {
-    const ckpt = await loadLatestCheckpoint(runDir);
+    const ckpt = await loadLatestCheckpoint(runDir, { log });
     if (!ckpt) throw new OptionError('resume', `${runDir} has no complete checkpoint to resume from`);
+    if (ckpt.config) {
+      try {
+        const changes = checkResumeChanges(configChanges(ckpt.config, config), `${join(runDir, RESOLVED_CONFIG)} (edited since ${ckpt.dir} was saved)`);
+        if (changes.length) log(`resume: applying ${describeChanges(changes)}`);
+      } catch (e) {
+        disposeCheckpoint(ckpt);
+        throw e;
+      }
+    }
     restoreVariables(model.params.variables, ckpt.model, ckpt.dir);
     if (ckpt.optimizer) optimizer.setState(ckpt.optimizer);
     if (ckpt.rng.masksub) trainer.rng.setState(ckpt.rng.masksub);
@@ -171,7 +189,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
         dataLoader: loader.state() as unknown as JsonValue,
         config: config as unknown as JsonValue,
       },
-      { keepLast: config.run.keep_checkpoints },
+      { keepLast: config.run.keep_checkpoints, requireFinite: true },
     );
     for (const t of opt.tensors.values()) t.dispose();
   };

@@ -13,7 +13,7 @@ import { Command, Option } from 'commander';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, OptionError, verifyModel } from '@masksub/core';
 import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
@@ -22,6 +22,7 @@ import { writeReport } from '../report/report.js';
 import { limitDataset } from '../subset.js';
 import { readRunConfig, trainRun, type TrainRunResult } from '../trainer.js';
 import { loadPlugins } from './plugins.js';
+import { checkResumeChanges, configChanges, describeChanges } from '../run-guard.js';
 
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
@@ -54,7 +55,8 @@ function parseSetValue(v: string): unknown {
   return v;
 }
 
-function resolveConfig(opts: Record<string, unknown>): RunConfig {
+/** The config file (if any), then the flags and --set values on top, unvalidated. */
+export function rawConfig(opts: Record<string, unknown>): Record<string, unknown> {
   const raw: Record<string, unknown> = opts.config ? readConfigFile(String(opts.config)) : {};
   for (const [flag, key, parse] of CONFIG_FLAGS) {
     const name = camel(flag.split(' ')[0].slice(2));
@@ -62,10 +64,54 @@ function resolveConfig(opts: Record<string, unknown>): RunConfig {
   }
   for (const kv of (opts.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=');
-    if (eq < 1) throw new MaskSubError(`--set '${kv}': expected key=value`);
-    setPath(raw, kv.slice(0, eq), parseSetValue(kv.slice(eq + 1)));
+    if (eq < 1) throw new OptionError('set', `'${kv}': expected key=value`);
+    let value: unknown;
+    try {
+      value = parseSetValue(kv.slice(eq + 1));
+    } catch (e) {
+      throw new OptionError('set', `'${kv}': the value is not valid JSON (${(e as Error).message})`);
+    }
+    setPath(raw, kv.slice(0, eq), value);
   }
   if (opts.quiet) setPath(raw, 'run.quiet', true);
+  return raw;
+}
+
+/** Every leaf of a nested object as [dotted key, value]. */
+function leaves(o: Record<string, unknown>, prefix = ''): [string, unknown][] {
+  return Object.entries(o).flatMap(([k, v]) =>
+    typeof v === 'object' && v !== null && !Array.isArray(v) ? leaves(v as Record<string, unknown>, `${prefix}${k}.`) : [[`${prefix}${k}`, v] as [string, unknown]],
+  );
+}
+
+/**
+ * The stored config of a run being resumed, with the flags given on top: only keys that do not
+ * change the recipe (backend, quiet, log cadence) may differ; anything else is refused, listed.
+ */
+function resumeConfig(runDir: string, opts: Record<string, unknown>): RunConfig {
+  const stored = readRunConfig(runDir);
+  const merged = JSON.parse(JSON.stringify(stored)) as Record<string, unknown>;
+  for (const [key, value] of leaves(rawConfig(opts))) setPath(merged, key, value);
+  setPath(merged, 'run.dir', runDir);
+  const config = parseRunConfig(merged, 'flags');
+  const changes = checkResumeChanges(
+    configChanges(stored, config).filter((c) => c.key !== 'run.dir'),
+    'the flags given with --resume',
+  );
+  if (changes.length) log(`resume: applying ${describeChanges(changes)}`);
+  return config;
+}
+
+/** A positive integer flag value, or an OptionError naming the flag. */
+function positiveIntFlag(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new OptionError(flag, `expected a positive integer, got '${value}'`);
+  return n;
+}
+
+function resolveConfig(opts: Record<string, unknown>): RunConfig {
+  const raw = rawConfig(opts);
   const config = parseRunConfig(raw, opts.config ? String(opts.config) : 'flags');
   const lrGiven = (raw.optimizer as Record<string, unknown> | undefined)?.lr !== undefined;
   if (!lrGiven && !config.model.endsWith('.json')) {
@@ -105,16 +151,12 @@ export async function main(argv: string[]): Promise<void> {
 
   withConfigFlags(program.command('train').description('fine-tune a checkpoint, with or without MaskSub'))
     .option('--resume <run>', 'continue a run folder from its last checkpoint')
+    .option('--force', 'start afresh in a run folder that holds a previous run (its checkpoints, metrics and model are removed)')
     .action(async (opts: Record<string, unknown>) => {
       await plugins();
-      let config: RunConfig;
-      if (opts.resume) {
-        config = readRunConfig(String(opts.resume));
-        config = { ...config, run: { ...config.run, dir: String(opts.resume), quiet: Boolean(opts.quiet) || config.run.quiet } };
-      } else {
-        config = resolveConfig(opts);
-      }
-      const r = await trainRun(config, { resume: Boolean(opts.resume), log });
+      if (opts.resume && opts.force) throw new OptionError('force', '--force starts a run afresh and cannot be combined with --resume');
+      const config = opts.resume ? resumeConfig(String(opts.resume), opts) : resolveConfig(opts);
+      const r = await trainRun(config, { resume: Boolean(opts.resume), force: Boolean(opts.force), log });
       console.log(summaryLine(config.masksub.variant, r));
       console.log(`model saved to ${r.modelDir}; report: ${join(r.runDir, 'report.md')}`);
     });
@@ -153,13 +195,16 @@ export async function main(argv: string[]): Promise<void> {
     .option('--std <list>', 'normalisation std, comma-separated')
     .option('--backend <name>', 'wasm | cpu | tensorflow')
     .action(async (opts: Record<string, string | undefined>) => {
+      const limit = positiveIntFlag('limit', opts.limit);
+      const batchSize = positiveIntFlag('batch-size', opts.batchSize)!;
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow' | undefined, log });
       const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
       const list = (s: string | undefined) => s?.split(',').map(Number);
       const preprocess = await preprocessForModel(model, opts.model!, { mean: list(opts.mean), std: list(opts.std) });
-      const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), opts.limit ? Number(opts.limit) : undefined);
-      const r = await evaluate(model, data, preprocess, Number(opts.batchSize));
+      const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), limit);
+      const r = await evaluate(model, data, preprocess, batchSize);
+      if (r.count === 0) throw new OptionError('data', `${data.description} holds no samples to evaluate`);
       console.log(`top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%  loss ${r.loss.toFixed(4)}  (${r.count} images)`);
     });
 
