@@ -7,3 +7,4 @@ export * from './evaluate.js';
 export * from './subset.js';
 export * from './trainer.js';
 export * from './model-preprocess.js';
+export * from './study/index.js';

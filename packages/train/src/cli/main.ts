@@ -7,6 +7,7 @@
  *   masksub verify --model <dir> --reference <file.safetensors> [--weights <file>]
  *   masksub inspect <dir or file>
  *   masksub report <run> [<run> ...]
+ *   masksub study --config studies/<name>.yaml  (a grid over seeds, resumable, aggregated)
  *   masksub bench [--quick]
  */
 import { Command, Option } from 'commander';
@@ -21,6 +22,8 @@ import { evaluate } from '../evaluate.js';
 import { writeReport } from '../report/report.js';
 import { limitDataset } from '../subset.js';
 import { readRunConfig, trainRun, type TrainRunResult } from '../trainer.js';
+import { readStudy } from '../study/schema.js';
+import { runStudy } from '../study/run.js';
 import { loadPlugins } from './plugins.js';
 import { checkResumeChanges, configChanges, describeChanges } from '../run-guard.js';
 
@@ -246,6 +249,23 @@ export async function main(argv: string[]): Promise<void> {
     .action(async (runs: string[], opts: { out?: string }) => {
       const r = await writeReport(runs.length === 1 ? runs[0] : runs, { outDir: opts.out });
       console.log(`report: ${r.reportPath}`);
+    });
+
+  program
+    .command('study')
+    .description('run every cell (setting x seed) of a study without a summary, then aggregate: table, plots, results.json')
+    .requiredOption('--config <file>', 'study file (YAML), e.g. studies/table-a5.yaml')
+    .option('--only <settings...>', 'run only these settings (the others are still aggregated)')
+    .option('--max-cells <n>', 'train at most this many cells in this process')
+    .option('--aggregate-only', 'aggregate the existing cell summaries without training')
+    .action(async (opts: { config: string; only?: string[]; maxCells?: string; aggregateOnly?: boolean }) => {
+      await plugins();
+      const study = readStudy(opts.config);
+      const maxCells = opts.maxCells === undefined ? undefined : Number(opts.maxCells);
+      if (maxCells !== undefined && !(Number.isInteger(maxCells) && maxCells >= 0)) throw new MaskSubError(`--max-cells: expected a non-negative integer, got '${opts.maxCells}'`);
+      const r = await runStudy(study, { only: opts.only, maxCells, aggregateOnly: opts.aggregateOnly, command: `masksub study --config ${opts.config}`, log });
+      console.log(`${study.name}: trained ${r.trained.length}, skipped ${r.skipped.length} complete, ${r.busy.length} busy; ${r.aggregate.cells.complete}/${r.aggregate.cells.total} cells complete`);
+      console.log(`report: ${join(study.results, 'README.md')}`);
     });
 
   program
