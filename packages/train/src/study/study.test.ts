@@ -138,7 +138,7 @@ describe('masksub study on a tiny grid', () => {
     // Changing a recipe under an existing summary is an error naming the cell, not a silent mix.
     const changed = readStudy(setup('set: { optimizer.lr: 0.001 }'));
     await expect(runStudy(changed, quiet)).rejects.toThrow(/cell baseline\/seed-0/);
-  }, 60_000);
+  }, 180_000);
 });
 
 const base = () => ({ base: join(tmp, 'base.yaml'), seeds: [0], results: join(tmp, 'r'), measure: { drop: 'token-removal', ratio: 0.5 }, settings: [{ name: 'a', set: {} }] });
