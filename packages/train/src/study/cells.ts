@@ -42,6 +42,27 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** Leaf values by dotted path (arrays are leaves). */
+function leaves(value: unknown, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    for (const [k, v] of Object.entries(value as Record<string, unknown>)) if (v !== undefined) leaves(v, prefix ? `${prefix}.${k}` : k, out);
+  } else {
+    out.set(prefix, canonicalJson(value));
+  }
+  return out;
+}
+
+/**
+ * Config keys whose values differ between two recipes. Keys present in only one are not
+ * compared: a later schema that adds a key with a default (or drops a default) must not
+ * invalidate summaries written before it; a value both give differently does.
+ */
+export function recipeDifferences(a: unknown, b: unknown): string[] {
+  const la = leaves(a);
+  const lb = leaves(b);
+  return [...la.keys()].filter((k) => lb.has(k) && lb.get(k) !== la.get(k));
+}
+
 /** Resolve every cell's run config up front, so a bad key fails before hours of training. */
 export function studyCells(study: Study): Cell[] {
   const base = readConfigFile(study.base);

@@ -1,7 +1,7 @@
 /** `masksub study`: grids of runs over seeds, resumable across sessions, aggregated with error bars. */
 export { MEASURE_DROP_KINDS, parseStudy, readStudy, studySchema } from './schema.js';
 export type { MeasureDropKind, MeasureSpec, Study, StudyFile, StudyInput, StudySetting } from './schema.js';
-export { cellId, canonicalJson, CELLS_DIR, recipeOf, studyCells } from './cells.js';
+export { cellId, canonicalJson, CELLS_DIR, recipeDifferences, recipeOf, studyCells } from './cells.js';
 export type { Cell } from './cells.js';
 export { measureDropOperator, measureTrainLoss } from './measure.js';
 export type { TrainLossMeasurement } from './measure.js';

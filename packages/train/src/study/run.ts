@@ -16,7 +16,7 @@ import { latestCheckpoint } from '../checkpoint/checkpoint.js';
 import { renderSvg } from '../report/plots.js';
 import { readRunConfig, trainRun, type TrainRunOptions } from '../trainer.js';
 import { aggregateStudy, comparisonTable, findings, RULE, studyTable, type StudyAggregate } from './aggregate.js';
-import { canonicalJson, CELLS_DIR, recipeOf, studyCells, type Cell } from './cells.js';
+import { CELLS_DIR, recipeDifferences, recipeOf, studyCells, type Cell } from './cells.js';
 import { measureTrainLoss } from './measure.js';
 import { lossBandSpec, metricBandSpec } from './plots.js';
 import type { Study } from './schema.js';
@@ -115,10 +115,11 @@ export function readSummaries(study: Study): CellSummary[] {
 }
 
 function checkRecipe(cell: Cell, recipe: unknown, where: string): void {
-  if (canonicalJson(recipe) !== canonicalJson(recipeOf(cell.config))) {
+  const changed = recipeDifferences(recipe, recipeOf(cell.config));
+  if (changed.length > 0) {
     throw new OptionError(
       cell.setting.name,
-      `${where} was made with another recipe than the study now gives cell ${cell.id} (the study file or its base changed); delete it to rerun the cell, or give the changed setting a new name`,
+      `${where} was made with another recipe than the study now gives cell ${cell.id} (${changed.join(', ')} changed in the study file or its base); delete it to rerun the cell, or give the changed setting a new name`,
     );
   }
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MaskSubError } from '@masksub/core';
 import { aggregateStudy, compareStats, stat } from './aggregate.js';
-import { studyCells } from './cells.js';
+import { recipeDifferences, studyCells } from './cells.js';
 import { readStudy, parseStudy } from './schema.js';
 import { readRunHistory, readSummary, type CellSummary } from './summary.js';
 import { runStudy } from './run.js';
@@ -137,7 +137,7 @@ describe('masksub study on a tiny grid', () => {
 
     // Changing a recipe under an existing summary is an error naming the cell, not a silent mix.
     const changed = readStudy(setup('set: { optimizer.lr: 0.001 }'));
-    await expect(runStudy(changed, quiet)).rejects.toThrow(/cell baseline\/seed-0/);
+    await expect(runStudy(changed, quiet)).rejects.toThrow(/cell baseline\/seed-0 \(optimizer\.lr changed/);
   }, 180_000);
 });
 
@@ -166,6 +166,11 @@ describe('study files: errors name the key', () => {
     setup();
     const study = parseStudy({ ...base(), settings: [{ name: 'typo', set: { 'masksub.varient': 'none' } }] }, 'bad.yaml');
     expect(() => studyCells(study)).toThrow(/setting 'typo'.*\n?.*unknown key 'masksub\.varient'/s);
+  });
+
+  it('recipe differences ignore keys only one side has (schema defaults added later)', () => {
+    expect(recipeDifferences({ a: { b: 1, c: [1, 2] } }, { a: { b: 1, c: [1, 2], d: 3 } })).toEqual([]);
+    expect(recipeDifferences({ a: { b: 1, c: [1, 2] } }, { a: { b: 2, c: [1, 3] } })).toEqual(['a.b', 'a.c']);
   });
 
   it('a grid expands into named settings and measures the drop loss at each ratio', () => {
