@@ -130,6 +130,9 @@ async function runCell(study: Study, cell: Cell, opts: StudyRunOptions, log: (m:
     checkRecipe(cell, recipeOf(readRunConfig(cell.runDir)), `run folder ${cell.runDir}`);
     log(`${cell.id}: resuming ${cell.runDir}`);
   } else {
+    // A run folder without a checkpoint (killed in its first steps) holds nothing to keep, and
+    // the trainer refuses to start a fresh run in a non-empty folder.
+    if (existsSync(cell.runDir)) rmSync(cell.runDir, { recursive: true, force: true });
     log(`${cell.id}: training (${cell.runDir})`);
   }
   await trainRun(cell.config, { ...opts.train, resume: resumable, log: opts.train?.log ?? (() => undefined) });
