@@ -7,6 +7,9 @@
  *     installed, and tfjs / PyTorch;
  *   - matmul GFLOP/s for the four transpose forms and the batched forms.
  * `--quick` (about a minute): batch 8, median of 3 timed steps, 30 drift steps.
+ * `--arch vit,resnet20` picks architectures (default: all); `architectures` in results.json has,
+ * per architecture, ms_standard, ms_masksub, masksub_ratio, the PyTorch step's times and ratio,
+ * over_pytorch and peak RSS growth of both (bench/arch/compare.ts).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -15,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
+import { ARCHS, benchArch, type ArchResult } from './arch/compare.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -24,9 +28,10 @@ const program = new Command('bench')
   .option('--batch <n>', 'batch size')
   .option('--drift-steps <n>', 'MaskSub steps for the leak check')
   .option('--no-torch', 'skip the PyTorch comparison')
+  .option('--arch <list>', `comma-separated architectures: vit, ${Object.keys(ARCHS).join(', ')}`, ['vit', ...Object.keys(ARCHS)].join(','))
   .option('--out <file>', 'results file', join(here, 'results.json'));
 program.parse(process.argv);
-const opts = program.opts<{ quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; out: string }>();
+const opts = program.opts<{ arch: string; quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; out: string }>();
 const quick = Boolean(opts.quick);
 const batch = Number(opts.batch ?? (quick ? 8 : 64));
 // Median of 3 even when quick: single steps on a shared 2-vCPU VM vary by +-20%.
@@ -34,6 +39,9 @@ const batch = Number(opts.batch ?? (quick ? 8 : 64));
 const steps = Number(opts.steps ?? (quick ? 3 : 7));
 const HEADLINE_CASE = 'masksub token-removal';
 const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
+const archs = opts.arch.split(',').map((a) => a.trim()).filter((a) => a !== '');
+for (const a of archs) if (a !== 'vit' && !(a in ARCHS)) throw new Error(`--arch: unknown architecture '${a}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
+const benchVit = archs.includes('vit');
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -54,6 +62,7 @@ interface CaseResult {
 async function benchBackend(name: BackendName) {
   const info = await initBackend({ prefer: name, log: () => {} });
   if (info.name !== name) return null;
+  const rssBefore = process.memoryUsage().rss;
   const w = makeWorkload(batch);
   const results: CaseResult[] = [];
   // Each case is timed interleaved with standard steps, and its ratio is taken against those:
@@ -91,6 +100,9 @@ async function benchBackend(name: BackendName) {
   }
   const std = results[0];
   for (const r of results) r.peakRatio = r.peakBytes / std.peakBytes;
+  // RSS growth over the pre-workload process after every case ran (the wasm heap never shrinks,
+  // so this is the peak of the step's heap; JS-side transients between samples are missed).
+  const peakRssMiB = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
   w.dispose();
 
   // Leak check on a smaller ViT so that hundreds of steps stay cheap.
@@ -103,7 +115,7 @@ async function benchBackend(name: BackendName) {
   const drift = { steps: driftSteps, tensors: tf.memory().numTensors - tensors0, rssMiB: (process.memoryUsage().rss - rss0) / 2 ** 20 };
   small.dispose();
   const matmul = await benchMatmul(name, quick ? { size: 256, runs: 2, warmup: 1 } : {});
-  return { backend: name, detail: info.detail, cases: results, drift, matmul };
+  return { backend: name, detail: info.detail, cases: results, drift, matmul, peakRssMiB };
 }
 
 function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; torch: string } | null {
@@ -120,7 +132,7 @@ function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; 
 
 const wanted: BackendName[] = opts.backends ? (opts.backends.split(',') as BackendName[]) : ['tensorflow', 'wasm'];
 const backends = [];
-for (const b of wanted) {
+for (const b of benchVit ? wanted : []) {
   try {
     const r = await benchBackend(b);
     if (r) backends.push(r);
@@ -130,9 +142,39 @@ for (const b of wanted) {
     process.stderr.write(`backend ${b}: not available (${(e as Error).message.split('\n')[0]}), skipped\n`);
   }
 }
-const torch = opts.torch ? torchStep(64) : null;
+const torch = opts.torch && benchVit ? torchStep(64) : null;
 const torchHalf = opts.torch && torch ? torchStep(32) : null;
 const main = backends[0];
+
+// The other architectures, on the wasm backend (masksub's default), each against its PyTorch step.
+const architectures: Record<string, ArchResult | Record<string, unknown>> = {};
+if (main) {
+  const std = main.cases[0];
+  const tr = main.cases.find((c) => c.name === HEADLINE_CASE)!;
+  architectures.vit = {
+    arch: 'vit',
+    workload: `ViT of vit_step_torch.py, batch ${batch}; MaskSub token removal 50 %`,
+    ms_standard: std.msPerStep,
+    ms_masksub: tr.msPerStep,
+    masksub_ratio: tr.ratio,
+    pytorch_ms_standard: torch?.msPerStepMedian ?? null,
+    // PyTorch's MaskSub step = a standard step + a keep-32 step (its script has no two-pass mode).
+    pytorch_ms_masksub: torch && torchHalf ? torch.msPerStepMedian + torchHalf.msPerStepMedian : null,
+    pytorch_masksub_ratio: torch && torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null,
+    over_pytorch: torch ? std.msPerStep / torch.msPerStepMedian : null,
+    peak_rss_mib: main.peakRssMiB,
+    pytorch_peak_rss_mib: null,
+  };
+}
+const otherArchs = archs.filter((a) => a !== 'vit');
+if (otherArchs.length > 0) {
+  const info = await initBackend({ prefer: 'wasm', log: () => {} });
+  if (info.name !== 'wasm') throw new Error(`--arch ${otherArchs.join(',')}: needs the wasm backend, got ${info.name}`);
+  for (const a of otherArchs) {
+    process.stderr.write(`architecture ${a}:\n`);
+    architectures[a] = benchArch(a, { quick, pairs: steps, torch: opts.torch, log: (m) => process.stderr.write(m) });
+  }
+}
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: (await import('node:os')).cpus().map((c) => c.model)[0], cores: (await import('node:os')).cpus().length, node: process.version },
@@ -144,6 +186,7 @@ const results = {
     : opts.torch
       ? 'not installed (apt-get install python3-torch libopenblas0-pthread)'
       : 'skipped (--no-torch)',
+  architectures,
   backends,
 };
 mkdirSync(dirname(opts.out), { recursive: true });
@@ -162,12 +205,20 @@ for (const b of backends) {
 if (torch) {
   console.log(`\nPyTorch ${torch.torch} (2 threads): ${torch.msPerStepMedian.toFixed(0)} ms/step, ${torch.imgPerSec.toFixed(1)} img/s; keep 32: ${torchHalf?.msPerStepMedian.toFixed(0)} ms`);
   if (main) console.log(`tfjs ${main.backend} / PyTorch: ${results.tfjs_over_pytorch!.toFixed(2)}x`);
-} else {
+} else if (benchVit) {
   console.log(
     opts.torch
       ? '\nPyTorch: not installed, column skipped (apt-get install python3-torch libopenblas0-pthread)'
       : '\nPyTorch: skipped (--no-torch)',
   );
 }
-console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2)}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
+if (Object.keys(architectures).length > 0) {
+  console.log('\nper architecture (wasm + native addon vs PyTorch, ms/step):');
+  console.log(`${pad('arch', 10)} ${'standard'.padStart(9)} ${'MaskSub'.padStart(9)} ${'x std'.padStart(6)} ${'torch std'.padStart(10)} ${'torch MS'.padStart(9)} ${'x std'.padStart(6)} ${'/torch'.padStart(7)} ${'RSS MiB'.padStart(8)} ${'torch RSS'.padStart(10)}`);
+  const f = (v: unknown, d = 0) => (typeof v === 'number' ? v.toFixed(d) : '-');
+  for (const [a, r] of Object.entries(architectures) as [string, Record<string, unknown>][]) {
+    console.log(`${pad(a, 10)} ${f(r.ms_standard).padStart(9)} ${f(r.ms_masksub).padStart(9)} ${f(r.masksub_ratio, 2).padStart(6)} ${f(r.pytorch_ms_standard).padStart(10)} ${f(r.pytorch_ms_masksub).padStart(9)} ${f(r.pytorch_masksub_ratio, 2).padStart(6)} ${f(r.over_pytorch, 2).padStart(7)} ${f(r.peak_rss_mib).padStart(8)} ${f(r.pytorch_peak_rss_mib).padStart(10)}`);
+  }
+}
+console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2) ?? 'null'}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
 console.log(`results: ${opts.out}`);

@@ -1,0 +1,112 @@
+/**
+ * Per-architecture comparison for `pnpm bench --arch`: masksub's standard and MaskSub steps timed
+ * in interleaved pairs, peak RSS growth over the pre-step process, and the identical PyTorch step
+ * (its own standard / MaskSub pair) run right after in the same bench run.
+ */
+import { resolve } from 'node:path';
+import { makeResNetWorkload, type ArchStep } from './resnet.js';
+import { runTorch, torchUnavailable, type TorchRun } from './torch.js';
+
+export interface ArchResult {
+  arch: string;
+  workload: string;
+  ms_standard: number;
+  ms_masksub: number;
+  masksub_ratio: number;
+  pytorch_ms_standard: number | null;
+  pytorch_ms_masksub: number | null;
+  pytorch_masksub_ratio: number | null;
+  over_pytorch: number | null;
+  over_pytorch_masksub: number | null;
+  peak_rss_mib: number;
+  pytorch_peak_rss_mib: number | null;
+  pytorch_note?: string;
+}
+
+interface ArchSpec {
+  workload: string;
+  make(quick: boolean): { step: ArchStep; batch: number };
+  torchScript?: string;
+  torchArgs(batch: number, steps: number): string[];
+}
+
+const SHARED = (name: string) => resolve(import.meta.dirname, '../../../shared/bench', name);
+
+export const ARCHS: Record<string, ArchSpec> = {
+  resnet20: {
+    workload: 'ResNet-20 CIFAR (option A), BN train mode, SGD momentum 0.9 wd 1e-4; MaskSub zero-fill 8 px 50 %',
+    make: (quick) => {
+      const batch = quick ? 16 : 128; // = torchBatch in benchArch
+      return { step: makeResNetWorkload(batch), batch };
+    },
+    torchScript: SHARED('resnet20_step_torch.py'),
+    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+  },
+};
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+export function benchArch(name: string, opts: { quick: boolean; pairs: number; torch: boolean; log: (s: string) => void }): ArchResult {
+  const spec = ARCHS[name];
+  if (spec === undefined) throw new Error(`--arch: unknown architecture '${name}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
+  const missing = !opts.torch ? 'skipped (--no-torch)' : spec.torchScript ? torchUnavailable(spec.torchScript) : 'no PyTorch script';
+  const torchRuns: TorchRun[] = [];
+  const torchSteps = opts.quick ? 3 : Math.max(5, opts.pairs);
+  const torchBatch = opts.quick ? 16 : 128;
+  // PyTorch before and (unless quick) after masksub's pairs: the shared VM drifts over minutes,
+  // so bracketing puts both engines under the same average load.
+  if (missing === null && spec.torchScript) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(torchBatch, torchSteps)));
+  const rss0 = process.memoryUsage().rss;
+  const { step, batch } = spec.make(opts.quick);
+  let peak = rss0;
+  const timed = (ms: boolean, i: number) => {
+    const t0 = performance.now();
+    step.step(ms, i);
+    const dt = performance.now() - t0;
+    peak = Math.max(peak, process.memoryUsage().rss);
+    return dt;
+  };
+  timed(false, 0);
+  timed(true, 0); // warm-up of both graphs
+  const std: number[] = [];
+  const sub: number[] = [];
+  const ratios: number[] = [];
+  for (let i = 1; i <= opts.pairs; i++) {
+    std.push(timed(false, i));
+    sub.push(timed(true, i));
+    ratios.push(sub[sub.length - 1] / std[std.length - 1]);
+  }
+  step.dispose();
+  const r: ArchResult = {
+    arch: name,
+    workload: `${spec.workload}, batch ${batch}`,
+    ms_standard: median(std),
+    ms_masksub: median(sub),
+    masksub_ratio: median(ratios),
+    pytorch_ms_standard: null,
+    pytorch_ms_masksub: null,
+    pytorch_masksub_ratio: null,
+    over_pytorch: null,
+    over_pytorch_masksub: null,
+    peak_rss_mib: (peak - rss0) / 2 ** 20,
+    pytorch_peak_rss_mib: null,
+  };
+  opts.log(`  ${name}: masksub standard ${r.ms_standard.toFixed(0)} ms, MaskSub ${r.ms_masksub.toFixed(0)} ms (x${r.masksub_ratio.toFixed(2)}), RSS +${r.peak_rss_mib.toFixed(0)} MiB\n`);
+  if (missing !== null || !spec.torchScript) {
+    r.pytorch_note = missing ?? 'no PyTorch script';
+    return r;
+  }
+  if (!opts.quick) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(torchBatch, torchSteps)));
+  const mean = (f: (t: TorchRun) => number) => torchRuns.reduce((a, t) => a + f(t), 0) / torchRuns.length;
+  r.pytorch_ms_standard = mean((t) => Number(t.result.standard));
+  r.pytorch_ms_masksub = mean((t) => Number(t.result.masksub));
+  r.pytorch_masksub_ratio = mean((t) => Number(t.result.masksub) / Number(t.result.standard));
+  r.over_pytorch = r.ms_standard / r.pytorch_ms_standard;
+  r.over_pytorch_masksub = r.ms_masksub / r.pytorch_ms_masksub;
+  r.pytorch_peak_rss_mib = Math.max(...torchRuns.map((t) => t.peakRssMiB));
+  opts.log(`  ${name}: PyTorch standard ${r.pytorch_ms_standard.toFixed(0)} ms, MaskSub ${r.pytorch_ms_masksub.toFixed(0)} ms; masksub / PyTorch ${r.over_pytorch.toFixed(2)}x / ${r.over_pytorch_masksub.toFixed(2)}x\n`);
+  return r;
+}

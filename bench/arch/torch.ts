@@ -1,0 +1,44 @@
+/**
+ * Runs a PyTorch reference step script under Debian's python3 (when torch imports) and returns its
+ * JSON line plus the process's peak RSS above its RSS after importing torch (ru_maxrss), so
+ * masksub's and PyTorch's step memory are measured the same way: growth over the pre-step process.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+
+const PYTHON = '/usr/bin/python3';
+
+/** Why PyTorch is unavailable, or null when it can run. */
+export function torchUnavailable(script: string): string | null {
+  if (!existsSync(script)) return `${script} not found`;
+  if (!existsSync(PYTHON)) return `${PYTHON} not found`;
+  const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
+  return probe.status === 0 ? null : 'torch does not import (apt-get install python3-torch libopenblas0-pthread)';
+}
+
+// argv[1] is the script, the rest its arguments; the script's JSON line, then ours.
+const WRAPPER = `
+import json, os, resource, runpy, sys
+import torch
+page = os.sysconf('SC_PAGE_SIZE')
+base = int(open('/proc/self/statm').read().split()[1]) * page
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({'peak_rss_mib': (peak - base) / 2**20}))
+`;
+
+export interface TorchRun {
+  result: Record<string, unknown>;
+  peakRssMiB: number;
+}
+
+export function runTorch(script: string, args: string[]): TorchRun {
+  const out = execFileSync(PYTHON, ['-c', WRAPPER, script, ...args, '--threads', '2'], {
+    encoding: 'utf8',
+    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' },
+  });
+  const lines = out.trim().split('\n');
+  const rss = JSON.parse(lines.pop()!) as { peak_rss_mib: number };
+  return { result: JSON.parse(lines.pop()!) as Record<string, unknown>, peakRssMiB: rss.peak_rss_mib };
+}
