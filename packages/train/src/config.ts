@@ -7,6 +7,8 @@ import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { BACKEND_NAMES, DEFAULT_RATIO, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
+import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
+import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 
 const ratio = z.number().min(0).lt(1);
 const positiveInt = z.number().int().positive();
@@ -44,9 +46,43 @@ export const runConfigSchema = z
         mix_prob: z.number().min(0).max(1).default(1),
         switch_prob: z.number().min(0).max(1).default(0.5),
         label_smoothing: z.number().min(0).lt(1).default(0),
+        /** timm RandAugment policy, e.g. 'rand-m9-mstd0.5-inc1' (null: off). */
+        rand_augment: z.string().min(1).nullable().default(null),
+        /** Resampling of RandAugment's geometric ops ('random': bilinear or bicubic per op, timm's default). */
+        rand_augment_interpolation: z.enum(AUGMENT_INTERPOLATIONS).default('random'),
+        /** DeiT-III ThreeAugment: one of grayscale / solarize / Gaussian blur per image. */
+        three_augment: z.boolean().default(false),
+        /** torchvision ColorJitter strength: one number for brightness, contrast and saturation, or all three (0: off). */
+        color_jitter: z.union([z.number().min(0), z.tuple([z.number().min(0), z.number().min(0), z.number().min(0)])]).default(0),
+        /** timm random erasing probability (0: off). */
+        random_erasing: z.number().min(0).max(1).default(0),
+        random_erasing_mode: z.enum(RANDOM_ERASING_MODES).default('pixel'),
+        random_erasing_count: positiveInt.default(1),
+        /** Repeated augmentation: copies of each image per epoch (DeiT: 3; 1: off). */
+        repeated_aug: positiveInt.default(1),
+        /** Epoch length rounded down to a multiple of this under repeated augmentation (timm: 256; 0: none). */
+        repeated_aug_round: z.number().int().min(0).default(256),
       })
       .strict()
-      .default({ random_resized_crop: false, pad_crop: 0, hflip: 0, mixup: 0, cutmix: 0, mix_prob: 1, switch_prob: 0.5, label_smoothing: 0 }),
+      .default({
+        random_resized_crop: false,
+        pad_crop: 0,
+        hflip: 0,
+        mixup: 0,
+        cutmix: 0,
+        mix_prob: 1,
+        switch_prob: 0.5,
+        label_smoothing: 0,
+        rand_augment: null,
+        rand_augment_interpolation: 'random',
+        three_augment: false,
+        color_jitter: 0,
+        random_erasing: 0,
+        random_erasing_mode: 'pixel',
+        random_erasing_count: 1,
+        repeated_aug: 1,
+        repeated_aug_round: 256,
+      }),
     optimizer: z
       .object({
         kind: z.enum(['adamw', 'sgd', 'lamb']).default('adamw'),
@@ -130,6 +166,10 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   if (c.train.steps === undefined && c.train.epochs === undefined) throw new OptionError('train.steps', `${source}: give train.steps or train.epochs`);
   if (c.masksub.ramp !== 'constant' && (c.masksub.ratio_end === undefined || c.masksub.ratio_steps === undefined)) {
     throw new OptionError('masksub.ramp', `${source}: a ${c.masksub.ramp} ramp needs masksub.ratio_end and masksub.ratio_steps`);
+  }
+  if (c.augment.rand_augment !== null) parseRandAugment(c.augment.rand_augment);
+  if (c.augment.rand_augment !== null && c.augment.three_augment) {
+    throw new OptionError('augment.three_augment', `${source}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);
   }
   return c;
 }

@@ -10,6 +10,7 @@ import { type AdapterModel, type BackendInfo, buildFromConfig, clipGradNorm, cre
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
 import { DataLoader } from './data/loader.js';
+import { recipeLoaderOptions } from './data/recipe-augment.js';
 import { openDataSpec } from './data/spec.js';
 import type { AnyImageDataset, ImageBatch, LoaderState } from './data/types.js';
 import { evaluate, type EvalResult } from './evaluate.js';
@@ -125,6 +126,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       padCrop: aug.pad_crop || undefined,
       hflip: aug.hflip,
     },
+    ...recipeLoaderOptions(aug, preprocess),
     mixup: mixing
       ? { mixupAlpha: aug.mixup, cutmixAlpha: aug.cutmix, prob: aug.mix_prob, switchProb: aug.switch_prob, labelSmoothing: aug.label_smoothing }
       : undefined,

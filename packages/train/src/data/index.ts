@@ -38,3 +38,10 @@ export {
 export { DataLoader, deriveRng, type DataLoaderOptions } from './loader.js';
 export { parseDataSpec, openDataSpec, type DataSpec } from './spec.js';
 export { readGlueTask, glueTaskName, glueNumLabels, type GlueTask, type GlueRow } from './glue.js';
+export * as imageOps from './image-ops.js';
+export { randAugment, parseRandAugment, applyRandAugmentOp, RAND_AUGMENT_OPS, RAND_AUGMENT_INCREASING_OPS, AUGMENT_INTERPOLATIONS, type RandAugmentConfig, type RandAugmentOptions, type AugmentInterpolation } from './randaugment.js';
+export { randomErase, RANDOM_ERASING_MODES, type RandomErasingOptions, type RandomErasingMode } from './random-erasing.js';
+export { threeAugment, THREE_AUGMENT_OPS } from './three-augment.js';
+export { colorJitter, colorJitterStrength, type ColorJitterStrength } from './color-jitter.js';
+export { repeatedOrder, repeatedEpochSize, type RepeatedAugmentation } from './repeat-sampler.js';
+export { applyRecipeAugment, recipeLoaderOptions, type RecipeAugmentOptions } from './recipe-augment.js';

@@ -17,6 +17,9 @@ import { augmentImage, mixBatch, type AugmentOptions, type MixupOptions } from '
 import { decodeSample } from './decode.js';
 import { applyGeometry, outputSize, writeNormalizedCHW, type PreprocessSpec } from './preprocess.js';
 import type { AnyImageDataset, ImageBatch, ImageSample, LoaderState, RawSample } from './types.js';
+import { randomErase, type RandomErasingOptions } from './random-erasing.js';
+import { applyRecipeAugment, recipeAugmentActive, type RecipeAugmentOptions } from './recipe-augment.js';
+import { repeatedEpochSize, repeatedOrder, type RepeatedAugmentation } from './repeat-sampler.js';
 
 export interface DataLoaderOptions {
   batchSize: number;
@@ -30,6 +33,12 @@ export interface DataLoaderOptions {
   seed?: number | RngState;
   /** Per-sample training augmentation; omit for evaluation. */
   augment?: AugmentOptions;
+  /** RandAugment / ThreeAugment / colour jitter after the crop and flip (training only). */
+  recipe?: RecipeAugmentOptions;
+  /** timm random erasing on the normalised image (training only). */
+  erasing?: RandomErasingOptions;
+  /** Repeated augmentation: each image `count` times per epoch (training only). */
+  repeat?: RepeatedAugmentation;
   /** Batch mixing and/or label smoothing (training only); produces `targets`. */
   mixup?: MixupOptions;
   /** Batches assembled ahead (default 2). */
@@ -97,14 +106,16 @@ export class DataLoader {
     this.epochSeed = new Rng(options.seed ?? 0).getState();
   }
 
-  /** Samples per epoch, when the dataset knows its size. */
+  /** Samples per epoch, when the dataset knows its size (repeated augmentation changes it). */
   get size(): number | undefined {
-    return this.dataset.size;
+    const n = this.dataset.size;
+    if (n === undefined || !this.options.repeat) return n;
+    return repeatedEpochSize(n, this.options.repeat);
   }
 
   /** Batches per epoch (respecting dropLast), when the size is known. */
   get batchesPerEpoch(): number | undefined {
-    const n = this.dataset.size;
+    const n = this.size;
     if (n === undefined) return undefined;
     return this.dropLast ? Math.floor(n / this.batchSize) : Math.ceil(n / this.batchSize);
   }
@@ -122,7 +133,7 @@ export class DataLoader {
   restore(state: LoaderState): void {
     if (!Number.isInteger(state.epoch) || state.epoch < 0) throw new OptionError('loader.epoch', `must be a non-negative integer, got ${state.epoch}`);
     if (!Number.isInteger(state.index) || state.index < 0) throw new OptionError('loader.index', `must be a non-negative integer, got ${state.index}`);
-    const size = this.dataset.size;
+    const size = this.size;
     if (size !== undefined && state.index > size) throw new OptionError('loader.index', `${state.index} is past the ${size} samples of ${this.dataset.description}`);
     new Rng(state.rng); // validates the words
     this.epochNumber = state.epoch;
@@ -179,7 +190,7 @@ export class DataLoader {
 
   /** Whether no batch is left in the epoch after `index` samples (only decidable with a known size). */
   private epochComplete(index: number): boolean {
-    const size = this.dataset.size;
+    const size = this.size;
     if (size === undefined) return false;
     return this.dropLast ? size - index < this.batchSize : index >= size;
   }
@@ -194,10 +205,11 @@ export class DataLoader {
   private mapProducer(seed: RngState, start: number): { next(): BatchJob | null; close(): Promise<void> } {
     const dataset = this.dataset;
     if (dataset.kind !== 'map') throw new Error('unreachable');
-    const n = dataset.size;
-    const order = new Int32Array(n);
-    for (let i = 0; i < n; i++) order[i] = i;
+    let order: Int32Array = new Int32Array(dataset.size);
+    for (let i = 0; i < order.length; i++) order[i] = i;
     if (this.shuffle) deriveRng(seed, ORDER_STREAM).shuffle(order);
+    if (this.options.repeat) order = repeatedOrder(order, this.options.repeat);
+    const n = order.length;
     let pos = start;
     return {
       next: () => {
@@ -218,12 +230,26 @@ export class DataLoader {
     if (dataset.kind !== 'stream') throw new Error('unreachable');
     const iterator = dataset.samples(deriveRng(seed, ORDER_STREAM), this.shuffle)[Symbol.asyncIterator]();
     let ended = false;
+    // Repeated augmentation on a stream: each sample is handed out `count` times in a row, up to
+    // the epoch size when it is known (as the map-style order does).
+    const repeats = this.options.repeat?.count ?? 1;
+    const limit = this.size;
+    let pending: RawSample[] = [];
+    let emitted = 0;
     const pull = async (count: number): Promise<RawSample[]> => {
       const out: RawSample[] = [];
-      while (!ended && out.length < count) {
-        const r = await iterator.next();
-        if (r.done) ended = true;
-        else out.push(r.value);
+      while (out.length < count && (limit === undefined || emitted < limit)) {
+        if (pending.length === 0) {
+          if (ended) break;
+          const r = await iterator.next();
+          if (r.done) {
+            ended = true;
+            break;
+          }
+          pending = Array.from({ length: repeats }, () => r.value);
+        }
+        out.push(pending.shift()!);
+        emitted++;
       }
       return out;
     };
@@ -268,7 +294,11 @@ export class DataLoader {
     const samples: ImageSample[] = await Promise.all(raws.map(decodeSample));
     const spec = this.options.preprocess;
     const augment = this.options.augment;
-    const images = samples.map((s, i) => (augment ? augmentImage(s, spec, augment, sampleRngs[i]) : applyGeometry(s, spec)));
+    const recipe = recipeAugmentActive(this.options.recipe) ? this.options.recipe : undefined;
+    const images = samples.map((s, i) => {
+      const img = augment ? augmentImage(s, spec, augment, sampleRngs[i]) : applyGeometry(s, spec);
+      return recipe ? applyRecipeAugment(img, recipe, sampleRngs[i]) : img;
+    });
     const size = outputSize(spec, samples[0].height, samples[0].width);
     const first = images[0];
     const B = images.length;
@@ -282,6 +312,7 @@ export class DataLoader {
         throw new OptionError('preprocess', `${raws[i].key} in ${this.dataset.description} became ${img.height}x${img.width} but the batch is ${size.height}x${size.width}; set a resize/crop size so images agree`);
       }
       writeNormalizedCHW(img, spec, data, i * C * plane);
+      if (this.options.erasing && this.options.erasing.prob > 0) randomErase(data, i * C * plane, [C, size.height, size.width], this.options.erasing, sampleRngs[i]);
       const label = samples[i].label;
       // A label past the head would make that row's loss silently 0 (one-hot of nothing).
       if (!Number.isInteger(label) || label < 0 || (this.numClasses !== undefined && label >= this.numClasses)) {
