@@ -11,6 +11,7 @@
 import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
 import { ClipModel } from './model.js';
 import { clipIgnoredWeights } from './weights.js';
+import { clipText } from './text.js';
 import { CLIP_ARCHITECTURES, ClipVisionClassifier, clipModelOnlyWeights, isClipClassifierConfig } from './classifier.js';
 
 export { parseClipConfig, LEGACY_EOS_TOKEN_ID, type ClipConfig, type ClipEncoderConfig, type ClipTextConfig, type ClipVisionConfig } from './config.js';
@@ -27,7 +28,9 @@ export {
 } from './classifier.js';
 export { loadClipTokenizer, tokenizeCaptions, clipTokenizerJson, CLIP_SPECIAL_TOKENS, type CaptionBatch, type ClipTokenizer, type TokenizeOptions } from './tokenizer.js';
 
-export const clipAdapter: ArchitectureAdapter = {
+export { clipText, CLIP_TOKENIZER_FILES, type ClipTextTokenizer } from './text.js';
+
+export const clipAdapter: ArchitectureAdapter & { text: typeof clipText } = {
   name: 'clip',
   modelTypes: ['clip'],
   architectures: CLIP_ARCHITECTURES,
@@ -36,6 +39,8 @@ export const clipAdapter: ArchitectureAdapter = {
   ignoredWeights: (name, config) => clipIgnoredWeights(name) || (isClipClassifierConfig(config) && clipModelOnlyWeights(config).has(name)),
   // CLIPModel has no head (the projections are its output); FT-CLIP's is `classifier`.
   headWeights: (name) => name.startsWith('classifier.'),
+  // Captions and zero-shot prompts: the trainer finds the tokenizer here, not by importing us.
+  text: clipText,
 };
 
 registerAdapter(clipAdapter);

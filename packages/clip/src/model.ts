@@ -75,6 +75,16 @@ export class ClipModel implements AdapterModel {
     return relaxedLoss('contrastive');
   }
 
+  /** Longest caption the text tower takes (max_position_embeddings). */
+  get textContextLength(): number {
+    return this.cfg.text.maxPositionEmbeddings;
+  }
+
+  /** Side of the square images the vision tower takes. */
+  get imageSize(): number {
+    return this.cfg.vision.imageSize;
+  }
+
   get gridSize(): number {
     return this.cfg.vision.imageSize / this.cfg.vision.patchSize;
   }

@@ -26,6 +26,7 @@ import { readStudy } from '../study/schema.js';
 import { runStudy } from '../study/run.js';
 import { loadPlugins } from './plugins.js';
 import { checkResumeChanges, configChanges, describeChanges } from '../run-guard.js';
+import { runZeroShot } from '../tasks/zero-shot-run.js';
 
 const log = (m: string) => process.stderr.write(`${m}\n`);
 
@@ -197,13 +198,23 @@ export async function main(argv: string[]): Promise<void> {
     .option('--mean <list>', 'normalisation mean, comma-separated')
     .option('--std <list>', 'normalisation std, comma-separated')
     .option('--backend <name>', 'wasm | cpu | tensorflow')
+    .option('--zero-shot', 'zero-shot classification with an image-text model (CLIP): prompts over class names')
+    .option('--classes <file>', 'zero-shot: class names, one a line (default: classes.txt beside the data, or the folder names)')
+    .option('--templates <set or template...>', "zero-shot: 'simple', 'cifar' or templates with '{}' (default simple)")
+    .option('--tokenizer <dir>', 'zero-shot: tokenizer folder (default: the model folder)')
     .action(async (opts: Record<string, string | undefined>) => {
       const limit = positiveIntFlag('limit', opts.limit);
       const batchSize = positiveIntFlag('batch-size', opts.batchSize)!;
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow' | undefined, log });
-      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
       const list = (s: string | undefined) => s?.split(',').map(Number);
+      if (opts.zeroShot) {
+        const templates = opts.templates as string | string[] | undefined;
+        const z = await runZeroShot({ model: opts.model!, data: opts.data!, weights: opts.weights, classes: opts.classes, templates: Array.isArray(templates) && templates.length === 1 ? templates[0] : templates, tokenizer: opts.tokenizer, batchSize: Number(opts.batchSize), limit: opts.limit ? Number(opts.limit) : undefined, mean: list(opts.mean), std: list(opts.std), log });
+        console.log(`zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  loss ${z.loss.toFixed(4)}  (${z.count} images, ${z.classes} classes, ${z.templates} templates)`);
+        return;
+      }
+      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
       const preprocess = await preprocessForModel(model, opts.model!, { mean: list(opts.mean), std: list(opts.std) });
       const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), limit);
       const r = await evaluate(model, data, preprocess, batchSize);
