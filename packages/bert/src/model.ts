@@ -10,6 +10,7 @@ import {
   ParameterStore,
   Rng,
   activation,
+  blockDropPathRate,
   checkRatio,
   dropPath,
   dropout,
@@ -18,6 +19,7 @@ import {
   layerSeed,
   linear,
   multiHeadAttention,
+  passDropoutRates,
   tf,
   tokenMasking,
   type AdapterModel,
@@ -178,11 +180,13 @@ export class BertModel implements AdapterModel {
       const [b, len] = ids.shape;
       const d = cfg.hiddenSize;
       const training = options.training ?? false;
-      const dropRate = options.dropoutRate ?? (training ? cfg.hiddenDropoutProb : 0);
-      const attnDropRate = options.dropoutRate ?? (training ? cfg.attentionProbsDropoutProb : 0);
-      const headDropRate = options.dropoutRate ?? (training ? cfg.classifierDropout : 0);
+      // DropSub (dropoutRate) acts where it does in the official ViT code: attention output and
+      // MLP (after the activation and the output dense); embeddings, probabilities and head keep the config's.
+      const drop = passDropoutRates(options, { hidden: cfg.hiddenDropoutProb, attentionProbs: cfg.attentionProbsDropoutProb });
+      const headDropRate = training ? cfg.classifierDropout : 0;
       // BERT has no stochastic depth of its own; PathSub asks for it in the sub pass only.
       const pathRate = options.dropPathRate ?? 0;
+      const pathRule = options.dropPathRule ?? 'linear';
       const seed = options.seed ?? 0;
 
       // Embeddings: position ids 0..L-1 are a slice of the table; token types default to 0 (HF's buffer).
@@ -192,25 +196,26 @@ export class BertModel implements AdapterModel {
       const typeEmb = types ? this.embed(typeTable, types) : tf.slice(typeTable, [0, 0], [1, d]);
       let h = tf.add(tf.add(words, typeEmb), positions);
       h = layerNorm(h, this.p('bert.embeddings.LayerNorm.weight'), this.p('bert.embeddings.LayerNorm.bias'), cfg.layerNormEps);
-      h = dropout(h, dropRate, layerSeed(seed, cfg.numHiddenLayers, 0));
+      h = dropout(h, drop.other, layerSeed(seed, cfg.numHiddenLayers, 0));
 
       // Padding: (1 - mask) * finfo(float32).min on the scores of padded keys, as transformers.
       const bias = mask ? tf.reshape(tf.mul(tf.sub(1, tf.cast(mask, 'float32')), FLOAT32_MIN), [b, 1, 1, len]) : undefined;
       for (let i = 0; i < cfg.numHiddenLayers; i++) {
         const l = (name: string) => this.p(`bert.encoder.layer.${i}.${name}`);
-        const layerPath = cfg.numHiddenLayers > 1 ? (pathRate * i) / (cfg.numHiddenLayers - 1) : pathRate;
+        const layerPath = blockDropPathRate(pathRate, pathRule, i, cfg.numHiddenLayers);
         const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`attention.self.${name}.weight`), l(`attention.self.${name}.bias`)];
         let attn = multiHeadAttention(
           h,
           { q: proj('query'), k: proj('key'), v: proj('value'), out: [l('attention.output.dense.weight'), l('attention.output.dense.bias')] },
           cfg.numAttentionHeads,
-          { bias, dropoutRate: attnDropRate, seed: layerSeed(seed, i, 0) },
+          { bias, dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0) },
         );
-        attn = dropout(attn, dropRate, layerSeed(seed, i, 1));
+        attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
         // Post-LN: the norm follows the residual sum (BertSelfOutput / BertOutput).
         h = layerNorm(tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2))), l('attention.output.LayerNorm.weight'), l('attention.output.LayerNorm.bias'), cfg.layerNormEps);
-        let mlp = linear(this.act(linear(h, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), l('output.dense.weight'), l('output.dense.bias'));
-        mlp = dropout(mlp, dropRate, layerSeed(seed, i, 3));
+        const hidden = dropout(this.act(linear(h, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));
+        let mlp = linear(hidden, l('output.dense.weight'), l('output.dense.bias'));
+        mlp = dropout(mlp, drop.mlpOutput, layerSeed(seed, i, 3));
         h = layerNorm(tf.add(h, dropPath(mlp, layerPath, layerSeed(seed, i, 4))), l('output.LayerNorm.weight'), l('output.LayerNorm.bias'), cfg.layerNormEps);
       }
       const cls = tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]);

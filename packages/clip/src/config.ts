@@ -2,7 +2,7 @@
  * The HF CLIP config.json fields this adapter reads (CLIPModel: `text_config`, `vision_config`,
  * `projection_dim`, `logit_scale_init_value`), with HF's defaults and validation.
  */
-import { FileFormatError, type HFConfig } from '@masksub/core';
+import { FileFormatError, parseDropPathRule, type DropPathRule, type HFConfig } from '@masksub/core';
 
 /** What both towers share: a pre-LN transformer encoder. */
 export interface ClipEncoderConfig {
@@ -45,6 +45,8 @@ export interface ClipConfig {
   initializerRange: number;
   /** Stochastic depth for the vision tower (timm's drop_path_rate; HF CLIP has none: 0). */
   dropPathRate: number;
+  /** How it spreads over the vision blocks (masksub key `drop_path_rule`; 'linear' as timm). */
+  dropPathRule: DropPathRule;
 }
 
 /** transformers' legacy `eos_token_id` (the CLIP configs written before 4.31). */
@@ -125,5 +127,6 @@ export function parseClipConfig(raw: HFConfig, source = 'config.json'): ClipConf
     initializerFactor: top.nonNegative('initializer_factor', 1),
     initializerRange: vr.nonNegative('initializer_range', 0.02),
     dropPathRate: top.nonNegative('drop_path_rate', 0),
+    dropPathRule: parseDropPathRule(raw, source),
   };
 }

@@ -17,6 +17,7 @@ import {
   embedding,
   layerNorm,
   linear,
+  passDropoutRates,
   relaxedLoss,
   tf,
   tokenRemoval,
@@ -141,7 +142,7 @@ export class ClipModel implements AdapterModel {
     const x = this.checkPixels(inputs);
     const v = this.cfg.vision;
     return tf.tidy(() => {
-      const h = visionHiddenStates(this.params, v, this.visionAct, x, options, this.cfg.dropPathRate);
+      const h = visionHiddenStates(this.params, v, this.visionAct, x, options, this.cfg.dropPathRate, this.cfg.dropPathRule);
       const [b, , d] = h.shape;
       const pooled = layerNorm(
         tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]),
@@ -176,9 +177,10 @@ export class ClipModel implements AdapterModel {
       let h = tf.add(tf.reshape(tokens, [b, len, d]), positions);
       h = clipEncoder(this.params, h, 'text_model', t, this.textAct, {
         bias: attentionBias(mask, b, len),
-        attentionDropout: options.training ? t.attentionDropout : 0,
-        hiddenDropout: 0,
+        // The text tower is not the sub-model's: DropSub/PathSub leave it alone.
+        drop: passDropoutRates({ training: options.training }, { hidden: 0, attentionProbs: t.attentionDropout }),
         dropPathRate: 0,
+        dropPathRule: 'linear',
         // The same noise in both passes of a step (the reference embeds the texts once), new
         // noise each step.
         seed: options.stepSeed ?? 0,

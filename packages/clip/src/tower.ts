@@ -5,6 +5,7 @@
  * patch tokens of the un-normalised last hidden state. One implementation keeps the two in step.
  */
 import {
+  blockDropPathRate,
   dropPath,
   dropout,
   embedKeptPatches,
@@ -12,9 +13,12 @@ import {
   layerSeed,
   linear,
   multiHeadAttention,
+  passDropoutRates,
   patchify,
   tf,
+  type DropPathRule,
   type ForwardOptions,
+  type PassDropoutRates,
   type ParameterStore,
 } from '@masksub/core';
 import type { ClipEncoderConfig, ClipVisionConfig } from './config.js';
@@ -22,9 +26,10 @@ import type { ClipEncoderConfig, ClipVisionConfig } from './config.js';
 export interface EncoderRun {
   /** Additive attention bias [B or 1, 1, T, T]. */
   bias?: tf.Tensor;
-  attentionDropout: number;
-  hiddenDropout: number;
+  /** Dropout rates by where they apply (HF CLIP: attention probabilities only; DropSub adds the rest). */
+  drop: PassDropoutRates;
   dropPathRate: number;
+  dropPathRule: DropPathRule;
   seed: number;
 }
 
@@ -41,19 +46,19 @@ export function clipEncoder(
   for (let i = 0; i < c.numHiddenLayers; i++) {
     const l = (name: string) => params.get(`${prefix}.encoder.layers.${i}.${name}`);
     const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`self_attn.${name}.weight`), l(`self_attn.${name}.bias`)];
-    // timm's linear stochastic-depth rule: deeper blocks drop more often.
-    const layerPath = c.numHiddenLayers > 1 ? (run.dropPathRate * i) / (c.numHiddenLayers - 1) : run.dropPathRate;
+    const layerPath = blockDropPathRate(run.dropPathRate, run.dropPathRule, i, c.numHiddenLayers);
     const attnIn = layerNorm(h, l('layer_norm1.weight'), l('layer_norm1.bias'), c.layerNormEps);
     let attn = multiHeadAttention(attnIn, { q: proj('q_proj'), k: proj('k_proj'), v: proj('v_proj'), out: proj('out_proj') }, c.numAttentionHeads, {
       bias: run.bias,
-      dropoutRate: run.attentionDropout,
+      dropoutRate: run.drop.attentionProbs,
       seed: layerSeed(run.seed, i, 0),
     });
-    attn = dropout(attn, run.hiddenDropout, layerSeed(run.seed, i, 1));
+    attn = dropout(attn, run.drop.attentionOutput, layerSeed(run.seed, i, 1));
     h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
     const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
-    let mlp = linear(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
-    mlp = dropout(mlp, run.hiddenDropout, layerSeed(run.seed, i, 3));
+    const hidden = dropout(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), run.drop.mlpHidden, layerSeed(run.seed, i, 5));
+    let mlp = linear(hidden, l('mlp.fc2.weight'), l('mlp.fc2.bias'));
+    mlp = dropout(mlp, run.drop.mlpOutput, layerSeed(run.seed, i, 3));
     h = tf.add(h, dropPath(mlp, layerPath, layerSeed(run.seed, i, 4)));
   }
   return h;
@@ -72,6 +77,7 @@ export function visionHiddenStates(
   x: tf.Tensor,
   options: ForwardOptions,
   configDropPathRate: number,
+  configDropPathRule: DropPathRule = 'linear',
 ): tf.Tensor3D {
   return tf.tidy(() => {
     const b = x.shape[0];
@@ -92,9 +98,10 @@ export function visionHiddenStates(
     h = layerNorm(h, params.get('vision_model.pre_layrnorm.weight'), params.get('vision_model.pre_layrnorm.bias'), v.layerNormEps);
     const training = options.training ?? false;
     return clipEncoder(params, h, 'vision_model', v, act, {
-      attentionDropout: options.dropoutRate ?? (training ? v.attentionDropout : 0),
-      hiddenDropout: options.dropoutRate ?? 0,
+      // HF CLIP has no hidden dropout: only DropSub's sub pass drops outputs and MLPs.
+      drop: passDropoutRates(options, { hidden: 0, attentionProbs: v.attentionDropout }),
       dropPathRate: options.dropPathRate ?? (training ? configDropPathRate : 0),
+      dropPathRule: options.dropPathRule ?? configDropPathRule,
       seed: options.seed ?? 0,
     }) as tf.Tensor3D;
   });

@@ -72,6 +72,11 @@ export interface MaskSubOptions {
   labelSmoothing?: number;
   /** Seed of the mask/noise stream. */
   seed?: number;
+  /**
+   * Batch norm of every training pass ('eval' freezes the running statistics; default: the
+   * model's own mode, 'train' for ResNets as in the official step).
+   */
+  bnMode?: 'train' | 'eval';
 }
 
 export interface Batch {
@@ -112,6 +117,7 @@ export class MaskSubTrainer {
   readonly variant: Variant;
   readonly rng: Rng;
   private readonly drop: DropOperator | null;
+  private readonly passOptions: ForwardOptions;
 
   constructor(
     readonly model: MaskSubModel,
@@ -132,6 +138,7 @@ export class MaskSubTrainer {
     else if (options.loss !== undefined) this.loss = relaxedLoss(options.loss, smoothing);
     else this.loss = model.recipeLoss?.(smoothing) ?? relaxedLoss('ce', smoothing);
     this.rng = new Rng(options.seed ?? 0);
+    this.passOptions = options.bnMode ? { bnMode: options.bnMode } : {};
     this.drop = this.resolveDrop(options.drop, provider);
   }
 
@@ -174,7 +181,7 @@ export class MaskSubTrainer {
     // Main pass: its graph is released when variableGrads returns; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
     const main = tf.variableGrads(() => {
-      const logits = this.model.forward(batch.inputs, { training: true, seed: mainSeed, stepSeed: mainSeed });
+      const logits = this.model.forward(batch.inputs, { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed });
       mainLogits = tf.keep(logits);
       return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
     }, varList);
@@ -194,7 +201,7 @@ export class MaskSubTrainer {
     const teacher = this.loss.teacher(mainOut);
     let subLogits: tf.Tensor | null = null;
     const sub = tf.variableGrads(() => {
-      const forward: ForwardOptions = { seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
+      const forward: ForwardOptions = { ...this.passOptions, seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
       const logits = this.model.forward(view.inputs, forward);
       subLogits = tf.keep(logits);
       return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
@@ -230,7 +237,7 @@ export class MaskSubTrainer {
     const view = this.drop.apply(batch.inputs, theMask);
     let out: tf.Tensor | null = null;
     const res = tf.variableGrads(() => {
-      const logits = this.model.forward(view.inputs, { seed, ...view.forward, stepSeed: seed, training: true });
+      const logits = this.model.forward(view.inputs, { ...this.passOptions, seed, ...view.forward, stepSeed: seed, training: true });
       out = tf.keep(logits);
       return tf.mul(this.loss.main(logits, batch.targets), weight) as tf.Scalar;
     }, [...vars.values()]);

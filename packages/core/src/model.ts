@@ -9,6 +9,7 @@ import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
 import { permute } from './io/permute.js';
 import type { RelaxedLoss } from './contract/loss.js';
+import type { DropPathRule } from './nn.js';
 import type { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -23,10 +24,20 @@ export interface ForwardOptions {
   keepIndices?: tf.Tensor;
   /** Mask-token swap: [B, N] float, 1 = replace the patch token by the mask token. */
   maskedPositions?: tf.Tensor;
-  /** DropSub: dropout rate for this pass (overrides the config's). */
+  /**
+   * DropSub: dropout rate for this pass after the attention output projection and in the MLP
+   * (see passDropoutRates); the attention probabilities keep the config's rate.
+   */
   dropoutRate?: number;
   /** PathSub: stochastic-depth rate for this pass (overrides the config's). */
   dropPathRate?: number;
+  /** How `dropPathRate` spreads over depth (default: the model's own rule); PathSub uses 'uniform'. */
+  dropPathRule?: DropPathRule;
+  /**
+   * Batch norm in a training pass: 'train' = batch statistics (running statistics updated),
+   * 'eval' = running statistics (frozen). Default: the model's own mode. Ignored without BN.
+   */
+  bnMode?: 'train' | 'eval';
   /** Seed for this pass's random noise. */
   seed?: number;
   /**

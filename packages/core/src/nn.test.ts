@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { embedKeptPatches, embedding, geluExact, layerNorm, linear, patchify, removeTokens } from './nn.js';
+import { blockDropPathRate, embedKeptPatches, embedding, geluExact, layerNorm, linear, passDropoutRates, patchify, removeTokens } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -139,5 +139,23 @@ describe('patch tokens: patchify, removeTokens, embedKeptPatches', () => {
     expectClose(g1.map((g) => g.dataSync() as Float32Array), g2.map((g) => g.dataSync() as Float32Array), 1e-5, 'gradients');
     expect(() => removeTokens(tf.zeros([b, n + 1, d]), tf.zeros([b + 1, k], 'int32'), 1)).toThrow(/keepIndices/);
     tf.dispose([raw, weight, pos, keep, probe, ...g1, ...g2]);
+  });
+});
+
+describe('drop rules', () => {
+  it("drop-path: 'linear' is timm's linspace(0, r, n), 'uniform' is r in every block (DeiT-III, PathSub)", () => {
+    expect([0, 1, 2, 3, 4].map((i) => blockDropPathRate(0.2, 'linear', i, 5))).toEqual([0, 0.05, 0.1, 0.15000000000000002, 0.2]);
+    expect([0, 1, 2].map((i) => blockDropPathRate(0.2, 'uniform', i, 3))).toEqual([0.2, 0.2, 0.2]);
+    // torch.linspace(0, r, 1) = [0]
+    expect(blockDropPathRate(0.2, 'linear', 0, 1)).toBe(0);
+  });
+
+  it('DropSub drops the attention output and the MLP (after the activation and fc2), not the attention probabilities', () => {
+    const cfg = { hidden: 0.1, attentionProbs: 0.05 };
+    expect(passDropoutRates({ training: true, dropoutRate: 0.5 }, cfg)).toEqual({ attentionProbs: 0.05, attentionOutput: 0.5, mlpHidden: 0.5, mlpOutput: 0.5, other: 0.1 });
+    expect(passDropoutRates({ training: true }, cfg)).toEqual({ attentionProbs: 0.05, attentionOutput: 0.1, mlpHidden: 0, mlpOutput: 0.1, other: 0.1 });
+    expect(passDropoutRates({}, cfg)).toEqual({ attentionProbs: 0, attentionOutput: 0, mlpHidden: 0, mlpOutput: 0, other: 0 });
+    // HF Swin drops its attention output with the probabilities' rate.
+    expect(passDropoutRates({ training: true }, { ...cfg, attentionOutput: 0.05 }).attentionOutput).toBe(0.05);
   });
 });

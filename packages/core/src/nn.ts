@@ -5,7 +5,7 @@
 import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
 import { batchNormKernelsActive, nativeBatchNormTrain, type BatchNormTrainResult } from './backend/kernels/batch_norm.js';
 export type { BatchNormTrainResult } from './backend/kernels/batch_norm.js';
-import { OptionError } from './errors.js';
+import { FileFormatError, OptionError } from './errors.js';
 import { tf } from './tf.js';
 
 /**
@@ -150,6 +150,71 @@ export function dropout(x: tf.Tensor, rate: number, seed: number): tf.Tensor {
     const keep = tf.cast(tf.greaterEqual(tf.randomUniform(x.shape, 0, 1, 'float32', seed), rate), 'float32');
     return tf.mul(x, tf.div(keep, 1 - rate));
   });
+}
+
+/**
+ * How a drop-path rate spreads over a network's residual blocks:
+ * - 'linear': block i of n drops with rate * i / (n - 1) (timm's `torch.linspace(0, rate, n)`,
+ *   MAE, Swin, timm ResNet);
+ * - 'uniform': every block drops with the rate (DeiT-III, augsub deit/models_v2.py
+ *   `dpr = [drop_path_rate for i in range(depth)]`; the official PathSub sub pass).
+ */
+export const DROP_PATH_RULES = ['linear', 'uniform'] as const;
+export type DropPathRule = (typeof DROP_PATH_RULES)[number];
+
+/** The drop-path probability of block `index` of `depth` (flattened over stages) under `rule`. */
+export function blockDropPathRate(rate: number, rule: DropPathRule, index: number, depth: number): number {
+  if (rule === 'uniform') return rate;
+  return depth > 1 ? (rate * index) / (depth - 1) : 0;
+}
+
+/**
+ * The masksub config.json key `drop_path_rule` (absent: `dflt`, 'linear' as timm, HF and MAE;
+ * DeiT-III checkpoints' recipe is 'uniform').
+ */
+export function parseDropPathRule(raw: Record<string, unknown>, source: string, dflt: DropPathRule = 'linear'): DropPathRule {
+  const v = raw.drop_path_rule ?? dflt;
+  if (typeof v !== 'string' || !(DROP_PATH_RULES as readonly string[]).includes(v)) {
+    throw new FileFormatError(source, `'drop_path_rule' must be one of ${DROP_PATH_RULES.join(', ')}, got ${JSON.stringify(v)}`);
+  }
+  return v as DropPathRule;
+}
+
+/** Dropout rates of one transformer pass, by where they apply. */
+export interface PassDropoutRates {
+  /** On the attention probabilities. */
+  attentionProbs: number;
+  /** After the attention output projection (timm `proj_drop`). */
+  attentionOutput: number;
+  /** After the MLP activation (timm `Mlp.drop` after `act`; HF layouts have none). */
+  mlpHidden: number;
+  /** After the MLP's second linear (timm `Mlp.drop` after fc2). */
+  mlpOutput: number;
+  /** Everything else the config drops (embeddings, before the head): DropSub leaves it alone. */
+  other: number;
+}
+
+/**
+ * The dropout rates of a pass. Without `dropoutRate` they are the config's in training passes
+ * (0 otherwise). DropSub's sub pass sets `dropoutRate` = r where the official code does
+ * (augsub deit/models_v2.py forward_features_dropout: `attn.proj_drop.p` and `mlp.drop.p`, the
+ * latter applied after the activation and after fc2 in timm's Mlp); the attention probabilities,
+ * embeddings and head keep the config's rates.
+ */
+export function passDropoutRates(
+  options: { training?: boolean; dropoutRate?: number },
+  config: { hidden: number; attentionProbs: number; attentionOutput?: number; other?: number },
+): PassDropoutRates {
+  const t = options.training ?? false;
+  const sub = options.dropoutRate;
+  const cfg = (r: number) => (t ? r : 0);
+  return {
+    attentionProbs: cfg(config.attentionProbs),
+    attentionOutput: sub ?? cfg(config.attentionOutput ?? config.hidden),
+    mlpHidden: sub ?? 0,
+    mlpOutput: sub ?? cfg(config.hidden),
+    other: cfg(config.other ?? config.hidden),
+  };
 }
 
 /** Stochastic depth: drops a residual branch per sample (x is [B, ...]); identity when rate is 0. */

@@ -137,7 +137,8 @@ export function verifyModel(model: AdapterModel, referencePath: string, toleranc
       // Contrastive references carry no labels: pair i matches pair i.
       const batch = Object.values(inputs)[0]?.shape[0] ?? 0;
       const labels = labelsT ? (toTensor(labelsT) as tf.Tensor1D) : (tf.range(0, batch, 1, 'int32') as tf.Tensor1D);
-      const trainer = withMaskSub(model, { loss });
+      // The fixture format's references are computed with batch norm in eval mode (running statistics).
+      const trainer = withMaskSub(model, { loss, bnMode: 'eval' });
       const r = trainer.computeGradients({ inputs, targets: { labels } }, 0, mask);
       const logitsKey = loss === 'contrastive' ? ['main_logits_per_image', 'sub_logits_per_image'] : [`${prefix}main_logits`, `${prefix}sub_logits`];
       const add = (quantity: string, error: number, tolerance: number) => rows.push({ recipe, quantity, error, tolerance, ok: error <= tolerance });

@@ -4,7 +4,7 @@
  * stages of BasicBlocks, option-A parameter-free shortcuts, global average pool, `linear` head.
  * PyTorch state-dict names (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, ...).
  */
-import { Rng, dropPath, dropout, layerSeed, linear, tf, type AdapterModel, type HFConfig, type ModelInputs, type ParamSpec } from '@masksub/core';
+import { Rng, blockDropPathRate, dropPath, dropout, layerSeed, linear, tf, type AdapterModel, type HFConfig, type ModelInputs, type ParamSpec } from '@masksub/core';
 import { parseResNetCifarConfig, type ResNetCifarConfig } from './config.js';
 import type { BatchNormMode, ConvUnit } from './layers.js';
 import { ConvNetBase, type ResNetForwardOptions, type ResNetModelOptions } from './model.js';
@@ -98,7 +98,9 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
       const x = this.inputNHWC(inputs);
       const bs = this.batchStatistics(options);
       const training = options.training ?? false;
-      const pathRate = options.dropPathRate ?? 0;
+      // Stochastic depth on the residual branch: the config's in training passes, PathSub's in its sub pass.
+      const pathRate = options.dropPathRate ?? (training ? this.cfg.dropPathRate : 0);
+      const pathRule = options.dropPathRule ?? this.cfg.dropPathRule;
       const seed = options.seed ?? 0;
       const relu = (t: tf.Tensor) => tf.relu(t);
       let h = this.unit(x, this.plan.stem, bs, relu);
@@ -107,7 +109,7 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
         const y = this.unit(this.unit(h, block.conv1, bs, relu), block.conv2, bs);
         const s = block.shortcut;
         const residual = s ? optionAShortcut(h, s.padChannels, s.stride) : h;
-        const rate = training && n > 1 ? (pathRate * i) / (n - 1) : training ? pathRate : 0;
+        const rate = training ? blockDropPathRate(pathRate, pathRule, i, n) : 0;
         h = tf.relu(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
       });
       let pooled = tf.mean(h, [1, 2]);

@@ -4,9 +4,11 @@
  * - `resnet`: HF ResNetConfig (ResNetForImageClassification);
  * - `resnet_cifar`: the CIFAR ResNets of He et al. (akamaster/pytorch_resnet_cifar10), as
  *   described by the config.json of shared/data/models/resnet{20,56}-cifar10.
- * Both take an optional masksub key `bn_mode` ('eval' | 'train', see BatchNormMode).
+ * Both take optional masksub keys `bn_mode` ('train' by default | 'eval', see BatchNormMode),
+ * `drop_path_rate` (stochastic depth on each block's residual branch, timm's ResNet; 0 by
+ * default) and `drop_path_rule` ('linear' as timm's block index rule | 'uniform').
  */
-import { FileFormatError, type HFConfig } from '@masksub/core';
+import { FileFormatError, parseDropPathRule, type DropPathRule, type HFConfig } from '@masksub/core';
 import type { BatchNormMode } from './layers.js';
 
 export interface ResNetConfig {
@@ -21,6 +23,8 @@ export interface ResNetConfig {
   downsampleInBottleneck: boolean;
   numLabels: number;
   bnMode: BatchNormMode;
+  dropPathRate: number;
+  dropPathRule: DropPathRule;
 }
 
 export interface ResNetCifarConfig {
@@ -35,6 +39,8 @@ export interface ResNetCifarConfig {
   imageSize: number;
   numLabels: number;
   bnMode: BatchNormMode;
+  dropPathRate: number;
+  dropPathRule: DropPathRule;
 }
 
 function checker(raw: HFConfig, source: string) {
@@ -55,8 +61,14 @@ function checker(raw: HFConfig, source: string) {
       if (typeof v !== 'boolean') throw new FileFormatError(source, `'${key}' must be true or false, got ${JSON.stringify(v)}`);
       return v;
     },
+    dropPath: (): { dropPathRate: number; dropPathRule: DropPathRule } => {
+      const v = raw.drop_path_rate ?? 0;
+      if (typeof v !== 'number' || !(v >= 0 && v < 1)) throw new FileFormatError(source, `'drop_path_rate' must be a number in [0, 1), got ${JSON.stringify(v)}`);
+      return { dropPathRate: v, dropPathRule: parseDropPathRule(raw, source) };
+    },
     bnMode: (): BatchNormMode => {
-      const v = raw.bn_mode ?? 'eval';
+      // Training uses batch statistics by default, as the official step (resnet_rsb/train.py: model.train()).
+      const v = raw.bn_mode ?? 'train';
       if (v !== 'eval' && v !== 'train') throw new FileFormatError(source, `'bn_mode' must be 'eval' or 'train', got ${JSON.stringify(v)}`);
       return v;
     },
@@ -97,6 +109,7 @@ export function parseResNetConfig(raw: HFConfig, source = 'config.json'): ResNet
     downsampleInBottleneck: c.bool('downsample_in_bottleneck', false),
     numLabels: c.numLabels(2),
     bnMode: c.bnMode(),
+    ...c.dropPath(),
   };
 }
 
@@ -140,5 +153,6 @@ export function parseResNetCifarConfig(raw: HFConfig, source = 'config.json'): R
     imageSize: c.posInt('image_size', raw.image_size ?? input.height ?? 32),
     numLabels: c.numLabels(10),
     bnMode: c.bnMode(),
+    ...c.dropPath(),
   };
 }

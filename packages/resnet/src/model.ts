@@ -4,15 +4,17 @@
  * (1x1 conv + BN shortcut where the shape changes), global average pool, Linear head.
  * The MaskSub sub pass is zero-fill of 32 px squares of the normalised input.
  *
- * Batch norm follows `bnMode` (config key `bn_mode`, default 'eval'; see BatchNormMode): the
- * default keeps the running statistics in both MaskSub passes, as the PyTorch reference does and
- * as fine-tuning small batches usually should; 'train' uses batch statistics in training passes
- * and updates the running statistics (both passes, as the official two-forward step does).
+ * Batch norm follows `bnMode` (config key `bn_mode`, default 'train'; see BatchNormMode): batch
+ * statistics in training passes, running statistics updated by both MaskSub passes (main, then
+ * sub), as the official two-forward step in train mode does (augsub resnet_rsb/train.py:594
+ * `model.train()`); 'eval' keeps the running statistics ("frozen" BN, what the hf-tiny reference
+ * fixtures use).
  */
 import {
   OptionError,
   Rng,
   activation,
+  blockDropPathRate,
   dropPath,
   dropout,
   layerSeed,
@@ -38,9 +40,8 @@ export interface ResNetModelOptions {
 }
 
 /** Per-pass options: a pass may override the model's batch-norm mode. */
-export interface ResNetForwardOptions extends ForwardOptions {
-  bnMode?: BatchNormMode;
-}
+/** ForwardOptions' `bnMode` is the BatchNormMode. */
+export type ResNetForwardOptions = ForwardOptions;
 
 interface LayerPlan {
   prefix: string;
@@ -201,7 +202,9 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
       const nhwc = this.inputNHWC(inputs);
       const bs = this.batchStatistics(options);
       const training = options.training ?? false;
-      const pathRate = options.dropPathRate ?? 0;
+      // Stochastic depth on the residual branch: the config's in training passes, PathSub's in its sub pass.
+      const pathRate = options.dropPathRate ?? (training ? this.cfg.dropPathRate : 0);
+      const pathRule = options.dropPathRule ?? this.cfg.dropPathRule;
       const seed = options.seed ?? 0;
       let h = maxPool3x3s2(this.unit(nhwc, this.plan.stem, bs, this.act));
       const relu = (x: tf.Tensor) => tf.relu(x);
@@ -213,8 +216,8 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
         layer.convs.forEach((u, k) => {
           y = this.unit(y, u, bs, k < layer.convs.length - 1 ? relu : undefined);
         });
-        // timm-style linear stochastic-depth rule over blocks (PathSub); 0 unless asked for.
-        const rate = training && n > 1 ? (pathRate * i) / (n - 1) : training ? pathRate : 0;
+        // timm's ResNet: block i of n (over all stages) drops with drop_path_rate * i / (n - 1).
+        const rate = training ? blockDropPathRate(pathRate, pathRule, i, n) : 0;
         h = this.act(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
       });
       let pooled = tf.mean(h, [1, 2]);

@@ -2,7 +2,7 @@
  * Parity with PyTorch + transformers on the hf-tiny ResNet fixture (bottleneck layers, shortcut
  * conv, max-pool): logits, both MaskSub loss halves and every parameter gradient (CE recipe),
  * with the fixture's zero-fill pixel mask replayed. The reference ran batch norm in eval mode in
- * both passes, which is the model's default bn_mode.
+ * both passes, so the model is built with bn_mode 'eval' (training defaults to 'train').
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tf, toFloat32, withMaskSub, type DropMask, type HostTensor, type TensorMap } from '@masksub/core';
@@ -31,7 +31,7 @@ for (const backend of ['cpu', 'wasm'] as const)
 
     beforeAll(async () => {
       const isCounter = (n: string) => n.endsWith('.num_batches_tracked');
-      const fixture = await loadParityFixture('resnet', backend, (config) => new ResNetModel(config), isCounter);
+      const fixture = await loadParityFixture('resnet', backend, (config) => new ResNetModel(config, { bnMode: 'eval' }), isCounter);
       ({ model, ref } = fixture);
       expect(model.bnMode).toBe('eval');
       expect(fixture.created).toEqual([]);

@@ -48,7 +48,7 @@ describe('batch norm', () => {
     tf.dispose([x, y, e, v.weight, v.bias, v.runningMean, v.runningVar]);
   });
 
-  it('the model honours bn_mode: frozen by default, batch statistics and running updates in train mode only', async () => {
+  it('the model honours bn_mode: batch statistics and running updates by default (train, as the official step), frozen in eval mode', async () => {
     await initBackend({ prefer: 'wasm', log: () => {} });
     const x = tf.randomNormal([3, 3, 16, 16], 0.5, 2, 'float32', 1);
     const labels = tf.tensor1d([0, 1, 4], 'int32');
@@ -68,9 +68,9 @@ describe('batch norm', () => {
       m.dispose();
       return { diff, moved, statGrad, mode: mode2 };
     };
-    const frozen = run(undefined);
+    const frozen = run('eval');
     expect(frozen).toEqual({ diff: 0, moved: false, statGrad: false, mode: 'eval' });
-    const train = run('train');
+    const train = run(undefined);
     expect(train.mode).toBe('train');
     expect(train.diff).toBeGreaterThan(1e-3);
     expect(train.moved).toBe(true);
@@ -148,5 +148,43 @@ describe('ResNet sub-pass variants', () => {
   it('only zero-fill is a drop operator, and the option is named', () => {
     expect(model.dropOperator('zero-fill').kind).toBe('zero-fill');
     expect(() => model.dropOperator('token-removal')).toThrow(/drop/);
+  });
+});
+
+describe('ResNet fidelity options', () => {
+  it('both MaskSub passes update the running statistics (main, then sub), as two train-mode forwards do', async () => {
+    await tf.setBackend('cpu');
+    const x = tf.randomNormal([3, 3, 64, 64], 0.5, 2, 'float32', 1);
+    const batch = { inputs: { pixel_values: x }, targets: { labels: tf.tensor1d([0, 1, 4], 'int32') } };
+    const stat = 'resnet.embedder.embedder.normalization.running_mean';
+    const after = (variant: 'none' | 'masksub') => {
+      const m = new ResNetModel(tiny, { rng: new Rng(2) });
+      const r = withMaskSub(m, { variant, seed: 3 }).computeGradients(batch);
+      const v = Array.from(m.params.get(stat).dataSync());
+      tf.dispose([r.mainLogits, r.subLogits ?? [], ...r.grads.values()]);
+      m.dispose();
+      return v;
+    };
+    const one = after('none');
+    const two = after('masksub');
+    expect(Math.max(...one.map((v, i) => Math.abs(v - two[i])))).toBeGreaterThan(1e-6);
+    tf.dispose([x, batch.targets.labels]);
+  });
+
+  it('drop_path_rate: stochastic depth on the residual branches in training passes only (timm ResNet)', async () => {
+    await tf.setBackend('cpu');
+    const x = tf.randomNormal([4, 3, 32, 32], 0, 1, 'float32', 5);
+    const m = new ResNetModel({ ...tiny, drop_path_rate: 0.5, drop_path_rule: 'uniform', bn_mode: 'eval' }, { rng: new Rng(2) });
+    const plain = new ResNetModel({ ...tiny, bn_mode: 'eval' }, { rng: new Rng(2) });
+    const a = m.forward({ pixel_values: x }, { training: true, seed: 1 });
+    const b = m.forward({ pixel_values: x }, { training: true, seed: 2 });
+    const e = m.forward({ pixel_values: x });
+    const p = plain.forward({ pixel_values: x }, { training: true, seed: 1 });
+    expect(maxAbsDiff(a, b)).toBeGreaterThan(1e-5);
+    expect(maxAbsDiff(e, p)).toBeLessThan(1e-6);
+    expect(() => new ResNetModel({ ...tiny, drop_path_rule: 'ramp' })).toThrow(/drop_path_rule/);
+    tf.dispose([x, a, b, e, p]);
+    m.dispose();
+    plain.dispose();
   });
 });

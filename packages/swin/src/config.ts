@@ -1,5 +1,5 @@
 /** The HF Swin config.json fields this adapter reads, with HF's defaults and validation. */
-import { FileFormatError, type HFConfig } from '@masksub/core';
+import { FileFormatError, parseDropPathRule, type DropPathRule, type HFConfig } from '@masksub/core';
 
 export interface SwinConfig {
   modelType: 'swin';
@@ -24,6 +24,8 @@ export interface SwinConfig {
   attentionProbsDropoutProb: number;
   /** Stochastic depth, rising linearly from 0 over all blocks (HF/timm: linspace(0, rate, sum(depths))). */
   dropPathRate: number;
+  /** How it spreads over the blocks of all stages (masksub key `drop_path_rule`; 'linear' as HF/timm). */
+  dropPathRule: DropPathRule;
 }
 
 export function parseSwinConfig(raw: HFConfig, source = 'config.json'): SwinConfig {
@@ -86,6 +88,7 @@ export function parseSwinConfig(raw: HFConfig, source = 'config.json'): SwinConf
     hiddenDropoutProb: num('hidden_dropout_prob', 0),
     attentionProbsDropoutProb: num('attention_probs_dropout_prob', 0),
     dropPathRate: num('drop_path_rate', 0.1),
+    dropPathRule: parseDropPathRule(raw, source),
   };
 }
 

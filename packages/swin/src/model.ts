@@ -12,12 +12,14 @@ import {
   ParameterStore,
   Rng,
   activation,
+  blockDropPathRate,
   dropPath,
   dropout,
   layerNorm,
   layerSeed,
   linear,
   maskTokenSwap,
+  passDropoutRates,
   patchify,
   scaledSoftmax,
   tf,
@@ -28,6 +30,7 @@ import {
   type ForwardOptions,
   type HFConfig,
   type ModelInputs,
+  type PassDropoutRates,
 } from '@masksub/core';
 import { parseSwinConfig, type SwinConfig } from './config.js';
 import { swinParamSpecs } from './weights.js';
@@ -38,8 +41,7 @@ const TORCH_LAYER_NORM_EPS = 1e-5;
 
 /** Rates and seed of one pass. */
 interface PassNoise {
-  hidden: number;
-  attention: number;
+  drop: PassDropoutRates;
   path: number;
   seed: number;
 }
@@ -145,20 +147,21 @@ export class SwinModel implements AdapterModel {
       }
 
       const training = options.training ?? false;
+      // HF Swin drops the attention output with attention_probs_dropout_prob (SwinSelfOutput).
       const noise: PassNoise = {
-        hidden: options.dropoutRate ?? (training ? cfg.hiddenDropoutProb : 0),
-        attention: options.dropoutRate ?? (training ? cfg.attentionProbsDropoutProb : 0),
+        drop: passDropoutRates(options, { hidden: cfg.hiddenDropoutProb, attentionProbs: cfg.attentionProbsDropoutProb, attentionOutput: cfg.attentionProbsDropoutProb }),
         path: options.dropPathRate ?? (training ? cfg.dropPathRate : 0),
         seed: options.seed ?? 0,
       };
-      h = dropout(h, noise.hidden, layerSeed(noise.seed, 0, 7));
+      const pathRule = options.dropPathRule ?? cfg.dropPathRule;
+      h = dropout(h, noise.drop.other, layerSeed(noise.seed, 0, 7));
 
       const totalBlocks = cfg.depths.reduce((a, d) => a + d, 0);
       let global = 0;
       for (let s = 0; s < cfg.depths.length; s++) {
         for (let i = 0; i < cfg.depths[s]; i++, global++) {
-          // HF/timm: torch.linspace(0, drop_path_rate, total blocks).
-          const pathRate = totalBlocks > 1 ? (noise.path * global) / (totalBlocks - 1) : 0;
+          // Blocks counted over all stages (HF/timm: torch.linspace(0, drop_path_rate, total blocks)).
+          const pathRate = blockDropPathRate(noise.path, pathRule, global, totalBlocks);
           h = this.block(h, height, width, s, i, global, pathRate, noise);
         }
         if (s < cfg.depths.length - 1) {
@@ -192,7 +195,7 @@ export class SwinModel implements AdapterModel {
     const windows = windowPartition(x, window);
     const mask = shift ? shiftedWindowMask(heightPad, widthPad, window, shift) : null;
     let attn = this.windowAttention(windows, stage, index, window, b, mask, noise, global);
-    attn = dropout(attn, noise.attention, layerSeed(noise.seed, global, 1));
+    attn = dropout(attn, noise.drop.attentionOutput, layerSeed(noise.seed, global, 1));
 
     let merged = windowReverse(attn, window, heightPad, widthPad);
     if (shift) merged = roll2d(merged, shift);
@@ -200,8 +203,9 @@ export class SwinModel implements AdapterModel {
     h = tf.add(h, dropPath(tf.reshape(merged, [b, length, c]), pathRate, layerSeed(noise.seed, global, 2)));
 
     const mlpIn = layerNorm(h, l('layernorm_after.weight'), l('layernorm_after.bias'), cfg.layerNormEps);
-    let mlp = linear(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), l('output.dense.weight'), l('output.dense.bias'));
-    mlp = dropout(mlp, noise.hidden, layerSeed(noise.seed, global, 3));
+    const hidden = dropout(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), noise.drop.mlpHidden, layerSeed(noise.seed, global, 5));
+    let mlp = linear(hidden, l('output.dense.weight'), l('output.dense.bias'));
+    mlp = dropout(mlp, noise.drop.mlpOutput, layerSeed(noise.seed, global, 3));
     return tf.add(h, dropPath(mlp, pathRate, layerSeed(noise.seed, global, 4)));
   }
 
@@ -249,7 +253,7 @@ export class SwinModel implements AdapterModel {
       bias = tf.reshape(relBias, [1, heads, n, n]);
     }
     let probs = tf.reshape(scaledSoftmax(scores, 1 / Math.sqrt(dh), bias), [bw, heads, n, n]);
-    probs = dropout(probs, noise.attention, layerSeed(noise.seed, global, 0));
+    probs = dropout(probs, noise.drop.attentionProbs, layerSeed(noise.seed, global, 0));
     const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [bw, n, c]);
     return linear(ctx, l('output.dense.weight'), l('output.dense.bias'));
   }

@@ -1,5 +1,5 @@
 /** The HF ViT / DeiT config.json fields this adapter reads, with defaults and validation. */
-import { FileFormatError, type HFConfig } from '@masksub/core';
+import { FileFormatError, parseDropPathRule, type DropPathRule, type HFConfig } from '@masksub/core';
 
 export interface ViTConfig {
   modelType: 'vit' | 'deit';
@@ -18,6 +18,8 @@ export interface ViTConfig {
   attentionProbsDropoutProb: number;
   /** Stochastic depth of the main model (timm's drop_path_rate; HF ViT has none: 0). */
   dropPathRate: number;
+  /** How it spreads over the blocks (masksub key `drop_path_rule`; 'linear' as timm, 'uniform' for DeiT-III). */
+  dropPathRule: DropPathRule;
 }
 
 export function parseViTConfig(raw: HFConfig, source = 'config.json'): ViTConfig {
@@ -59,5 +61,6 @@ export function parseViTConfig(raw: HFConfig, source = 'config.json'): ViTConfig
     hiddenDropoutProb: num('hidden_dropout_prob', 0),
     attentionProbsDropoutProb: num('attention_probs_dropout_prob', 0),
     dropPathRate: num('drop_path_rate', 0),
+    dropPathRule: parseDropPathRule(raw, source),
   };
 }

@@ -10,6 +10,7 @@ import {
   ParameterStore,
   Rng,
   activation,
+  blockDropPathRate,
   dropPath,
   dropout,
   embedKeptPatches,
@@ -18,6 +19,7 @@ import {
   linear,
   maskTokenSwap,
   multiHeadAttention,
+  passDropoutRates,
   patchify,
   removeTokens,
   tf,
@@ -129,14 +131,13 @@ export class ViTModel implements AdapterModel {
       }
 
       const training = options.training ?? false;
-      const dropRate = options.dropoutRate ?? (training ? cfg.hiddenDropoutProb : 0);
-      const attnDropRate = options.dropoutRate ?? (training ? cfg.attentionProbsDropoutProb : 0);
+      const drop = passDropoutRates(options, { hidden: cfg.hiddenDropoutProb, attentionProbs: cfg.attentionProbsDropoutProb });
       const pathRate = options.dropPathRate ?? (training ? cfg.dropPathRate : 0);
+      const pathRule = options.dropPathRule ?? cfg.dropPathRule;
       const seed = options.seed ?? 0;
       for (let i = 0; i < cfg.numHiddenLayers; i++) {
         const l = (name: string) => this.p(`encoder.layer.${i}.${name}`);
-        // timm's linear stochastic-depth rule: deeper blocks drop more often.
-        const layerPath = cfg.numHiddenLayers > 1 ? (pathRate * i) / (cfg.numHiddenLayers - 1) : pathRate;
+        const layerPath = blockDropPathRate(pathRate, pathRule, i, cfg.numHiddenLayers);
         const attnIn = layerNorm(h, l('layernorm_before.weight'), l('layernorm_before.bias'), cfg.layerNormEps);
         const qkv = (name: string): [tf.Tensor, tf.Tensor?] => [
           l(`attention.attention.${name}.weight`),
@@ -146,13 +147,14 @@ export class ViTModel implements AdapterModel {
           attnIn,
           { q: qkv('query'), k: qkv('key'), v: qkv('value'), out: [l('attention.output.dense.weight'), l('attention.output.dense.bias')] },
           cfg.numAttentionHeads,
-          { dropoutRate: attnDropRate, seed: layerSeed(seed, i, 0) },
+          { dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0) },
         );
-        attn = dropout(attn, dropRate, layerSeed(seed, i, 1));
+        attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
         h = tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2)));
         const mlpIn = layerNorm(h, l('layernorm_after.weight'), l('layernorm_after.bias'), cfg.layerNormEps);
-        let mlp = linear(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), l('output.dense.weight'), l('output.dense.bias'));
-        mlp = dropout(mlp, dropRate, layerSeed(seed, i, 3));
+        const hidden = dropout(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));
+        let mlp = linear(hidden, l('output.dense.weight'), l('output.dense.bias'));
+        mlp = dropout(mlp, drop.mlpOutput, layerSeed(seed, i, 3));
         h = tf.add(h, dropPath(mlp, layerPath, layerSeed(seed, i, 4)));
       }
       const cls = tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]);

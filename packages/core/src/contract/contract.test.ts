@@ -114,6 +114,8 @@ describe('drop operators', () => {
     expect(d.forward.dropPathRate).toBeUndefined();
     const p = dropPathSub().apply({}, dropPathSub().sample({}, 0.2, new Rng(1)));
     expect(p.forward.dropPathRate).toBe(0.2);
+    // The official sub pass sets every block's drop-path probability to r, not a ramp.
+    expect(p.forward.dropPathRule).toBe('uniform');
     expect(p.forward.seed).toBe(d.forward.seed);
   });
 });

@@ -235,12 +235,12 @@ export function tokenMasking(maskTokenId: number, specialIds: readonly number[])
   };
 }
 
-/** DropSub: dropout at rate r, in the sub pass only. */
+/** DropSub: dropout at rate r on attention output projections and in MLPs, in the sub pass only. */
 export function dropoutSub(): DropOperator {
   return stochastic('dropout');
 }
 
-/** PathSub: drop-path (stochastic depth) at rate r, in the sub pass only. */
+/** PathSub: drop-path (stochastic depth) at rate r in every block, in the sub pass only. */
 export function dropPathSub(): DropOperator {
   return stochastic('drop-path');
 }
@@ -255,7 +255,10 @@ function stochastic(kind: 'dropout' | 'drop-path'): DropOperator {
     apply(inputs, mask) {
       if (mask.kind !== kind) throw new OptionError('mask', `${kind} got a ${mask.kind} mask`);
       const forward: ForwardOptions =
-        kind === 'dropout' ? { dropoutRate: mask.rate, seed: mask.seed } : { dropPathRate: mask.rate, seed: mask.seed };
+        kind === 'dropout'
+          ? { dropoutRate: mask.rate, seed: mask.seed }
+          : // The official sub pass sets every block's drop-path probability to r (augsub deit/models_v2.py forward_features_droppath).
+            { dropPathRate: mask.rate, dropPathRule: 'uniform', seed: mask.seed };
       return { inputs, forward };
     },
   };
