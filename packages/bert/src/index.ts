@@ -2,11 +2,12 @@
  * @masksub/bert: HF BERT (BertForSequenceClassification) for masksub. Importing this module
  * registers the adapter, so `loadPretrained(dir)` dispatches `model_type: bert` here.
  */
-import { registerAdapter, type ArchitectureAdapter } from '@masksub/core';
+import { registerAdapter, type ArchitectureAdapter, type TextCapability } from '@masksub/core';
 import { BertModel } from './model.js';
 import { parseBertConfig } from './config.js';
 import { bertAliases, bertHeadWeights, bertIgnoredWeights } from './weights.js';
 import { specialTokensFromFolder } from './tokenizer.js';
+import { bertTextCapability } from './text.js';
 
 export { parseBertConfig, type BertConfig, type ProblemType } from './config.js';
 export { BertModel, FLOAT32_MIN, defaultSpecialTokens, type BertModelOptions, type SpecialTokens } from './model.js';
@@ -14,7 +15,9 @@ export { bertAliases, bertHeadWeights, bertIgnoredWeights, bertParamSpecs } from
 export { bertRelaxedLoss, meanSquaredErrorLoss, resolveProblemType } from './loss.js';
 export { bertTokenizerJson, loadBertTokenizer, longestFirstLengths, specialTokensFromFolder, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput } from './tokenizer.js';
 
-export const bertAdapter: ArchitectureAdapter = {
+export { BERT_TOKENIZER_FILES, bertTextCapability } from './text.js';
+
+export const bertAdapter: ArchitectureAdapter & { text: TextCapability } = {
   name: 'bert',
   modelTypes: ['bert'],
   // The [MASK] id is the tokenizer's, not the config's: read it from the checkpoint folder when
@@ -26,6 +29,8 @@ export const bertAdapter: ArchitectureAdapter = {
   ignoredWeights: bertIgnoredWeights,
   headWeights: bertHeadWeights,
   aliases: (config) => bertAliases(parseBertConfig(config)),
+  // Text tasks find the tokenizer here (core's textCapabilityOf), not by importing this package.
+  text: bertTextCapability,
 };
 
 registerAdapter(bertAdapter);

@@ -7,13 +7,13 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AutoTokenizer, BertTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
-import { FileFormatError, OptionError, tf } from '@masksub/core';
+import { FileFormatError, OptionError, tf, type TextInput } from '@masksub/core';
 import type { SpecialTokens } from './model.js';
 
 export type { PreTrainedTokenizer } from '@huggingface/transformers';
 
-/** A single text, or a (text_a, text_b) pair encoded as [CLS] a [SEP] b [SEP] with token types 0/1. */
-export type TextInput = string | readonly [string, string];
+/** A single text, or a (text_a, text_b) pair encoded as [CLS] a [SEP] b [SEP] with token types 0/1 (core's type). */
+export type { TextInput } from '@masksub/core';
 
 export interface EncodedBatch {
   /** [B, maxLength] int32 */

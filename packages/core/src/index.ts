@@ -7,6 +7,7 @@ export * from './nn.js';
 export * from './contract/drop.js';
 export * from './contract/loss.js';
 export * from './contract/schedule.js';
+export * from './contract/text.js';
 export * from './masksub.js';
 export * from './registry.js';
 export * from './layers-model.js';

@@ -42,6 +42,8 @@ export interface LoadedModel {
   adapter: ArchitectureAdapter;
   config: HFConfig;
   format: WeightsFormat;
+  /** The checkpoint folder the config and weights were resolved from (tokenizer, preprocessor files live here). */
+  dir: string;
   weightsPath: string;
   /** Parameters the checkpoint lacked and the adapter created. */
   created: string[];
@@ -90,7 +92,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     checkLoadable(tensors, model.params.specs, found.weightsPath, reinitialise);
     const { created } = model.params.load(tensors, found.weightsPath, ignore, reinitialise);
     if (created.length) log(`${found.weightsPath}: created ${created.join(', ')} (not in the checkpoint)`);
-    return { model, adapter, config, format: found.format, weightsPath: found.weightsPath, created };
+    return { model, adapter, config, format: found.format, dir: found.dir, weightsPath: found.weightsPath, created };
   } catch (e) {
     model.dispose();
     throw e;
