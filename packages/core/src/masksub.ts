@@ -51,6 +51,13 @@ export function defaultMainWeight(variant: Variant): number {
 export const DEFAULT_SUB_WEIGHT = 0.5;
 /** The drop ratio when none is given: 50 % as in the paper's image recipes. */
 export const DEFAULT_RATIO = 0.5;
+/** Drop kinds whose paper ratio differs: BERT replaces 15 % of the tokens with [MASK]. */
+export const DEFAULT_RATIO_BY_DROP: Readonly<Partial<Record<DropKind, number>>> = { 'token-masking': 0.15 };
+
+/** The ratio a drop kind gets when none is given (one source for the library, schema and CLI). */
+export function defaultRatio(drop: DropKind | undefined): number {
+  return (drop && DEFAULT_RATIO_BY_DROP[drop]) ?? DEFAULT_RATIO;
+}
 
 /** Anything that applies a gradient map (checkpoint names -> internal-layout gradients). */
 export interface GradientApplier {
@@ -129,7 +136,7 @@ export class MaskSubTrainer {
       throw new OptionError('variant', `unknown variant '${this.variant}' (${VARIANTS.join(', ')})`);
     }
     this.schedule = weightSchedule({
-      ratio: options.ratio ?? DEFAULT_RATIO,
+      ratio: options.ratio ?? defaultRatio(typeof options.drop === 'string' ? options.drop : typeof options.drop === 'object' ? undefined : provider?.defaultDrop),
       mainWeight: options.mainWeight ?? defaultMainWeight(this.variant),
       subWeight: hasSubPass(this.variant) ? (options.subWeight ?? DEFAULT_SUB_WEIGHT) : 0,
     });

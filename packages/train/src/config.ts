@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES, DEFAULT_RATIO, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
+import { BACKEND_NAMES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
 import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 
@@ -34,6 +34,10 @@ export const runConfigSchema = z
         mean: z.array(z.number()).optional(),
         std: z.array(z.number()).optional(),
         num_classes: positiveInt.optional(),
+        /** Text tasks: the tokenizer folder (default: the checkpoint folder). */
+        tokenizer: z.string().min(1).optional(),
+        /** Text tasks: longest encoded row in tokens, special tokens included (batches pad to their longest row). */
+        max_length: z.number().int().min(4).default(128),
       })
       .strict(),
     augment: z
@@ -86,7 +90,8 @@ export const runConfigSchema = z
     optimizer: z
       .object({
         kind: z.enum(['adamw', 'sgd', 'lamb']).default('adamw'),
-        lr: z.number().positive().default(1e-3),
+        /** Unset = the task kind's default (DEFAULT_LR: a fine-tuning rate for a pretrained checkpoint, a from-scratch one for a config.json). */
+        lr: z.number().positive().optional(),
         min_lr: z.number().min(0).default(0),
         weight_decay: z.number().min(0).default(0.05),
         betas: z.tuple([z.number(), z.number()]).optional(),
@@ -98,7 +103,7 @@ export const runConfigSchema = z
         warmup_steps: z.number().int().min(0).default(0),
       })
       .strict()
-      .default({ kind: 'adamw', lr: 1e-3, min_lr: 0, weight_decay: 0.05, clip_grad: null, layer_decay: null, warmup_steps: 0 }),
+      .default({ kind: 'adamw', min_lr: 0, weight_decay: 0.05, clip_grad: null, layer_decay: null, warmup_steps: 0 }),
     train: z
       .object({
         batch_size: positiveInt.default(64),
@@ -107,16 +112,18 @@ export const runConfigSchema = z
         steps: positiveInt.optional(),
         epochs: z.number().positive().optional(),
         /** recipe loss: ce, or bce (DeiT-III/RSB). */
-        loss: z.enum(LOSS_KINDS).default('ce'),
+        /** Unset = the model's recipe loss: CE for images, BERT's problem_type (CE / BCE / MSE). */
+        loss: z.enum(LOSS_KINDS).optional(),
         seed: z.number().int().min(0).default(0),
       })
       .strict()
-      .default({ batch_size: 64, loss: 'ce', seed: 0 }),
+      .default({ batch_size: 64, seed: 0 }),
     masksub: z
       .object({
         variant: z.enum(VARIANTS).default('masksub'),
         drop: z.enum(MASK_DROP_KINDS).optional(),
-        ratio: ratio.default(DEFAULT_RATIO),
+        /** Unset = the drop kind's paper ratio (defaultRatio: 0.5; 0.15 for BERT's token masking). */
+        ratio: ratio.optional(),
         ratio_end: ratio.optional(),
         ratio_steps: positiveInt.optional(),
         ramp: z.enum(['constant', 'linear', 'cosine']).default('constant'),
@@ -128,7 +135,7 @@ export const runConfigSchema = z
         sub_weight: z.number().min(0).optional(),
       })
       .strict()
-      .default({ variant: 'masksub', ratio: DEFAULT_RATIO, ramp: 'constant' }),
+      .default({ variant: 'masksub', ramp: 'constant' }),
     run: z
       .object({
         dir: z.string().min(1).default('runs/run'),

@@ -6,20 +6,13 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, saveModel, tf, warmupCosine, withMaskSub, writeFileAtomic } from '@masksub/core';
+import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
+import { DEFAULT_LR, openTask, taskKindOf, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
-import { DataLoader } from './data/loader.js';
-import { recipeLoaderOptions } from './data/recipe-augment.js';
-import { openDataSpec } from './data/spec.js';
-import type { AnyImageDataset, ImageBatch, LoaderState } from './data/types.js';
-import { evaluate, type EvalResult } from './evaluate.js';
 import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
 import { writeReport } from './report/report.js';
-import { limitDataset } from './subset.js';
-import { imageProcessorType, preprocessForModel } from './model-preprocess.js';
-import { preprocessSpecToHf } from './data/preprocess.js';
 import { checkResumeChanges, configChanges, describeChanges, prepareFreshRunDir } from './run-guard.js';
 
 export const RESOLVED_CONFIG = 'config.resolved.yaml';
@@ -39,10 +32,14 @@ export interface TrainRunResult {
   runDir: string;
   steps: number;
   backend: BackendInfo;
-  final: EvalResult | null;
+  final: TaskEval | null;
   /** The fine-tuned model as an HF folder. */
   modelDir: string;
-  imagesPerSecond: number;
+  /** Training throughput in `unit`s (images or text examples) per second. */
+  examplesPerSecond: number;
+  unit: string;
+  /** The metric that ranks runs (the task's first metric key). */
+  metric: string | null;
 }
 
 /** The resolved config stored in a run folder (used by --resume). */
@@ -56,37 +53,22 @@ function modelIsConfigOnly(path: string): boolean {
   return path.endsWith('.json');
 }
 
-async function openModel(config: RunConfig, log: (m: string) => void): Promise<AdapterModel> {
+async function openModel(config: RunConfig, log: (m: string) => void): Promise<{ model: AdapterModel; adapter: ArchitectureAdapter; checkpointDir: string }> {
   if (modelIsConfigOnly(config.model)) {
     log(`model: ${config.model} (random initialisation, no pretrained weights)`);
-    return buildFromConfig(config.model, config.train.seed).model;
+    const built = buildFromConfig(config.model, config.train.seed);
+    return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
   }
   const loaded = await loadPretrained(config.model, { weights: config.weights, seed: config.train.seed, log, numLabels: config.num_labels });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
-  return loaded.model;
+  return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
 }
 
-function batchTensors(batch: ImageBatch): { x: tf.Tensor4D; targets: { labels: tf.Tensor1D } | { soft: tf.Tensor2D } } {
-  const x = tf.tensor4d(batch.images, batch.shape);
-  if (batch.targets) {
-    const classes = batch.targets.length / batch.shape[0];
-    return { x, targets: { soft: tf.tensor2d(batch.targets, [batch.shape[0], classes]) } };
-  }
-  return { x, targets: { labels: tf.tensor1d(batch.labels, 'int32') } };
-}
-
-/** An endless batch stream over epochs that remembers its position. */
-async function* endless(loader: DataLoader): AsyncGenerator<ImageBatch> {
-  for (;;) {
-    let any = false;
-    for await (const b of loader.epochBatches()) {
-      any = true;
-      yield b;
-    }
-    if (!any && loader.size === 0) throw new OptionError('data.train', 'the training data is empty');
-    // A stream of unknown size that yields no complete batch would otherwise loop for ever.
-    if (!any) throw new OptionError('train.batch_size', `an epoch of ${loader.dataset.description} gave no complete batch of ${loader.batchSize}`);
-  }
+/** The peak lr a run uses: the config's, else the task kind's default for a pretrained or a from-scratch model. */
+export function resolveLearningRate(config: RunConfig): number {
+  if (config.optimizer.lr !== undefined) return config.optimizer.lr;
+  const defaults = DEFAULT_LR[taskKindOf(config)];
+  return modelIsConfigOnly(config.model) ? defaults.scratch : defaults.finetune;
 }
 
 export async function trainRun(input: RunConfig, options: TrainRunOptions = {}): Promise<TrainRunResult> {
@@ -103,37 +85,11 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   mkdirSync(runDir, { recursive: true });
   if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
 
-  const model = await openModel(config, log);
-  const checkpointDir = modelIsConfigOnly(config.model) ? dirname(config.model) : config.model;
-  const preprocess = await preprocessForModel(model, checkpointDir, { imageSize: config.data.image_size, mean: config.data.mean, std: config.data.std });
-  const numClasses = config.data.num_classes ?? model.numClasses;
-  const trainData: AnyImageDataset = limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit);
-  const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
-  const aug = config.augment;
-  const mixing = aug.mixup > 0 || aug.cutmix > 0 || aug.label_smoothing > 0;
-  if (trainData.size !== undefined && trainData.size < config.train.batch_size) {
-    throw new OptionError('train.batch_size', `${config.train.batch_size} is larger than the ${trainData.size} samples of ${trainData.description}; lower it`);
-  }
-  const loader = new DataLoader(trainData, {
-    batchSize: config.train.batch_size,
-    preprocess,
-    shuffle: true,
-    dropLast: true,
-    seed: config.train.seed,
-    numClasses,
-    augment: {
-      randomResizedCrop: aug.random_resized_crop === false ? undefined : { scale: aug.random_resized_crop.scale },
-      padCrop: aug.pad_crop || undefined,
-      hflip: aug.hflip,
-    },
-    ...recipeLoaderOptions(aug, preprocess),
-    mixup: mixing
-      ? { mixupAlpha: aug.mixup, cutmixAlpha: aug.cutmix, prob: aug.mix_prob, switchProb: aug.switch_prob, labelSmoothing: aug.label_smoothing }
-      : undefined,
-  });
-  const perEpoch = loader.batchesPerEpoch;
+  const { model, adapter, checkpointDir } = await openModel(config, log);
+  const task = await openTask({ config, model, adapter, checkpointDir });
+  const perEpoch = task.batchesPerEpoch;
   const totalSteps = config.train.steps ?? Math.ceil((config.train.epochs ?? 1) * (perEpoch ?? 0));
-  if (!totalSteps) throw new OptionError('train.epochs', `cannot turn epochs into steps: ${trainData.description} has no known size; give train.steps`);
+  if (!totalSteps) throw new OptionError('train.epochs', `cannot turn epochs into steps: ${task.description} has no known size; give train.steps`);
 
   const o = config.optimizer;
   const numLayers = Number((model.config as Record<string, unknown>).num_hidden_layers ?? 0);
@@ -142,12 +98,12 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     model.params.trainable(),
     o.layer_decay && o.layer_decay < 1 ? { layerDecay: { decay: o.layer_decay, numLayers } } : {},
   );
-  const lrAt = warmupCosine({ baseLr: o.lr, totalSteps, minLr: o.min_lr, warmupSteps: o.warmup_steps });
+  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: o.warmup_steps });
   const m = config.masksub;
   const trainer: MaskSubTrainer = withMaskSub(model, {
     variant: m.variant,
     drop: m.drop,
-    ratio: m.ramp === 'constant' ? m.ratio : { start: m.ratio, end: m.ratio_end, steps: m.ratio_steps, ramp: m.ramp },
+    ratio: m.ramp === 'constant' || m.ratio === undefined ? m.ratio : { start: m.ratio, end: m.ratio_end ?? m.ratio, steps: m.ratio_steps ?? 1, ramp: m.ramp },
     mainWeight: m.main_weight,
     subWeight: m.sub_weight,
     loss: config.train.loss,
@@ -170,7 +126,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     restoreVariables(model.params.variables, ckpt.model, ckpt.dir);
     if (ckpt.optimizer) optimizer.setState(ckpt.optimizer);
     if (ckpt.rng.masksub) trainer.rng.setState(ckpt.rng.masksub);
-    if (ckpt.dataLoader) loader.restore(ckpt.dataLoader as unknown as LoaderState);
+    if (ckpt.dataLoader) task.restore(ckpt.dataLoader);
     step = ckpt.step;
     log(`resumed ${runDir} at step ${step} from ${ckpt.dir}`);
     disposeCheckpoint(ckpt);
@@ -184,27 +140,27 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       runDir,
       {
         step,
-        epoch: loader.epoch,
+        epoch: task.epoch,
         model: model.params.variables,
         optimizer: opt,
         rng: { masksub: trainer.rng.getState() },
-        dataLoader: loader.state() as unknown as JsonValue,
+        dataLoader: task.state(),
         config: config as unknown as JsonValue,
       },
       { keepLast: config.run.keep_checkpoints, requireFinite: true },
     );
     for (const t of opt.tensors.values()) t.dispose();
   };
-  const runEval = async (): Promise<EvalResult | null> => {
-    if (!evalData) return null;
-    const r = await evaluate(model, evalData, preprocess, config.train.eval_batch_size ?? config.train.batch_size);
-    metrics.logEval({ step, epoch: epochAt(step), top1: r.top1, top5: r.top5, loss: r.loss });
-    progress.log(`eval step ${step}: top-1 ${r.top1.toFixed(2)}%  top-5 ${r.top5.toFixed(2)}%  loss ${r.loss.toFixed(4)}  (${r.count} images)`);
+  const runEval = async (): Promise<TaskEval | null> => {
+    const r = await task.evaluate(model);
+    if (!r) return null;
+    metrics.logEval({ step, epoch: epochAt(step), ...r.metrics });
+    progress.log(`eval step ${step}: ${r.summary}`);
     return r;
   };
-  const epochAt = (s: number) => (perEpoch ? s / perEpoch : loader.epoch);
+  const epochAt = (s: number) => (perEpoch ? s / perEpoch : task.epoch);
 
-  const batches = endless(loader);
+  const batches = task.batches();
   let intervalImages = 0;
   let intervalStart = performance.now();
   let totalImages = 0;
@@ -214,8 +170,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     if (next.done) break;
     const batch = next.value;
     const lr = lrAt(step);
-    const { x, targets } = batchTensors(batch);
-    const r = trainer.computeGradients({ inputs: { pixel_values: x }, targets }, step);
+    const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
     let grads = r.grads;
     if (o.clip_grad) {
       const clipped = clipGradNorm(grads, o.clip_grad);
@@ -224,10 +179,10 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     }
     optimizer.step(grads, lr);
     for (const g of grads.values()) g.dispose();
-    tf.dispose([x, ...Object.values(targets), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+    tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
     step++;
-    intervalImages += batch.shape[0];
-    totalImages += batch.shape[0];
+    intervalImages += batch.size;
+    totalImages += batch.size;
     const seconds = (performance.now() - intervalStart) / 1000;
     const imgPerS = intervalImages / Math.max(seconds, 1e-9);
     const hasSub = hasSubPass(trainer.variant);
@@ -246,13 +201,11 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const final = await runEval();
   const modelDir = join(runDir, 'model');
   saveModel(model, modelDir);
-  // The run's own preprocessing beside the weights, so `masksub eval` (and HF image processors)
-  // feed the fine-tuned model exactly what it was trained and evaluated on.
-  writeFileAtomic(join(modelDir, 'preprocessor_config.json'), new TextEncoder().encode(`${JSON.stringify(preprocessSpecToHf(preprocess, imageProcessorType(checkpointDir)), null, 2)}\n`));
+  task.completeFolder(modelDir);
   metrics.close();
   await writeReport(runDir);
-  const imagesPerSecond = totalImages / Math.max((performance.now() - runStart) / 1000, 1e-9);
+  const examplesPerSecond = totalImages / Math.max((performance.now() - runStart) / 1000, 1e-9);
   optimizer.dispose();
   model.dispose();
-  return { runDir, steps: step, backend, final, modelDir, imagesPerSecond };
+  return { runDir, steps: step, backend, final, modelDir, examplesPerSecond, unit: task.unit, metric: task.metricKeys[0] ?? null };
 }

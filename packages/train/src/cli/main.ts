@@ -14,16 +14,18 @@ import { Command, Option } from 'commander';
 import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, OptionError, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
 import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
 import { evaluate } from '../evaluate.js';
 import { writeReport } from '../report/report.js';
 import { limitDataset } from '../subset.js';
-import { readRunConfig, trainRun, type TrainRunResult } from '../trainer.js';
+import { readRunConfig, resolveLearningRate, trainRun, type TrainRunResult } from '../trainer.js';
 import { readStudy } from '../study/schema.js';
 import { runStudy } from '../study/run.js';
+import { evaluateText, parseGlueSpec, taskKindOf } from '../tasks/index.js';
+import { readGlueTask } from '../data/glue.js';
 import { loadPlugins } from './plugins.js';
 import { checkResumeChanges, configChanges, describeChanges } from '../run-guard.js';
 import { runZeroShot } from '../tasks/zero-shot-run.js';
@@ -117,13 +119,8 @@ function positiveIntFlag(flag: string, value: string | undefined): number | unde
 function resolveConfig(opts: Record<string, unknown>): RunConfig {
   const raw = rawConfig(opts);
   const config = parseRunConfig(raw, opts.config ? String(opts.config) : 'flags');
-  const lrGiven = (raw.optimizer as Record<string, unknown> | undefined)?.lr !== undefined;
-  if (!lrGiven && !config.model.endsWith('.json')) {
-    // The schema's default suits training from scratch; a pretrained checkpoint loses what it
-    // knows within a few AdamW steps at that rate (CIFAR ResNet-20: 82 % -> 52 % in 10 steps).
-    console.error(
-      `warning: optimizer.lr is not set, so the default ${config.optimizer.lr} applies; fine-tuning a pretrained checkpoint usually wants 1e-5 to 1e-4 (--lr)`,
-    );
+  if (config.optimizer.lr === undefined) {
+    log(`optimizer.lr is not set: ${resolveLearningRate(config)} (the ${taskKindOf(config)} default for ${config.model.endsWith('.json') ? 'training from scratch' : 'fine-tuning a pretrained checkpoint'}; --lr sets it)`);
   }
   return config;
 }
@@ -142,8 +139,7 @@ function withConfigFlags(cmd: Command): Command {
 
 function summaryLine(name: string, r: TrainRunResult): string {
   const f = r.final;
-  const acc = f ? `top-1 ${f.top1.toFixed(2)}%  top-5 ${f.top5.toFixed(2)}%  loss ${f.loss.toFixed(4)}` : 'no evaluation data';
-  return `${name.padEnd(10)} ${acc}  (${r.steps} steps, ${r.imagesPerSecond.toFixed(1)} img/s, ${r.runDir})`;
+  return `${name.padEnd(10)} ${f ? f.summary : 'no evaluation data'}  (${r.steps} steps, ${r.examplesPerSecond.toFixed(1)} ${r.unit}/s, ${r.runDir})`;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -181,15 +177,20 @@ export async function main(argv: string[]): Promise<void> {
       await writeReport(results.map(([, r]) => r.runDir), { outDir: base.run.dir, title: 'Baseline vs MaskSub' });
       console.log('\nresults (same data, recipe, seed and steps):');
       for (const [name, r] of results) console.log(summaryLine(name, r));
-      const [b, m] = results.map(([, r]) => r.final?.top1);
-      if (b !== undefined && m !== undefined) console.log(`MaskSub - baseline top-1: ${(m - b >= 0 ? '+' : '') + (m - b).toFixed(2)} points`);
+      const key = results[0][1].metric;
+      const [b, m] = results.map(([, r]) => (key ? r.final?.metrics[key] : undefined));
+      if (key && b !== undefined && m !== undefined) {
+        const percent = key === 'top1' || key === 'top5';
+        const diff = m - b;
+        console.log(`MaskSub - baseline ${key === 'top1' ? 'top-1' : key}: ${(diff >= 0 ? '+' : '') + diff.toFixed(percent ? 2 : 4)}${percent ? ' points' : ''}`);
+      }
       console.log(`report: ${join(base.run.dir, 'report.md')}`);
     },
   );
 
   program
     .command('eval')
-    .description('top-1 / top-5 accuracy and loss of a checkpoint on a dataset')
+    .description('metrics of a checkpoint on a dataset: top-1 / top-5 and loss for images, the GLUE metrics for glue: specs')
     .requiredOption('--model <dir>', 'checkpoint folder')
     .requiredOption('--data <spec>', 'evaluation data')
     .option('--weights <file>', 'explicit weights file')
@@ -201,12 +202,25 @@ export async function main(argv: string[]): Promise<void> {
     .option('--zero-shot', 'zero-shot classification with an image-text model (CLIP): prompts over class names')
     .option('--classes <file>', 'zero-shot: class names, one a line (default: classes.txt beside the data, or the folder names)')
     .option('--templates <set or template...>', "zero-shot: 'simple', 'cifar' or templates with '{}' (default simple)")
-    .option('--tokenizer <dir>', 'zero-shot: tokenizer folder (default: the model folder)')
+    .option('--tokenizer <dir>', 'text and zero-shot: tokenizer folder (default: the model folder)')
+    .option('--max-length <n>', 'text: longest row in tokens', '128')
     .action(async (opts: Record<string, string | undefined>) => {
       const limit = positiveIntFlag('limit', opts.limit);
       const batchSize = positiveIntFlag('batch-size', opts.batchSize)!;
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow' | undefined, log });
+      const glue = parseGlueSpec(opts.data!, 'data');
+      if (glue) {
+        const { model, adapter, dir } = await loadPretrained(opts.model!, { weights: opts.weights, log });
+        const text = textCapabilityOf(adapter);
+        if (!text) throw new MaskSubError(`${opts.model}: the ${adapter.name} model takes no text; glue: data needs a text model`);
+        const tokenizer = await text.loadTokenizer(opts.tokenizer ?? dir);
+        const rows = await readGlueTask(glue.dir, glue.task, glue.split);
+        const r = await evaluateText(model, glue.task, limit ? rows.slice(0, limit) : rows, tokenizer, batchSize, positiveIntFlag('max-length', opts.maxLength)!);
+        console.log(r.summary);
+        model.dispose();
+        return;
+      }
       const list = (s: string | undefined) => s?.split(',').map(Number);
       if (opts.zeroShot) {
         const templates = opts.templates as string | string[] | undefined;

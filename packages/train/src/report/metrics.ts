@@ -37,14 +37,39 @@ export interface TrainRecord {
   time: number;
 }
 
-/** One evaluation; accuracies in percent (0-100), as timm reports them. */
+/**
+ * One evaluation: the task's metrics under their own keys. Image classification logs top1/top5
+ * in percent (0-100), as timm reports them; GLUE tasks log their GLUE keys (accuracy, f1,
+ * matthews_correlation, pearson, spearmanr) as fractions, as GLUE and HF evaluate do.
+ */
 export interface EvalRecord {
   type: 'eval';
   step: number;
   epoch: number;
-  top1: number;
-  top5: number;
-  loss: number;
+  top1?: number;
+  top5?: number;
+  loss?: number;
+  [metric: string]: number | string | undefined;
+}
+
+/** Metric keys in the order that picks a run's main metric (the first present wins). */
+export const PRIMARY_METRICS = ['top1', 'f1', 'matthews_correlation', 'pearson', 'accuracy'] as const;
+
+/** The metric keys of an eval record (everything numeric but step, epoch and time). */
+export function metricKeysOf(record: EvalRecord): string[] {
+  return Object.keys(record).filter((k) => !['type', 'step', 'epoch', 'time'].includes(k) && typeof record[k] === 'number');
+}
+
+/** The key that ranks runs: the first of PRIMARY_METRICS present, else the first non-loss metric. */
+export function primaryMetric(record: EvalRecord): string | null {
+  const keys = metricKeysOf(record);
+  return PRIMARY_METRICS.find((k) => keys.includes(k)) ?? keys.find((k) => k !== 'loss') ?? (keys.includes('loss') ? 'loss' : null);
+}
+
+/** A metric's value in a record, undefined when absent. */
+export function metricValue(record: EvalRecord, key: string): number | undefined {
+  const v = record[key];
+  return typeof v === 'number' ? v : undefined;
 }
 
 export type MetricsRecord = TrainRecord | EvalRecord;
@@ -70,14 +95,13 @@ const trainSchema = z.object({
   time: num,
 });
 
-const evalSchema = z.object({
-  type: z.literal('eval'),
-  step: stepNum,
-  epoch: num,
-  top1: num,
-  top5: num,
-  loss: num,
-});
+const evalSchema = z
+  .object({
+    type: z.literal('eval'),
+    step: stepNum,
+    epoch: num,
+  })
+  .catchall(num);
 
 const recordSchema = z.discriminatedUnion('type', [trainSchema, evalSchema]);
 
@@ -160,7 +184,8 @@ export type TrainEntry = Without<TrainRecord, 'type' | 'time' | 'loss_sub' | 'ra
   ratio?: number | null;
   time?: number;
 };
-export type EvalEntry = Without<EvalRecord, 'type'>;
+/** An evaluation as the trainer logs it: step, epoch and the task's metric values. */
+export type EvalEntry = { step: number; epoch: number } & Record<string, number>;
 
 export class MetricsWriter {
   readonly file: string;
@@ -223,7 +248,7 @@ export class MetricsWriter {
   }
 
   logEval(entry: EvalEntry): EvalRecord {
-    const record: EvalRecord = { type: 'eval', ...entry };
+    const record = { type: 'eval', ...entry } as EvalRecord;
     this.append(record);
     return record;
   }

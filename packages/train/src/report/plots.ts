@@ -93,8 +93,8 @@ function lossPoints(run: RunMetrics, smoothing: number): Point[] {
 function accuracyPoints(run: RunMetrics): Point[] {
   const points: Point[] = [];
   for (const r of evalRecords(run.records)) {
-    points.push({ run: run.name, series: SERIES.top1, step: r.step, value: Number.isFinite(r.top1) ? r.top1 : null });
-    points.push({ run: run.name, series: SERIES.top5, step: r.step, value: Number.isFinite(r.top5) ? r.top5 : null });
+    points.push({ run: run.name, series: SERIES.top1, step: r.step, value: r.top1 !== undefined && Number.isFinite(r.top1) ? r.top1 : null });
+    points.push({ run: run.name, series: SERIES.top5, step: r.step, value: r.top5 !== undefined && Number.isFinite(r.top5) ? r.top5 : null });
   }
   return points;
 }

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { FileFormatError, OptionError } from '@masksub/core';
-import { METRICS_FILE, readMetrics, type EvalRecord, type MetricsRecord, type TrainRecord } from './metrics.js';
+import { METRICS_FILE, metricValue, primaryMetric, readMetrics, type EvalRecord, type MetricsRecord, type TrainRecord } from './metrics.js';
 import { accuracySpec, comparisonSpec, learningRateSpec, lossSpec, renderSvg, svgToPng, type RunMetrics } from './plots.js';
 import { formatDuration } from './progress.js';
 
@@ -25,6 +25,11 @@ export interface RunSummary {
   /** Sub-model masking ratio at the last logged step. */
   ratio: number | null;
   evaluations: number;
+  /** The metric that ranks runs (top1 for images, the GLUE task's main key for text); null without evaluations. */
+  metric: string | null;
+  finalMetric: number | null;
+  bestMetric: number | null;
+  bestMetricStep: number | null;
   finalTop1: number | null;
   finalTop5: number | null;
   finalEvalLoss: number | null;
@@ -59,8 +64,16 @@ export function summarizeRun(name: string, records: MetricsRecord[], lossWindow 
   const evals = records.filter((r): r is EvalRecord => r.type === 'eval');
   const last = records.at(-1);
   const lastEval = evals.at(-1);
+  const metric = lastEval ? primaryMetric(lastEval) : null;
+  // Loss is the only metric where lower is better.
+  const better = (a: number, b: number) => (metric === 'loss' ? a < b : a > b);
   let best: EvalRecord | undefined;
-  for (const e of evals) if (finite(e.top1) && (best === undefined || e.top1 > best.top1)) best = e;
+  for (const e of evals) {
+    const v = metric === null ? undefined : metricValue(e, metric);
+    if (finite(v) && (best === undefined || better(v, metricValue(best, metric as string) as number))) best = e;
+  }
+  let bestTop1: EvalRecord | undefined;
+  for (const e of evals) if (finite(e.top1) && (bestTop1 === undefined || e.top1 > (bestTop1.top1 as number))) bestTop1 = e;
   const tail = train.slice(-lossWindow);
   const lastTrain = train.at(-1);
   return {
@@ -70,11 +83,15 @@ export function summarizeRun(name: string, records: MetricsRecord[], lossWindow 
     masksub: train.some((r) => r.loss_sub !== null),
     ratio: lastTrain?.ratio ?? null,
     evaluations: evals.length,
+    metric,
+    finalMetric: lastEval && metric ? (metricValue(lastEval, metric) ?? null) : null,
+    bestMetric: best && metric ? (metricValue(best, metric) ?? null) : null,
+    bestMetricStep: best?.step ?? null,
     finalTop1: lastEval?.top1 ?? null,
     finalTop5: lastEval?.top5 ?? null,
     finalEvalLoss: lastEval?.loss ?? null,
-    bestTop1: best?.top1 ?? null,
-    bestTop1Step: best?.step ?? null,
+    bestTop1: bestTop1?.top1 ?? null,
+    bestTop1Step: bestTop1?.step ?? null,
     lossMain: mean(tail.map((r) => r.loss_main)),
     lossSub: mean(tail.map((r) => r.loss_sub)),
     lossWindow: tail.length,
@@ -86,12 +103,23 @@ export function summarizeRun(name: string, records: MetricsRecord[], lossWindow 
 const fmt = (v: number | null, digits: number): string => (v === null ? '–' : Number.isFinite(v) ? v.toFixed(digits) : String(v));
 const signed = (v: number, digits: number): string => (v >= 0 ? '+' : '') + v.toFixed(digits);
 
+/** How a metric key reads in a table header (top1 -> top-1; GLUE keys as they are). */
+function metricLabel(key: string): string {
+  return key === 'top1' ? 'top-1' : key === 'top5' ? 'top-5' : key;
+}
+
+/** Percent metrics get 2 decimals; fractions and correlations 4. */
+function digitsOf(key: string | null): number {
+  return key === 'top1' || key === 'top5' ? 2 : 4;
+}
+
 /** One row per run; with several runs, a Δ column against the first (list the baseline first). */
 export function summaryTable(summaries: RunSummary[]): string {
   const compare = summaries.length > 1;
-  const reference = summaries[0]?.bestTop1 ?? null;
+  const reference = summaries[0]?.bestMetric ?? null;
+  const metric = metricLabel(summaries.find((s) => s.metric !== null)?.metric ?? 'top1');
   const header = [
-    'run', 'steps', 'epochs', 'final top-1', 'best top-1 (step)', ...(compare ? ['Δ best top-1'] : []), 'final top-5', 'eval loss',
+    'run', 'steps', 'epochs', `final ${metric}`, `best ${metric} (step)`, ...(compare ? [`Δ best ${metric}`] : []), 'final top-5', 'eval loss',
     'train loss main', 'train loss sub', 'mask ratio', 'wall time (h:mm:ss)', 'img/s',
   ];
   const align = header.map((_, i) => (i === 0 ? '---' : '---:'));
@@ -99,9 +127,9 @@ export function summaryTable(summaries: RunSummary[]): string {
     s.name,
     String(s.steps),
     fmt(s.epochs, 2),
-    fmt(s.finalTop1, 2),
-    s.bestTop1 === null ? '–' : `${s.bestTop1.toFixed(2)} (${s.bestTop1Step})`,
-    ...(compare ? [s.bestTop1 === null || reference === null ? '–' : signed(s.bestTop1 - reference, 2)] : []),
+    fmt(s.finalMetric, digitsOf(s.metric)),
+    s.bestMetric === null ? '–' : `${s.bestMetric.toFixed(digitsOf(s.metric))} (${s.bestMetricStep})`,
+    ...(compare ? [s.bestMetric === null || reference === null ? '–' : signed(s.bestMetric - reference, digitsOf(s.metric))] : []),
     fmt(s.finalTop5, 2),
     fmt(s.finalEvalLoss, 4),
     fmt(s.lossMain, 4),
@@ -118,8 +146,11 @@ export function evaluationTable(records: MetricsRecord[], limit = 40): string {
   const evals = records.filter((r): r is EvalRecord => r.type === 'eval');
   if (evals.length === 0) return '_No evaluations were logged._';
   const shown = evals.slice(-limit);
-  const lines = ['| step | epoch | top-1 | top-5 | loss |', '| ---: | ---: | ---: | ---: | ---: |'];
-  for (const e of shown) lines.push(`| ${e.step} | ${fmt(e.epoch, 2)} | ${fmt(e.top1, 2)} | ${fmt(e.top5, 2)} | ${fmt(e.loss, 4)} |`);
+  const keys = [...new Set(shown.flatMap((e) => Object.keys(e).filter((k) => !['type', 'step', 'epoch', 'time'].includes(k))))];
+  // loss last, as before
+  keys.sort((a, b) => (a === 'loss' ? 1 : 0) - (b === 'loss' ? 1 : 0));
+  const lines = [`| step | epoch | ${keys.map(metricLabel).join(' | ')} |`, `| ---: | ---: | ${keys.map(() => '---:').join(' | ')} |`];
+  for (const e of shown) lines.push(`| ${e.step} | ${fmt(e.epoch, 2)} | ${keys.map((k) => fmt(metricValue(e, k) ?? null, k === 'loss' ? 4 : digitsOf(k))).join(' | ')} |`);
   if (shown.length < evals.length) lines.push('', `_Last ${shown.length} of ${evals.length} evaluations._`);
   return lines.join('\n');
 }

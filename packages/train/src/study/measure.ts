@@ -56,8 +56,8 @@ export async function measureTrainLoss(config: RunConfig, spec: MeasureSpec): Pr
     const loader = new DataLoader(train, { batchSize: spec.batch_size, preprocess, shuffle: false, dropLast: false, numClasses });
     const op = measureDropOperator(model, spec.drop);
     const rng = new Rng(spec.seed);
-    // The trainer's recipe loss (it passes train.loss to withMaskSub), without smoothing or mixing.
-    const loss = relaxedLoss(config.train.loss);
+    // The trainer's recipe loss (train.loss, else the model's own), without smoothing or mixing.
+    const loss = config.train.loss ? relaxedLoss(config.train.loss) : (model.recipeLoss?.({}) ?? relaxedLoss('ce'));
     let clean = 0;
     let drop = 0;
     let count = 0;

@@ -1,66 +1,69 @@
 /**
- * GLUE metrics as the GLUE benchmark and HF `evaluate`'s `glue` metric define them:
- * SST-2 / RTE accuracy; MRPC accuracy and F1 (positive class 1 = paraphrase); CoLA Matthews
- * correlation; STS-B Pearson and Spearman (Pearson of the ranks, ties given their average rank,
- * as scipy.stats.spearmanr). All in PERCENT (100 x the fraction), as the GLUE leaderboard and the
- * MaskSub paper report them, and as top-1 is reported for images.
+ * GLUE metrics as the GLUE benchmark and HF `evaluate`'s `glue` metric define them, as fractions
+ * in [0, 1] (correlations in [-1, 1]) — the same scale everywhere in metrics.jsonl and reports.
+ * SST-2, RTE: accuracy; MRPC: accuracy and F1 of the positive class; CoLA: Matthews correlation;
+ * STS-B: Pearson and Spearman correlation (average ranks for ties).
  *
- * Degenerate inputs give a defined number, never NaN: where sklearn / scipy divide by zero
- * (MCC when predictions or labels are all one class, F1 with no predicted and no true positive,
- * a correlation with a constant side) the value is 0 (sklearn's zero_division / MCC convention;
- * scipy would return NaN for a constant input, which a metrics log cannot compare).
+ * Degenerate inputs follow scikit-learn (what `evaluate` calls): F1 with no predicted and no true
+ * positives is 0; Matthews correlation with a constant prediction or a constant truth is 0. A
+ * correlation with constant predictions or scores is undefined: it is reported as 0 (the
+ * prediction carries no information) rather than NaN, so a collapsed regressor is visible as a
+ * number and never breaks aggregation.
  */
+import { OptionError } from '@masksub/core';
 import type { GlueTask } from '../data/glue.js';
-import type { MetricSpec } from './types.js';
 
-const pct = (fraction: number): number => 100 * fraction;
+function sameLength(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) throw new OptionError('metrics', `predictions (${a.length}) and labels (${b.length}) differ in length`);
+  if (a.length === 0) throw new OptionError('metrics', 'no examples to score');
+  return a.length;
+}
 
-export function accuracy(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
-  checkLengths(predictions, labels);
+export function accuracy(pred: ArrayLike<number>, label: ArrayLike<number>): number {
+  const n = sameLength(pred, label);
   let hits = 0;
-  for (let i = 0; i < labels.length; i++) if (predictions[i] === labels[i]) hits++;
-  return labels.length ? pct(hits / labels.length) : 0;
+  for (let i = 0; i < n; i++) if (pred[i] === label[i]) hits++;
+  return hits / n;
 }
 
-/** Binary F1 of class 1 (sklearn f1_score, average='binary', zero_division=0). */
-export function binaryF1(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
-  checkLengths(predictions, labels);
-  let tp = 0;
-  let fp = 0;
-  let fn = 0;
-  for (let i = 0; i < labels.length; i++) {
-    if (predictions[i] === 1 && labels[i] === 1) tp++;
-    else if (predictions[i] === 1) fp++;
-    else if (labels[i] === 1) fn++;
+interface Confusion {
+  tp: number;
+  tn: number;
+  fp: number;
+  fn: number;
+}
+
+function confusion(pred: ArrayLike<number>, label: ArrayLike<number>): Confusion {
+  const n = sameLength(pred, label);
+  const c = { tp: 0, tn: 0, fp: 0, fn: 0 };
+  for (let i = 0; i < n; i++) {
+    const p = pred[i] === 1;
+    const t = label[i] === 1;
+    if (p && t) c.tp++;
+    else if (p) c.fp++;
+    else if (t) c.fn++;
+    else c.tn++;
   }
-  const denominator = 2 * tp + fp + fn;
-  return denominator === 0 ? 0 : pct((2 * tp) / denominator);
+  return c;
 }
 
-/** Matthews correlation of binary predictions (sklearn matthews_corrcoef: 0 when undefined). */
-export function matthewsCorrelation(predictions: ArrayLike<number>, labels: ArrayLike<number>): number {
-  checkLengths(predictions, labels);
-  let tp = 0;
-  let tn = 0;
-  let fp = 0;
-  let fn = 0;
-  for (let i = 0; i < labels.length; i++) {
-    const p = predictions[i] === 1;
-    const t = labels[i] === 1;
-    if (p && t) tp++;
-    else if (!p && !t) tn++;
-    else if (p) fp++;
-    else fn++;
-  }
-  const denominator = Math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
-  return denominator === 0 ? 0 : pct((tp * tn - fp * fn) / denominator);
+/** F1 of class 1 (sklearn's binary F1): 2 tp / (2 tp + fp + fn); 0 when that is 0 / 0. */
+export function f1Binary(pred: ArrayLike<number>, label: ArrayLike<number>): number {
+  const { tp, fp, fn } = confusion(pred, label);
+  const d = 2 * tp + fp + fn;
+  return d === 0 ? 0 : (2 * tp) / d;
 }
 
-/** Pearson's r (scipy.stats.pearsonr's statistic); 0 when either side is constant. */
+/** Matthews correlation of binary predictions; 0 when any margin is empty (sklearn). */
+export function matthewsCorrelation(pred: ArrayLike<number>, label: ArrayLike<number>): number {
+  const { tp, tn, fp, fn } = confusion(pred, label);
+  const d = Math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn));
+  return d === 0 ? 0 : (tp * tn - fp * fn) / d;
+}
+
+/** Pearson correlation; 0 when either side is constant (undefined there). */
 export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  checkLengths(x, y);
-  const n = x.length;
-  if (n === 0) return 0;
+  const n = sameLength(x, y);
   let mx = 0;
   let my = 0;
   for (let i = 0; i < n; i++) {
@@ -79,54 +82,50 @@ export function pearson(x: ArrayLike<number>, y: ArrayLike<number>): number {
     sxx += dx * dx;
     syy += dy * dy;
   }
-  if (sxx === 0 || syy === 0) return 0;
-  // Clamp float noise (|r| may exceed 1 by an ulp), as scipy does.
-  return pct(Math.max(-1, Math.min(1, sxy / Math.sqrt(sxx * syy))));
+  const d = Math.sqrt(sxx * syy);
+  return d === 0 ? 0 : Math.max(-1, Math.min(1, sxy / d));
 }
 
-/** 1-based ranks, tied values sharing their average rank (scipy.stats.rankdata 'average'). */
-export function averageRanks(values: ArrayLike<number>): Float64Array {
-  const order = Array.from({ length: values.length }, (_, i) => i).sort((a, b) => values[a] - values[b]);
-  const ranks = new Float64Array(values.length);
-  for (let start = 0; start < order.length; ) {
-    let end = start + 1;
-    while (end < order.length && values[order[end]] === values[order[start]]) end++;
-    const rank = (start + 1 + end) / 2; // mean of ranks start+1 .. end
-    for (let k = start; k < end; k++) ranks[order[k]] = rank;
-    start = end;
+/** 1-based ranks, tied values sharing the average of their ranks (scipy's rankdata 'average'). */
+export function averageRanks(x: ArrayLike<number>): Float64Array {
+  const order = Array.from({ length: x.length }, (_, i) => i).sort((a, b) => x[a] - x[b]);
+  const ranks = new Float64Array(x.length);
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    while (j + 1 < order.length && x[order[j + 1]] === x[order[i]]) j++;
+    const rank = (i + j) / 2 + 1;
+    for (let k = i; k <= j; k++) ranks[order[k]] = rank;
+    i = j + 1;
   }
   return ranks;
 }
 
-/** Spearman's rho: Pearson's r of the average ranks; 0 when either side is constant. */
+/** Spearman's rank correlation: Pearson of the average ranks. */
 export function spearman(x: ArrayLike<number>, y: ArrayLike<number>): number {
-  checkLengths(x, y);
+  sameLength(x, y);
   return pearson(averageRanks(x), averageRanks(y));
 }
 
-function checkLengths(a: ArrayLike<number>, b: ArrayLike<number>): void {
-  if (a.length !== b.length) throw new RangeError(`${a.length} predictions for ${b.length} labels`);
-}
-
-const spec = (name: string, label: string): MetricSpec => ({ name, label, higherIsBetter: true, unit: 'percent' });
-
-/** The metrics of each GLUE task, keys as HF evaluate's glue metric names them; the first is the task's headline. */
-export const GLUE_METRICS: Readonly<Record<GlueTask, readonly MetricSpec[]>> = {
-  sst2: [spec('accuracy', 'accuracy')],
-  rte: [spec('accuracy', 'accuracy')],
-  mrpc: [spec('f1', 'F1'), spec('accuracy', 'accuracy')],
-  cola: [spec('matthews_correlation', 'MCC')],
-  stsb: [spec('pearson', 'Pearson'), spec('spearmanr', 'Spearman')],
+/** The metric keys each task reports, its main one first (what `best` and `compare` rank by). */
+export const GLUE_METRIC_KEYS: Readonly<Record<GlueTask, readonly string[]>> = {
+  sst2: ['accuracy'],
+  rte: ['accuracy'],
+  mrpc: ['f1', 'accuracy'],
+  cola: ['matthews_correlation'],
+  stsb: ['pearson', 'spearmanr'],
 };
 
-/** The task's metrics from predictions (class ids, or scores for STS-B) and labels. */
+/**
+ * The task's metrics. `predictions` are class indices for classification tasks and scores for
+ * STS-B; `labels` likewise.
+ */
 export function glueMetrics(task: GlueTask, predictions: ArrayLike<number>, labels: ArrayLike<number>): Record<string, number> {
   switch (task) {
     case 'sst2':
     case 'rte':
       return { accuracy: accuracy(predictions, labels) };
     case 'mrpc':
-      return { f1: binaryF1(predictions, labels), accuracy: accuracy(predictions, labels) };
+      return { f1: f1Binary(predictions, labels), accuracy: accuracy(predictions, labels) };
     case 'cola':
       return { matthews_correlation: matthewsCorrelation(predictions, labels) };
     case 'stsb':

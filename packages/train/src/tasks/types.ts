@@ -1,124 +1,60 @@
 /**
- * A task says what the trainer's loop must not know: how the rows of a data source become model
- * inputs and targets, which metrics evaluation computes, and what a fine-tuned folder must carry
- * besides config.json + weights (tokenizer files, preprocessor config). The loop in trainer.ts
- * only moves `TaskBatch`es from a `TrainStream` into withMaskSub and logs `EvalResult.metrics`.
- *
- * Tasks: image classification, text classification and text regression (GLUE) live here; the
- * image-text contrastive and zero-shot tasks (CLIP) implement the same interfaces: a contrastive
- * batch is {inputs: {pixel_values, input_ids, attention_mask}, targets} with the model's
- * contrastive recipe loss; zero-shot is an evaluation-only task (`openTrain` throws) whose
- * evaluate() embeds prompts with the model's text capability.
+ * A task: what the trainer needs to know about a workload, so the loop itself knows none. It
+ * says how data becomes model inputs and recipe targets, keeps a resumable position in its
+ * training data, evaluates with its own metrics, and completes the fine-tuned folder with what
+ * the task needs to run again (preprocessor config, tokenizer files).
  */
-import type { AdapterModel, ArchitectureAdapter, ModelInputs, Targets } from '@masksub/core';
+import type { Batch, MaskSubModel, tf } from '@masksub/core';
 import type { JsonValue } from '../checkpoint/checkpoint.js';
-import type { RunConfig } from '../config.js';
 
-/** Every kind of task the trainer knows; the CLI, docs and lr defaults are keyed by it. */
-export const TASK_KINDS = ['image-classification', 'text-classification', 'text-regression', 'image-text-contrastive', 'zero-shot-classification'] as const;
+/** The task kinds the trainer runs (one source of truth: the schema and the help read it). */
+export const TASK_KINDS = ['image-classification', 'text-classification', 'text-regression'] as const;
 export type TaskKind = (typeof TASK_KINDS)[number];
 
-/** One metric an evaluation reports, under `name` in metrics.jsonl eval lines. */
-export interface MetricSpec {
-  /** Key in EvalResult.metrics and in metrics.jsonl (e.g. 'top1', 'matthews_correlation'). */
-  readonly name: string;
-  /** Label for tables and log lines (e.g. 'top-1', 'MCC'). */
-  readonly label: string;
-  /** Which way is better, for `compare` and best-checkpoint summaries. */
-  readonly higherIsBetter: boolean;
-  /**
-   * 'percent': 100 x the fraction (accuracy, F1, MCC, correlations: all GLUE and top-k metrics are
-   * reported in percent, as the GLUE leaderboard and timm do); 'value': a plain number (a loss).
-   */
-  readonly unit: 'percent' | 'value';
-}
-
-/** Model inputs and targets of one batch; the trainer disposes both after the step. */
-export interface TaskBatch {
-  inputs: ModelInputs;
-  targets: Targets;
-  /** Rows in the batch (images or texts), for throughput. */
-  size: number;
-}
-
-/** The training data of a task: endless over epochs, resumable to the exact batch. */
-export interface TrainStream {
-  readonly description: string;
-  /** Full batches per epoch when the source size is known. */
-  readonly batchesPerEpoch: number | undefined;
-  /** 0-based epoch of the next batch. */
-  readonly epoch: number;
-  /** The next batch (the stream wraps around epochs). */
-  next(): Promise<TaskBatch>;
-  /** A JSON position; `restore` of it continues with exactly the batches that would have followed. */
-  state(): JsonValue;
-  restore(state: JsonValue): void;
-  close(): Promise<void>;
-}
-
-export interface EvalResult {
-  /** The task's metrics by MetricSpec name (percent where the spec says so). */
-  metrics: Record<string, number>;
-  /** Mean recipe loss of the evaluation rows (CE for classification, MSE for regression). */
-  loss: number;
-  /** Rows evaluated. */
-  count: number;
-}
-
-/** An opened evaluation source: run() evaluates the task's model on all of it. */
-export interface Evaluation {
-  readonly description: string;
-  run(): Promise<EvalResult>;
-}
-
-/** Data options a task reads (the run config's `data` block, or the eval command's flags). */
-export type TaskDataOptions = Partial<Pick<RunConfig['data'], 'image_size' | 'mean' | 'std' | 'num_classes'>> & {
-  /** Text tasks: the tokenizer folder (default: the checkpoint folder). */
-  tokenizer?: string;
-  /** Text tasks: tokens per row, specials included (default 128). */
-  max_length?: number;
+/**
+ * Default peak learning rates: from scratch (config.json models) and fine-tuning a pretrained
+ * checkpoint, per task kind. Fine-tuning rates as the reference scripts use them: 2e-5 for text
+ * (HF run_glue), 1e-4 for images (small-batch fine-tuning of pretrained ViT/ResNet).
+ */
+export const DEFAULT_LR: Readonly<Record<TaskKind, { scratch: number; finetune: number }>> = {
+  'image-classification': { scratch: 1e-3, finetune: 1e-4 },
+  'text-classification': { scratch: 1e-4, finetune: 2e-5 },
+  'text-regression': { scratch: 1e-4, finetune: 2e-5 },
 };
 
-/** What a task is built from: the model, its adapter, and the folder its side files come from. */
-export interface TaskContext {
-  model: AdapterModel;
-  adapter: ArchitectureAdapter;
-  /** The checkpoint folder (or the folder of a from-scratch config.json). */
-  modelDir: string;
-  data: TaskDataOptions;
-  log: (message: string) => void;
+/** One training batch: the model inputs, the recipe targets, and how many examples it holds. */
+export interface TaskBatch extends Batch {
+  size: number;
+  /** Tensors to free after the step (inputs and targets). */
+  tensors: tf.Tensor[];
 }
 
-export interface TrainStreamOptions {
-  batchSize: number;
-  seed: number;
-  limit?: number;
-  /** Image augmentation and mixing; tasks without images ignore it. */
-  augment: RunConfig['augment'];
+export interface TaskEval {
+  /** Metric values by key, as written to metrics.jsonl (see `metricKeys`). */
+  metrics: Record<string, number>;
+  count: number;
+  /** One line for the progress log. */
+  summary: string;
 }
 
 export interface Task {
   readonly kind: TaskKind;
-  /** The metrics evaluate() reports, the first being the one runs are compared by. */
-  readonly metrics: readonly MetricSpec[];
-  /** What a row is called in messages ('images', 'texts', 'pairs'). */
-  readonly rowNoun: string;
-  /** Training batches from a data spec. */
-  openTrain(spec: string, options: TrainStreamOptions): Promise<TrainStream>;
-  /** An evaluation over a data spec (deterministic order, no augmentation). */
-  openEval(spec: string, options: { batchSize: number; limit?: number }): Promise<Evaluation>;
-  /**
-   * Complete a saved fine-tuned folder (config.json + model.safetensors already written) with
-   * what this task needs to use it again: tokenizer files, preprocessor_config.json.
-   */
+  /** The metrics evaluation reports, the one that ranks runs first (e.g. top1, accuracy, pearson). */
+  readonly metricKeys: readonly string[];
+  /** Unit of `size` in throughput lines ('img' or 'ex'). */
+  readonly unit: string;
+  /** Batches per epoch when the training data's size is known. */
+  readonly batchesPerEpoch: number | undefined;
+  /** The epoch the training stream is in (0-based). */
+  readonly epoch: number;
+  readonly description: string;
+  /** The training batches, epoch after epoch, from the current position. */
+  batches(): AsyncGenerator<TaskBatch>;
+  /** The training stream's position, checkpointed for an exact resume. */
+  state(): JsonValue;
+  restore(state: JsonValue): void;
+  /** Metrics on the evaluation data; null when there is none. */
+  evaluate(model: MaskSubModel): Promise<TaskEval | null>;
+  /** Writes what the fine-tuned folder needs besides the weights (after saveModel). */
   completeFolder(modelDir: string): void;
-}
-
-/** `top-1 81.20%  top-5 95.00%  loss 0.6000  (1000 images)`: one line for logs and the CLI. */
-export function formatEval(task: Pick<Task, 'metrics' | 'rowNoun'>, r: EvalResult): string {
-  const parts = task.metrics.map((m) => {
-    const v = r.metrics[m.name];
-    return `${m.label} ${v === undefined ? 'n/a' : m.unit === 'percent' ? `${v.toFixed(2)}%` : v.toFixed(4)}`;
-  });
-  return `${parts.join('  ')}  loss ${r.loss.toFixed(4)}  (${r.count} ${task.rowNoun})`;
 }
