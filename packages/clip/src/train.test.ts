@@ -113,7 +113,8 @@ describe('CLIP sub-pass variants', () => {
       expect(diff(a.mainLogits, b.mainLogits)).toBe(0);
       expect(diff(a.subLogits!, a.mainLogits)).toBeGreaterThan(1e-4);
       expect(diff(a.subLogits!, b.subLogits!)).toBeGreaterThan(1e-4);
-      const view = { ...(a.mask?.kind === 'dropout' ? { dropoutRate: 0.5 } : { dropPathRate: 0.5 }), seed: 7, training: true };
+      // As the PathSub operator passes it: the rate on every block (the official uniform rule).
+      const view = { ...(a.mask?.kind === 'dropout' ? { dropoutRate: 0.5 } : { dropPathRate: 0.5, dropPathRule: 'uniform' as const }), seed: 7, training: true };
       const textMain = model.textFeatures(inputs, { training: true });
       const textSub = model.textFeatures(inputs, view);
       expect(diff(textMain, textSub)).toBe(0);

@@ -314,8 +314,10 @@ export class DataLoader {
       writeNormalizedCHW(img, spec, data, i * C * plane);
       if (this.options.erasing && this.options.erasing.prob > 0) randomErase(data, i * C * plane, [C, size.height, size.width], this.options.erasing, sampleRngs[i]);
       const label = samples[i].label;
-      // A label past the head would make that row's loss silently 0 (one-hot of nothing).
-      if (!Number.isInteger(label) || label < 0 || (this.numClasses !== undefined && label >= this.numClasses)) {
+      // A label past the head would make that row's loss silently 0 (one-hot of nothing). An
+      // image-text pair has no class (label -1); its caption is the target.
+      const captioned = raws[i].caption !== undefined && label === -1;
+      if (!captioned && (!Number.isInteger(label) || label < 0 || (this.numClasses !== undefined && label >= this.numClasses))) {
         throw new FileFormatError(this.dataset.description, `sample '${raws[i].key}': label ${label} is outside 0..${(this.numClasses ?? 0) - 1} (${this.numClasses} classes)`);
       }
       labels[i] = label;
