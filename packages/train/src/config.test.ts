@@ -8,9 +8,12 @@ import { parseRunConfig, readConfigFile, runConfigSchema, setPath } from './conf
 const base = { model: 'm', data: { train: 'mnist:train' }, train: { steps: 10 } };
 
 describe('run config', () => {
-  it('fills defaults (r = 0.5, AdamW) and leaves the loss weights to the library rule', () => {
+  it('fills defaults (AdamW) and leaves the ratio, lr and loss weights to the library and task rules', () => {
     const c = parseRunConfig(base);
-    expect(c.masksub).toMatchObject({ variant: 'masksub', ratio: 0.5 });
+    expect(c.masksub).toMatchObject({ variant: 'masksub' });
+    // Unset: the drop kind's paper ratio (defaultRatio) and the task's lr (DEFAULT_LR) apply.
+    expect(c.masksub.ratio).toBeUndefined();
+    expect(c.optimizer.lr).toBeUndefined();
     // A YAML default here would override withMaskSub's rule (main weight 1 for 'none').
     expect(c.masksub.main_weight).toBeUndefined();
     expect(c.masksub.sub_weight).toBeUndefined();
