@@ -13,7 +13,7 @@ export { parseBertConfig, type BertConfig, type ProblemType } from './config.js'
 export { BertModel, FLOAT32_MIN, defaultSpecialTokens, type BertModelOptions, type SpecialTokens } from './model.js';
 export { bertAliases, bertHeadWeights, bertIgnoredWeights, bertParamSpecs } from './weights.js';
 export { bertRelaxedLoss, meanSquaredErrorLoss, resolveProblemType } from './loss.js';
-export { bertTokenizerJson, loadBertTokenizer, longestFirstLengths, specialTokensFromFolder, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput } from './tokenizer.js';
+export { bertTokenizerJson, loadBertTokenizer, longestFirstLengths, specialTokensFromFolder, specialTokensOf, tokenizeBatch, type EncodedBatch, type PreTrainedTokenizer, type TextInput, type TokenizeOptions } from './tokenizer.js';
 
 export { BERT_TOKENIZER_FILES, bertTextCapability } from './text.js';
 

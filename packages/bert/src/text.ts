@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FileFormatError, tf, type ModelInputs, type TextCapability, type TextEncodeOptions, type TextInput, type TextTokenizer } from '@masksub/core';
+import { FileFormatError, type ModelInputs, type TextCapability, type TextEncodeOptions, type TextInput, type TextTokenizer } from '@masksub/core';
 import { loadBertTokenizer, tokenizeBatch } from './tokenizer.js';
 
 /** The files of a BERT tokenizer folder, in the order HF writes them; a fine-tuned folder copies those present. */
@@ -25,17 +25,8 @@ export const bertTextCapability: TextCapability = {
       source,
       files,
       encode(texts: readonly TextInput[], options: TextEncodeOptions): ModelInputs {
-        const enc = tokenizeBatch(tokenizer, texts, options.maxLength);
-        if (options.padding === 'max_length') return { ...enc };
-        // Pad to the batch's longest row: the same tokens as max_length padding, fewer columns.
-        const longest = Math.max(...(enc.attention_mask.sum(1).dataSync() as Int32Array));
-        if (longest === options.maxLength) return { ...enc };
-        const out: ModelInputs = {};
-        for (const [name, t] of Object.entries(enc) as [string, tf.Tensor2D][]) {
-          out[name] = tf.slice(t, [0, 0], [t.shape[0], longest]);
-          t.dispose();
-        }
-        return out;
+        const enc = tokenizeBatch(tokenizer, texts, options.maxLength, { padding: options.padding ?? 'longest' });
+        return { ...enc };
       },
     };
   },

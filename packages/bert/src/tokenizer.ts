@@ -205,7 +205,15 @@ export function longestFirstLengths(n1: number, n2: number | undefined, budget: 
  * finished sequence on truncation (losing the final [SEP]), HF truncates the texts, so the
  * template is applied here.
  */
-export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly TextInput[], maxLength: number): EncodedBatch {
+export interface TokenizeOptions {
+  /**
+   * 'max_length' (default): every row padded to maxLength; 'longest': to the batch's longest row
+   * (capped at maxLength), decided on the host before any tensor is made.
+   */
+  padding?: 'max_length' | 'longest';
+}
+
+export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly TextInput[], maxLength: number, options: TokenizeOptions = {}): EncodedBatch {
   if (texts.length === 0) throw new OptionError('texts', 'is empty');
   const specials = texts.some((t) => typeof t !== 'string') ? 3 : 2;
   if (!Number.isInteger(maxLength) || maxLength < specials) throw new OptionError('maxLength', `must be an integer >= ${specials} ([CLS]/[SEP] need room), got ${maxLength}`);
@@ -215,12 +223,13 @@ export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly Te
   if (typeof cls !== 'number' || cls < 0 || typeof sep !== 'number') throw new OptionError('tokenizer', 'has no [CLS]/[SEP] tokens: not a BERT tokenizer');
   const pieces = (text: string): number[] => tokenizer.encode(text, { add_special_tokens: false });
   const n = texts.length;
-  const ids = new Int32Array(n * maxLength).fill(pad);
-  const mask = new Int32Array(n * maxLength);
-  const types = new Int32Array(n * maxLength);
-  texts.forEach((text, row) => {
-    const a = pieces(typeof text === 'string' ? text : text[0]);
-    const b = typeof text === 'string' ? undefined : pieces(text[1]);
+  const encoded = texts.map((text) => ({ a: pieces(typeof text === 'string' ? text : text[0]), b: typeof text === 'string' ? undefined : pieces(text[1]) }));
+  const full = (a: number[], b: number[] | undefined) => a.length + (b ? b.length + 3 : 2);
+  const width = options.padding === 'longest' ? Math.min(maxLength, Math.max(...encoded.map(({ a, b }) => full(a, b)))) : maxLength;
+  const ids = new Int32Array(n * width).fill(pad);
+  const mask = new Int32Array(n * width);
+  const types = new Int32Array(n * width);
+  encoded.forEach(({ a, b }, row) => {
     const [na, nb] = longestFirstLengths(a.length, b?.length, maxLength - (b ? 3 : 2));
     const seq = [cls, ...a.slice(0, na), sep];
     const typeOf = seq.map(() => 0);
@@ -229,7 +238,7 @@ export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly Te
       seq.push(...second);
       typeOf.push(...second.map(() => 1));
     }
-    const base = row * maxLength;
+    const base = row * width;
     seq.forEach((id, i) => {
       ids[base + i] = id;
       mask[base + i] = 1;
@@ -237,8 +246,8 @@ export function tokenizeBatch(tokenizer: PreTrainedTokenizer, texts: readonly Te
     });
   });
   return {
-    input_ids: tf.tensor2d(ids, [n, maxLength], 'int32'),
-    attention_mask: tf.tensor2d(mask, [n, maxLength], 'int32'),
-    token_type_ids: tf.tensor2d(types, [n, maxLength], 'int32'),
+    input_ids: tf.tensor2d(ids, [n, width], 'int32'),
+    attention_mask: tf.tensor2d(mask, [n, width], 'int32'),
+    token_type_ids: tf.tensor2d(types, [n, width], 'int32'),
   };
 }

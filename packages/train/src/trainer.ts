@@ -165,6 +165,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   let intervalStart = performance.now();
   let totalImages = 0;
   const runStart = performance.now();
+  const hasSub = hasSubPass(trainer.variant);
   while (step < totalSteps) {
     const next = await batches.next();
     if (next.done) break;
@@ -185,7 +186,6 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     totalImages += batch.size;
     const seconds = (performance.now() - intervalStart) / 1000;
     const imgPerS = intervalImages / Math.max(seconds, 1e-9);
-    const hasSub = hasSubPass(trainer.variant);
     progress.update({ step, epoch: epochAt(step), loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, lr, img_per_s: imgPerS });
     if (step % config.run.log_every === 0 || step === totalSteps) {
       metrics.logTrain({ step, epoch: epochAt(step), lr, loss: r.loss, loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, ratio: trainer.variant !== 'none' ? r.ratio : null, img_per_s: imgPerS });

@@ -35,6 +35,23 @@ import {
 import { parseViTConfig, type ViTConfig } from './config.js';
 import { vitParamSpecs } from './weights.js';
 
+/**
+ * The drop operators of a ViT's patch grid, shared by the HF and the timm layouts: token removal,
+ * mask-token blocks of 32 px (at least one token), zero-fill squares of 32 px.
+ */
+export function vitDropOperator(kind: DropKind, [gh, gw]: [number, number], patchSize: number, imageHeight: number): DropOperator {
+  switch (kind) {
+    case 'token-removal':
+      return tokenRemoval(gh * gw);
+    case 'mask-token':
+      return maskTokenSwap(gh, gw, Math.max(1, Math.round(32 / patchSize)));
+    case 'zero-fill':
+      return zeroFill(Math.min(32, imageHeight));
+    default:
+      throw new OptionError('drop', `ViT offers token-removal, mask-token and zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
+  }
+}
+
 export class ViTModel implements AdapterModel {
   readonly architecture = 'vit';
   readonly params: ParameterStore;
@@ -69,17 +86,7 @@ export class ViTModel implements AdapterModel {
    * token); zero-fill patches are 32 px too.
    */
   dropOperator(kind: DropKind): DropOperator {
-    const [gh, gw] = this.gridSize;
-    switch (kind) {
-      case 'token-removal':
-        return tokenRemoval(this.numPatches);
-      case 'mask-token':
-        return maskTokenSwap(gh, gw, Math.max(1, Math.round(32 / this.cfg.patchSize)));
-      case 'zero-fill':
-        return zeroFill(Math.min(32, this.cfg.imageSize[0]));
-      default:
-        throw new OptionError('drop', `ViT offers token-removal, mask-token and zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
-    }
+    return vitDropOperator(kind, this.gridSize, this.cfg.patchSize, this.cfg.imageSize[0]);
   }
 
   private p(name: string): tf.Variable {

@@ -18,13 +18,10 @@ import {
   layerNorm,
   layerSeed,
   linear,
-  maskTokenSwap,
   multiHeadAttention,
   patchify,
   removeTokens,
   tf,
-  tokenRemoval,
-  zeroFill,
   type AdapterModel,
   type DropKind,
   type DropOperator,
@@ -33,6 +30,7 @@ import {
   type ModelInputs,
   type ParamSpec,
 } from '@masksub/core';
+import { vitDropOperator } from './model.js';
 
 /** timm architecture names this module serves (glob patterns, as registered with the adapter). */
 export const TIMM_VIT_ARCHITECTURES: readonly string[] = ['vit_*', 'deit_*', 'deit3_*'];
@@ -207,17 +205,7 @@ export class TimmViTModel implements AdapterModel {
 
   /** The same operators as the HF ViT: token removal, 32 px mask-token blocks, 32 px zero fill. */
   dropOperator(kind: DropKind): DropOperator {
-    const [gh, gw] = this.gridSize;
-    switch (kind) {
-      case 'token-removal':
-        return tokenRemoval(this.numPatches);
-      case 'mask-token':
-        return maskTokenSwap(gh, gw, Math.max(1, Math.round(32 / this.cfg.patchSize)));
-      case 'zero-fill':
-        return zeroFill(Math.min(32, this.cfg.imgSize[0]));
-      default:
-        throw new OptionError('drop', `ViT offers token-removal, mask-token and zero-fill, not '${kind}' (dropout/drop-path are the dropsub/pathsub variants)`);
-    }
+    return vitDropOperator(kind, this.gridSize, this.cfg.patchSize, this.cfg.imgSize[0]);
   }
 
   private p(name: string): tf.Variable {

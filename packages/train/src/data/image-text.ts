@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { FileFormatError, OptionError, type Rng } from '@masksub/core';
 import { readTarMembers } from './tar.js';
 import type { RawSample, StreamingImageDataset } from './types.js';
-import { expandBraces, IMAGE_EXTENSIONS, splitMemberName } from './webdataset.js';
+import { expandBraces, IMAGE_EXTENSIONS, shuffleBuffered, splitMemberName } from './webdataset.js';
 
 /**
  * CLIP's prompt templates (openai/CLIP, data/prompts.md). `simple` is the single template of the
@@ -237,26 +237,7 @@ export class CaptionedWebDataset implements StreamingImageDataset {
       return;
     }
     rng.shuffle(order);
-    const buffer: RawSample[] = [];
-    for (const shard of order) {
-      for await (const sample of readCaptionedShard(shard)) {
-        if (buffer.length < this.shuffleBuffer) {
-          buffer.push(sample);
-          continue;
-        }
-        const j = rng.int(buffer.length);
-        const out = buffer[j];
-        buffer[j] = sample;
-        yield out;
-      }
-    }
-    while (buffer.length > 0) {
-      const j = rng.int(buffer.length);
-      const out = buffer[j];
-      buffer[j] = buffer[buffer.length - 1];
-      buffer.pop();
-      yield out;
-    }
+    yield* shuffleBuffered(order, readCaptionedShard, this.shuffleBuffer, rng);
   }
 }
 

@@ -148,32 +148,39 @@ export class WebDatasetStream implements StreamingImageDataset {
 
   async *samples(rng: Rng, shuffle: boolean): AsyncGenerator<RawSample> {
     const order = this.shards.slice();
-    if (shuffle) rng.shuffle(order);
     if (!shuffle) {
       for (const shard of order) yield* readShardSamples(shard, this.numClasses);
       return;
     }
-    // webdataset's shuffle buffer: once full, emit a random resident and put the newcomer there.
-    const buffer: RawSample[] = [];
-    for (const shard of order) {
-      for await (const sample of readShardSamples(shard, this.numClasses)) {
-        if (buffer.length < this.shuffleBuffer) {
-          buffer.push(sample);
-          continue;
-        }
-        const j = rng.int(buffer.length);
-        const out = buffer[j];
-        buffer[j] = sample;
-        yield out;
+    rng.shuffle(order);
+    yield* shuffleBuffered(order, (shard) => readShardSamples(shard, this.numClasses), this.shuffleBuffer, rng);
+  }
+}
+
+/**
+ * webdataset's shuffle buffer over shards read in `order`: once full, emit a random resident and
+ * put the newcomer in its place; drain at random. The same rng state gives the same order.
+ */
+export async function* shuffleBuffered<T>(order: readonly string[], read: (shard: string) => AsyncIterable<T>, size: number, rng: Rng): AsyncGenerator<T> {
+  const buffer: T[] = [];
+  for (const shard of order) {
+    for await (const sample of read(shard)) {
+      if (buffer.length < size) {
+        buffer.push(sample);
+        continue;
       }
-    }
-    while (buffer.length > 0) {
       const j = rng.int(buffer.length);
       const out = buffer[j];
-      buffer[j] = buffer[buffer.length - 1];
-      buffer.pop();
+      buffer[j] = sample;
       yield out;
     }
+  }
+  while (buffer.length > 0) {
+    const j = rng.int(buffer.length);
+    const out = buffer[j];
+    buffer[j] = buffer[buffer.length - 1];
+    buffer.pop();
+    yield out;
   }
 }
 
