@@ -31,6 +31,13 @@ describe('BERT sub-pass variants and inputs', () => {
     });
   }
 
+  it('an unset ratio is the paper ratio of the drop operator in use: 15 % for token masking, 0.5 for DropSub and PathSub', () => {
+    expect(withMaskSub(model).schedule.ratio(0)).toBe(0.15);
+    expect(withMaskSub(model, { drop: model.dropOperator('token-masking') }).schedule.ratio(0)).toBe(0.15);
+    expect(withMaskSub(model, { variant: 'dropsub' }).schedule.ratio(0)).toBe(0.5);
+    expect(withMaskSub(model, { variant: 'pathsub' }).schedule.ratio(0)).toBe(0.5);
+  });
+
   it('token masking (the default) draws from the config ids and changes only the sub input', () => {
     const r = withMaskSub(model, { ratio: 0.3, seed: 4 }).computeGradients(batch);
     expect(r.mask?.kind).toBe('token-masking');

@@ -135,8 +135,10 @@ export class MaskSubTrainer {
     if (!(VARIANTS as readonly string[]).includes(this.variant)) {
       throw new OptionError('variant', `unknown variant '${this.variant}' (${VARIANTS.join(', ')})`);
     }
+    // The drop operator first: a ratio left unset is the paper's for the operator in use.
+    this.drop = this.resolveDrop(options.drop, provider);
     this.schedule = weightSchedule({
-      ratio: options.ratio ?? defaultRatio(typeof options.drop === 'string' ? options.drop : typeof options.drop === 'object' ? undefined : provider?.defaultDrop),
+      ratio: options.ratio ?? defaultRatio(this.drop?.kind),
       mainWeight: options.mainWeight ?? defaultMainWeight(this.variant),
       subWeight: hasSubPass(this.variant) ? (options.subWeight ?? DEFAULT_SUB_WEIGHT) : 0,
     });
@@ -146,7 +148,6 @@ export class MaskSubTrainer {
     else this.loss = model.recipeLoss?.(smoothing) ?? relaxedLoss('ce', smoothing);
     this.rng = new Rng(options.seed ?? 0);
     this.passOptions = options.bnMode ? { bnMode: options.bnMode } : {};
-    this.drop = this.resolveDrop(options.drop, provider);
   }
 
   private resolveDrop(drop: MaskSubOptions['drop'], provider?: DropOperatorProvider): DropOperator | null {
