@@ -1,27 +1,24 @@
 /**
  * CLIP's text capability for the trainer (which never imports this package): a tokenizer read
  * from a checkpoint or tokenizer folder, encoding captions as `input_ids` / `attention_mask`,
- * and the tokenizer files a fine-tuned folder must carry. Structurally the TextCapability the
- * train package discovers on an adapter's `text` property.
+ * and the tokenizer files a fine-tuned folder must carry: core's TextCapability, which the train
+ * package finds on the adapter's `text` property (textCapabilityOf).
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { OptionError, type ModelInputs } from '@masksub/core';
+import { OptionError, type TextCapability, type TextTokenizer } from '@masksub/core';
 import { loadClipTokenizer, tokenizeCaptions } from './tokenizer.js';
 
 /** Files a CLIP tokenizer folder may hold; the ones present are copied into fine-tuned folders. */
 export const CLIP_TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt', 'bpe_simple_vocab_16e6.txt.gz'] as const;
 const READABLE = ['tokenizer.json', 'merges.txt', 'bpe_simple_vocab_16e6.txt.gz'];
 
-export interface ClipTextTokenizer {
-  readonly source: string;
-  readonly files: readonly string[];
+export interface ClipTextTokenizer extends TextTokenizer {
   /** The context length of the tokenizer (77 for OpenAI CLIP). */
   readonly modelMaxLength: number;
-  encode(texts: readonly (string | readonly [string, string])[], options: { maxLength: number; padding?: 'longest' | 'max_length' }): ModelInputs;
 }
 
-export const clipText = {
+export const clipText: TextCapability & { loadTokenizer(dir: string): Promise<ClipTextTokenizer> } = {
   hasTokenizer(dir: string): boolean {
     return READABLE.some((f) => existsSync(join(dir, f)));
   },

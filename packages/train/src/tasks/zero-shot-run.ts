@@ -4,9 +4,9 @@
  * shards), the templates (--templates: a set name or templates with '{}'), and report top-1 /
  * top-5 of image-to-class similarity.
  */
-import { existsSync, statSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { OptionError, loadPretrained, tf, type ModelInputs } from '@masksub/core';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { OptionError, loadPretrained, textCapabilityOf, tf } from '@masksub/core';
 import { defaultClassFile, readClassNames, resolveTemplates } from '../data/image-text.js';
 import { ImageFolderDataset } from '../data/folder.js';
 import { openDataSpec, parseDataSpec } from '../data/spec.js';
@@ -28,18 +28,13 @@ export interface ZeroShotRunOptions {
   log: (message: string) => void;
 }
 
-interface TextCapabilityLike {
-  hasTokenizer(dir: string): boolean;
-  loadTokenizer(dir: string): Promise<{ encode(texts: readonly string[], o: { maxLength: number; padding?: 'longest' | 'max_length' }): ModelInputs }>;
-}
-
 export async function runZeroShot(o: ZeroShotRunOptions): Promise<ZeroShotResult & { classes: number; templates: number }> {
   const loaded = await loadPretrained(o.model, { weights: o.weights, log: o.log });
   // The checkpoint folder (tokenizer and preprocessor files live there).
-  const modelDir = existsSync(o.model) && statSync(o.model).isDirectory() ? o.model : dirname(o.model);
+  const modelDir = loaded.dir;
   try {
     const model = requireImageTextModel(loaded.model, '--model');
-    const text = (loaded.adapter as { text?: TextCapabilityLike }).text;
+    const text = textCapabilityOf(loaded.adapter);
     if (!text) throw new OptionError('--zero-shot', `the ${loaded.adapter.name} adapter offers no tokenizer`);
     const tokDir = o.tokenizer ?? modelDir;
     if (!text.hasTokenizer(tokDir)) throw new OptionError('--tokenizer', `${tokDir} holds no tokenizer files (tokenizer.json, merges.txt or bpe_simple_vocab_16e6.txt.gz); give --tokenizer <dir>`);
