@@ -1,12 +1,13 @@
 /**
  * How images become a model's input, decided in one place for training and evaluation: the
  * checkpoint's preprocessor_config.json when it has one (resize, crop, rescale, normalise, as HF
- * image processors do); otherwise the model's image size with ImageNet statistics. Explicit
- * values (run config or CLI flags) override either.
+ * image processors do); a timm hub config's `pretrained_cfg` (read by core's timmPreprocessing:
+ * timm's eval transform); otherwise the model's image size with ImageNet statistics. Explicit
+ * values (run config or CLI flags) override any of them.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, type MaskSubModel, OptionError } from '@masksub/core';
+import { FileFormatError, type MaskSubModel, OptionError, type TimmPreprocessing, timmPreprocessing } from '@masksub/core';
 import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
 
 export interface PreprocessOverrides {
@@ -20,8 +21,13 @@ export async function preprocessForModel(model: MaskSubModel, modelDir: string, 
   const channels = (mc.num_channels === 1 ? 1 : 3) as 1 | 3;
   const ppPath = join(modelDir, 'preprocessor_config.json');
   let spec: PreprocessSpec;
+  let source = ppPath;
+  const timm = existsSync(ppPath) ? undefined : timmPreprocessing(mc, join(modelDir, 'config.json'));
   if (existsSync(ppPath)) {
     spec = await loadPreprocessorConfig(ppPath, channels);
+  } else if (timm) {
+    spec = timmEvalSpec(timm);
+    source = join(modelDir, 'config.json');
   } else {
     const img = mc.image_size;
     const size = overrides.imageSize ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
@@ -31,9 +37,28 @@ export async function preprocessForModel(model: MaskSubModel, modelDir: string, 
   if (overrides.imageSize) spec = { ...spec, resize: { height: overrides.imageSize, width: overrides.imageSize }, centerCrop: null };
   const mean = overrides.mean ?? spec.mean;
   const std = overrides.std ?? spec.std;
-  checkNormalisation(mean, spec.channels, overrides.mean ? 'data.mean' : ppPath, false);
-  checkNormalisation(std, spec.channels, overrides.std ? 'data.std' : ppPath, true);
+  checkNormalisation(mean, spec.channels, overrides.mean ? 'data.mean' : source, false);
+  checkNormalisation(std, spec.channels, overrides.std ? 'data.std' : source, true);
   return { ...spec, mean, std };
+}
+
+/**
+ * timm's `transforms_imagenet_eval`: Resize(floor(size / crop_pct)) on the short side (aspect
+ * kept), CenterCrop(input_size) (torchvision's rounded offsets), ToTensor (x / 255), Normalize(mean, std). A non-square
+ * input_size resizes by the shorter target side (timm's ResizeKeepRatio fits both sides).
+ */
+export function timmEvalSpec(t: TimmPreprocessing): PreprocessSpec {
+  const [channels, height, width] = t.inputSize;
+  return {
+    resize: { shortestEdge: Math.floor(Math.min(height, width) / t.cropPct) },
+    centerCrop: { height, width },
+    cropOffsets: 'round',
+    resample: t.interpolation,
+    rescaleFactor: 1 / 255,
+    mean: t.mean,
+    std: t.std,
+    channels: channels === 1 ? 1 : 3,
+  };
 }
 
 /**

@@ -23,3 +23,5 @@ export { formatInspectReport, inspectCheckpoint } from './inspect.js';
 export { permute, transpose2d } from './permute.js';
 export type { PthReadResult } from './pth.js';
 export { ForbiddenGlobalError, STATE_DICT_KEYS, parsePth, readPth } from './pth.js';
+export type { TimmInterpolation, TimmPreprocessing } from './timm-config.js';
+export { TIMM_DEFAULT_CROP_PCT, TIMM_INTERPOLATIONS, timmPreprocessing } from './timm-config.js';

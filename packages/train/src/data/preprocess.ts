@@ -28,6 +28,11 @@ export interface PreprocessSpec {
   resize: Size2D | { shortestEdge: number } | null;
   /** Center crop after resizing, or none. */
   centerCrop: Size2D | null;
+  /**
+   * How the crop's top/left offsets round: 'floor' as HF image processors (default), 'round'
+   * (half to even) as torchvision's CenterCrop in timm's eval transform.
+   */
+  cropOffsets?: CropOffsetRounding;
   resample: Resample;
   /** Multiply pixels by this (1/255 usually); null leaves 0..255. */
   rescaleFactor: number | null;
@@ -37,6 +42,8 @@ export interface PreprocessSpec {
   /** Channels the model wants: gray images are replicated to 3, RGB reduced to luma for 1. */
   channels: 1 | 3;
 }
+
+export type CropOffsetRounding = 'floor' | 'round';
 
 export const IMAGENET_MEAN = [0.485, 0.456, 0.406];
 export const IMAGENET_STD = [0.229, 0.224, 0.225];
@@ -205,18 +212,27 @@ function resizeTarget(spec: PreprocessSpec, h: number, w: number): Size2D {
   return h <= w ? { height: r.shortestEdge, width: newLong } : { height: newLong, width: r.shortestEdge };
 }
 
-/** HF center_crop: floor offsets; a crop larger than the image pads with zeros around it. */
-export function centerCropImage(img: DecodedImage, height: number, width: number): DecodedImage {
-  const top = Math.floor((img.height - height) / 2);
-  const left = Math.floor((img.width - width) / 2);
-  return cropImage(img, top, left, height, width);
+/**
+ * HF center_crop: floor offsets; torchvision's CenterCrop: int(round(d / 2)), Python's round
+ * (half to even). A crop larger than the image pads with zeros around it.
+ */
+export function centerCropImage(img: DecodedImage, height: number, width: number, rounding: CropOffsetRounding = 'floor'): DecodedImage {
+  const offset = (d: number) => (rounding === 'floor' ? Math.floor(d / 2) : roundHalfEven(d / 2));
+  return cropImage(img, offset(img.height - height), offset(img.width - width), height, width);
+}
+
+function roundHalfEven(x: number): number {
+  const f = Math.floor(x);
+  const diff = x - f;
+  if (diff !== 0.5) return Math.round(x);
+  return f % 2 === 0 ? f : f + 1;
 }
 
 /** The evaluation geometry: resize, then center crop. */
 export function applyGeometry(img: DecodedImage, spec: PreprocessSpec): DecodedImage {
   const target = resizeTarget(spec, img.height, img.width);
   let out = resizeImage(img, target.height, target.width, spec.resample);
-  if (spec.centerCrop) out = centerCropImage(out, spec.centerCrop.height, spec.centerCrop.width);
+  if (spec.centerCrop) out = centerCropImage(out, spec.centerCrop.height, spec.centerCrop.width, spec.cropOffsets);
   return out;
 }
 
