@@ -4,7 +4,11 @@
  * (its own standard / MaskSub pair) run right after in the same bench run.
  */
 import { resolve } from 'node:path';
-import { makeResNetWorkload, type ArchStep } from './resnet.js';
+import { makeBertWorkload } from './bert.js';
+import { makeClipWorkload } from './clip.js';
+import { makeResNetWorkload } from './resnet.js';
+import type { ArchStep } from './step.js';
+import { makeSwinWorkload } from './swin.js';
 import { runTorch, torchUnavailable, type TorchRun } from './torch.js';
 
 export interface ArchResult {
@@ -20,26 +24,51 @@ export interface ArchResult {
   over_pytorch_masksub: number | null;
   peak_rss_mib: number;
   pytorch_peak_rss_mib: number | null;
+  parameters: number;
+  pytorch_parameters: number | null;
   pytorch_note?: string;
 }
 
 interface ArchSpec {
   workload: string;
-  make(quick: boolean): { step: ArchStep; batch: number };
-  torchScript?: string;
+  /** The batch both engines run (smaller with --quick). */
+  batch(quick: boolean): number;
+  make(batch: number): ArchStep;
+  torchScript: string;
   torchArgs(batch: number, steps: number): string[];
 }
 
 const SHARED = (name: string) => resolve(import.meta.dirname, '../../../shared/bench', name);
+/** PyTorch steps written for this bench (the shared folder has ViT, ResNet-20 and BERT). */
+const OWN = (name: string) => resolve(import.meta.dirname, '../torch', name);
 
 export const ARCHS: Record<string, ArchSpec> = {
   resnet20: {
     workload: 'ResNet-20 CIFAR (option A), BN train mode, SGD momentum 0.9 wd 1e-4; MaskSub zero-fill 8 px 50 %',
-    make: (quick) => {
-      const batch = quick ? 16 : 128; // = torchBatch in benchArch
-      return { step: makeResNetWorkload(batch), batch };
-    },
+    batch: (quick) => (quick ? 16 : 128),
+    make: (batch) => makeResNetWorkload(batch),
     torchScript: SHARED('resnet20_step_torch.py'),
+    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+  },
+  bert: {
+    workload: 'BERT hidden 256, 4 layers, seq 128, AdamW; MaskSub token masking 15 %',
+    batch: (quick) => (quick ? 4 : 32),
+    make: (batch) => makeBertWorkload(batch),
+    torchScript: SHARED('bert_step_torch.py'),
+    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+  },
+  swin: {
+    workload: 'Swin 64 px, patch 4, embed 64, depths 2-2-2, window 4 (shifted), AdamW; MaskSub mask-token 50 %',
+    batch: (quick) => (quick ? 4 : 32),
+    make: (batch) => makeSwinWorkload(batch),
+    torchScript: OWN('swin_step_torch.py'),
+    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+  },
+  clip: {
+    workload: 'CLIP both towers 128 wide x 4 layers, 32 px / patch 4, 16 text tokens, contrastive, AdamW; MaskSub token removal 50 %',
+    batch: (quick) => (quick ? 8 : 64),
+    make: (batch) => makeClipWorkload(batch),
+    torchScript: OWN('clip_step_torch.py'),
     torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
   },
 };
@@ -52,15 +81,15 @@ function median(xs: number[]): number {
 export function benchArch(name: string, opts: { quick: boolean; pairs: number; torch: boolean; log: (s: string) => void }): ArchResult {
   const spec = ARCHS[name];
   if (spec === undefined) throw new Error(`--arch: unknown architecture '${name}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
-  const missing = !opts.torch ? 'skipped (--no-torch)' : spec.torchScript ? torchUnavailable(spec.torchScript) : 'no PyTorch script';
+  const missing = !opts.torch ? 'skipped (--no-torch)' : torchUnavailable(spec.torchScript);
   const torchRuns: TorchRun[] = [];
   const torchSteps = opts.quick ? 3 : Math.max(5, opts.pairs);
-  const torchBatch = opts.quick ? 16 : 128;
+  const batch = spec.batch(opts.quick);
   // PyTorch before and (unless quick) after masksub's pairs: the shared VM drifts over minutes,
   // so bracketing puts both engines under the same average load.
-  if (missing === null && spec.torchScript) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(torchBatch, torchSteps)));
+  if (missing === null) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(batch, torchSteps)));
   const rss0 = process.memoryUsage().rss;
-  const { step, batch } = spec.make(opts.quick);
+  const step = spec.make(batch);
   let peak = rss0;
   const timed = (ms: boolean, i: number) => {
     const t0 = performance.now();
@@ -93,13 +122,15 @@ export function benchArch(name: string, opts: { quick: boolean; pairs: number; t
     over_pytorch_masksub: null,
     peak_rss_mib: (peak - rss0) / 2 ** 20,
     pytorch_peak_rss_mib: null,
+    parameters: step.parameters,
+    pytorch_parameters: null,
   };
   opts.log(`  ${name}: masksub standard ${r.ms_standard.toFixed(0)} ms, MaskSub ${r.ms_masksub.toFixed(0)} ms (x${r.masksub_ratio.toFixed(2)}), RSS +${r.peak_rss_mib.toFixed(0)} MiB\n`);
-  if (missing !== null || !spec.torchScript) {
-    r.pytorch_note = missing ?? 'no PyTorch script';
+  if (missing !== null) {
+    r.pytorch_note = missing;
     return r;
   }
-  if (!opts.quick) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(torchBatch, torchSteps)));
+  if (!opts.quick) torchRuns.push(runTorch(spec.torchScript, spec.torchArgs(batch, torchSteps)));
   const mean = (f: (t: TorchRun) => number) => torchRuns.reduce((a, t) => a + f(t), 0) / torchRuns.length;
   r.pytorch_ms_standard = mean((t) => Number(t.result.standard));
   r.pytorch_ms_masksub = mean((t) => Number(t.result.masksub));
@@ -107,6 +138,11 @@ export function benchArch(name: string, opts: { quick: boolean; pairs: number; t
   r.over_pytorch = r.ms_standard / r.pytorch_ms_standard;
   r.over_pytorch_masksub = r.ms_masksub / r.pytorch_ms_masksub;
   r.pytorch_peak_rss_mib = Math.max(...torchRuns.map((t) => t.peakRssMiB));
+  const torchParams = torchRuns[0].result.params;
+  r.pytorch_parameters = typeof torchParams === 'number' ? torchParams : null;
+  if (r.pytorch_parameters !== null && r.pytorch_parameters !== r.parameters) {
+    opts.log(`  ${name}: WARNING the PyTorch step has ${r.pytorch_parameters} parameters, masksub's ${r.parameters}: not the same model\n`);
+  }
   opts.log(`  ${name}: PyTorch standard ${r.pytorch_ms_standard.toFixed(0)} ms, MaskSub ${r.pytorch_ms_masksub.toFixed(0)} ms; masksub / PyTorch ${r.over_pytorch.toFixed(2)}x / ${r.over_pytorch_masksub.toFixed(2)}x\n`);
   return r;
 }

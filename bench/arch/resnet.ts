@@ -3,8 +3,9 @@
  * weight decay 1e-4: the step of ../shared/bench/resnet20_step_torch.py, standard and MaskSub
  * zero-fill (8 px squares, 50 %), built from masksub's own ResNet-CIFAR adapter.
  */
-import { createOptimizer, tf, withMaskSub, type Optimizer } from '@masksub/core';
+import { tf } from '@masksub/core';
 import { ResNetCifarModel } from '@masksub/resnet';
+import { twoStepWorkload, type ArchStep } from './step.js';
 
 export const RESNET20_CONFIG = {
   model_type: 'resnet_cifar',
@@ -13,28 +14,15 @@ export const RESNET20_CONFIG = {
   bn_mode: 'train',
 };
 
-export interface ArchStep {
-  step(masksub: boolean, i: number): number;
-  dispose(): void;
-}
-
-export function makeResNetWorkload(batch: number, blocksPerStage = 3): ArchStep & { model: ResNetCifarModel; optimizer: Optimizer } {
+export function makeResNetWorkload(batch: number, blocksPerStage = 3): ArchStep & { model: ResNetCifarModel } {
   const model = new ResNetCifarModel({ ...RESNET20_CONFIG, depth: 6 * blocksPerStage + 2 });
-  const optimizer = createOptimizer({ kind: 'sgd', momentum: 0.9, weightDecay: 1e-4 }, model.params.trainable());
   const x = tf.randomNormal([batch, 3, 32, 32], 0, 1, 'float32', 1) as tf.Tensor4D;
   const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => (i * 7) % 10), 'int32');
-  const standard = withMaskSub(model, { variant: 'none', seed: 1 });
-  const masksub = withMaskSub(model, { variant: 'masksub', drop: 'zero-fill', ratio: 0.5, seed: 1 });
-  return {
-    model,
-    optimizer,
-    step(ms, i) {
-      return (ms ? masksub : standard).step({ inputs: { pixel_values: x }, targets: { labels } }, optimizer, 0.01, i).loss;
-    },
-    dispose() {
-      optimizer.dispose();
-      model.dispose();
-      tf.dispose([x, labels]);
-    },
-  };
+  const step = twoStepWorkload(model, { inputs: { pixel_values: x }, targets: { labels } }, {
+    optimizer: { kind: 'sgd', momentum: 0.9, weightDecay: 1e-4 },
+    lr: 0.01,
+    masksub: { drop: 'zero-fill', ratio: 0.5 },
+    tensors: [x, labels],
+  });
+  return { ...step, model };
 }

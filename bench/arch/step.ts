@@ -1,0 +1,28 @@
+/**
+ * A bench workload: one model, one fixed batch, one optimizer, and a standard step and a MaskSub
+ * step (the architecture's own drop kind) that share them, so the two are timed on the same
+ * weights and data, as the PyTorch scripts do.
+ */
+import { createOptimizer, tf, withMaskSub, type Batch, type AdapterModel, type MaskSubOptions, type OptimizerSpec } from '@masksub/core';
+
+export interface ArchStep {
+  /** Trainable parameters (checked against the PyTorch twin's count: same model, same arithmetic). */
+  readonly parameters: number;
+  step(masksub: boolean, i: number): number;
+  dispose(): void;
+}
+
+export function twoStepWorkload(model: AdapterModel, batch: Batch, spec: { optimizer: OptimizerSpec; lr: number; masksub: MaskSubOptions; tensors: tf.Tensor[] }): ArchStep {
+  const optimizer = createOptimizer(spec.optimizer, model.params.trainable());
+  const standard = withMaskSub(model, { variant: 'none', seed: 1 });
+  const masksub = withMaskSub(model, { variant: 'masksub', seed: 1, ...spec.masksub });
+  return {
+    parameters: model.params.count(),
+    step: (ms, i) => (ms ? masksub : standard).step(batch, optimizer, spec.lr, i).loss,
+    dispose() {
+      optimizer.dispose();
+      model.dispose();
+      tf.dispose(spec.tensors);
+    },
+  };
+}
