@@ -19,6 +19,7 @@ import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { ARCHS, benchArch, type ArchResult } from './arch/compare.js';
+import { benchPipeline } from './pipeline.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -28,10 +29,11 @@ const program = new Command('bench')
   .option('--batch <n>', 'batch size')
   .option('--drift-steps <n>', 'MaskSub steps for the leak check')
   .option('--no-torch', 'skip the PyTorch comparison')
+  .option('--no-pipeline', 'skip the input-pipeline measurement (CIFAR-10 JPEG shards)')
   .option('--arch <list>', `comma-separated architectures: vit, ${Object.keys(ARCHS).join(', ')}`, ['vit', ...Object.keys(ARCHS)].join(','))
   .option('--out <file>', 'results file', join(here, 'results.json'));
 program.parse(process.argv);
-const opts = program.opts<{ arch: string; quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; out: string }>();
+const opts = program.opts<{ arch: string; quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; pipeline: boolean; out: string }>();
 const quick = Boolean(opts.quick);
 const batch = Number(opts.batch ?? (quick ? 8 : 64));
 // Median of 3 even when quick: single steps on a shared 2-vCPU VM vary by +-20%.
@@ -175,6 +177,25 @@ if (otherArchs.length > 0) {
     architectures[a] = benchArch(a, { quick, pairs: steps, torch: opts.torch, log: (m) => process.stderr.write(m) });
   }
 }
+// The input pipeline, against the fastest standard step measured above (in images per second).
+let pipeline: Record<string, unknown> | string = 'skipped (--no-pipeline)';
+if (opts.pipeline) {
+  await initBackend({ prefer: 'wasm', log: () => {} });
+  process.stderr.write('input pipeline:\n');
+  const p = await benchPipeline({ quick, log: (m) => process.stderr.write(m) });
+  if (typeof p === 'string') pipeline = p;
+  else {
+    const consumption = Object.values(architectures)
+      .map((r) => {
+        const ms = (r as { ms_standard?: number }).ms_standard;
+        const m = /batch (\d+)/.exec(String((r as { workload?: string }).workload));
+        return typeof ms === 'number' && m ? (Number(m[1]) * 1000) / ms : 0;
+      })
+      .filter((v) => v > 0);
+    const fastest = consumption.length ? Math.max(...consumption) : null;
+    pipeline = { ...p, fastest_step_img_per_s: fastest, over_fastest_step: fastest ? p.img_per_s_alone / fastest : null };
+  }
+}
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: (await import('node:os')).cpus().map((c) => c.model)[0], cores: (await import('node:os')).cpus().length, node: process.version },
@@ -187,6 +208,7 @@ const results = {
       ? 'not installed (apt-get install python3-torch libopenblas0-pthread)'
       : 'skipped (--no-torch)',
   architectures,
+  pipeline,
   backends,
 };
 mkdirSync(dirname(opts.out), { recursive: true });
@@ -219,6 +241,11 @@ if (Object.keys(architectures).length > 0) {
   for (const [a, r] of Object.entries(architectures) as [string, Record<string, unknown>][]) {
     console.log(`${pad(a, 10)} ${f(r.ms_standard).padStart(9)} ${f(r.ms_masksub).padStart(9)} ${f(r.masksub_ratio, 2).padStart(6)} ${f(r.pytorch_ms_standard).padStart(10)} ${f(r.pytorch_ms_masksub).padStart(9)} ${f(r.pytorch_masksub_ratio, 2).padStart(6)} ${f(r.over_pytorch, 2).padStart(7)} ${f(r.peak_rss_mib).padStart(8)} ${f(r.pytorch_peak_rss_mib).padStart(10)}`);
   }
+}
+if (typeof pipeline === 'string') console.log(`\ninput pipeline: ${pipeline}`);
+else {
+  const f = (v: unknown, d = 0) => (typeof v === 'number' ? v.toFixed(d) : '-');
+  console.log(`\ninput pipeline (CIFAR-10 JPEG, pad-crop + flip, batch ${pipeline.batch}): ${f(pipeline.img_per_s_alone)} img/s alone, ${f(pipeline.over_fastest_step, 1)}x the fastest step's consumption (${f(pipeline.fastest_step_img_per_s)} img/s); feeding ResNet-20 it kept the step waiting ${f(pipeline.overlapped_wait_ms_per_step)} of ${f(pipeline.overlapped_ms_per_step)} ms`);
 }
 console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2) ?? 'null'}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
 console.log(`results: ${opts.out}`);

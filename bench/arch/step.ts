@@ -9,6 +9,8 @@ export interface ArchStep {
   /** Trainable parameters (checked against the PyTorch twin's count: same model, same arithmetic). */
   readonly parameters: number;
   step(masksub: boolean, i: number): number;
+  /** A standard step on another batch (the input-pipeline bench feeds real data). */
+  stepOn(batch: Batch, i: number): number;
   dispose(): void;
 }
 
@@ -19,6 +21,7 @@ export function twoStepWorkload(model: AdapterModel, batch: Batch, spec: { optim
   return {
     parameters: model.params.count(),
     step: (ms, i) => (ms ? masksub : standard).step(batch, optimizer, spec.lr, i).loss,
+    stepOn: (other, i) => standard.step(other, optimizer, spec.lr, i).loss,
     dispose() {
       optimizer.dispose();
       model.dispose();
