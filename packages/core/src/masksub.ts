@@ -9,7 +9,7 @@
  */
 import type { DropKind, DropMask, DropOperator } from './contract/drop.js';
 import { checkRatio, dropPathSub, dropoutSub } from './contract/drop.js';
-import type { LossKind, RelaxedLoss, Targets } from './contract/loss.js';
+import type { BceThresholdScope, LossKind, LossOptions, RelaxedLoss, Targets } from './contract/loss.js';
 import { relaxedLoss } from './contract/loss.js';
 import type { RatioScheduleSpec, WeightSchedule } from './contract/schedule.js';
 import { weightSchedule } from './contract/schedule.js';
@@ -77,6 +77,9 @@ export interface MaskSubOptions {
   /** Recipe loss: 'ce' (default), 'bce' (DeiT-III/RSB), 'contrastive' (CLIP), or a custom one. */
   loss?: LossKind | 'contrastive' | RelaxedLoss;
   labelSmoothing?: number;
+  /** BCE target threshold and where it applies (see {@link LossOptions}); not with a custom loss object. */
+  targetThreshold?: number;
+  thresholdScope?: BceThresholdScope;
   /** Seed of the mask/noise stream. */
   seed?: number;
   /**
@@ -142,10 +145,17 @@ export class MaskSubTrainer {
       mainWeight: options.mainWeight ?? defaultMainWeight(this.variant),
       subWeight: hasSubPass(this.variant) ? (options.subWeight ?? DEFAULT_SUB_WEIGHT) : 0,
     });
-    const smoothing = { labelSmoothing: options.labelSmoothing };
+    const smoothing: LossOptions = { labelSmoothing: options.labelSmoothing, targetThreshold: options.targetThreshold, thresholdScope: options.thresholdScope };
+    if (typeof options.loss === 'object' && options.targetThreshold !== undefined) {
+      throw new OptionError('targetThreshold', 'applies to the built-in BCE loss; a custom loss object binarises its own targets');
+    }
     if (typeof options.loss === 'object') this.loss = options.loss;
     else if (options.loss !== undefined) this.loss = relaxedLoss(options.loss, smoothing);
     else this.loss = model.recipeLoss?.(smoothing) ?? relaxedLoss('ce', smoothing);
+    // A recipe loss that ignored the threshold (regression, contrastive) must not run as if it applied.
+    if (options.targetThreshold !== undefined && this.loss.kind !== 'bce') {
+      throw new OptionError('targetThreshold', `binarises BCE targets but the loss is ${this.loss.kind}`);
+    }
     this.rng = new Rng(options.seed ?? 0);
     this.passOptions = options.bnMode ? { bnMode: options.bnMode } : {};
   }

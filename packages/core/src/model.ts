@@ -8,7 +8,7 @@ import { MaskSubError, TensorMismatchError } from './errors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
 import { permute } from './io/permute.js';
-import type { RelaxedLoss } from './contract/loss.js';
+import type { LossOptions, RelaxedLoss } from './contract/loss.js';
 import type { DropPathRule } from './nn.js';
 import type { Rng } from './rng.js';
 import { tf } from './tf.js';
@@ -350,6 +350,6 @@ export interface MaskSubModel {
    * The loss this model's head implies, used when withMaskSub is given no `loss`: e.g. MSE for a
    * regression head (HF problem_type), the contrastive loss for CLIP. Absent: cross-entropy.
    */
-  recipeLoss?(options: { labelSmoothing?: number }): RelaxedLoss;
+  recipeLoss?(options: LossOptions): RelaxedLoss;
   dispose(): void;
 }

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { BACKEND_NAMES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS } from '@masksub/core';
 import { parseRunConfig, readConfigFile, runConfigSchema, setPath } from './config.js';
+import { effectiveBatchSize, resolveLearningRate } from './trainer.js';
 
 const base = { model: 'm', data: { train: 'mnist:train' }, train: { steps: 10 } };
 
@@ -55,5 +56,43 @@ describe('run config', () => {
     writeFileSync(file, 'model: [unclosed');
     expect(() => readConfigFile(file)).toThrow(/run\.yaml: not valid YAML/);
     expect(() => readConfigFile(join(dir, 'missing.yaml'))).toThrow(/missing\.yaml: cannot read/);
+  });
+});
+
+describe('recipe keys of issue 10 (accumulation, EMA, BCE threshold, base lr, model config)', () => {
+  it('defaults: one micro-batch per update, no EMA, soft BCE targets, no base lr', () => {
+    const c = parseRunConfig(base);
+    expect(c.train.accum_steps).toBe(1);
+    expect(c.train.ema_decay).toBeUndefined();
+    expect(c.train.bce_target_thresh).toBeUndefined();
+    expect(c.train.bce_target_thresh_on).toBe('all');
+    expect(c.optimizer.blr).toBeUndefined();
+    expect(c.model_config).toBeUndefined();
+    // Section defaults live in the section schemas (prefault): an empty section and a missing one agree.
+    expect(parseRunConfig({ ...base, optimizer: {} }).optimizer).toEqual(c.optimizer);
+    expect(parseRunConfig({ ...base, run: {} }).run).toEqual(c.run);
+    expect(parseRunConfig({ ...base, augment: {} }).augment).toEqual(c.augment);
+  });
+  it('optimizer.blr scales with the effective batch (MAE: blr * batch_size * accum_steps / 256) and excludes optimizer.lr', () => {
+    const c = parseRunConfig({ ...base, optimizer: { blr: 1e-3 }, train: { steps: 1, batch_size: 32 } });
+    expect(resolveLearningRate(c)).toBeCloseTo((1e-3 * 32) / 256, 12);
+    expect(effectiveBatchSize(c)).toBe(32);
+    expect(() => parseRunConfig({ ...base, optimizer: { lr: 0.1, blr: 1e-3 } }, 'run.yaml')).toThrow(/optimizer\.lr and optimizer\.blr/);
+    expect(resolveLearningRate(parseRunConfig({ ...base, optimizer: { lr: 0.1 } }))).toBe(0.1);
+  });
+  it('validates the new keys by name', () => {
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, accum_steps: 0 } })).toThrow(/'train\.accum_steps'/);
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, accum_steps: 1.5 } })).toThrow(/'train\.accum_steps'/);
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, ema_decay: 1 } })).toThrow(/'train\.ema_decay'/);
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, bce_target_thresh: -0.1 } })).toThrow(/'train\.bce_target_thresh'/);
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, bce_target_thresh_on: 'sub' } })).toThrow(/'train\.bce_target_thresh_on'/);
+    expect(() => parseRunConfig({ ...base, optimizer: { blr: 0 } })).toThrow(/'optimizer\.blr'/);
+    expect(() => parseRunConfig({ ...base, model_config: [1] })).toThrow(/'model_config'/);
+    expect(parseRunConfig({ ...base, train: { steps: 1, bce_target_thresh: 0, bce_target_thresh_on: 'main' } }).train.bce_target_thresh).toBe(0);
+  });
+  it('refuses keys whose behaviour is not in this build rather than ignoring them', () => {
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, accum_steps: 2 } })).toThrow(/train\.accum_steps is not implemented/);
+    expect(() => parseRunConfig({ ...base, train: { steps: 1, ema_decay: 0.99 } })).toThrow(/train\.ema_decay is not implemented/);
+    expect(() => parseRunConfig({ ...base, model_config: { drop_path_rate: 0.1 } })).toThrow(/model_config is not implemented/);
   });
 });

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
+import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
 import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 
@@ -19,6 +19,11 @@ export const runConfigSchema = z
     model: z.string().min(1),
     /** Explicit weights file (safetensors or ONNX) instead of the folder's. */
     weights: z.string().optional(),
+    /**
+     * config.json keys of the model overridden before it is built (e.g. drop_path_rate,
+     * drop_path_rule, bn_mode, hidden_dropout_prob); the adapter's typed config validates them.
+     */
+    model_config: z.record(z.string(), z.unknown()).optional(),
     /** Override the classifier size (fine-tuning to a new label set re-initialises the head). */
     num_labels: positiveInt.optional(),
     data: z
@@ -68,30 +73,17 @@ export const runConfigSchema = z
         repeated_aug_round: z.number().int().min(0).default(256),
       })
       .strict()
-      .default({
-        random_resized_crop: false,
-        pad_crop: 0,
-        hflip: 0,
-        mixup: 0,
-        cutmix: 0,
-        mix_prob: 1,
-        switch_prob: 0.5,
-        label_smoothing: 0,
-        rand_augment: null,
-        rand_augment_interpolation: 'random',
-        three_augment: false,
-        color_jitter: 0,
-        random_erasing: 0,
-        random_erasing_mode: 'pixel',
-        random_erasing_count: 1,
-        repeated_aug: 1,
-        repeated_aug_round: 256,
-      }),
+      .prefault({}),
     optimizer: z
       .object({
         kind: z.enum(['adamw', 'sgd', 'lamb']).default('adamw'),
         /** Unset = the task kind's default (DEFAULT_LR: a fine-tuning rate for a pretrained checkpoint, a from-scratch one for a config.json). */
         lr: z.number().positive().optional(),
+        /**
+         * Base lr (MAE's rule): lr = blr * batch_size * train.accum_steps / 256. Exclusive with
+         * optimizer.lr.
+         */
+        blr: z.number().positive().optional(),
         min_lr: z.number().min(0).default(0),
         weight_decay: z.number().min(0).default(0.05),
         betas: z.tuple([z.number(), z.number()]).optional(),
@@ -103,7 +95,7 @@ export const runConfigSchema = z
         warmup_steps: z.number().int().min(0).default(0),
       })
       .strict()
-      .default({ kind: 'adamw', min_lr: 0, weight_decay: 0.05, clip_grad: null, layer_decay: null, warmup_steps: 0 }),
+      .prefault({}),
     train: z
       .object({
         batch_size: positiveInt.default(64),
@@ -115,9 +107,23 @@ export const runConfigSchema = z
         /** Unset = the model's recipe loss: CE for images, BERT's problem_type (CE / BCE / MSE). */
         loss: z.enum(LOSS_KINDS).optional(),
         seed: z.number().int().min(0).default(0),
+        /**
+         * Gradient accumulation: micro-batches (of batch_size each) per optimizer update (MAE
+         * accum_iter). train.steps counts updates.
+         */
+        accum_steps: positiveInt.default(1),
+        /** Model EMA decay (timm ModelEmaV2: ema = decay * ema + (1 - decay) * w after every update); unset = off. */
+        ema_decay: z.number().gt(0).lt(1).optional(),
+        /** BCE only: targets > t become 1, the rest 0 (timm BinaryCrossEntropy target_threshold); unset = soft targets. */
+        bce_target_thresh: z.number().min(0).lt(1).optional(),
+        /**
+         * Which targets the threshold binarises: 'all' (timm's loss function, so RSB's sub target
+         * too) or 'main' (DeiT-III's targets.gt(0.0) on the mixed main target only).
+         */
+        bce_target_thresh_on: z.enum(BCE_THRESHOLD_SCOPES).default('all'),
       })
       .strict()
-      .default({ batch_size: 64, seed: 0 }),
+      .prefault({}),
     masksub: z
       .object({
         variant: z.enum(VARIANTS).default('masksub'),
@@ -135,7 +141,7 @@ export const runConfigSchema = z
         sub_weight: z.number().min(0).optional(),
       })
       .strict()
-      .default({ variant: 'masksub', ramp: 'constant' }),
+      .prefault({}),
     run: z
       .object({
         dir: z.string().min(1).default('runs/run'),
@@ -147,7 +153,7 @@ export const runConfigSchema = z
         backend: z.enum(BACKEND_NAMES).optional(),
       })
       .strict()
-      .default({ dir: 'runs/run', log_every: 10, eval_every: null, checkpoint_every: 100, keep_checkpoints: 2, quiet: false }),
+      .prefault({}),
   })
   .strict();
 
@@ -174,6 +180,16 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   if (c.masksub.ramp !== 'constant' && (c.masksub.ratio_end === undefined || c.masksub.ratio_steps === undefined)) {
     throw new OptionError('masksub.ramp', `${source}: a ${c.masksub.ramp} ramp needs masksub.ratio_end and masksub.ratio_steps`);
   }
+  if (c.optimizer.lr !== undefined && c.optimizer.blr !== undefined) {
+    throw new OptionError('optimizer.blr', `${source}: optimizer.lr and optimizer.blr are alternatives (the peak lr, or MAE's base lr scaled by batch_size * accum_steps / 256); set one`);
+  }
+  // Keys whose behaviour has not landed yet: refused rather than silently ignored.
+  const pending: [boolean, string][] = [
+    [c.train.accum_steps > 1, 'train.accum_steps'],
+    [c.train.ema_decay !== undefined, 'train.ema_decay'],
+    [c.model_config !== undefined && Object.keys(c.model_config).length > 0, 'model_config'],
+  ];
+  for (const [used, key] of pending) if (used) throw new OptionError(key, `${source}: ${key} is not implemented yet in this build`);
   if (c.augment.rand_augment !== null) parseRandAugment(c.augment.rand_augment);
   if (c.augment.rand_augment !== null && c.augment.three_augment) {
     throw new OptionError('augment.three_augment', `${source}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);

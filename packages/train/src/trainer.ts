@@ -64,11 +64,30 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<{
   return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
 }
 
-/** The peak lr a run uses: the config's, else the task kind's default for a pretrained or a from-scratch model. */
+/** The batch one optimizer update sees: micro-batch size times accumulation steps. */
+export function effectiveBatchSize(config: RunConfig): number {
+  return config.train.batch_size * config.train.accum_steps;
+}
+
+/**
+ * The peak lr a run uses: optimizer.lr, else MAE's rule blr * effective batch / 256 from
+ * optimizer.blr, else the task kind's default for a pretrained or a from-scratch model.
+ */
 export function resolveLearningRate(config: RunConfig): number {
   if (config.optimizer.lr !== undefined) return config.optimizer.lr;
+  if (config.optimizer.blr !== undefined) return (config.optimizer.blr * effectiveBatchSize(config)) / 256;
   const defaults = DEFAULT_LR[taskKindOf(config)];
   return modelIsConfigOnly(config.model) ? defaults.scratch : defaults.finetune;
+}
+
+/** Runs `f`, reporting a library option's error under the run-config key that set it. */
+function renameOption<T>(option: string, key: string, f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof OptionError && e.option === option) throw new OptionError(key, e.message.replace(`option '${option}': `, ''));
+    throw e;
+  }
 }
 
 export async function trainRun(input: RunConfig, options: TrainRunOptions = {}): Promise<TrainRunResult> {
@@ -100,15 +119,17 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   );
   const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: o.warmup_steps });
   const m = config.masksub;
-  const trainer: MaskSubTrainer = withMaskSub(model, {
+  const trainer: MaskSubTrainer = renameOption('targetThreshold', 'train.bce_target_thresh', () => withMaskSub(model, {
     variant: m.variant,
     drop: m.drop,
     ratio: m.ramp === 'constant' || m.ratio === undefined ? m.ratio : { start: m.ratio, end: m.ratio_end ?? m.ratio, steps: m.ratio_steps ?? 1, ramp: m.ramp },
     mainWeight: m.main_weight,
     subWeight: m.sub_weight,
     loss: config.train.loss,
+    targetThreshold: config.train.bce_target_thresh,
+    thresholdScope: config.train.bce_target_thresh_on,
     seed: config.train.seed + 1,
-  });
+  }));
 
   let step = 0;
   if (options.resume) {

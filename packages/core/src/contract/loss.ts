@@ -11,6 +11,24 @@ import { tf } from '../tf.js';
 export const LOSS_KINDS = ['ce', 'bce'] as const;
 export type LossKind = (typeof LOSS_KINDS)[number];
 
+/**
+ * Which targets a BCE target threshold binarises: 'all' as timm's BinaryCrossEntropy(target_threshold)
+ * does when it is the loss function of both passes (RSB, resnet_rsb/train.py:503,621), or 'main'
+ * as DeiT-III's `targets.gt(0.0)` on the mixed main target before either pass (deit/engine.py:43-44;
+ * its sub target sigmoid(main) stays soft).
+ */
+export const BCE_THRESHOLD_SCOPES = ['all', 'main'] as const;
+export type BceThresholdScope = (typeof BCE_THRESHOLD_SCOPES)[number];
+
+/** Options of the recipe losses. */
+export interface LossOptions {
+  labelSmoothing?: number;
+  /** BCE only: targets > t become 1, the rest 0 (timm `target_threshold`); unset = soft targets. */
+  targetThreshold?: number;
+  /** Where the threshold applies; 'all' by default (timm). */
+  thresholdScope?: BceThresholdScope;
+}
+
 /** Targets of the main loss: class indices, or soft targets [B, C] (mixup/cutmix/smoothing). */
 export type Targets = { labels: tf.Tensor1D } | { soft: tf.Tensor2D };
 
@@ -77,8 +95,18 @@ export interface RelaxedLoss {
   sub(subLogits: tf.Tensor, teacher: tf.Tensor): tf.Scalar;
 }
 
+function refuseThreshold(opts: LossOptions, loss: string): void {
+  if (opts.targetThreshold !== undefined) throw new OptionError('targetThreshold', `binarises BCE targets; the ${loss} loss has none to binarise (use the bce loss)`);
+}
+
+/** 1 where x > t, else 0 (torch `x.gt(t).to(x.dtype)`). */
+function binarise(x: tf.Tensor, threshold: number): tf.Tensor {
+  return tf.tidy(() => tf.cast(tf.greater(x, threshold), 'float32'));
+}
+
 /** CE recipes: main CE (label smoothing, soft targets); sub soft-CE toward softmax(stopgrad(main)). */
-export function crossEntropyLoss(opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+export function crossEntropyLoss(opts: LossOptions = {}): RelaxedLoss {
+  refuseThreshold(opts, 'ce');
   const eps = opts.labelSmoothing ?? 0;
   return {
     kind: 'ce',
@@ -88,13 +116,29 @@ export function crossEntropyLoss(opts: { labelSmoothing?: number } = {}): Relaxe
   };
 }
 
-/** BCE recipes (DeiT-III, RSB): main BCE on (smoothed) one-hot or soft targets; sub BCE toward sigmoid(stopgrad(main)). */
-export function binaryCrossEntropyLoss(opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+/**
+ * BCE recipes (DeiT-III, RSB): main BCE on (smoothed) one-hot or soft targets; sub BCE toward
+ * sigmoid(stopgrad(main)). With `targetThreshold` t the main target becomes (target > t), and
+ * with scope 'all' (default) the sub target too: (sigmoid(main) > t).
+ */
+export function binaryCrossEntropyLoss(opts: LossOptions = {}): RelaxedLoss {
   const eps = opts.labelSmoothing ?? 0;
+  const t = opts.targetThreshold;
+  const scope = opts.thresholdScope ?? 'all';
+  if (t !== undefined && !(t >= 0 && t < 1)) throw new OptionError('targetThreshold', `must be in [0, 1), got ${t}`);
+  if (!(BCE_THRESHOLD_SCOPES as readonly string[]).includes(scope)) throw new OptionError('thresholdScope', `'${scope}' (${BCE_THRESHOLD_SCOPES.join(', ')})`);
   return {
     kind: 'bce',
-    main: (logits, targets) => tf.tidy(() => bceWithLogits(logits, denseTargets(targets, logits.shape[logits.rank - 1], eps))),
-    teacher: (mainLogits) => tf.tidy(() => tf.sigmoid(stopGradient(mainLogits))),
+    main: (logits, targets) =>
+      tf.tidy(() => {
+        const dense = denseTargets(targets, logits.shape[logits.rank - 1], eps);
+        return bceWithLogits(logits, t === undefined ? dense : binarise(dense, t));
+      }),
+    teacher: (mainLogits) =>
+      tf.tidy(() => {
+        const p = tf.sigmoid(stopGradient(mainLogits));
+        return t !== undefined && scope === 'all' ? binarise(p, t) : p;
+      }),
     sub: (subLogits, teacher) => bceWithLogits(subLogits, teacher),
   };
 }
@@ -153,13 +197,14 @@ export function contrastiveLoss(): RelaxedLoss {
   };
 }
 
-export function relaxedLoss(kind: LossKind | 'contrastive', opts: { labelSmoothing?: number } = {}): RelaxedLoss {
+export function relaxedLoss(kind: LossKind | 'contrastive', opts: LossOptions = {}): RelaxedLoss {
   switch (kind) {
     case 'ce':
       return crossEntropyLoss(opts);
     case 'bce':
       return binaryCrossEntropyLoss(opts);
     case 'contrastive':
+      refuseThreshold(opts, 'contrastive');
       return contrastiveLoss();
     default:
       throw new OptionError('loss', `unknown loss '${String(kind)}' (ce, bce, contrastive)`);

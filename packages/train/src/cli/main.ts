@@ -119,7 +119,9 @@ function positiveIntFlag(flag: string, value: string | undefined): number | unde
 function resolveConfig(opts: Record<string, unknown>): RunConfig {
   const raw = rawConfig(opts);
   const config = parseRunConfig(raw, opts.config ? String(opts.config) : 'flags');
-  if (config.optimizer.lr === undefined) {
+  if (config.optimizer.blr !== undefined) {
+    log(`optimizer.lr from optimizer.blr: ${config.optimizer.blr} * ${config.train.batch_size * config.train.accum_steps} / 256 = ${resolveLearningRate(config)} (batch_size * accum_steps / 256)`);
+  } else if (config.optimizer.lr === undefined) {
     log(`optimizer.lr is not set: ${resolveLearningRate(config)} (the ${taskKindOf(config)} default for ${config.model.endsWith('.json') ? 'training from scratch' : 'fine-tuning a pretrained checkpoint'}; --lr sets it)`);
   }
   return config;
