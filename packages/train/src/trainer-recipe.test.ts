@@ -3,7 +3,7 @@
  * runs of a 2-layer ViT on MNIST, a few steps each, on the cpu backend.
  */
 import '@masksub/vit';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -56,5 +56,38 @@ describe('BCE target threshold from the run config (item 8)', () => {
     const run = trainRun(config({ train: { loss: 'ce', bce_target_thresh: 0.2 } }), quiet);
     await expect(run).rejects.toThrow(OptionError);
     await expect(trainRun(config({ train: { loss: 'ce', bce_target_thresh: 0.2 } }), quiet)).rejects.toThrow(/train\.bce_target_thresh/);
+  });
+});
+
+describe('loss check before the update (item 12)', () => {
+  // Plain SGD at lr 1e8 on the tiny ViT: updates 1 and 2 are finite, update 3's loss is NaN.
+  const diverging = (checkpointEvery: number) =>
+    config({ optimizer: { kind: 'sgd', lr: 1e8, weight_decay: 0 }, masksub: { variant: 'none' }, train: { steps: 8 }, run: { checkpoint_every: checkpointEvery } });
+  const readCheckpoint = (dir: string, name: string) => ({
+    model: readFileSync(join(dir, 'checkpoints', name, 'model.safetensors')),
+    state: JSON.parse(readFileSync(join(dir, 'checkpoints', name, 'state.json'), 'utf8')) as Record<string, unknown>,
+  });
+
+  it('skips the diverged update, stops naming the cause, and leaves the checkpoint of the last finite step', async () => {
+    const a = diverging(100);
+    const failure = await trainRun(a, quiet).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(OptionError);
+    expect((failure as OptionError).option).toBe('optimizer.lr');
+    expect(String((failure as Error).message)).toMatch(/update 3 diverged: the loss is NaN.*skipped.*step 2.*learning rate is too high.*bad data/s);
+    // No regular checkpoint was due (every 100): the run wrote the last finite state itself.
+    expect(readFileSync(join(a.run.dir, 'checkpoints', 'latest'), 'utf8').trim()).toBe('step-2');
+    expect(readdirSync(join(a.run.dir, 'checkpoints')).filter((d) => d.startsWith('step-'))).toEqual(['step-2']);
+    expect(trainLines(a.run.dir).map((l) => l.step)).toEqual([1, 2]);
+
+    // It is the exact state after update 2: the same bytes and stream positions as a run that
+    // checkpointed step 2 on schedule (and that too stops at update 3 without a step-3 checkpoint).
+    const b = diverging(1);
+    await expect(trainRun(b, quiet)).rejects.toThrow(/update 3 diverged/);
+    expect(readdirSync(join(b.run.dir, 'checkpoints')).filter((d) => d.startsWith('step-')).sort()).toEqual(['step-1', 'step-2']);
+    const ours = readCheckpoint(a.run.dir, 'step-2');
+    const scheduled = readCheckpoint(b.run.dir, 'step-2');
+    expect(ours.model.equals(scheduled.model)).toBe(true);
+    expect(ours.state.rng).toEqual(scheduled.state.rng);
+    expect(ours.state.dataLoader).toEqual(scheduled.state.dataLoader);
   });
 });

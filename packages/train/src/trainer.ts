@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
+import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, openTask, taskKindOf, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
@@ -80,6 +80,34 @@ export function resolveLearningRate(config: RunConfig): number {
   return modelIsConfigOnly(config.model) ? defaults.scratch : defaults.finetune;
 }
 
+/** The data loader's and the mask RNG's states at an update boundary (what a checkpoint resumes from). */
+interface StreamPosition {
+  dataLoader: JsonValue;
+  rng: RngState;
+}
+
+/** a + b per parameter (both maps' tensors are consumed; a parameter in only one keeps its gradient). */
+function addGrads(a: Map<string, tf.Tensor>, b: Map<string, tf.Tensor>): Map<string, tf.Tensor> {
+  for (const [name, g] of b) {
+    const prev = a.get(name);
+    if (prev) {
+      a.set(name, tf.add(prev, g));
+      tf.dispose([prev, g]);
+    } else a.set(name, g);
+  }
+  return a;
+}
+
+/** Every gradient times `factor` (the inputs are consumed). */
+function scaleGrads(grads: Map<string, tf.Tensor>, factor: number): Map<string, tf.Tensor> {
+  const out = new Map<string, tf.Tensor>();
+  for (const [name, g] of grads) {
+    out.set(name, tf.mul(g, factor));
+    g.dispose();
+  }
+  return out;
+}
+
 /** Runs `f`, reporting a library option's error under the run-config key that set it. */
 function renameOption<T>(option: string, key: string, f: () => T): T {
   try {
@@ -107,7 +135,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const { model, adapter, checkpointDir } = await openModel(config, log);
   const task = await openTask({ config, model, adapter, checkpointDir });
   const perEpoch = task.batchesPerEpoch;
-  const totalSteps = config.train.steps ?? Math.ceil((config.train.epochs ?? 1) * (perEpoch ?? 0));
+  const accum = config.train.accum_steps;
+  // Steps count optimizer updates; an epoch is perEpoch micro-batches, perEpoch / accum updates.
+  const totalSteps = config.train.steps ?? Math.ceil(((config.train.epochs ?? 1) * (perEpoch ?? 0)) / accum);
   if (!totalSteps) throw new OptionError('train.epochs', `cannot turn epochs into steps: ${task.description} has no known size; give train.steps`);
 
   const o = config.optimizer;
@@ -155,7 +185,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
 
   const metrics = new MetricsWriter(runDir, options.resume ? { resumeStep: step } : {});
   const progress = new TrainingProgress({ totalSteps, startStep: step, quiet: config.run.quiet || undefined, logEvery: config.run.log_every, stream: options.stream });
-  const checkpoint = async () => {
+  const checkpoint = async (at: StreamPosition) => {
     const opt = optimizer.getState();
     await saveCheckpoint(
       runDir,
@@ -164,8 +194,8 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
         epoch: task.epoch,
         model: model.params.variables,
         optimizer: opt,
-        rng: { masksub: trainer.rng.getState() },
-        dataLoader: task.state(),
+        rng: { masksub: at.rng },
+        dataLoader: at.dataLoader,
         config: config as unknown as JsonValue,
       },
       { keepLast: config.run.keep_checkpoints, requireFinite: true },
@@ -179,7 +209,8 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     progress.log(`eval step ${step}: ${r.summary}`);
     return r;
   };
-  const epochAt = (s: number) => (perEpoch ? s / perEpoch : task.epoch);
+  // Epochs as micro-batches seen (each update consumes accum_steps of them).
+  const epochAt = (s: number) => (perEpoch ? (s * accum) / perEpoch : task.epoch);
 
   const batches = task.batches();
   let intervalImages = 0;
@@ -187,35 +218,72 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   let totalImages = 0;
   const runStart = performance.now();
   const hasSub = hasSubPass(trainer.variant);
-  while (step < totalSteps) {
-    const next = await batches.next();
-    if (next.done) break;
-    const batch = next.value;
+  // Where the streams stood after the last update: a diverged update is skipped, and the
+  // checkpoint of the last finite step must resume from exactly there.
+  let position: StreamPosition = { dataLoader: task.state(), rng: trainer.rng.getState() };
+  let lastCheckpointStep = options.resume ? step : -1;
+  training: while (step < totalSteps) {
     const lr = lrAt(step);
-    const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
-    let grads = r.grads;
+    // One optimizer update: accum_steps micro-batches, each main then sub pass (as the official
+    // MAE/Swin accum_iter loops), their gradients averaged, as one batch of accum_steps times the size.
+    let sum: Map<string, tf.Tensor> | null = null;
+    const losses = { loss: 0, main: 0, sub: 0 };
+    let ratio = 0;
+    let size = 0;
+    for (let micro = 0; micro < accum; micro++) {
+      const next = await batches.next();
+      if (next.done) {
+        if (sum) tf.dispose([...sum.values()]);
+        break training;
+      }
+      const batch = next.value;
+      const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
+      tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+      sum = sum ? addGrads(sum, r.grads) : r.grads;
+      losses.loss += r.loss / accum;
+      losses.main += r.lossMain / accum;
+      losses.sub += r.lossSub / accum;
+      ratio = r.ratio;
+      size += batch.size;
+    }
+    let grads = accum > 1 ? scaleGrads(sum!, 1 / accum) : sum!;
+    // Checked before the update, as a loss scaler does: a non-finite loss or gradient never
+    // reaches the weights (or the optimizer's moments).
+    const gradNorm = Number.isFinite(losses.loss) ? globalGradNormValue(grads) : Number.NaN;
+    if (!Number.isFinite(losses.loss) || !Number.isFinite(gradNorm)) {
+      tf.dispose([...grads.values()]);
+      if (step > 0 && lastCheckpointStep !== step) await checkpoint(position);
+      const what = Number.isFinite(losses.loss) ? `the gradient norm is ${gradNorm} (loss ${losses.loss})` : `the loss is ${losses.loss}`;
+      throw new OptionError(
+        'optimizer.lr',
+        `update ${step + 1} diverged: ${what}. The update was skipped and the run stopped; ${step > 0 ? `checkpoints/latest holds step ${step}, the last finite one` : 'no update had been made'}. ` +
+          `Likely causes: the learning rate is too high (optimizer.lr ${o.lr !== undefined ? o.lr : `unset, resolved to ${resolveLearningRate(config)}`}, ${lr} at this step; lower it, or add warm-up or optimizer.clip_grad), or bad data (NaN/Inf inputs or targets in ${task.description})`,
+      );
+    }
     if (o.clip_grad) {
-      const clipped = clipGradNorm(grads, o.clip_grad);
-      for (const g of grads.values()) g.dispose();
+      const clipped = clipGradNorm(grads, o.clip_grad, gradNorm);
+      tf.dispose([...grads.values()]);
       grads = clipped.grads;
     }
     optimizer.step(grads, lr);
-    for (const g of grads.values()) g.dispose();
-    tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+    tf.dispose([...grads.values()]);
     step++;
-    intervalImages += batch.size;
-    totalImages += batch.size;
+    position = { dataLoader: task.state(), rng: trainer.rng.getState() };
+    intervalImages += size;
+    totalImages += size;
     const seconds = (performance.now() - intervalStart) / 1000;
     const imgPerS = intervalImages / Math.max(seconds, 1e-9);
-    progress.update({ step, epoch: epochAt(step), loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, lr, img_per_s: imgPerS });
+    progress.update({ step, epoch: epochAt(step), loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, lr, img_per_s: imgPerS });
     if (step % config.run.log_every === 0 || step === totalSteps) {
-      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: r.loss, loss_main: r.lossMain, loss_sub: hasSub ? r.lossSub : null, ratio: trainer.variant !== 'none' ? r.ratio : null, img_per_s: imgPerS });
+      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: losses.loss, loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, ratio: trainer.variant !== 'none' ? ratio : null, img_per_s: imgPerS });
       intervalImages = 0;
       intervalStart = performance.now();
     }
-    if (!Number.isFinite(r.loss)) throw new OptionError('optimizer.lr', `the loss diverged (${r.loss}) at step ${step}; lower the learning rate`);
     if (config.run.eval_every && step % config.run.eval_every === 0 && step < totalSteps) await runEval();
-    if (step % config.run.checkpoint_every === 0 || step === totalSteps) await checkpoint();
+    if (step % config.run.checkpoint_every === 0 || step === totalSteps) {
+      await checkpoint(position);
+      lastCheckpointStep = step;
+    }
   }
   await batches.return(undefined);
   progress.stop();

@@ -18,16 +18,23 @@ export function globalGradNorm(grads: ReadonlyMap<string, tf.Tensor>): tf.Scalar
   });
 }
 
-/**
- * Scales all gradients by min(1, maxNorm / (norm + 1e-6)) like PyTorch, so the update direction
- * is kept and only its length is bounded. Non-finite norms propagate (as PyTorch does without
- * error_if_nonfinite) so the caller can see and skip the step.
- */
-export function clipGradNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number): ClippedGrads {
-  if (!(maxNorm > 0)) throw new OptionError('clipGrad', `max norm must be > 0, got ${maxNorm}`);
+/** {@link globalGradNorm} read back as a number (one host sync). */
+export function globalGradNormValue(grads: ReadonlyMap<string, tf.Tensor>): number {
   const normTensor = globalGradNorm(grads);
   const norm = normTensor.dataSync()[0];
   normTensor.dispose();
+  return norm;
+}
+
+/**
+ * Scales all gradients by min(1, maxNorm / (norm + 1e-6)) like PyTorch, so the update direction
+ * is kept and only its length is bounded. Non-finite norms propagate (as PyTorch does without
+ * error_if_nonfinite) so the caller can see and skip the step. `knownNorm` is the norm when the
+ * caller has already computed it (saves a second pass and host sync).
+ */
+export function clipGradNorm(grads: ReadonlyMap<string, tf.Tensor>, maxNorm: number, knownNorm?: number): ClippedGrads {
+  if (!(maxNorm > 0)) throw new OptionError('clipGrad', `max norm must be > 0, got ${maxNorm}`);
+  const norm = knownNorm ?? globalGradNormValue(grads);
   const coef = Math.min(1, maxNorm / (norm + 1e-6));
   const out = new Map<string, tf.Tensor>();
   for (const [name, g] of grads) {
