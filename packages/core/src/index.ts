@@ -15,5 +15,6 @@ export * from './backend/index.js';
 export * from './io/index.js';
 export * from './pretrained.js';
 export * from './verify.js';
+export * from './memory.js';
 export * from './optim/index.js';
 export * from './bench/matmul.js';
