@@ -185,7 +185,6 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   }
   // Keys whose behaviour has not landed yet: refused rather than silently ignored.
   const pending: [boolean, string][] = [
-    [c.train.accum_steps > 1, 'train.accum_steps'],
     [c.train.ema_decay !== undefined, 'train.ema_decay'],
     [c.model_config !== undefined && Object.keys(c.model_config).length > 0, 'model_config'],
   ];

@@ -3,11 +3,11 @@
  * runs of a 2-layer ViT on MNIST, a few steps each, on the cpu backend.
  */
 import '@masksub/vit';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OptionError } from '@masksub/core';
+import { OptionError, parseSafetensors } from '@masksub/core';
 import { parseRunConfig, type RunConfigInput } from './config.js';
 import { trainRun } from './trainer.js';
 
@@ -89,5 +89,65 @@ describe('loss check before the update (item 12)', () => {
     expect(ours.model.equals(scheduled.model)).toBe(true);
     expect(ours.state.rng).toEqual(scheduled.state.rng);
     expect(ours.state.dataLoader).toEqual(scheduled.state.dataLoader);
+  });
+});
+
+/** The fine-tuned folder's tensors. */
+function weightsOf(dir: string, folder = 'model') {
+  return parseSafetensors(readFileSync(join(dir, folder, 'model.safetensors')), folder);
+}
+
+/** Copies a finished run folder without its last checkpoint and final model: a run killed after its previous checkpoint. */
+function killedCopy(dir: string, lastCheckpoint: string): string {
+  const copy = `${dir}-killed`;
+  cpSync(dir, copy, { recursive: true });
+  rmSync(join(copy, 'checkpoints', lastCheckpoint), { recursive: true });
+  rmSync(join(copy, 'model'), { recursive: true });
+  rmSync(join(copy, 'model-ema'), { recursive: true, force: true });
+  return copy;
+}
+
+describe('gradient accumulation (item 11)', () => {
+  it('one update over 2 micro-batches of 4 equals one update over a batch of 8, up to float order', async () => {
+    const recipe = { optimizer: { kind: 'sgd' as const, lr: 0.05, momentum: 0.9, weight_decay: 0.01, clip_grad: 0.5 }, masksub: { variant: 'none' as const } };
+    const large = config({ ...recipe, train: { batch_size: 8, steps: 3 } });
+    const micro = config({ ...recipe, train: { batch_size: 4, accum_steps: 2, steps: 3 } });
+    const single = config({ ...recipe, train: { batch_size: 4, steps: 3 } });
+    for (const c of [large, micro, single]) await trainRun(c, quiet);
+    const a = weightsOf(large.run.dir);
+    const b = weightsOf(micro.run.dir);
+    const c = weightsOf(single.run.dir);
+    let maxDiff = 0;
+    let maxOther = 0;
+    for (const [name, t] of a) {
+      const u = b.get(name)!.data as Float32Array;
+      const v = c.get(name)!.data as Float32Array;
+      (t.data as Float32Array).forEach((x, i) => {
+        maxDiff = Math.max(maxDiff, Math.abs(x - u[i]));
+        maxOther = Math.max(maxOther, Math.abs(x - v[i]));
+      });
+    }
+    expect(maxDiff).toBeLessThan(1e-6);
+    // The same steps on batches of 4 without accumulation land far away.
+    expect(maxOther).toBeGreaterThan(1e-3);
+    // Steps count updates; the logged loss is the mean over the micro-batches (the large batch's loss).
+    const la = trainLines(large.run.dir);
+    const lb = trainLines(micro.run.dir);
+    expect(lb.map((l) => l.step)).toEqual([1, 2, 3]);
+    expect(lb.map((l) => l.epoch)).toEqual(la.map((l) => l.epoch));
+    lb.forEach((l, i) => expect(l.loss).toBeCloseTo(la[i].loss, 5));
+    expect(lb.map((l) => l.lr)).toEqual(la.map((l) => l.lr));
+    // Epochs become updates: 64 images in micro-batches of 4 are 16 micro-batches, 8 updates an epoch.
+    const byEpochs = config({ ...recipe, train: { batch_size: 4, accum_steps: 2, steps: undefined, epochs: 0.25 } });
+    expect((await trainRun(byEpochs, quiet)).steps).toBe(2);
+  });
+
+  it('a run with accumulation killed after a checkpoint resumes to the same weights, bit for bit', async () => {
+    const c = config({ augment: { mixup: 0.2, cutmix: 1 }, train: { batch_size: 4, accum_steps: 2, steps: 4 }, run: { checkpoint_every: 2 } });
+    await trainRun(c, quiet);
+    const killed = killedCopy(c.run.dir, 'step-4');
+    await trainRun({ ...c, run: { ...c.run, dir: killed } }, { ...quiet, resume: true });
+    expect(readFileSync(join(killed, 'model', 'model.safetensors')).equals(readFileSync(join(c.run.dir, 'model', 'model.safetensors')))).toBe(true);
+    expect(trainLines(killed).map((l) => l.loss)).toEqual(trainLines(c.run.dir).map((l) => l.loss));
   });
 });
