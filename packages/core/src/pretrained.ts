@@ -5,16 +5,17 @@
  * `saveModel(model, dir)` writes the HF folder back (config.json + model.safetensors, hub names,
  * PyTorch layouts), loadable by masksub and by transformers/timm.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { discoverCheckpoint, readConfig, readWeights, type WeightsFormat } from './io/hf-folder.js';
+import { existsSync, mkdirSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { type CheckpointLocation, discoverCheckpoint, locateWeights, readConfig, readWeights, renameByAliases, type ReadWeightsResult, type WeightsFormat } from './io/hf-folder.js';
+import { writePth } from './io/pth-write.js';
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
-import { numel } from './io/types.js';
+import { numel, toFloat32 } from './io/types.js';
 import { FileFormatError, OptionError, type MaskSubError } from './errors.js';
 import { MAX_PARAMETERS, type ParamSpec, withParameterBudget } from './model.js';
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
-import { adapterForConfig } from './registry.js';
+import { adapterForConfig, adapterForTimm } from './registry.js';
 import { Rng } from './rng.js';
 
 export interface LoadPretrainedOptions {
@@ -33,6 +34,12 @@ export interface LoadPretrainedOptions {
    * as a classifier (transformers' AutoModelForImageClassification does the same).
    */
   architecture?: string;
+  /**
+   * A timm architecture name (e.g. 'resnet50', 'deit3_base_patch16_224') for a checkpoint with
+   * no config.json beside it (a lone `.pth`): it picks the adapter, the sizes come from the
+   * adapter's table for that name, the class count from the head's shape in the file.
+   */
+  arch?: string;
   /** Where notes go (dequantization, created parameters); default console.error. */
   log?: (message: string) => void;
 }
@@ -47,13 +54,43 @@ export interface LoadedModel {
   weightsPath: string;
   /** Parameters the checkpoint lacked and the adapter created. */
   created: string[];
+  /** The layout the weights came in: pass it to saveModel to write them back the same way. */
+  layout: SaveLayout;
+}
+
+/**
+ * How saveModel writes the weights. 'safetensors' (default): `model.safetensors` under the
+ * model's checkpoint names (HF or timm). 'pth': a PyTorch zip checkpoint `file`, the state dict
+ * nested under `wrapIn` (e.g. ['model'] for the official DeiT release), each tensor under the
+ * name it had in the source file (`fileNames`: checkpoint name -> file name, e.g. DeiT-III's
+ * `gamma_1`, torchvision's `layer1.0.conv1`), `prefix` (DataParallel's `module.`) restored, and
+ * the `carried` tensors the model did not use (BN's `num_batches_tracked`) written back as read,
+ * and the parameters the file lacked (`notInSource`) left out.
+ */
+export type SaveLayout =
+  | { kind: 'safetensors' }
+  | {
+      kind: 'pth';
+      file: string;
+      wrapIn: readonly string[];
+      prefix?: string;
+      fileNames: ReadonlyMap<string, string>;
+      carried: TensorMap;
+      /** Parameters the source file lacked (a created mask token): the source architecture has no place for them. */
+      notInSource: readonly string[];
+    };
+
+export interface SaveModelOptions {
+  /** Default { kind: 'safetensors' }; a LoadedModel's `layout` writes the source layout back. */
+  layout?: SaveLayout;
 }
 
 export async function loadPretrained(dirOrFile: string, options: LoadPretrainedOptions = {}): Promise<LoadedModel> {
   const log = options.log ?? ((m: string) => console.error(m));
-  const found = discoverCheckpoint(dirOrFile, { weights: options.weights });
+  const byArch = options.arch !== undefined ? configFromArch(dirOrFile, options.arch, options.weights, log) : undefined;
+  const found = byArch?.found ?? discoverCheckpoint(dirOrFile, { weights: options.weights });
   let config = found.config as HFConfig;
-  const adapter = adapterForConfig(config, join(found.dir, 'config.json'));
+  const adapter = byArch?.adapter ?? adapterForConfig(config, join(found.dir, 'config.json'));
   if (options.architecture) config = withArchitecture(config, adapter, options.architecture, join(found.dir, 'config.json'));
   if (options.numLabels === undefined) checkLabelCount(config, join(found.dir, 'config.json'));
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
@@ -69,8 +106,10 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   // The weights are read before the model is built, so the size the config implies can be
   // compared with what the file holds before anything is allocated.
   const aliases = adapter.aliases?.(config) ?? {};
-  const { tensors: read, report } = readWeights(found, aliases);
-  const tensors = applyAliases(read, aliases);
+  const { tensors: read, report } = byArch?.read ?? readWeights(found, aliases);
+  const renamed = renameByAliases(read, aliases, found.weightsPath);
+  const tensors = renamed.tensors;
+  const fileNames = new Map([...report.fileNames, ...renamed.fileNames]);
   let fileValues = 0;
   for (const t of tensors.values()) fileValues += numel(t.shape);
   // Room for what a checkpoint may lack: a new head, a mask token, unfolded batch norm.
@@ -92,11 +131,64 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     checkLoadable(tensors, model.params.specs, found.weightsPath, reinitialise);
     const { created } = model.params.load(tensors, found.weightsPath, ignore, reinitialise);
     if (created.length) log(`${found.weightsPath}: created ${created.join(', ')} (not in the checkpoint)`);
-    return { model, adapter, config, format: found.format, dir: found.dir, weightsPath: found.weightsPath, created };
+    const layout: SaveLayout =
+      found.format === 'pth'
+        ? {
+            kind: 'pth',
+            file: basename(found.weightsPath),
+            wrapIn: report.pth?.path ?? [],
+            ...(report.pth?.strippedPrefix ? { prefix: report.pth.strippedPrefix } : {}),
+            fileNames,
+            carried: new Map([...tensors].filter(([name]) => !model.params.specs.has(name) && ignore(name))),
+            notInSource: created,
+          }
+        : { kind: 'safetensors' };
+    return { model, adapter, config, format: found.format, dir: found.dir, weightsPath: found.weightsPath, created, layout };
   } catch (e) {
     model.dispose();
     throw e;
   }
+}
+
+/**
+ * `--arch <name>` for a checkpoint without config.json: the timm config that name stands for
+ * (`architecture`, `num_classes` from the head's shape in the file, the input size the name
+ * ends with), and the adapter serving it. The tensors are read once, under their file names
+ * (the caller applies the adapter's aliases).
+ */
+function configFromArch(
+  dirOrFile: string,
+  archWithTag: string,
+  weights: string | undefined,
+  log: (message: string) => void,
+): { found: CheckpointLocation; adapter: ArchitectureAdapter; read: ReadWeightsResult } {
+  // timm's pretrained tags ('resnet50.a1_in1k') name weights, not architectures
+  const arch = archWithTag.split('.')[0] as string;
+  const located = locateWeights(dirOrFile, { weights });
+  const configPath = join(located.dir, 'config.json');
+  if (existsSync(configPath)) {
+    throw new OptionError('arch', `${configPath} exists and names the architecture; --arch is for a checkpoint without a config.json (remove one of them)`);
+  }
+  let adapter: ArchitectureAdapter;
+  try {
+    adapter = adapterForTimm(arch, '--arch');
+  } catch (e) {
+    throw new OptionError('arch', e instanceof Error ? e.message : String(e));
+  }
+  const read = readWeights(located);
+  const head = [...read.tensors.values()].find((t) => t.shape.length === 2 && t.name.endsWith('.weight') && (adapter.headWeights?.(t.name) ?? false));
+  if (!head) throw new FileFormatError(located.weightsPath, `--arch ${arch}: no classification head weight found (the class count is read from its shape)`);
+  const numClasses = head.shape[0] as number;
+  const config: HFConfig = { architecture: arch, num_classes: numClasses, pretrained_cfg: { input_size: [3, ...timmInputSize(arch)] } };
+  log(`${located.weightsPath}: --arch ${arch}: sizes from the architecture table, ${numClasses} classes from '${head.name}'; preprocessing takes timm's defaults (no pretrained_cfg)`);
+  return { found: { ...located, config }, adapter, read };
+}
+
+/** The input size a timm name ends with (`..._224`, `..._384`), else timm's default 224. */
+export function timmInputSize(arch: string): [number, number] {
+  const m = /_(\d{2,4})$/.exec(arch);
+  const size = m ? Number(m[1]) : 224;
+  return [size, size];
 }
 
 /** A layer count above this is a typo, not a model (the deepest zoo models have about a hundred blocks). */
@@ -170,17 +262,6 @@ export function withArchitecture(config: HFConfig, adapter: ArchitectureAdapter,
   return { ...config, architectures: [architecture] };
 }
 
-/** Rename tensors stored under an alias to the hub name (ONNX names are resolved by the reader already). */
-function applyAliases(tensors: TensorMap, aliases: Readonly<Record<string, string>>): TensorMap {
-  if (![...tensors.keys()].some((k) => k in aliases)) return tensors;
-  const out: TensorMap = new Map();
-  for (const [name, t] of tensors) {
-    const hub = aliases[name] ?? name;
-    out.set(hub, { ...t, name: hub });
-  }
-  return out;
-}
-
 /** A classifier with no classes (`num_labels: 0`, an empty id2label) is a broken config, said up front. */
 function checkLabelCount(config: HFConfig, source: string): void {
   const n = labelCount(config);
@@ -227,10 +308,26 @@ export function buildFromConfig(
   return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed) })), adapter, config };
 }
 
-/** Write the model as an HF folder: config.json + model.safetensors (hub names, PyTorch layouts), atomically. */
-export function saveModel(model: AdapterModel, dir: string, extraConfig: Record<string, unknown> = {}): void {
+/**
+ * Write the model as a folder: config.json + model.safetensors (hub names, PyTorch layouts), or
+ * in the `.pth` layout it was loaded from (options.layout), atomically.
+ */
+export function saveModel(model: AdapterModel, dir: string, extraConfig: Record<string, unknown> = {}, options: SaveModelOptions = {}): void {
   mkdirSync(dir, { recursive: true });
-  writeSafetensors(join(dir, 'model.safetensors'), model.params.export(), { format: 'pt' });
+  const layout = options.layout ?? { kind: 'safetensors' };
+  if (layout.kind === 'pth') {
+    const out: TensorMap = new Map();
+    const put = (hubName: string, t: HostTensor) => {
+      const name = `${layout.prefix ?? ''}${layout.fileNames.get(hubName) ?? hubName}`;
+      const data = t.dtype === 'float32' || t.dtype === 'int64' ? t : { ...t, dtype: 'float32' as const, data: toFloat32(t) };
+      out.set(name, { ...data, name });
+    };
+    for (const [name, t] of model.params.export()) if (!layout.notInSource.includes(name)) put(name, t);
+    for (const [name, t] of layout.carried) put(name, t);
+    writePth(join(dir, layout.file), out, { wrapIn: layout.wrapIn });
+  } else {
+    writeSafetensors(join(dir, 'model.safetensors'), model.params.export(), { format: 'pt' });
+  }
   const config = { ...model.config, ...extraConfig };
   writeFileAtomic(join(dir, 'config.json'), new TextEncoder().encode(`${JSON.stringify(config, null, 2)}\n`));
 }

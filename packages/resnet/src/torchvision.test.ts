@@ -3,8 +3,11 @@
  * num_batches_tracked buffers, beside HF's config.json): parity with the PyTorch reference on cpu
  * and wasm, and timm hub configs of the plain ResNets.
  */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadPretrained, readSafetensors, tf, toFloat32, withMaskSub, type DropMask, type TensorMap } from '@masksub/core';
+import { loadPretrained, readPth, readSafetensors, saveModel, tf, toFloat32, withMaskSub, type DropMask, type TensorMap } from '@masksub/core';
 import { describeShared, sharedPath } from '../../core/src/testing/shared.js';
 import { disposeStep, expectGradientsMatch, expectStepMatches, quiet, recipeKeys, referenceEntry, referenceTensor, useBackend } from '../../core/src/testing/parity.js';
 import { ResNetModel, parseResNetConfig, timmResNetToHfConfig, torchvisionResNetAliases } from './index.js';
@@ -69,3 +72,29 @@ for (const backend of ['cpu', 'wasm'] as const)
       disposeStep(r);
     });
   });
+
+describeShared('fixtures/zoo-layouts/resnet-torchvision', 'torchvision ResNet: load -> save -> load in the source layout', () => {
+  it('writes pytorch_model.pth back under torchvision names, num_batches_tracked included, every value the same', async () => {
+    const tmp = mkdtempSync(join(tmpdir(), 'masksub-tv-'));
+    try {
+      const first = await loadPretrained(sharedPath('fixtures/zoo-layouts/resnet-torchvision'), quiet);
+      saveModel(first.model, tmp, {}, { layout: first.layout });
+      expect(existsSync(join(tmp, 'model.safetensors'))).toBe(false);
+      const original = readPth(sharedPath('fixtures/zoo-layouts/resnet-torchvision/pytorch_model.pth')).tensors;
+      const saved = readPth(join(tmp, 'pytorch_model.pth')).tensors;
+      expect([...saved.keys()].sort()).toEqual([...original.keys()].sort());
+      expect(saved.get('layer1.0.bn1.num_batches_tracked')?.dtype).toBe('int64');
+      for (const [name, t] of original) expect(Array.from(saved.get(name)!.data as ArrayLike<number>), name).toEqual(Array.from(t.data as ArrayLike<number>));
+      const again = await loadPretrained(tmp, quiet);
+      const x = tf.randomNormal([2, 3, 32, 32], 0, 1, 'float32', 4);
+      const y1 = first.model.forward({ pixel_values: x }, { training: false });
+      const y2 = again.model.forward({ pixel_values: x }, { training: false });
+      expect(Array.from(y2.dataSync())).toEqual(Array.from(y1.dataSync()));
+      tf.dispose([x, y1, y2]);
+      first.model.dispose();
+      again.model.dispose();
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});

@@ -24,6 +24,8 @@ export const runConfigSchema = z
      * drop_path_rule, bn_mode, hidden_dropout_prob); the adapter's typed config validates them.
      */
     model_config: z.record(z.string(), z.unknown()).optional(),
+    /** timm architecture name of a lone `.pth` without config.json (sizes from its table). */
+    arch: z.string().min(1).optional(),
     /** Override the classifier size (fine-tuning to a new label set re-initialises the head). */
     num_labels: positiveInt.optional(),
     data: z

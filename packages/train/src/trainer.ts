@@ -59,7 +59,7 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<{
     const built = buildFromConfig(config.model, config.train.seed);
     return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
   }
-  const loaded = await loadPretrained(config.model, { weights: config.weights, seed: config.train.seed, log, numLabels: config.num_labels });
+  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels: config.num_labels });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
   return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
 }

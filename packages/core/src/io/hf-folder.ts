@@ -8,7 +8,7 @@ import { FileFormatError, OptionError } from '../errors.js';
 import type { AliasTable, Finding, OnnxReport } from './onnx.js';
 import { readOnnxWeights } from './onnx.js';
 import { resolveInsideFolder } from './contained-path.js';
-import { readPth } from './pth.js';
+import { readPth, type PthReadResult } from './pth.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorMap } from './types.js';
 
@@ -126,6 +126,10 @@ export interface WeightsReport {
   files: string[];
   findings: Finding[];
   onnx?: OnnxReport;
+  /** A `.pth`: where its state dict sat and the prefix removed (to write it back the same way). */
+  pth?: Pick<PthReadResult, 'path' | 'strippedPrefix' | 'skipped'>;
+  /** Tensors renamed through the alias table: checkpoint (hub) name -> the name in the file. */
+  fileNames: Map<string, string>;
 }
 
 export interface ReadWeightsResult {
@@ -138,10 +142,11 @@ export function readWeights(found: Pick<CheckpointLocation, 'weightsPath' | 'for
   const { weightsPath, format } = found;
   if (format === 'onnx' || format === 'onnx-quantized') {
     const { tensors, report } = readOnnxWeights(weightsPath, { aliases });
-    return { tensors, report: { source: weightsPath, format, files: [weightsPath], findings: report.findings, onnx: report } };
+    return { tensors, report: { source: weightsPath, format, files: [weightsPath], findings: report.findings, onnx: report, fileNames: new Map() } };
   }
   const findings: Finding[] = [];
   let read: { tensors: TensorMap; files: string[] };
+  let pthLayout: WeightsReport['pth'];
   if (format === 'pth') {
     const pth = readPth(weightsPath);
     if (pth.path.length || pth.strippedPrefix) {
@@ -150,15 +155,16 @@ export function readWeights(found: Pick<CheckpointLocation, 'weightsPath' | 'for
       findings.push({ kind: 'nested-state-dict', message: `state dict found ${where}${prefix}; not read: ${pth.skipped.join(', ') || 'nothing'}`, tensors: [] });
     }
     read = { tensors: pth.tensors, files: [weightsPath] };
+    pthLayout = { path: pth.path, strippedPrefix: pth.strippedPrefix, skipped: pth.skipped };
   } else {
     read = weightsPath.endsWith('.index.json') ? readShardedSafetensors(weightsPath) : { tensors: readSafetensors(weightsPath), files: [weightsPath] };
   }
   const { tensors, files } = read;
-  const renamed = aliases ? applyAliases(tensors, aliases, weightsPath) : { tensors, aliased: [] };
+  const renamed = aliases ? renameByAliases(tensors, aliases, weightsPath) : { tensors, aliased: [], fileNames: new Map<string, string>() };
   if (renamed.aliased.length > 0) {
     findings.push({ kind: 'aliased', message: `${renamed.aliased.length} tensor name(s) were mapped to checkpoint names through the alias table`, tensors: renamed.aliased });
   }
-  return { tensors: renamed.tensors, report: { source: weightsPath, format, files, findings } };
+  return { tensors: renamed.tensors, report: { source: weightsPath, format, files, findings, fileNames: renamed.fileNames, ...(pthLayout ? { pth: pthLayout } : {}) } };
 }
 
 /** `model.safetensors.index.json` {weight_map: {tensor: shard file}}: every listed tensor must be in its shard. */
@@ -202,15 +208,20 @@ export function readShardedSafetensors(indexPath: string): { tensors: TensorMap;
   return { tensors, files };
 }
 
-function applyAliases(tensors: TensorMap, aliases: AliasTable, source: string): { tensors: TensorMap; aliased: string[] } {
+/** Tensors under their checkpoint (hub) names; `fileNames` maps each renamed one back to its name in the file. */
+export function renameByAliases(tensors: TensorMap, aliases: AliasTable, source: string): { tensors: TensorMap; aliased: string[]; fileNames: Map<string, string> } {
   const lookup = (n: string): string | undefined => (aliases instanceof Map ? aliases.get(n) : (aliases as Record<string, string>)[n]);
   const out: TensorMap = new Map();
   const aliased: string[] = [];
+  const fileNames = new Map<string, string>();
   for (const [name, t] of tensors) {
     const hub = lookup(name) ?? name;
-    if (hub !== name) aliased.push(`${name} -> ${hub}`);
+    if (hub !== name) {
+      aliased.push(`${name} -> ${hub}`);
+      fileNames.set(hub, name);
+    }
     if (out.has(hub)) throw new FileFormatError(source, `two tensors map to '${hub}' through the alias table`);
     out.set(hub, hub === name ? t : { ...t, name: hub });
   }
-  return { tensors: out, aliased };
+  return { tensors: out, aliased, fileNames };
 }

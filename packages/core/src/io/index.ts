@@ -25,3 +25,5 @@ export type { PthReadResult } from './pth.js';
 export { ForbiddenGlobalError, STATE_DICT_KEYS, parsePth, readPth } from './pth.js';
 export type { TimmInterpolation, TimmPreprocessing } from './timm-config.js';
 export { TIMM_DEFAULT_CROP_PCT, TIMM_INTERPOLATIONS, timmPreprocessing } from './timm-config.js';
+export type { PthWriteOptions } from './pth-write.js';
+export { serializePth, writePth } from './pth-write.js';

@@ -31,11 +31,13 @@ import { checkResumeChanges, configChanges, describeChanges } from '../run-guard
 import { runZeroShot } from '../tasks/zero-shot-run.js';
 
 const log = (m: string) => process.stderr.write(`${m}\n`);
+const ARCH_HELP = 'timm architecture of a lone .pth without config.json (e.g. resnet50, deit3_base_patch16_224)';
 
 /** Flags that map onto config keys (the file's values are overridden). */
 const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, help: string][] = [
   ['--model <dir>', 'model', String, 'checkpoint folder, or a config.json to train from scratch'],
   ['--weights <file>', 'weights', String, 'explicit weights file (safetensors or ONNX)'],
+  ['--arch <name>', 'arch', String, ARCH_HELP],
   ['--data <spec>', 'data.train', String, 'training data (webdataset:, folder:, idx:, mnist:, fashion-mnist:)'],
   ['--eval-data <spec>', 'data.eval', String, 'evaluation data'],
   ['--steps <n>', 'train.steps', Number, 'optimizer steps'],
@@ -196,6 +198,7 @@ export async function main(argv: string[]): Promise<void> {
     .requiredOption('--model <dir>', 'checkpoint folder')
     .requiredOption('--data <spec>', 'evaluation data')
     .option('--weights <file>', 'explicit weights file')
+    .option('--arch <name>', ARCH_HELP)
     .option('--batch-size <n>', 'batch size', '64')
     .option('--limit <n>', 'first N samples only')
     .option('--mean <list>', 'normalisation mean, comma-separated')
@@ -230,8 +233,8 @@ export async function main(argv: string[]): Promise<void> {
         console.log(`zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  loss ${z.loss.toFixed(4)}  (${z.count} images, ${z.classes} classes, ${z.templates} templates)`);
         return;
       }
-      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
-      const preprocess = await preprocessForModel(model, opts.model!, { mean: list(opts.mean), std: list(opts.std) });
+      const { model, dir } = await loadPretrained(opts.model!, { weights: opts.weights, arch: opts.arch, log });
+      const preprocess = await preprocessForModel(model, dir, { mean: list(opts.mean), std: list(opts.std) });
       const data = limitDataset(await openDataSpec(opts.data!, { numClasses: model.numClasses }), limit);
       const r = await evaluate(model, data, preprocess, batchSize);
       if (r.count === 0) throw new OptionError('data', `${data.description} holds no samples to evaluate`);
@@ -244,6 +247,7 @@ export async function main(argv: string[]): Promise<void> {
     .requiredOption('--model <dir>', 'checkpoint folder')
     .requiredOption('--reference <file>', 'reference.safetensors')
     .option('--weights <file>', 'explicit weights file (e.g. <dir>/model.onnx)')
+    .option('--arch <name>', ARCH_HELP)
     .option('--tol-logits <x>', 'max abs error of logits', String(DEFAULT_TOLERANCES.logits))
     .option('--tol-loss <x>', 'max abs error of each loss half', String(DEFAULT_TOLERANCES.loss))
     .option('--tol-grad <x>', 'max relative error of gradients', String(DEFAULT_TOLERANCES.gradRelative))
@@ -252,7 +256,7 @@ export async function main(argv: string[]): Promise<void> {
     .action(async (opts: Record<string, string | undefined>) => {
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow', log });
-      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, log });
+      const { model } = await loadPretrained(opts.model!, { weights: opts.weights, arch: opts.arch, log });
       const report = verifyModel(model, opts.reference!, { logits: Number(opts.tolLogits), loss: Number(opts.tolLoss), gradRelative: Number(opts.tolGrad), gradAbsolute: Number(opts.tolGradAbs) });
       console.log(formatVerifyReport(report));
       if (!report.ok) process.exitCode = 1;
