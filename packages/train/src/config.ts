@@ -9,12 +9,15 @@ import { z } from 'zod';
 import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
 import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
+import { applyRecipe } from './recipes.js';
 
 const ratio = z.number().min(0).lt(1);
 const positiveInt = z.number().int().positive();
 
 export const runConfigSchema = z
   .object({
+    /** A named recipe (packages/train/recipes/<name>.yaml) merged underneath this config; `masksub recipes` lists them. */
+    recipe: z.string().min(1).optional(),
     /** Checkpoint folder (config.json + weights), or a config.json to train from scratch. */
     model: z.string().min(1),
     /** Explicit weights file (safetensors or ONNX) instead of the folder's. */
@@ -95,6 +98,8 @@ export const runConfigSchema = z
         clip_grad: z.number().positive().nullable().default(null),
         layer_decay: z.number().positive().max(1).nullable().default(null),
         warmup_steps: z.number().int().min(0).default(0),
+        /** Warm-up in epochs, as the official recipes state it: turned into steps with the run's steps per epoch (replaces warmup_steps). */
+        warmup_epochs: z.number().min(0).optional(),
       })
       .strict()
       .prefault({}),
@@ -175,7 +180,9 @@ function describeIssues(error: z.ZodError, source: string): string {
 
 /** Validate a config object; errors name each bad key. */
 export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
-  const result = runConfigSchema.safeParse(input);
+  // A named recipe goes underneath: recipe < config file < flags (recipes.ts).
+  const withRecipe = input !== null && typeof input === 'object' && !Array.isArray(input) ? applyRecipe(input as Record<string, unknown>) : input;
+  const result = runConfigSchema.safeParse(withRecipe);
   if (!result.success) throw new OptionError(result.error.issues[0]?.path.join('.') || 'config', `\n${describeIssues(result.error, source)}`);
   const c = result.data;
   if (c.train.steps === undefined && c.train.epochs === undefined) throw new OptionError('train.steps', `${source}: give train.steps or train.epochs`);
@@ -196,6 +203,27 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
     throw new OptionError('augment.three_augment', `${source}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);
   }
   return c;
+}
+
+/**
+ * The warm-up in optimizer steps: optimizer.warmup_epochs times the run's steps per epoch when
+ * set (rounded, as timm and MAE count whole iterations), else optimizer.warmup_steps. A warm-up
+ * as long as the run (a recipe's epochs on a short --steps run) is cut to leave one decay step,
+ * and `log` says so.
+ */
+export function resolveWarmupSteps(config: RunConfig, stepsPerEpoch: number | null, totalSteps: number, log: (m: string) => void = () => {}): number {
+  const o = config.optimizer;
+  let steps = o.warmup_steps;
+  if (o.warmup_epochs !== undefined) {
+    if (!stepsPerEpoch) throw new OptionError('optimizer.warmup_epochs', `cannot turn ${o.warmup_epochs} warm-up epochs into steps: the training data has no known size; give optimizer.warmup_steps`);
+    steps = Math.round(o.warmup_epochs * stepsPerEpoch);
+  }
+  if (steps >= totalSteps) {
+    const cut = Math.max(0, totalSteps - 1);
+    log(`warm-up of ${steps} steps${o.warmup_epochs !== undefined ? ` (${o.warmup_epochs} epochs x ${stepsPerEpoch} steps)` : ''} is not shorter than the run's ${totalSteps} steps: warming up over ${cut}`);
+    steps = cut;
+  }
+  return steps;
 }
 
 /** Read a YAML (or JSON) config file into a plain object. */

@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, openTask, taskKindOf, type TaskEval } from './tasks/index.js';
-import { configToYaml, parseRunConfig, readConfigFile, type RunConfig } from './config.js';
+import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
 import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
 import { writeReport } from './report/report.js';
@@ -147,7 +147,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     model.params.trainable(),
     o.layer_decay && o.layer_decay < 1 ? { layerDecay: { decay: o.layer_decay, numLayers } } : {},
   );
-  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: o.warmup_steps });
+  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ?? null, totalSteps, log) });
   const m = config.masksub;
   const trainer: MaskSubTrainer = renameOption('targetThreshold', 'train.bce_target_thresh', () => withMaskSub(model, {
     variant: m.variant,

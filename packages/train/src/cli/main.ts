@@ -8,6 +8,7 @@
  *   masksub inspect <dir or file>
  *   masksub report <run> [<run> ...]
  *   masksub study --config studies/<name>.yaml  (a grid over seeds, resumable, aggregated)
+ *   masksub recipes [<name>]                   (the named recipes; one resolved)
  *   masksub bench [--quick]
  */
 import { Command, Option } from 'commander';
@@ -15,7 +16,8 @@ import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
-import { parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
+import { configToYaml, parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
+import { listRecipes, readRecipe } from '../recipes.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
 import { evaluate } from '../evaluate.js';
@@ -35,6 +37,7 @@ const ARCH_HELP = 'timm architecture of a lone .pth without config.json (e.g. re
 
 /** Flags that map onto config keys (the file's values are overridden). */
 const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, help: string][] = [
+  ['--recipe <name>', 'recipe', String, 'a named recipe underneath the config file and flags (masksub recipes lists them)'],
   ['--model <dir>', 'model', String, 'checkpoint folder, or a config.json to train from scratch'],
   ['--weights <file>', 'weights', String, 'explicit weights file (safetensors or ONNX)'],
   ['--arch <name>', 'arch', String, ARCH_HELP],
@@ -297,6 +300,24 @@ export async function main(argv: string[]): Promise<void> {
       const r = await runStudy(study, { only: opts.only, maxCells, aggregateOnly: opts.aggregateOnly, command: `masksub study --config ${opts.config}`, log });
       console.log(`${study.name}: trained ${r.trained.length}, skipped ${r.skipped.length} complete, ${r.busy.length} busy; ${r.aggregate.cells.complete}/${r.aggregate.cells.total} cells complete`);
       console.log(`report: ${join(study.results, 'README.md')}`);
+    });
+
+  program
+    .command('recipes')
+    .description('list the named recipes (paper Table B.1, GLUE) with their source, or print one resolved as a run config')
+    .argument('[name]', 'a recipe to print')
+    .action((name: string | undefined) => {
+      if (name === undefined) {
+        const recipes = listRecipes();
+        const width = Math.max(...recipes.map((r) => r.name.length));
+        for (const r of recipes) console.log(`${r.name.padEnd(width)}  ${r.description}\n${' '.repeat(width)}  source: ${r.source}`);
+        console.log('\nuse one with --recipe <name> (or `recipe: <name>` in a config file); the file and flags override its keys');
+        return;
+      }
+      const recipe = readRecipe(name);
+      // Every key the recipe leaves alone shows its schema default; model and data are the run's.
+      const resolved = parseRunConfig({ recipe: name, model: '<--model>', data: { train: '<--data>' } }, recipe.file);
+      console.log(`# ${recipe.name}: ${recipe.description}\n# source: ${recipe.source}\n# file: ${recipe.file}\n${configToYaml(resolved)}`);
     });
 
   program
