@@ -45,11 +45,12 @@ describe('the shipped recipes', () => {
 
   it('carry the official values that set each recipe apart', () => {
     const c = (name: string) => parseRunConfig({ recipe: name, ...run }, name);
-    expect(c('deit3-400')).toMatchObject({ optimizer: { kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5 }, train: { epochs: 400, loss: 'bce' }, augment: { three_augment: true, color_jitter: 0.3, repeated_aug: 3, mixup: 0.8, cutmix: 1 } });
+    expect(c('deit3-400')).toMatchObject({ optimizer: { kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5 }, train: { epochs: 400, loss: 'bce', bce_target_thresh: 0, bce_target_thresh_on: 'main' }, augment: { three_augment: true, color_jitter: 0.3, repeated_aug: 3, mixup: 0.8, cutmix: 1 } });
     expect(c('deit3-800')).toMatchObject({ optimizer: { weight_decay: 0.05 }, train: { epochs: 800 } });
-    expect(c('rsb-a2')).toMatchObject({ optimizer: { kind: 'lamb', lr: 5e-3, weight_decay: 0.02 }, train: { epochs: 300, loss: 'bce' }, augment: { rand_augment: 'rand-m7-mstd0.5', mixup: 0.1, repeated_aug: 3, label_smoothing: 0 } });
-    expect(c('swin')).toMatchObject({ optimizer: { clip_grad: 5, warmup_epochs: 20, weight_decay: 0.05 }, augment: { random_erasing: 0.25, label_smoothing: 0.1 } });
-    expect(c('mae-finetune')).toMatchObject({ optimizer: { layer_decay: 0.65, warmup_epochs: 5 }, augment: { rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25 } });
+    expect(c('rsb-a2')).toMatchObject({ optimizer: { kind: 'lamb', lr: 5e-3, weight_decay: 0.02 }, train: { epochs: 300, loss: 'bce', bce_target_thresh_on: 'all' }, augment: { rand_augment: 'rand-m7-mstd0.5', mixup: 0.1, repeated_aug: 3, label_smoothing: 0 } });
+    expect(c('rsb-a2').train.bce_target_thresh).toBeUndefined(); // timm's soft BCE targets
+    expect(c('swin')).toMatchObject({ optimizer: { blr: 2.5e-4, clip_grad: 5, warmup_epochs: 20, weight_decay: 0.05 }, augment: { random_erasing: 0.25, label_smoothing: 0.1 } });
+    expect(c('mae-finetune')).toMatchObject({ optimizer: { blr: 5e-4, layer_decay: 0.65, warmup_epochs: 5 }, augment: { rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25 } });
     expect(c('beitv2-finetune')).toMatchObject({ optimizer: { lr: 5e-4, layer_decay: 0.6, warmup_epochs: 20 } });
     expect(c('ft-clip')).toMatchObject({ optimizer: { lr: 6e-4, layer_decay: 0.6 }, augment: { mixup: 0, cutmix: 0 }, data: { mean: [0.48145466, 0.4578275, 0.40821073] } });
     expect(c('glue')).toMatchObject({ optimizer: { lr: 2e-5, weight_decay: 0, clip_grad: 1 }, train: { epochs: 3, batch_size: 32 }, masksub: { drop: 'token-masking', ratio: 0.15 } });
@@ -76,6 +77,11 @@ describe('precedence: recipe < config file < flags', () => {
   });
 
   it('choosing one of two alternative keys drops the recipe value of the other', () => {
+    // --lr replaces MAE's base-lr rule instead of colliding with it (the schema refuses both).
+    const lr = parseRunConfig(rawConfig({ recipe: 'mae-finetune', model: 'm', data: 'mnist:train', lr: '1e-4' }), 'flags');
+    expect(lr.optimizer).toMatchObject({ lr: 1e-4, layer_decay: 0.65 });
+    expect(lr.optimizer.blr).toBeUndefined();
+    expect(() => parseRunConfig({ ...run, train: { steps: 1 }, optimizer: { lr: 1e-4, blr: 1e-4 } })).toThrow(/alternatives/);
     // warm-up in steps replaces the recipe's epochs; --steps replaces its epochs.
     const c = parseRunConfig({ recipe: 'mae-finetune', ...run, optimizer: { warmup_steps: 3 }, train: { steps: 2 } });
     expect(c.optimizer.warmup_epochs).toBeUndefined();

@@ -147,7 +147,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     model.params.trainable(),
     o.layer_decay && o.layer_decay < 1 ? { layerDecay: { decay: o.layer_decay, numLayers } } : {},
   );
-  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ?? null, totalSteps, log) });
+  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
   const m = config.masksub;
   const trainer: MaskSubTrainer = renameOption('targetThreshold', 'train.bce_target_thresh', () => withMaskSub(model, {
     variant: m.variant,

@@ -51,7 +51,7 @@ describeShared('fixtures/hf-tiny/vit', 'masksub train --recipe (hf-tiny ViT on C
     const resolved = YAML.parse(readFileSync(join(runDir, 'config.resolved.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
     expect(resolved.recipe).toBe('deit3-400');
     expect(resolved.optimizer).toMatchObject({ kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5, min_lr: 1e-5 });
-    expect(resolved.train).toMatchObject({ loss: 'bce', batch_size: 8, steps: 2 }); // --batch-size and --steps over the recipe
+    expect(resolved.train).toMatchObject({ loss: 'bce', bce_target_thresh: 0, bce_target_thresh_on: 'main', batch_size: 8, steps: 2 }); // --batch-size and --steps over the recipe
     expect(resolved.train.epochs).toBeUndefined(); // --steps replaced the recipe's 400 epochs
     expect(resolved.augment).toMatchObject({ three_augment: true, color_jitter: 0.3, mixup: 0.8, cutmix: 1, repeated_aug: 3, repeated_aug_round: 0 });
     expect(resolved.masksub).toMatchObject({ variant: 'masksub', ratio: 0.5 });
@@ -64,5 +64,17 @@ describeShared('fixtures/hf-tiny/vit', 'masksub train --recipe (hf-tiny ViT on C
     const step = readdirSync(ckpts).find((d) => d.startsWith('step-'))!;
     const state = JSON.parse(readFileSync(join(ckpts, step, 'state.json'), 'utf8')) as { optimizer: { kind: string } };
     expect(state.optimizer.kind).toBe('lamb');
+  });
+
+  it("MAE's lr rule: the recipe's blr scaled by the run's own batch (blr * 8 / 256) is the rate the optimizer steps with", () => {
+    const runDir = join(tmp, 'mae');
+    const r = masksub('train', '--recipe', 'mae-finetune', '--model', fixturePath('vit'), '--data', `webdataset:${sharedPath('data/cifar10/test-000000.tar.gz')}`,
+      '--steps', '2', '--batch-size', '8', '--set', 'data.train_limit=16', '--set', 'run.log_every=1', '--run-dir', runDir, '--quiet', '--backend', 'cpu');
+    expect(r.status, r.stderr).toBe(0);
+    const resolved = YAML.parse(readFileSync(join(runDir, 'config.resolved.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(resolved.optimizer).toMatchObject({ blr: 5e-4, layer_decay: 0.65, weight_decay: 0.05 });
+    expect(resolved.augment).toMatchObject({ rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25, mixup: 0.8, label_smoothing: 0.1 });
+    const train = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'train');
+    expect(train.map((m) => m.lr)).toEqual([0, (5e-4 * 8) / 256]);
   });
 });
