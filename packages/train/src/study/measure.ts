@@ -7,7 +7,11 @@
  */
 import {
   type AdapterModel,
+  type ArchitectureAdapter,
   type DropOperator,
+  type ModelInputs,
+  type Targets,
+  textCapabilityOf,
   dropPathSub,
   dropoutSub,
   loadPretrained,
@@ -18,6 +22,8 @@ import {
 } from '@masksub/core';
 import { join } from 'node:path';
 import type { RunConfig } from '../config.js';
+import { readGlueTask } from '../data/glue.js';
+import { parseGlueSpec, type GlueSpec } from '../tasks/index.js';
 import { DataLoader } from '../data/loader.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
@@ -42,18 +48,52 @@ export function measureDropOperator(model: AdapterModel, kind: MeasureSpec['drop
   return model.dropOperator(kind);
 }
 
+/** One fixed batch of the measurement: model inputs, recipe targets, its size, and what to free. */
+interface MeasureBatch {
+  inputs: ModelInputs;
+  targets: Targets;
+  size: number;
+  tensors: tf.Tensor[];
+}
+
+/** The first `spec.samples` training images, unaugmented, in file order. */
+async function* imageBatches(config: RunConfig, model: AdapterModel, modelDir: string, spec: MeasureSpec): AsyncGenerator<MeasureBatch> {
+  const preprocess = await preprocessForModel(model, modelDir);
+  const numClasses = config.data.num_classes ?? model.numClasses;
+  const train = limitDataset(limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit), spec.samples);
+  const loader = new DataLoader(train, { batchSize: spec.batch_size, preprocess, shuffle: false, dropLast: false, numClasses });
+  for await (const batch of loader.epochBatches()) {
+    const x = tf.tensor4d(batch.images, batch.shape);
+    const labels = tf.tensor1d(batch.labels, 'int32');
+    yield { inputs: { pixel_values: x }, targets: { labels }, size: batch.shape[0], tensors: [x, labels] };
+  }
+}
+
+/** The first `spec.samples` GLUE training rows in file order, tokenized by the saved folder's tokenizer. */
+async function* textBatches(config: RunConfig, glue: GlueSpec, adapter: ArchitectureAdapter, modelDir: string, spec: MeasureSpec): AsyncGenerator<MeasureBatch> {
+  const text = textCapabilityOf(adapter);
+  if (!text) throw new OptionError('data.train', `the ${adapter.name} model takes no text: GLUE needs a text model`);
+  const tokenizer = await text.loadTokenizer(config.data.tokenizer ?? modelDir);
+  const all = await readGlueTask(glue.dir, glue.task, glue.split);
+  const rows = all.slice(0, Math.min(spec.samples, config.data.train_limit ?? all.length));
+  for (let start = 0; start < rows.length; start += spec.batch_size) {
+    const part = rows.slice(start, start + spec.batch_size);
+    const inputs = tokenizer.encode(part.map((r) => (r.text_b === undefined ? r.text_a : [r.text_a, r.text_b])), { maxLength: config.data.max_length, padding: 'longest' });
+    const labels = tf.tensor1d(part.map((r) => r.label), glue.task === 'stsb' ? 'float32' : 'int32');
+    yield { inputs, targets: { labels }, size: part.length, tensors: [...Object.values(inputs), labels] };
+  }
+}
+
 /**
  * Measure the final model of a finished run folder (`<run>/model`, saved by the trainer with the
- * preprocessing it was trained with).
+ * preprocessing or tokenizer it was trained with): image classification and GLUE text tasks.
  */
 export async function measureTrainLoss(config: RunConfig, spec: MeasureSpec): Promise<TrainLossMeasurement> {
   const modelDir = join(config.run.dir, 'model');
-  const { model } = await loadPretrained(modelDir, { seed: config.train.seed, log: () => undefined });
+  const { model, adapter } = await loadPretrained(modelDir, { seed: config.train.seed, log: () => undefined });
   try {
-    const preprocess = await preprocessForModel(model, modelDir);
-    const numClasses = config.data.num_classes ?? model.numClasses;
-    const train = limitDataset(limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit), spec.samples);
-    const loader = new DataLoader(train, { batchSize: spec.batch_size, preprocess, shuffle: false, dropLast: false, numClasses });
+    const glue = parseGlueSpec(config.data.train);
+    const batches = glue ? textBatches(config, glue, adapter, modelDir, spec) : imageBatches(config, model, modelDir, spec);
     const op = measureDropOperator(model, spec.drop);
     const rng = new Rng(spec.seed);
     // The trainer's recipe loss (train.loss, else the model's own), without smoothing or mixing.
@@ -61,26 +101,24 @@ export async function measureTrainLoss(config: RunConfig, spec: MeasureSpec): Pr
     let clean = 0;
     let drop = 0;
     let count = 0;
-    for await (const batch of loader.epochBatches()) {
-      const b = batch.shape[0];
-      const x = tf.tensor4d(batch.images, batch.shape);
-      const labels = tf.tensor1d(batch.labels, 'int32');
-      const inputs = { pixel_values: x };
+    for await (const batch of batches) {
+      const { inputs, targets } = batch;
       const mask = op.sample(inputs, spec.ratio, rng);
       const view = op.apply(inputs, mask);
       const [c, d] = tf.tidy(() => {
-        const lc = loss.main(model.forward(inputs, { training: false }), { labels });
-        // Eval mode (batch-norm running statistics) with the drop applied: only the drop differs.
-        const ld = loss.main(model.forward(view.inputs, { ...view.forward, training: false }), { labels });
+        const lc = loss.main(model.forward(inputs, { training: false }), targets);
+        // Eval mode (batch-norm running statistics, no dropout of the model's own) with the drop
+        // applied: only the drop differs.
+        const ld = loss.main(model.forward(view.inputs, { ...view.forward, training: false }), targets);
         return [lc.dataSync()[0], ld.dataSync()[0]];
       });
-      for (const [k, t] of Object.entries(view.inputs)) if (inputs[k as keyof typeof inputs] !== t) t.dispose();
+      for (const [k, t] of Object.entries(view.inputs)) if (inputs[k] !== t) t.dispose();
       view.forward.keepIndices?.dispose();
       view.forward.maskedPositions?.dispose();
-      tf.dispose([x, labels]);
-      clean += c * b;
-      drop += d * b;
-      count += b;
+      tf.dispose(batch.tensors);
+      clean += c * batch.size;
+      drop += d * batch.size;
+      count += batch.size;
     }
     if (count === 0) throw new OptionError('measure.samples', `${config.data.train}: no training samples to measure the train loss on`);
     return { clean: clean / count, drop: drop / count, drop_kind: spec.drop, ratio: spec.ratio, samples: count, seed: spec.seed };

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MaskSubError } from '@masksub/core';
+import { describeShared, sharedPath } from '../../../core/src/testing/shared.js';
 import { aggregateStudy, compareStats, stat } from './aggregate.js';
 import { recipeDifferences, studyCells } from './cells.js';
 import { readStudy, parseStudy } from './schema.js';
@@ -226,5 +227,49 @@ describe('generic metrics and statistics', () => {
     expect(agg.settings[0].final).toMatchObject({ mean: 4, std: Math.SQRT2 });
     // Improvement of a lower-is-better metric counts as positive gain.
     expect(agg.convergence?.lastQuarterGain.mean).toBe(1);
+  });
+});
+
+describeShared('data/glue/SST-2', 'masksub study on a GLUE task', () => {
+  it('runs text cells and measures the train loss on clean and [MASK]ed rows with the saved tokenizer', async () => {
+    await import('@masksub/bert');
+    const dir = join(tmp, 'glue');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'bert.json'),
+      JSON.stringify({ model_type: 'bert', vocab_size: 30522, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64, num_labels: 2 }),
+    );
+    writeFileSync(
+      join(dir, 'base.yaml'),
+      `model: ${join(dir, 'bert.json')}
+data: { train: "glue:${sharedPath('data/glue/SST-2')}:train", eval: "glue:${sharedPath('data/glue/SST-2')}:dev", tokenizer: ${sharedPath('data/tokenizers/bert-base-uncased')}, train_limit: 32, eval_limit: 16, max_length: 32 }
+optimizer: { lr: 0.001, warmup_steps: 1 }
+train: { batch_size: 8, steps: 2 }
+run: { log_every: 1, eval_every: 2, checkpoint_every: 2, quiet: true, backend: cpu }
+`,
+    );
+    writeFileSync(
+      join(dir, 'study.yaml'),
+      `base: ${join(dir, 'base.yaml')}
+seeds: [0]
+results: ${join(dir, 'results')}
+runs: ${join(dir, 'runs')}
+metric: accuracy
+measure: { drop: token-masking, ratio: 0.5, samples: 16, batch_size: 8 }
+settings:
+  - name: baseline
+    set: { masksub.variant: none }
+  - name: masksub
+    set: { masksub.variant: masksub }
+`,
+    );
+    const r = await runStudy(readStudy(join(dir, 'study.yaml')), quiet);
+    expect(r.trained.sort()).toEqual(['baseline/seed-0', 'masksub/seed-0']);
+    const summary = readSummary(join(dir, 'results', 'cells', 'masksub', 'seed-0.json'));
+    expect(summary.final.accuracy).toBeGreaterThanOrEqual(0);
+    expect(summary.train_loss).toMatchObject({ drop_kind: 'token-masking', samples: 16 });
+    expect(Number.isFinite(summary.train_loss.clean) && Number.isFinite(summary.train_loss.drop)).toBe(true);
+    // Half the real tokens replaced by [MASK] changes what the model sees, so the loss moves.
+    expect(summary.train_loss.drop).not.toBe(summary.train_loss.clean);
   });
 });
