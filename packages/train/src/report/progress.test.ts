@@ -94,4 +94,10 @@ describe('formatting', () => {
       'step  1/10 ( 10.0%) | loss_main NaN | loss_sub - | lr 1.00e-1 | 1.0 img/s | eta 0:09',
     );
   });
+
+  it('shows the share of time spent waiting for data when the trainer measured it', () => {
+    expect(formatProgressLine({ step: 2, loss_main: 1, lr: 0.1, img_per_s: 8, data_wait: 0.034 }, 10, 4)).toBe(
+      'step  2/10 ( 20.0%) | loss_main 1.0000 | loss_sub - | lr 1.00e-1 | 8.0 img/s | data wait 3% | eta 0:04',
+    );
+  });
 });

@@ -35,6 +35,15 @@ export interface ProgressUpdate {
   loss_sub?: number | null;
   lr: number;
   img_per_s: number;
+  /**
+   * Share of the wall time since the last update spent waiting for the next batch (0..1): above a
+   * few percent the input pipeline, not the step, sets the pace. Absent when not measured.
+   */
+  data_wait?: number;
+}
+
+function formatWait(v: number | undefined): string {
+  return v === undefined || !Number.isFinite(v) ? '-' : `${(100 * v).toFixed(0)}%`;
 }
 
 /** `h:mm:ss` / `m:ss`, the way people read an ETA. */
@@ -68,13 +77,14 @@ export function formatProgressLine(u: ProgressUpdate, totalSteps: number, etaSec
     `loss_sub ${formatLoss(u.loss_sub)}`,
     `lr ${formatLr(u.lr)}`,
     `${u.img_per_s.toFixed(1)} img/s`,
+    ...(u.data_wait !== undefined ? [`data wait ${formatWait(u.data_wait)}`] : []),
     `eta ${formatDuration(etaSeconds)}`,
   ];
   return parts.join(' | ');
 }
 
 const BAR_FORMAT =
-  '{bar} {value}/{total} {percentage}% | ETA {eta_formatted} | {img_per_s} img/s | loss main {loss_main} sub {loss_sub} | lr {lr}';
+  '{bar} {value}/{total} {percentage}% | ETA {eta_formatted} | {img_per_s} img/s (data wait {data_wait}) | loss main {loss_main} sub {loss_sub} | lr {lr}';
 
 export class TrainingProgress {
   readonly quiet: boolean;
@@ -131,6 +141,7 @@ export class TrainingProgress {
         loss_main: '-',
         loss_sub: '-',
         lr: '-',
+        data_wait: '-',
       });
     }
   }
@@ -143,6 +154,7 @@ export class TrainingProgress {
         loss_main: formatLoss(u.loss_main),
         loss_sub: formatLoss(u.loss_sub),
         lr: formatLr(u.lr),
+        data_wait: formatWait(u.data_wait),
       });
       // cli-progress redraws from a timer, which never fires while a synchronous training step
       // holds the event loop; redraw now so the bar moves with every step.
