@@ -31,6 +31,12 @@ export const runConfigSchema = z
     arch: z.string().min(1).optional(),
     /** Override the classifier size (fine-tuning to a new label set re-initialises the head). */
     num_labels: positiveInt.optional(),
+    /**
+     * The HF model class to build from the checkpoint when its adapter offers several, e.g.
+     * CLIPForImageClassification: a CLIPModel's vision tower + a new linear head (FT-CLIP), with
+     * num_labels from the data's class count when not given.
+     */
+    architecture: z.string().min(1).optional(),
     data: z
       .object({
         train: z.string().min(1),
@@ -48,6 +54,10 @@ export const runConfigSchema = z
         tokenizer: z.string().min(1).optional(),
         /** Text tasks: longest encoded row in tokens, special tokens included (batches pad to their longest row). */
         max_length: z.number().int().min(4).default(128),
+        /** Class names, one a line in label order (default: classes.txt beside the shards): zero-shot, template captions, the class count. */
+        classes: z.string().min(1).optional(),
+        /** Image-text tasks: caption templates over the class names, a set name (simple, cifar) or templates with '{}'. */
+        templates: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
       })
       .strict(),
     augment: z

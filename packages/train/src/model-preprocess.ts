@@ -29,7 +29,9 @@ export async function preprocessForModel(model: MaskSubModel, modelDir: string, 
     spec = timmEvalSpec(timm);
     source = join(modelDir, 'config.json');
   } else {
-    const img = mc.image_size;
+    // Dual-encoder and vision-tower configs (CLIP, FT-CLIP) keep it in vision_config.
+    const vision = mc.vision_config as Record<string, unknown> | undefined;
+    const img = mc.image_size ?? vision?.image_size;
     const size = overrides.imageSize ?? (Array.isArray(img) ? Number(img[0]) : typeof img === 'number' ? img : undefined);
     if (!size) throw new OptionError('data.image_size', 'the model config has no image_size; set data.image_size');
     spec = explicitPreprocessSpec({ size, channels, mean: channels === 1 ? [IMAGENET_MEAN[0]] : IMAGENET_MEAN, std: channels === 1 ? [IMAGENET_STD[0]] : IMAGENET_STD });

@@ -6,9 +6,9 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
+import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
-import { DEFAULT_LR, openTask, taskKindOf, type TaskEval } from './tasks/index.js';
+import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
 import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
@@ -54,14 +54,22 @@ function modelIsConfigOnly(path: string): boolean {
 }
 
 async function openModel(config: RunConfig, log: (m: string) => void): Promise<{ model: AdapterModel; adapter: ArchitectureAdapter; checkpointDir: string }> {
+  // A new head (architecture) sizes itself from the data when num_labels is not given.
+  const numLabels = await resolveNumLabels(config);
   if (modelIsConfigOnly(config.model)) {
     log(`model: ${config.model} (random initialisation, no pretrained weights)`);
-    const built = buildFromConfig(config.model, config.train.seed);
+    const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture });
     return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
   }
-  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels: config.num_labels });
+  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
   return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
+}
+
+/** A config.json with another label count (its id2label/label2id no longer apply). */
+function withNumLabels(config: Record<string, unknown>, numLabels: number): Record<string, unknown> {
+  const { id2label: _i, label2id: _l, ...rest } = config;
+  return { ...rest, num_labels: numLabels };
 }
 
 /** The batch one optimizer update sees: micro-batch size times accumulation steps. */

@@ -22,6 +22,7 @@ import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
 import { evaluate } from '../evaluate.js';
 import { writeReport } from '../report/report.js';
+import { PERCENT_METRICS } from '../report/metrics.js';
 import { limitDataset } from '../subset.js';
 import { readRunConfig, resolveLearningRate, trainRun, type TrainRunResult } from '../trainer.js';
 import { readStudy } from '../study/schema.js';
@@ -187,7 +188,7 @@ export async function main(argv: string[]): Promise<void> {
       const key = results[0][1].metric;
       const [b, m] = results.map(([, r]) => (key ? r.final?.metrics[key] : undefined));
       if (key && b !== undefined && m !== undefined) {
-        const percent = key === 'top1' || key === 'top5';
+        const percent = PERCENT_METRICS.has(key);
         const diff = m - b;
         console.log(`MaskSub - baseline ${key === 'top1' ? 'top-1' : key}: ${(diff >= 0 ? '+' : '') + diff.toFixed(percent ? 2 : 4)}${percent ? ' points' : ''}`);
       }

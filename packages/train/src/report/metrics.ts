@@ -39,7 +39,8 @@ export interface TrainRecord {
 
 /**
  * One evaluation: the task's metrics under their own keys. Image classification logs top1/top5
- * in percent (0-100), as timm reports them; GLUE tasks log their GLUE keys (accuracy, f1,
+ * in percent (0-100), as timm reports them; image-text tasks their retrieval recalls
+ * (i2t_r1, i2t_r5, t2i_r1, t2i_r5) and zero-shot accuracies (zero_shot_top1/5) in percent too; GLUE tasks log their GLUE keys (accuracy, f1,
  * matthews_correlation, pearson, spearmanr) as fractions, as GLUE and HF evaluate do.
  */
 export interface EvalRecord {
@@ -53,7 +54,10 @@ export interface EvalRecord {
 }
 
 /** Metric keys in the order that picks a run's main metric (the first present wins). */
-export const PRIMARY_METRICS = ['top1', 'f1', 'matthews_correlation', 'pearson', 'accuracy'] as const;
+export const PRIMARY_METRICS = ['top1', 'zero_shot_top1', 'i2t_r1', 'f1', 'matthews_correlation', 'pearson', 'accuracy'] as const;
+
+/** Metrics logged in percent (0-100): image accuracies, zero-shot accuracies, retrieval recalls. Every other metric key is a fraction or a correlation. */
+export const PERCENT_METRICS: ReadonlySet<string> = new Set(['top1', 'top5', 'zero_shot_top1', 'zero_shot_top5', 'i2t_r1', 'i2t_r5', 't2i_r1', 't2i_r5']);
 
 /** The metric keys of an eval record (everything numeric but step, epoch and time). */
 export function metricKeysOf(record: EvalRecord): string[] {

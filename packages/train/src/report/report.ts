@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
 import { FileFormatError, OptionError } from '@masksub/core';
-import { METRICS_FILE, metricValue, primaryMetric, readMetrics, type EvalRecord, type MetricsRecord, type TrainRecord } from './metrics.js';
+import { METRICS_FILE, PERCENT_METRICS, metricValue, primaryMetric, readMetrics, type EvalRecord, type MetricsRecord, type TrainRecord } from './metrics.js';
 import { accuracySpec, comparisonSpec, learningRateSpec, lossSpec, renderSvg, svgToPng, type RunMetrics } from './plots.js';
 import { formatDuration } from './progress.js';
 
@@ -110,7 +110,7 @@ function metricLabel(key: string): string {
 
 /** Percent metrics get 2 decimals; fractions and correlations 4. */
 function digitsOf(key: string | null): number {
-  return key === 'top1' || key === 'top5' ? 2 : 4;
+  return key !== null && PERCENT_METRICS.has(key) ? 2 : 4;
 }
 
 /** One row per run; with several runs, a Δ column against the first (list the baseline first). */

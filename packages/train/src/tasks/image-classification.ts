@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { OptionError, tf, writeFileAtomic, type MaskSubModel } from '@masksub/core';
 import type { JsonValue } from '../checkpoint/checkpoint.js';
 import type { RunConfig } from '../config.js';
-import { DataLoader } from '../data/loader.js';
+import { DataLoader, type DataLoaderOptions } from '../data/loader.js';
 import { recipeLoaderOptions } from '../data/recipe-augment.js';
 import { preprocessSpecToHf, type PreprocessSpec } from '../data/preprocess.js';
 import type { AnyImageDataset, ImageBatch, LoaderState } from '../data/types.js';
@@ -29,6 +29,25 @@ function batchOf(batch: ImageBatch): TaskBatch {
   return { inputs: { pixel_values: x }, targets, size: n, tensors: [x, target] };
 }
 
+/** The training loader of an image task: batch size, seed, shuffling and the augment.* keys (no batch mixing). */
+export function imageTrainLoaderOptions(config: RunConfig, preprocess: PreprocessSpec, numClasses: number | undefined): DataLoaderOptions {
+  const aug = config.augment;
+  return {
+    batchSize: config.train.batch_size,
+    preprocess,
+    shuffle: true,
+    dropLast: true,
+    seed: config.train.seed,
+    numClasses,
+    augment: {
+      randomResizedCrop: aug.random_resized_crop === false ? undefined : { scale: aug.random_resized_crop.scale },
+      padCrop: aug.pad_crop || undefined,
+      hflip: aug.hflip,
+    },
+    ...recipeLoaderOptions(aug, preprocess),
+  };
+}
+
 export class ImageClassificationTask implements Task {
   readonly kind = 'image-classification' as const;
   readonly metricKeys = ['top1', 'top5'] as const;
@@ -43,18 +62,7 @@ export class ImageClassificationTask implements Task {
       throw new OptionError('train.batch_size', `${config.train.batch_size} is larger than the ${o.train.size} samples of ${o.train.description}; lower it`);
     }
     this.loader = new DataLoader(o.train, {
-      batchSize: config.train.batch_size,
-      preprocess: o.preprocess,
-      shuffle: true,
-      dropLast: true,
-      seed: config.train.seed,
-      numClasses: o.numClasses,
-      augment: {
-        randomResizedCrop: aug.random_resized_crop === false ? undefined : { scale: aug.random_resized_crop.scale },
-        padCrop: aug.pad_crop || undefined,
-        hflip: aug.hflip,
-      },
-      ...recipeLoaderOptions(aug, o.preprocess),
+      ...imageTrainLoaderOptions(config, o.preprocess, o.numClasses),
       mixup: mixing
         ? { mixupAlpha: aug.mixup, cutmixAlpha: aug.cutmix, prob: aug.mix_prob, switchProb: aug.switch_prob, labelSmoothing: aug.label_smoothing }
         : undefined,

@@ -8,18 +8,21 @@ import type { Batch, MaskSubModel, tf } from '@masksub/core';
 import type { JsonValue } from '../checkpoint/checkpoint.js';
 
 /** The task kinds the trainer runs (one source of truth: the schema and the help read it). */
-export const TASK_KINDS = ['image-classification', 'text-classification', 'text-regression'] as const;
+export const TASK_KINDS = ['image-classification', 'text-classification', 'text-regression', 'image-text-contrastive'] as const;
 export type TaskKind = (typeof TASK_KINDS)[number];
 
 /**
  * Default peak learning rates: from scratch (config.json models) and fine-tuning a pretrained
  * checkpoint, per task kind. Fine-tuning rates as the reference scripts use them: 2e-5 for text
- * (HF run_glue), 1e-4 for images (small-batch fine-tuning of pretrained ViT/ResNet).
+ * (HF run_glue), 1e-4 for images (small-batch fine-tuning of pretrained ViT/ResNet); image-text
+ * contrastive 5e-4 from scratch (the CLIP paper's ViT-B/32 rate) and 1e-5 to continue a pretrained
+ * CLIP (its embedding space is easily destroyed at image-classification rates).
  */
 export const DEFAULT_LR: Readonly<Record<TaskKind, { scratch: number; finetune: number }>> = {
   'image-classification': { scratch: 1e-3, finetune: 1e-4 },
   'text-classification': { scratch: 1e-4, finetune: 2e-5 },
   'text-regression': { scratch: 1e-4, finetune: 2e-5 },
+  'image-text-contrastive': { scratch: 5e-4, finetune: 1e-5 },
 };
 
 /** One training batch: the model inputs, the recipe targets, and how many examples it holds. */

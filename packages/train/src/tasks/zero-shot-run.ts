@@ -39,7 +39,7 @@ export async function runZeroShot(o: ZeroShotRunOptions): Promise<ZeroShotResult
     const tokDir = o.tokenizer ?? modelDir;
     if (!text.hasTokenizer(tokDir)) throw new OptionError('--tokenizer', `${tokDir} holds no tokenizer files (tokenizer.json, merges.txt or bpe_simple_vocab_16e6.txt.gz); give --tokenizer <dir>`);
     const tokenizer = await text.loadTokenizer(tokDir);
-    const maxLength = (model as { textContextLength?: number }).textContextLength ?? 77;
+    const maxLength = model.textContextLength ?? 77;
     const encode = (captions: readonly string[]) => tokenizer.encode(captions, { maxLength, padding: 'longest' });
 
     const spec = parseDataSpec(o.data, '--data');
@@ -59,7 +59,7 @@ export async function runZeroShot(o: ZeroShotRunOptions): Promise<ZeroShotResult
     const templates = resolveTemplates(o.templates, '--templates');
     const dataset = limitDataset(opened, o.limit);
     const hasPreprocessor = existsSync(join(modelDir, 'preprocessor_config.json'));
-    const imageSize = hasPreprocessor ? undefined : (model as { imageSize?: number }).imageSize;
+    const imageSize = hasPreprocessor ? undefined : model.imageSize;
     const preprocess = await preprocessForModel(model, modelDir, { imageSize, mean: o.mean, std: o.std });
     const classifier = zeroShotWeights(model, classNames, templates, encode);
     try {

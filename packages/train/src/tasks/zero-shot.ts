@@ -20,6 +20,10 @@ export interface ImageTextModel extends MaskSubModel {
   textFeatures(inputs: ModelInputs): tf.Tensor2D;
   /** exp(logit_scale) * norm(images) @ norm(texts)^T [B, T]. */
   similarity(imageEmbeds: tf.Tensor, textEmbeds: tf.Tensor): tf.Tensor2D;
+  /** Longest text the text tower takes, when it has a limit. */
+  readonly textContextLength?: number;
+  /** Side of the square images the vision tower takes, when fixed. */
+  readonly imageSize?: number;
 }
 
 export function isImageTextModel(model: MaskSubModel): model is ImageTextModel {
