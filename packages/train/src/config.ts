@@ -204,7 +204,6 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   }
   // Keys whose behaviour has not landed yet: refused rather than silently ignored.
   const pending: [boolean, string][] = [
-    [c.train.ema_decay !== undefined, 'train.ema_decay'],
     [c.model_config !== undefined && Object.keys(c.model_config).length > 0, 'model_config'],
   ];
   for (const [used, key] of pending) if (used) throw new OptionError(key, `${source}: ${key} is not implemented yet in this build`);

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { OptionError } from '@masksub/core';
 
 /** What a masksub run writes into its folder (all of it goes on --force, nothing else does). */
-export const RUN_OUTPUTS = ['checkpoints', 'model', 'metrics.jsonl', 'report.md', 'plots', 'config.resolved.yaml'] as const;
+export const RUN_OUTPUTS = ['checkpoints', 'model', 'model-ema', 'metrics.jsonl', 'report.md', 'plots', 'config.resolved.yaml'] as const;
 
 /** Config keys a resume may change: they do not alter the weights a run reaches. */
 export const SAFE_ON_RESUME: readonly string[] = ['run.dir', 'run.backend', 'run.quiet', 'run.log_every'];

@@ -151,3 +151,60 @@ describe('gradient accumulation (item 11)', () => {
     expect(trainLines(killed).map((l) => l.loss)).toEqual(trainLines(c.run.dir).map((l) => l.loss));
   });
 });
+
+describe('model EMA (item 10)', () => {
+  const decay = 0.9;
+  const emaRun = (over: Parameters<typeof config>[0] = {}) =>
+    config({
+      ...over,
+      data: { train: 'mnist:train', train_limit: 64, eval: 'mnist:test', eval_limit: 16, mean: [0.13], std: [0.31] },
+      train: { ema_decay: decay, steps: 4, ...over.train },
+      run: { checkpoint_every: 2, eval_every: 2, ...over.run },
+    });
+
+  it('follows ema = decay * ema + (1 - decay) * w after every update, is evaluated as ema_*, and is saved as model-ema/', async () => {
+    // With SGD and no momentum, the EMA after 2 updates is checked against the checkpoints' weights:
+    // e2 = d^2 w0 + d (1 - d) w1 + (1 - d) w2.
+    const c = emaRun({ optimizer: { kind: 'sgd', lr: 0.1, weight_decay: 0 }, train: { steps: 2 }, run: { checkpoint_every: 1, keep_checkpoints: 3 } });
+    const r = await trainRun(c, quiet);
+    const ckpt = (n: number, file: string) => parseSafetensors(readFileSync(join(c.run.dir, 'checkpoints', `step-${n}`, file)), file);
+    const w1 = ckpt(1, 'model.safetensors');
+    const e1 = ckpt(1, 'ema.safetensors');
+    const w2 = ckpt(2, 'model.safetensors');
+    const e2 = ckpt(2, 'ema.safetensors');
+    let worst = 0;
+    for (const [name, t] of w2) {
+      const expected = (e1.get(name)!.data as Float32Array).map((e, i) => Math.fround(Math.fround(e * decay) + Math.fround((t.data as Float32Array)[i] * Math.fround(1 - decay))));
+      const got = e2.get(name)!.data as Float32Array;
+      got.forEach((g, i) => (worst = Math.max(worst, Math.abs(g - expected[i]))));
+      expect(w1.has(name)).toBe(true);
+    }
+    expect(worst).toBeLessThan(1e-6);
+    // The EMA lags: it is not the live model.
+    const name = [...w2.keys()].find((n) => n.endsWith('classifier.bias'))!;
+    expect(Array.from(e2.get(name)!.data as Float32Array)).not.toEqual(Array.from(w2.get(name)!.data as Float32Array));
+    // The saved EMA folder is the step-2 EMA (a 1-D tensor: checkpoints keep the internal layout), loadable like model/ (same side files).
+    const saved = weightsOf(c.run.dir, 'model-ema');
+    expect(Array.from(saved.get(name)!.data as Float32Array)).toEqual(Array.from(e2.get(name)!.data as Float32Array));
+    expect(readdirSync(join(c.run.dir, 'model-ema')).sort()).toEqual(readdirSync(join(c.run.dir, 'model')).sort());
+    expect(r.emaModelDir).toBe(join(c.run.dir, 'model-ema'));
+    // Eval lines carry the EMA model's metrics beside the live ones.
+    const evals = readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'eval');
+    expect(evals.length).toBeGreaterThan(0);
+    for (const e of evals) for (const k of ['top1', 'top5', 'loss']) expect(typeof e[`ema_${k}`]).toBe('number');
+    expect(r.finalEma?.metrics.top1).toBe(evals.at(-1).ema_top1);
+    expect(r.finalEma?.metrics.loss).not.toBe(r.final?.metrics.loss);
+  });
+
+  it('a killed and resumed run with EMA equals an uninterrupted one, EMA included, bit for bit', async () => {
+    const c = emaRun({ augment: { mixup: 0.2, cutmix: 1 } });
+    await trainRun(c, quiet);
+    const killed = killedCopy(c.run.dir, 'step-4');
+    await trainRun({ ...c, run: { ...c.run, dir: killed } }, { ...quiet, resume: true });
+    for (const folder of ['model', 'model-ema']) {
+      expect(readFileSync(join(killed, folder, 'model.safetensors')).equals(readFileSync(join(c.run.dir, folder, 'model.safetensors')))).toBe(true);
+    }
+    const evalLines = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'eval').map(({ time: _t, ...rest }) => rest);
+    expect(evalLines(killed)).toEqual(evalLines(c.run.dir));
+  });
+});

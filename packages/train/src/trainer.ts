@@ -10,12 +10,15 @@ import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFro
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
+import { emaMetrics, ModelEma } from './ema.js';
 import { MetricsWriter } from './report/metrics.js';
 import { TrainingProgress } from './report/progress.js';
 import { writeReport } from './report/report.js';
 import { checkResumeChanges, configChanges, describeChanges, prepareFreshRunDir } from './run-guard.js';
 
 export const RESOLVED_CONFIG = 'config.resolved.yaml';
+/** The EMA model's folder in a run (beside `model/`). */
+export const EMA_MODEL_DIR = 'model-ema';
 
 export interface TrainRunOptions {
   /** Continue the run in `config.run.dir` from its last checkpoint. */
@@ -33,8 +36,12 @@ export interface TrainRunResult {
   steps: number;
   backend: BackendInfo;
   final: TaskEval | null;
+  /** The EMA model's final evaluation (train.ema_decay set and eval data given). */
+  finalEma: TaskEval | null;
   /** The fine-tuned model as an HF folder. */
   modelDir: string;
+  /** The EMA model as an HF folder (train.ema_decay set), beside `modelDir`. */
+  emaModelDir: string | null;
   /** Training throughput in `unit`s (images or text examples) per second. */
   examplesPerSecond: number;
   unit: string;
@@ -169,6 +176,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     seed: config.train.seed + 1,
   }));
 
+  // Started from the weights training begins with (pretrained or initialised), as timm's ModelEmaV2.
+  const ema = config.train.ema_decay !== undefined ? new ModelEma(config.train.ema_decay, model.params.variables) : null;
+
   let step = 0;
   if (options.resume) {
     const ckpt = await loadLatestCheckpoint(runDir, { log });
@@ -183,6 +193,13 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       }
     }
     restoreVariables(model.params.variables, ckpt.model, ckpt.dir);
+    if (ema) {
+      if (!ckpt.ema) {
+        disposeCheckpoint(ckpt);
+        throw new OptionError('train.ema_decay', `${ckpt.dir} holds no model EMA, so the run cannot continue one`);
+      }
+      ema.restore(ckpt.ema, ckpt.dir);
+    }
     if (ckpt.optimizer) optimizer.setState(ckpt.optimizer);
     if (ckpt.rng.masksub) trainer.rng.setState(ckpt.rng.masksub);
     if (ckpt.dataLoader) task.restore(ckpt.dataLoader);
@@ -201,6 +218,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
         step,
         epoch: task.epoch,
         model: model.params.variables,
+        ...(ema ? { ema: ema.tensors } : {}),
         optimizer: opt,
         rng: { masksub: at.rng },
         dataLoader: at.dataLoader,
@@ -210,12 +228,14 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     );
     for (const t of opt.tensors.values()) t.dispose();
   };
-  const runEval = async (): Promise<TaskEval | null> => {
+  /** Evaluates the live weights and, with EMA, the EMA weights (logged as ema_<metric>). */
+  const runEval = async (): Promise<{ live: TaskEval; ema: TaskEval | null } | null> => {
     const r = await task.evaluate(model);
     if (!r) return null;
-    metrics.logEval({ step, epoch: epochAt(step), ...r.metrics });
-    progress.log(`eval step ${step}: ${r.summary}`);
-    return r;
+    const e = ema ? await ema.swapIn(() => task.evaluate(model)) : null;
+    metrics.logEval({ step, epoch: epochAt(step), ...r.metrics, ...(e ? emaMetrics(e.metrics) : {}) });
+    progress.log(`eval step ${step}: ${r.summary}${e ? `\neval step ${step} (EMA): ${e.summary}` : ''}`);
+    return { live: r, ema: e };
   };
   // Epochs as micro-batches seen (each update consumes accum_steps of them).
   const epochAt = (s: number) => (perEpoch ? (s * accum) / perEpoch : task.epoch);
@@ -275,6 +295,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     }
     optimizer.step(grads, lr);
     tf.dispose([...grads.values()]);
+    ema?.update();
     step++;
     position = { dataLoader: task.state(), rng: trainer.rng.getState() };
     intervalImages += size;
@@ -295,14 +316,20 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   }
   await batches.return(undefined);
   progress.stop();
-  const final = await runEval();
+  const finalEval = await runEval();
   const modelDir = join(runDir, 'model');
   saveModel(model, modelDir);
   task.completeFolder(modelDir);
+  const emaModelDir = ema ? join(runDir, EMA_MODEL_DIR) : null;
+  if (ema && emaModelDir) {
+    await ema.swapIn(() => saveModel(model, emaModelDir));
+    task.completeFolder(emaModelDir);
+    ema.dispose();
+  }
   metrics.close();
   await writeReport(runDir);
   const examplesPerSecond = totalImages / Math.max((performance.now() - runStart) / 1000, 1e-9);
   optimizer.dispose();
   model.dispose();
-  return { runDir, steps: step, backend, final, modelDir, examplesPerSecond, unit: task.unit, metric: task.metricKeys[0] ?? null };
+  return { runDir, steps: step, backend, final: finalEval?.live ?? null, finalEma: finalEval?.ema ?? null, modelDir, emaModelDir, examplesPerSecond, unit: task.unit, metric: task.metricKeys[0] ?? null };
 }

@@ -29,6 +29,8 @@ export interface CheckpointState {
   step: number;
   epoch: number;
   model: ReadonlyMap<string, tf.Tensor>;
+  /** The model EMA's tensors (same names as `model`), when the run keeps one. */
+  ema?: ReadonlyMap<string, tf.Tensor>;
   optimizer?: OptimizerState;
   /** Named RNG streams (`Rng.getState()`), e.g. { data: ..., mask: ... }. */
   rng?: Record<string, RngState>;
@@ -43,6 +45,8 @@ export interface LoadedCheckpoint {
   step: number;
   epoch: number;
   model: Map<string, tf.Tensor>;
+  /** The model EMA's tensors; null when the run kept none. */
+  ema: Map<string, tf.Tensor> | null;
   optimizer: OptimizerState | null;
   rng: Record<string, RngState>;
   dataLoader: JsonValue | null;
@@ -69,6 +73,7 @@ const VERSION = 1;
 const MANIFEST = 'state.json';
 const MODEL_FILE = 'model.safetensors';
 const OPTIMIZER_FILE = 'optimizer.safetensors';
+const EMA_FILE = 'ema.safetensors';
 const LATEST = 'latest';
 const STEP_DIR = /^step-(\d+)$/;
 /** Temp/trash entries carry the writer's pid so only abandoned ones are removed. */
@@ -108,6 +113,7 @@ export function checkpointsDir(runDir: string): string {
 export async function saveCheckpoint(runDir: string, state: CheckpointState, options: SaveOptions = {}): Promise<string> {
   validateSaveInput(state, options);
   if (options.requireFinite) await checkFinite(state.model, state.step);
+  if (options.requireFinite && state.ema) await checkFinite(state.ema, state.step);
   try {
     return await saveCheckpointUnchecked(runDir, state, options);
   } catch (e) {
@@ -153,6 +159,7 @@ async function saveCheckpointUnchecked(runDir: string, state: CheckpointState, o
     await mkdir(tmp);
     const files: Record<string, FileEntry> = {};
     files[MODEL_FILE] = await writeTensorFile(join(tmp, MODEL_FILE), state.model, 'model');
+    if (state.ema) files[EMA_FILE] = await writeTensorFile(join(tmp, EMA_FILE), state.ema, 'ema');
     if (state.optimizer && state.optimizer.tensors.size > 0) {
       files[OPTIMIZER_FILE] = await writeTensorFile(join(tmp, OPTIMIZER_FILE), state.optimizer.tensors, 'optimizer');
     }
@@ -403,7 +410,10 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
   const manifest = await readManifest(dir);
   const model = await readTensorFile(dir, MODEL_FILE, manifest.files[MODEL_FILE]);
   let optimizer: OptimizerState | null = null;
+  let ema: Map<string, tf.Tensor> | null = null;
   try {
+    const emaEntry = manifest.files[EMA_FILE];
+    if (emaEntry) ema = await readTensorFile(dir, EMA_FILE, emaEntry);
     if (manifest.optimizer) {
       const entry = manifest.files[OPTIMIZER_FILE];
       const tensors = entry ? await readTensorFile(dir, OPTIMIZER_FILE, entry) : new Map<string, tf.Tensor>();
@@ -411,6 +421,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     }
   } catch (e) {
     model.forEach((t) => t.dispose());
+    ema?.forEach((t) => t.dispose());
     throw e;
   }
   return {
@@ -418,6 +429,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
     step: manifest.step,
     epoch: manifest.epoch,
     model,
+    ema,
     optimizer,
     rng: manifest.rng,
     dataLoader: manifest.dataLoader,
@@ -428,6 +440,7 @@ export async function loadCheckpoint(dir: string): Promise<LoadedCheckpoint> {
 /** Frees the tensors of a loaded checkpoint. */
 export function disposeCheckpoint(c: LoadedCheckpoint): void {
   c.model.forEach((t) => t.dispose());
+  c.ema?.forEach((t) => t.dispose());
   c.optimizer?.tensors.forEach((t) => t.dispose());
 }
 

@@ -147,7 +147,8 @@ function withConfigFlags(cmd: Command): Command {
 
 function summaryLine(name: string, r: TrainRunResult): string {
   const f = r.final;
-  return `${name.padEnd(10)} ${f ? f.summary : 'no evaluation data'}  (${r.steps} steps, ${r.examplesPerSecond.toFixed(1)} ${r.unit}/s, ${r.runDir})`;
+  const ema = r.finalEma ? `\n${'  EMA'.padEnd(10)} ${r.finalEma.summary}  (${r.emaModelDir})` : '';
+  return `${name.padEnd(10)} ${f ? f.summary : 'no evaluation data'}  (${r.steps} steps, ${r.examplesPerSecond.toFixed(1)} ${r.unit}/s, ${r.runDir})${ema}`;
 }
 
 export async function main(argv: string[]): Promise<void> {
