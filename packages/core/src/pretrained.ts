@@ -110,6 +110,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const renamed = renameByAliases(read, aliases, found.weightsPath);
   const tensors = renamed.tensors;
   const fileNames = new Map([...report.fileNames, ...renamed.fileNames]);
+  if (adapter.configForWeights) config = adapter.configForWeights(config, new Set(tensors.keys()));
   let fileValues = 0;
   for (const t of tensors.values()) fileValues += numel(t.shape);
   // Room for what a checkpoint may lack: a new head, a mask token, unfolded batch norm.

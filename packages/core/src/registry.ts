@@ -55,6 +55,12 @@ export interface ArchitectureAdapter {
    * `vit.layers.0.attention.q_proj.weight`), applied to every weights file that uses them.
    */
   aliases?(config: HFConfig): Readonly<Record<string, string>>;
+  /**
+   * The config completed from the tensor names the weights file holds (checkpoint names, after
+   * aliases), where the config leaves the layout open (e.g. MAE's pooled head: `fc_norm.*` and
+   * no final `norm.*`). Called before `build`; the result is the model's config.
+   */
+  configForWeights?(config: HFConfig, names: ReadonlySet<string>): HFConfig;
 }
 
 export const ADAPTER_TOKEN = Symbol.for('masksub.ArchitectureAdapter');

@@ -6,12 +6,12 @@ import { isTimmConfig, registerAdapter, type ArchitectureAdapter } from '@masksu
 import { ViTModel } from './model.js';
 import { parseViTConfig } from './config.js';
 import { vitAliases, vitIgnoredWeights } from './weights.js';
-import { TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig } from './timm.js';
+import { TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig, timmViTConfigForWeights } from './timm.js';
 
 export { parseViTConfig, type ViTConfig } from './config.js';
 export { ViTModel } from './model.js';
 export { vitAliases, vitParamSpecs, vitIgnoredWeights } from './weights.js';
-export { TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig, timmViTParamSpecs, type TimmViTConfig } from './timm.js';
+export { TIMM_GLOBAL_POOLS, TIMM_VIT_ARCHITECTURES, TimmViTModel, officialDeitAliases, parseTimmViTConfig, timmViTConfigForWeights, timmViTParamSpecs, type TimmGlobalPool, type TimmViTConfig } from './timm.js';
 
 export const vitAdapter: ArchitectureAdapter = {
   name: 'vit',
@@ -22,6 +22,7 @@ export const vitAdapter: ArchitectureAdapter = {
   ignoredWeights: vitIgnoredWeights,
   headWeights: (name) => name.startsWith('classifier.') || name.startsWith('head.'),
   aliases: (config) => (isTimmConfig(config) ? officialDeitAliases(parseTimmViTConfig(config)) : vitAliases(parseViTConfig(config))),
+  configForWeights: (config, names) => (isTimmConfig(config) ? timmViTConfigForWeights(config, names) : config),
 };
 
 registerAdapter(vitAdapter);

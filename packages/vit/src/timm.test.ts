@@ -25,7 +25,7 @@ describe('parseTimmViTConfig', () => {
 
   it('refuses what it cannot build, naming it', () => {
     expect(() => parseTimmViTConfig({ architecture: 'vit_weird_patch16_224', model_args: {} })).toThrow(/model_args\.embed_dim .* 'vit_weird_patch16_224'/);
-    expect(() => parseTimmViTConfig({ architecture: 'vit_base_patch16_224', model_args: { global_pool: 'avg' } })).toThrow(/global_pool/);
+    expect(() => parseTimmViTConfig({ architecture: 'vit_base_patch16_224', model_args: { global_pool: 'max' } })).toThrow(/global_pool/);
     expect(() => parseTimmViTConfig({ architecture: 'deit_base_distilled_patch16_224', model_args: {} })).toThrow(/distilled/);
   });
 });

@@ -35,6 +35,10 @@ import { vitDropOperator } from './model.js';
 /** timm architecture names this module serves (glob patterns, as registered with the adapter). */
 export const TIMM_VIT_ARCHITECTURES: readonly string[] = ['vit_*', 'deit_*', 'deit3_*'];
 
+/** The pools of timm's VisionTransformer that masksub builds. */
+export const TIMM_GLOBAL_POOLS = ['token', 'avg'] as const;
+export type TimmGlobalPool = (typeof TIMM_GLOBAL_POOLS)[number];
+
 /** Sizes by the model-size word of a timm name, as timm's model definitions set them. */
 const SIZES: Readonly<Record<string, { embed_dim: number; depth: number; num_heads: number }>> = {
   tiny: { embed_dim: 192, depth: 12, num_heads: 3 },
@@ -60,6 +64,17 @@ export interface TimmViTConfig {
   layerScale: boolean;
   /** Position embedding on the patch tokens only (DeiT-III). */
   noEmbedClass: boolean;
+  /**
+   * What the head reads: 'token' = the class token after the final norm; 'avg' = the mean of
+   * the patch tokens (class token excluded; in the sub pass the kept tokens only), as MAE's
+   * fine-tuning head (`global_pool=True`, mae/models_vit.py) and timm's `global_pool='avg'`.
+   */
+  globalPool: TimmGlobalPool;
+  /**
+   * LayerNorm after pooling (`fc_norm.*`) instead of the final `norm`: timm uses it when
+   * fc_norm is true, or null with an 'avg' pool (MAE's layout).
+   */
+  fcNorm: boolean;
   layerNormEps: number;
   dropRate: number;
   attnDropRate: number;
@@ -91,14 +106,20 @@ export function parseTimmViTConfig(raw: HFConfig, source = 'config.json'): TimmV
   };
   for (const [key, ok] of [
     ['class_token', (v: unknown) => v === true],
-    ['global_pool', (v: unknown) => v === 'token'],
     ['reg_tokens', (v: unknown) => v === 0],
-    ['fc_norm', (v: unknown) => v === false || v === null],
+    ['fc_norm', (v: unknown) => v === false || v === true || v === null],
     ['pre_norm', (v: unknown) => v === false],
   ] as const) {
-    if (key in args && !ok(args[key])) throw new FileFormatError(source, `model_args.${key} = ${JSON.stringify(args[key])} is not supported (a class-token ViT with a head on the class token)`);
+    if (key in args && !ok(args[key])) throw new FileFormatError(source, `model_args.${key} = ${JSON.stringify(args[key])} is not supported (a class-token ViT, head on the class token or on the mean patch token)`);
   }
-  if (raw.global_pool !== undefined && raw.global_pool !== 'token') throw new FileFormatError(source, `global_pool '${String(raw.global_pool)}' is not supported (only 'token')`);
+  // model_args wins over the top-level key timm writes beside it
+  const poolKey = 'global_pool' in args ? 'model_args.global_pool' : 'global_pool';
+  const pool = args.global_pool ?? raw.global_pool ?? 'token';
+  if (!(TIMM_GLOBAL_POOLS as readonly unknown[]).includes(pool)) throw new FileFormatError(source, `${poolKey} ${JSON.stringify(pool)} is not supported (${TIMM_GLOBAL_POOLS.join(', ')})`);
+  const globalPool = pool as TimmGlobalPool;
+  // timm: use_fc_norm = global_pool in ('avg', ...) if fc_norm is None else fc_norm
+  const fcNormArg = args.fc_norm ?? null;
+  const fcNorm = fcNormArg === null ? globalPool === 'avg' : fcNormArg === true;
   const embedDim = pick('embed_dim', named?.embed_dim);
   const numHeads = pick('num_heads', named?.num_heads);
   if (embedDim % numHeads) throw new FileFormatError(source, `embed_dim ${embedDim} is not a multiple of num_heads ${numHeads}`);
@@ -121,6 +142,8 @@ export function parseTimmViTConfig(raw: HFConfig, source = 'config.json'): TimmV
     numClasses,
     layerScale: initValues !== null && initValues !== undefined && initValues !== 0,
     noEmbedClass: 'no_embed_class' in args ? Boolean(args.no_embed_class) : family === 'deit3',
+    globalPool,
+    fcNorm,
     layerNormEps: 1e-6,
     dropRate: rate('drop_rate') || rate('proj_drop_rate'),
     attnDropRate: rate('attn_drop_rate'),
@@ -160,9 +183,22 @@ export function timmViTParamSpecs(c: TimmViTConfig): ParamSpec[] {
     lin(`${b}.mlp.fc2`, d, c.mlpHidden);
     if (c.layerScale) specs.push({ name: `${b}.ls2.gamma`, shape: [d], layout: 'identity', init: 'ones' });
   }
-  norm('norm');
+  // timm: norm is Identity when fc_norm is used, and fc_norm Identity otherwise
+  norm(c.fcNorm ? 'fc_norm' : 'norm');
   lin('head', c.numClasses, d);
   return specs;
+}
+
+/**
+ * A checkpoint's head layout where the config leaves it open: `fc_norm.weight` without
+ * `norm.weight` is MAE's fine-tuning head (mean patch token + fc_norm), so the config is set
+ * to `global_pool: 'avg'`, `fc_norm: true` (what timm would need to load the same file).
+ */
+export function timmViTConfigForWeights(config: HFConfig, names: ReadonlySet<string>): HFConfig {
+  const args = (typeof config.model_args === 'object' && config.model_args !== null ? config.model_args : {}) as Record<string, unknown>;
+  const said = 'global_pool' in args || config.global_pool !== undefined || 'fc_norm' in args;
+  if (said || !names.has('fc_norm.weight') || names.has('norm.weight')) return config;
+  return { ...config, global_pool: 'avg', model_args: { ...args, global_pool: 'avg', fc_norm: true } };
 }
 
 /** The official DeiT / DeiT-III release names (`deit/models_v2.py`) -> timm names. */
@@ -270,9 +306,13 @@ export class TimmViTModel implements AdapterModel {
         mlp = dropout(mlp, dropRate, layerSeed(seed, i, 3));
         h = tf.add(h, dropPath(scale(mlp, 'ls2'), layerPath, layerSeed(seed, i, 4)));
       }
-      const clsOut = tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]);
-      const normed = layerNorm(clsOut, this.p('norm.weight'), this.p('norm.bias'), cfg.layerNormEps);
-      return linear(normed, this.p('head.weight'), this.p('head.bias'));
+      // timm forward_head: norm (unless fc_norm), pool, fc_norm (if used), head
+      if (!cfg.fcNorm) h = layerNorm(h, this.p('norm.weight'), this.p('norm.bias'), cfg.layerNormEps);
+      const tokens = h.shape[1] as number;
+      // 'avg': the patch tokens present (all in the main pass, the kept ones in the sub pass)
+      let pooled = cfg.globalPool === 'avg' ? tf.mean(tf.slice(h, [0, 1, 0], [b, tokens - 1, d]), 1) : tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]);
+      if (cfg.fcNorm) pooled = layerNorm(pooled, this.p('fc_norm.weight'), this.p('fc_norm.bias'), cfg.layerNormEps);
+      return linear(pooled, this.p('head.weight'), this.p('head.bias'));
     });
   }
 
