@@ -20,11 +20,13 @@ export { BERT_TOKENIZER_FILES, bertTextCapability } from './text.js';
 export const bertAdapter: ArchitectureAdapter & { text: TextCapability } = {
   name: 'bert',
   modelTypes: ['bert'],
-  // The [MASK] id is the tokenizer's, not the config's: read it from the checkpoint folder when
-  // there is one (the config's mask_token_id, then Google's layout, serve otherwise).
+  // The [MASK] id is the tokenizer's, not the config's: read it from the checkpoint folder's
+  // tokenizer files, else from the tokenizer the run encodes with (data.tokenizer); the config's
+  // mask_token_id, then Google's layout, serve only when neither has tokenizer files.
   build: (config, options) => {
     const fromFolder = options?.checkpointDir ? specialTokensFromFolder(options.checkpointDir) : undefined;
-    return new BertModel(config, { rng: options?.rng, specialTokens: fromFolder });
+    const fromTokenizer = !fromFolder && options?.tokenizerDir ? specialTokensFromFolder(options.tokenizerDir) : undefined;
+    return new BertModel(config, { rng: options?.rng, specialTokens: fromFolder ?? fromTokenizer });
   },
   ignoredWeights: bertIgnoredWeights,
   headWeights: bertHeadWeights,

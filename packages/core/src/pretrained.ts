@@ -40,6 +40,12 @@ export interface LoadPretrainedOptions {
    * adapter's table for that name, the class count from the head's shape in the file.
    */
   arch?: string;
+  /**
+   * The tokenizer folder the run encodes its texts with (e.g. a run's data.tokenizer): an adapter
+   * reads what it needs from it (BERT: the [MASK]/[CLS]/[SEP]/[PAD] ids) when the checkpoint
+   * folder has no tokenizer files of its own.
+   */
+  tokenizerDir?: string;
   /** Where notes go (dequantization, created parameters); default console.error. */
   log?: (message: string) => void;
 }
@@ -124,7 +130,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
           `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}) but ${found.weightsPath} holds ${fileValues} values: refusing to allocate a model this far from its weights`,
         ),
     },
-    () => adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir }),
+    () => adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir, tokenizerDir: options.tokenizerDir }),
   );
   try {
     // Findings include dequantization of quantized exports and folded batch norm: say so.
@@ -284,7 +290,7 @@ function labelCount(config: HFConfig): number | undefined {
 export function buildFromConfig(
   configOrPath: string | HFConfig,
   seed = 0,
-  options: Pick<LoadPretrainedOptions, 'architecture'> = {},
+  options: Pick<LoadPretrainedOptions, 'architecture' | 'tokenizerDir'> = {},
 ): { model: AdapterModel; adapter: ArchitectureAdapter; config: HFConfig } {
   let config: HFConfig;
   let source = 'config';
@@ -306,7 +312,7 @@ export function buildFromConfig(
       ),
   };
   if (options.architecture) config = withArchitecture(config, adapter, options.architecture, source);
-  return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed) })), adapter, config };
+  return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed), tokenizerDir: options.tokenizerDir })), adapter, config };
 }
 
 /**

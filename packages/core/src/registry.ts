@@ -22,6 +22,8 @@ export interface BuildOptions {
    * carry but the folder does (e.g. a tokenizer's special-token ids).
    */
   checkpointDir?: string;
+  /** The tokenizer folder the run's texts are encoded with, read when the checkpoint folder has no tokenizer files. */
+  tokenizerDir?: string;
 }
 
 export interface ArchitectureAdapter {

@@ -65,10 +65,10 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<{
   const numLabels = await resolveNumLabels(config);
   if (modelIsConfigOnly(config.model)) {
     log(`model: ${config.model} (random initialisation, no pretrained weights)`);
-    const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture });
+    const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture, tokenizerDir: config.data.tokenizer });
     return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
   }
-  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture });
+  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture, tokenizerDir: config.data.tokenizer });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
   return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
 }
