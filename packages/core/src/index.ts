@@ -14,6 +14,7 @@ export * from './layers-model.js';
 export * from './backend/index.js';
 export * from './io/index.js';
 export * from './pretrained.js';
+export * from './config-overrides.js';
 export * from './verify.js';
 export * from './memory.js';
 export * from './optim/index.js';

@@ -17,6 +17,7 @@ import { MAX_PARAMETERS, type ParamSpec, withParameterBudget } from './model.js'
 import type { AdapterModel, ArchitectureAdapter, HFConfig } from './registry.js';
 import { adapterForConfig, adapterForTimm } from './registry.js';
 import { Rng } from './rng.js';
+import { buildWithOverrides, type ConfigOverrides, mergeConfig } from './config-overrides.js';
 
 export interface LoadPretrainedOptions {
   /** An explicit weights file (safetensors or ONNX) instead of the one found in the folder. */
@@ -48,6 +49,13 @@ export interface LoadPretrainedOptions {
   tokenizerDir?: string;
   /** Where notes go (dequantization, created parameters); default console.error. */
   log?: (message: string) => void;
+  /**
+   * config.json keys overridden before the model is built (see {@link buildWithOverrides}); the
+   * saved folder's config.json shows them. Errors name them `<configOverridesName>.<key>`.
+   */
+  configOverrides?: ConfigOverrides;
+  /** The name errors give the overrides (default 'configOverrides'; the trainer says 'model_config'). */
+  configOverridesName?: string;
 }
 
 export interface LoadedModel {
@@ -105,6 +113,8 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     config = { ...rest, num_labels: options.numLabels, ...(typeof rest.num_classes === 'number' ? { num_classes: options.numLabels } : {}) };
     log(`${found.dir}: new ${options.numLabels}-class head (the checkpoint has ${labelCount(found.config as HFConfig)} classes)`);
   }
+  const beforeOverrides = config;
+  if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
   const ignore = (name: string) => adapter.ignoredWeights?.(name, config) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
   const configPath = join(found.dir, 'config.json');
@@ -130,7 +140,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
           `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}) but ${found.weightsPath} holds ${fileValues} values: refusing to allocate a model this far from its weights`,
         ),
     },
-    () => adapter.build(config, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir, tokenizerDir: options.tokenizerDir }),
+    () => buildWithOverrides(beforeOverrides, options.configOverrides, (c) => adapter.build(c, { rng: new Rng(options.seed ?? 0), checkpointDir: found.dir, tokenizerDir: options.tokenizerDir }), options.configOverridesName, adapter.name),
   );
   try {
     // Findings include dequantization of quantized exports and folded batch norm: say so.
@@ -290,7 +300,7 @@ function labelCount(config: HFConfig): number | undefined {
 export function buildFromConfig(
   configOrPath: string | HFConfig,
   seed = 0,
-  options: Pick<LoadPretrainedOptions, 'architecture' | 'tokenizerDir'> = {},
+  options: Pick<LoadPretrainedOptions, 'architecture' | 'tokenizerDir' | 'configOverrides' | 'configOverridesName'> = {},
 ): { model: AdapterModel; adapter: ArchitectureAdapter; config: HFConfig } {
   let config: HFConfig;
   let source = 'config';
@@ -301,6 +311,8 @@ export function buildFromConfig(
     config = configOrPath;
   }
   const adapter = adapterForConfig(config, source);
+  const beforeOverrides = config;
+  if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
   checkLayerCounts(config, source);
   checkLabelCount(config, source);
   const budget = {
@@ -311,8 +323,13 @@ export function buildFromConfig(
         `the config implies ${count.toExponential(2)} parameters (largest: '${largest.name}' [${largest.shape.join(',')}]${keysBehind(config, largest)}), more than the ${MAX_PARAMETERS} float32 values a 4 GiB wasm heap holds`,
       ),
   };
-  if (options.architecture) config = withArchitecture(config, adapter, options.architecture, source);
-  return { model: withParameterBudget(budget, () => adapter.build(config, { rng: new Rng(seed), tokenizerDir: options.tokenizerDir })), adapter, config };
+  let base = beforeOverrides;
+  if (options.architecture) {
+    base = withArchitecture(base, adapter, options.architecture, source);
+    config = withArchitecture(config, adapter, options.architecture, source);
+  }
+  const build = (c: HFConfig) => adapter.build(c, { rng: new Rng(seed), tokenizerDir: options.tokenizerDir });
+  return { model: withParameterBudget(budget, () => buildWithOverrides(base, options.configOverrides, build, options.configOverridesName, adapter.name)), adapter, config };
 }
 
 /**

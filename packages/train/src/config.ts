@@ -202,11 +202,6 @@ export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
   if (c.optimizer.lr !== undefined && c.optimizer.blr !== undefined) {
     throw new OptionError('optimizer.blr', `${source}: optimizer.lr and optimizer.blr are alternatives (the peak lr, or MAE's base lr scaled by batch_size * accum_steps / 256); set one`);
   }
-  // Keys whose behaviour has not landed yet: refused rather than silently ignored.
-  const pending: [boolean, string][] = [
-    [c.model_config !== undefined && Object.keys(c.model_config).length > 0, 'model_config'],
-  ];
-  for (const [used, key] of pending) if (used) throw new OptionError(key, `${source}: ${key} is not implemented yet in this build`);
   if (c.augment.rand_augment !== null) parseRandAugment(c.augment.rand_augment);
   if (c.augment.rand_augment !== null && c.augment.three_augment) {
     throw new OptionError('augment.three_augment', `${source}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);

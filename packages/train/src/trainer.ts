@@ -63,12 +63,14 @@ function modelIsConfigOnly(path: string): boolean {
 async function openModel(config: RunConfig, log: (m: string) => void): Promise<{ model: AdapterModel; adapter: ArchitectureAdapter; checkpointDir: string }> {
   // A new head (architecture) sizes itself from the data when num_labels is not given.
   const numLabels = await resolveNumLabels(config);
+  // model_config: config.json keys overridden before the build, checked by the adapter's parser.
+  const overrides = { configOverrides: config.model_config, configOverridesName: 'model_config' };
   if (modelIsConfigOnly(config.model)) {
     log(`model: ${config.model} (random initialisation, no pretrained weights)`);
-    const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture, tokenizerDir: config.data.tokenizer });
+    const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture, tokenizerDir: config.data.tokenizer, ...overrides });
     return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
   }
-  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture, tokenizerDir: config.data.tokenizer });
+  const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture, tokenizerDir: config.data.tokenizer, ...overrides });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
   return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
 }
