@@ -82,3 +82,15 @@ describe('weights that would load silently wrong are refused', () => {
     await expect(loadPretrained(dir, quiet)).rejects.toThrow(/tensor 'b0': stored as int32, but the parameter is floating point/);
   });
 });
+
+describe('class counts (issue 11: num_labels 0, negative, fractional, not a number)', () => {
+  for (const [key, value] of [['num_labels', 0], ['num_labels', -3], ['num_labels', 2.5], ['num_labels', '10'], ['num_classes', 0], ['id2label', {}]] as const) {
+    it(`${key}: ${JSON.stringify(value)} in config.json is an error naming the key`, async () => {
+      const dir = folder(`labels-${key}-${JSON.stringify(value)}`, { hidden_size: 2, num_hidden_layers: 1, [key]: value }, [f32('w', [2, 4]), f32('b0', [4])]);
+      const load = loadPretrained(dir, { log: () => {} });
+      await expect(load).rejects.toThrow(FileFormatError);
+      await expect(loadPretrained(dir, { log: () => {} })).rejects.toThrow(new RegExp(`config\\.json: '${key}' (gives|is)`));
+      expect(() => buildFromConfig(join(dir, 'config.json'))).toThrow(new RegExp(`'${key}'`));
+    });
+  }
+});

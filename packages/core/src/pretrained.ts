@@ -281,6 +281,12 @@ export function withArchitecture(config: HFConfig, adapter: ArchitectureAdapter,
 
 /** A classifier with no classes (`num_labels: 0`, an empty id2label) is a broken config, said up front. */
 function checkLabelCount(config: HFConfig, source: string): void {
+  for (const key of ['num_labels', 'num_classes'] as const) {
+    const v = config[key];
+    if (v !== undefined && v !== null && typeof v !== 'number') {
+      throw new FileFormatError(source, `'${key}' is ${JSON.stringify(v)}: a class count must be a positive integer`);
+    }
+  }
   const n = labelCount(config);
   if (n !== undefined && !(Number.isInteger(n) && n >= 1)) {
     const key = typeof config.num_labels === 'number' ? 'num_labels' : typeof config.num_classes === 'number' ? 'num_classes' : 'id2label';

@@ -91,3 +91,11 @@ describe('recipe keys of issue 10 (accumulation, EMA, BCE threshold, base lr, mo
     expect(parseRunConfig({ ...base, train: { steps: 1, bce_target_thresh: 0, bce_target_thresh_on: 'main' } }).train.bce_target_thresh).toBe(0);
   });
 });
+
+describe('run config num_labels (issue 11)', () => {
+  for (const value of [0, -1, 2.5, 'ten']) {
+    it(`num_labels: ${JSON.stringify(value)} is an OptionError naming the key`, () => {
+      expect(() => parseRunConfig({ ...base, num_labels: value }, 'run.yaml')).toThrow(/option 'num_labels'[\s\S]*run\.yaml: 'num_labels'/);
+    });
+  }
+});
