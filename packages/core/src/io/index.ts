@@ -1,7 +1,7 @@
 /** Checkpoint I/O: safetensors, ONNX (named, anonymous, quantized, folded), HF folders, inspection. */
 export type { DType, HostTensor, TensorMap, TypedData } from './types.js';
 export { numel, toFloat32 } from './types.js';
-export type { SafetensorsMetadata } from './safetensors.js';
+export type { SafetensorsMetadata, WriteSafetensorsOptions } from './safetensors.js';
 export {
   bfloat16ToFloat32,
   float16ToFloat32,
@@ -12,6 +12,8 @@ export {
   readSafetensorsMetadata,
   serializeSafetensors,
   writeFileAtomic,
+  writeFileAtomicWith,
+  MAX_SAFETENSORS_BUFFER_BYTES,
   writeSafetensors,
 } from './safetensors.js';
 export type { AliasTable, Finding, FindingKind, InitializerRecord, OnnxReport, OnnxWeights, ReadOnnxOptions, Resolution } from './onnx.js';

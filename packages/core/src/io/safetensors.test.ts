@@ -164,3 +164,41 @@ describeShared('fixtures/hf-tiny/vit', 'safetensors on a real hub checkpoint', (
     expect(readFileSync(out).length).toBeGreaterThan(0);
   });
 });
+
+describe('writeSafetensors streams (files over 2 GiB)', () => {
+  const big = (name: string, n: number, dtype: 'float32' | 'float16' | 'int64' = 'float32') => ({
+    name,
+    dtype,
+    shape: [n],
+    data: dtype === 'int64' ? BigInt64Array.from({ length: n }, (_, i) => BigInt(i * 3 - 7)) : Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 100),
+  });
+  const tensors = [big('b.weight', 1000), big('a.half', 301, 'float16'), big('c.count', 33, 'int64')];
+
+  it('with a 256-byte buffer limit, serializeSafetensors refuses and writeSafetensors still writes the same bytes', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'masksub-stream-'));
+    try {
+      expect(() => serializeSafetensors(tensors, { format: 'pt' }, 'm.safetensors', 256)).toThrow(/m\.safetensors: \d+ bytes are more than one 256-byte buffer holds; write the file with writeSafetensors/);
+      const path = join(dir, 'm.safetensors');
+      // every write at most 256 bytes: the 4000-byte tensor goes out in 16 slices
+      writeSafetensors(path, tensors, { format: 'pt' }, { chunkBytes: 256 });
+      expect(new Uint8Array(readFileSync(path))).toEqual(serializeSafetensors(tensors));
+      const back = readSafetensors(path);
+      expect(Array.from(back.get('b.weight')!.data as Float32Array)).toEqual(Array.from(tensors[0].data as Float32Array));
+      expect(Array.from(back.get('c.count')!.data as BigInt64Array)).toEqual(Array.from(tensors[2].data as BigInt64Array));
+      expect(readdirSync(dir)).toEqual(['m.safetensors']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the tensor whose values do not fill its shape before writing anything', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'masksub-stream-'));
+    try {
+      const bad = [{ name: 'short', dtype: 'float32' as const, shape: [4], data: new Float32Array(3) }];
+      expect(() => writeSafetensors(join(dir, 'x.safetensors'), bad)).toThrow(/x\.safetensors: tensor 'short': 3 values do not fill shape \[4\]/);
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

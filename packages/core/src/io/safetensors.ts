@@ -408,12 +408,11 @@ function toF32(d: TypedData): Float32Array {
   return d instanceof Float32Array ? d : Float32Array.from(numbers(d));
 }
 
-/** Serialise tensors (sorted by name, like the reference writer) into safetensors bytes. */
-export function serializeSafetensors(
-  tensors: TensorMap | HostTensor[],
-  metadata: SafetensorsMetadata = { format: 'pt' },
-  sourceName = '<memory>',
-): Uint8Array {
+/**
+ * The header of a safetensors file for `tensors` (sorted by name, each tensor's bytes encoded):
+ * 8-byte length + JSON padded with spaces to 8 bytes, so the data section starts aligned.
+ */
+function safetensorsParts(tensors: TensorMap | HostTensor[], metadata: SafetensorsMetadata, sourceName: string): { header: Uint8Array; sorted: HostTensor[]; dataBytes: number } {
   const list = Array.isArray(tensors) ? tensors : [...tensors.values()];
   const seen = new Set<string>();
   for (const t of list) {
@@ -422,53 +421,99 @@ export function serializeSafetensors(
     seen.add(t.name);
   }
   const sorted = [...list].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  const blobs = sorted.map((t) => encode(t, sourceName));
-
   const header: Record<string, unknown> = {};
   if (Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let offset = 0;
-  sorted.forEach((t, i) => {
-    const end = offset + blobs[i].byteLength;
+  for (const t of sorted) {
+    const n = numel(t.shape);
+    if (t.data.length !== n) throw new FileFormatError(sourceName, `tensor '${t.name}': ${t.data.length} values do not fill shape [${t.shape.join(',')}]`);
+    const end = offset + n * SAFETENSORS_DTYPES[CODE_BY_DTYPE[t.dtype]].itemSize;
     header[t.name] = { dtype: CODE_BY_DTYPE[t.dtype], shape: t.shape, data_offsets: [offset, end] };
     offset = end;
-  });
+  }
   const json = new TextEncoder().encode(JSON.stringify(header));
-  // Pad with spaces so the data section starts 8-byte aligned (lets readers map it zero-copy).
   const padded = Math.ceil(json.byteLength / 8) * 8;
-  const out = new Uint8Array(8 + padded + offset);
-  new DataView(out.buffer).setBigUint64(0, BigInt(padded), true);
-  out.set(json, 8);
-  out.fill(0x20, 8 + json.byteLength, 8 + padded);
-  let pos = 8 + padded;
-  for (const b of blobs) {
+  const head = new Uint8Array(8 + padded);
+  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
+  head.set(json, 8);
+  head.fill(0x20, 8 + json.byteLength);
+  return { header: head, sorted, dataBytes: offset };
+}
+
+/** Largest file serializeSafetensors builds in memory (one buffer); writeSafetensors streams any size. */
+export const MAX_SAFETENSORS_BUFFER_BYTES = 2 ** 31 - 1;
+
+/**
+ * The bytes of a safetensors file, in one buffer (checkpoints hash it). Files above
+ * `maxBytes` (default 2 GiB) are refused: writeSafetensors streams them instead.
+ */
+export function serializeSafetensors(
+  tensors: TensorMap | HostTensor[],
+  metadata: SafetensorsMetadata = { format: 'pt' },
+  sourceName = '<memory>',
+  maxBytes = MAX_SAFETENSORS_BUFFER_BYTES,
+): Uint8Array {
+  const { header, sorted, dataBytes } = safetensorsParts(tensors, metadata, sourceName);
+  const total = header.byteLength + dataBytes;
+  if (total > maxBytes) throw new FileFormatError(sourceName, `${total} bytes are more than one ${maxBytes}-byte buffer holds; write the file with writeSafetensors, which streams it tensor by tensor`);
+  const out = new Uint8Array(total);
+  out.set(header, 0);
+  let pos = header.byteLength;
+  for (const t of sorted) {
+    const b = encode(t, sourceName);
     out.set(b, pos);
     pos += b.byteLength;
   }
   return out;
 }
 
+export interface WriteSafetensorsOptions {
+  /**
+   * Largest single write (bytes); a bigger tensor is written in slices of this size. The file
+   * itself is never held in memory whole, so files over 2 GiB are written. Default 64 MiB.
+   */
+  chunkBytes?: number;
+}
+
 /**
- * Write a .safetensors file atomically: a temp file in the same folder (same filesystem, so the
- * rename is atomic), fsync, then rename over the target. A crash leaves the old file or the new
- * one, never half a checkpoint.
+ * Write a .safetensors file atomically, streaming: the header, then each tensor's bytes, into a
+ * temp file in the same folder (same filesystem, so the rename is atomic), fsync, then rename
+ * over the target. A crash leaves the old file or the new one, never a torn file.
  */
 export function writeSafetensors(
   path: string,
   tensors: TensorMap | HostTensor[],
   metadata: SafetensorsMetadata = { format: 'pt' },
+  options: WriteSafetensorsOptions = {},
 ): void {
-  const bytes = serializeSafetensors(tensors, metadata, path);
-  writeFileAtomic(path, bytes);
+  const chunk = options.chunkBytes ?? 64 * 2 ** 20;
+  if (!(Number.isInteger(chunk) && chunk > 0)) throw new RangeError(`chunkBytes must be a positive integer, got ${chunk}`);
+  const { header, sorted } = safetensorsParts(tensors, metadata, path);
+  writeFileAtomicWith(path, (write) => {
+    write(header);
+    for (const t of sorted) {
+      const b = encode(t, path);
+      for (let at = 0; at < b.byteLength; at += chunk) write(b.subarray(at, Math.min(b.byteLength, at + chunk)));
+    }
+  });
 }
 
 /** Atomic replace of `path` with `bytes` (temp file + fsync + rename). */
 export function writeFileAtomic(path: string, bytes: Uint8Array): void {
+  writeFileAtomicWith(path, (write) => write(bytes));
+}
+
+/** Atomic replace of `path` with what `produce` writes, piece by piece (temp file + fsync + rename). */
+export function writeFileAtomicWith(path: string, produce: (write: (bytes: Uint8Array) => void) => void): void {
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
   let fd: number | undefined;
   try {
     fd = openSync(tmp, 'w');
-    let written = 0;
-    while (written < bytes.byteLength) written += writeSync(fd, bytes, written, bytes.byteLength - written);
+    const handle = fd;
+    produce((bytes) => {
+      let written = 0;
+      while (written < bytes.byteLength) written += writeSync(handle, bytes, written, bytes.byteLength - written);
+    });
     fsyncSync(fd);
     closeSync(fd);
     fd = undefined;
