@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS } from '@masksub/core';
+import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS, LR_SCHEDULES } from '@masksub/core';
 import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 import { applyRecipe } from './recipes.js';
@@ -107,6 +107,8 @@ export const runConfigSchema = z
         nesterov: z.boolean().optional(),
         clip_grad: z.number().positive().nullable().default(null),
         layer_decay: z.number().positive().max(1).nullable().default(null),
+        /** Decay after the warm-up: cosine (timm, DeiT, MAE, Swin), linear (HF Trainer, run_glue) or constant. */
+        schedule: z.enum(LR_SCHEDULES).default('cosine'),
         warmup_steps: z.number().int().min(0).default(0),
         /** Warm-up in epochs, as the official recipes state it: turned into steps with the run's steps per epoch (replaces warmup_steps). */
         warmup_epochs: z.number().min(0).optional(),

@@ -53,6 +53,7 @@ describe('the shipped recipes', () => {
     expect(c('mae-finetune')).toMatchObject({ optimizer: { blr: 5e-4, layer_decay: 0.65, warmup_epochs: 5 }, augment: { rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25 } });
     expect(c('beitv2-finetune')).toMatchObject({ optimizer: { lr: 5e-4, layer_decay: 0.6, warmup_epochs: 20 } });
     expect(c('ft-clip')).toMatchObject({ optimizer: { lr: 6e-4, layer_decay: 0.6 }, augment: { mixup: 0, cutmix: 0 }, data: { mean: [0.48145466, 0.4578275, 0.40821073] } });
+    for (const name of EXPECTED) expect(c(name).optimizer.schedule, name).toBe(name === 'glue' ? 'linear' : 'cosine');
     expect(c('glue')).toMatchObject({ optimizer: { lr: 2e-5, weight_decay: 0, clip_grad: 1 }, train: { epochs: 3, batch_size: 32 }, masksub: { drop: 'token-masking', ratio: 0.15 } });
   });
 });

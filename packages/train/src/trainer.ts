@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, warmupCosine, withMaskSub } from '@masksub/core';
+import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
@@ -164,7 +164,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     model.params.trainable(),
     o.layer_decay && o.layer_decay < 1 ? { layerDecay: { decay: o.layer_decay, numLayers } } : {},
   );
-  const lrAt = warmupCosine({ baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
+  const lrAt = createSchedule({ kind: o.schedule, baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
   const m = config.masksub;
   const trainer: MaskSubTrainer = renameOption('targetThreshold', 'train.bce_target_thresh', () => withMaskSub(model, {
     variant: m.variant,

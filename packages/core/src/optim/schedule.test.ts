@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { OptionError } from '../errors.js';
-import { constantLr, createSchedule, stepLr, warmupCosine } from './schedule.js';
+import { constantLr, createSchedule, stepLr, warmupCosine, warmupLinear } from './schedule.js';
 
 describe('schedules', () => {
   it('warm-up + cosine: key points', () => {
@@ -17,6 +17,16 @@ describe('schedules', () => {
   it('cosine without warm-up starts at the base lr', () => {
     const s = createSchedule({ kind: 'cosine', baseLr: 0.1, totalSteps: 4 });
     expect([0, 1, 2, 3, 4].map(s)).toEqual([0.1, 0.5 * 0.1 * (1 + Math.cos(Math.PI / 4)), 0.05 + 0.05 * Math.cos(Math.PI / 2), 0.5 * 0.1 * (1 + Math.cos((3 * Math.PI) / 4)), 0]);
+  });
+
+  it("linear decay is HF's get_linear_schedule_with_warmup (lr_lambda = step / warmup, then (total - step) / (total - warmup))", () => {
+    const total = 10;
+    const warmup = 2;
+    const hf = (step: number) => 3e-5 * (step < warmup ? step / Math.max(1, warmup) : Math.max(0, (total - step) / Math.max(1, total - warmup)));
+    const s = warmupLinear({ baseLr: 3e-5, totalSteps: total, warmupSteps: warmup });
+    for (let t = 0; t <= 12; t++) expect(s(t)).toBeCloseTo(hf(t), 18);
+    expect(createSchedule({ kind: 'linear', baseLr: 1, totalSteps: 4, minLr: 0.2 })(2)).toBeCloseTo(0.6, 15);
+    expect(() => warmupLinear({ baseLr: 1, warmupSteps: 4, totalSteps: 4 })).toThrow(/totalSteps/);
   });
 
   it('constant and step', () => {

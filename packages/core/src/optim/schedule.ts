@@ -14,8 +14,13 @@ export interface WarmupOptions {
   warmupInitLr?: number;
 }
 
+/** The decays a run config can name without further parameters (train's optimizer.schedule). */
+export const LR_SCHEDULES = ['cosine', 'linear', 'constant'] as const;
+export type LrScheduleName = (typeof LR_SCHEDULES)[number];
+
 export type ScheduleSpec =
   | ({ kind: 'cosine'; baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions)
+  | ({ kind: 'linear'; baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions)
   | ({ kind: 'constant'; baseLr: number } & WarmupOptions)
   | ({ kind: 'step'; baseLr: number; stepSize: number; gamma?: number } & WarmupOptions);
 
@@ -55,6 +60,23 @@ export function warmupCosine(o: { baseLr: number; totalSteps: number; minLr?: nu
   });
 }
 
+/**
+ * Linear warm-up, then a straight line from baseLr (end of warm-up) to minLr (at totalSteps, and
+ * after it): HF transformers' get_linear_schedule_with_warmup (the Trainer default, run_glue)
+ * when minLr is 0.
+ */
+export function warmupLinear(o: { baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions): Schedule {
+  const minLr = o.minLr ?? 0;
+  const warmupSteps = o.warmupSteps ?? 0;
+  checkNonNegative('lr', o.baseLr);
+  checkNonNegative('minLr', minLr);
+  if (!(Number.isInteger(o.totalSteps) && o.totalSteps > warmupSteps)) {
+    throw new OptionError('totalSteps', `must be an integer > warmupSteps (${warmupSteps}), got ${o.totalSteps}`);
+  }
+  const decaySteps = o.totalSteps - warmupSteps;
+  return withWarmup(o.baseLr, o, (t) => minLr + (o.baseLr - minLr) * Math.max(0, 1 - t / decaySteps));
+}
+
 export function constantLr(o: { baseLr: number } & WarmupOptions): Schedule {
   checkNonNegative('lr', o.baseLr);
   return withWarmup(o.baseLr, o, () => o.baseLr);
@@ -75,13 +97,15 @@ export function createSchedule(spec: ScheduleSpec): Schedule {
   switch (spec.kind) {
     case 'cosine':
       return warmupCosine(spec);
+    case 'linear':
+      return warmupLinear(spec);
     case 'constant':
       return constantLr(spec);
     case 'step':
       return stepLr(spec);
     default: {
       const kind: never = spec;
-      throw new OptionError('schedule', `unknown kind ${JSON.stringify((kind as { kind: unknown }).kind)} (cosine, constant, step)`);
+      throw new OptionError('schedule', `unknown kind ${JSON.stringify((kind as { kind: unknown }).kind)} (cosine, linear, constant, step)`);
     }
   }
 }

@@ -41,7 +41,7 @@ describe('masksub recipes', () => {
   });
 });
 
-describeShared('fixtures/hf-tiny/vit', 'masksub train --recipe (hf-tiny ViT on CIFAR-10 test images)', () => {
+describeShared('fixtures/hf-tiny', 'masksub train --recipe (hf-tiny ViT on CIFAR-10 test images, hf-tiny BERT on SST-2)', () => {
   it("the preset's values reach the resolved config and the optimizer; flags override it", () => {
     const runDir = join(tmp, 'deit3');
     const r = masksub('train', '--recipe', 'deit3-400', '--model', fixturePath('vit'), '--data', `webdataset:${sharedPath('data/cifar10/test-000000.tar.gz')}`,
@@ -76,5 +76,21 @@ describeShared('fixtures/hf-tiny/vit', 'masksub train --recipe (hf-tiny ViT on C
     expect(resolved.augment).toMatchObject({ rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25, mixup: 0.8, label_smoothing: 0.1 });
     const train = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'train');
     expect(train.map((m) => m.lr)).toEqual([0, (5e-4 * 8) / 256]);
+  });
+
+  it('GLUE: run_glue\'s linear decay, clipping 1.0 and 15 % token masking reach the run (hf-tiny BERT on SST-2)', () => {
+    const runDir = join(tmp, 'glue');
+    const r = masksub('train', '--recipe', 'glue', '--model', fixturePath('bert'), '--data', `glue:${sharedPath('data/glue/SST-2')}:train`,
+      '--steps', '3', '--batch-size', '8', '--set', 'data.train_limit=24', '--set', 'data.max_length=32', '--set', 'run.log_every=1', '--run-dir', runDir, '--quiet', '--backend', 'cpu');
+    expect(r.status, r.stderr).toBe(0);
+    const resolved = YAML.parse(readFileSync(join(runDir, 'config.resolved.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(resolved.optimizer).toMatchObject({ lr: 2e-5, schedule: 'linear', weight_decay: 0, clip_grad: 1 });
+    expect(resolved.data).toMatchObject({ max_length: 32 }); // --set over the recipe's 128
+    const train = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'train');
+    // Linear to 0 over 3 updates (a cosine would give 2e-5, 1.5e-5, 0.5e-5).
+    const expected = [2e-5, (2e-5 * 2) / 3, 2e-5 / 3];
+    expect(train).toHaveLength(3);
+    train.forEach((m, i) => expect(m.lr as number).toBeCloseTo(expected[i], 15));
+    expect(train.map((m) => m.ratio)).toEqual([0.15, 0.15, 0.15]);
   });
 });
