@@ -1,108 +1,20 @@
 /**
  * Property tests of the data and run-state parsers (issue 11 case 15): tar/tar.gz, IDX, WebDataset
- * grouping, the checkpoint manifest and the run config. Arbitrary and mutated inputs end in a
- * MaskSubError or a valid result, never another exception; fixed seeds, bounded runs.
+ * grouping, the checkpoint manifest and the run config. The properties live in
+ * data/fuzz-properties.ts; here they run with fixed seeds and bounded runs and an RSS budget;
+ * `pnpm fuzz:soak` runs them longer.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { gzipSync } from 'node:zlib';
-import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
-import { MaskSubError } from '@masksub/core';
-import { loadCheckpoint } from '../checkpoint/checkpoint.js';
-import { parseRunConfig } from '../config.js';
-import { parseIdx } from './idx.js';
-import { buildTar } from './tar-writer.js';
-import { readShardSamples } from './webdataset.js';
+import { describe, expect, it } from 'vitest';
+import { DATA_FUZZ_PROPERTIES } from './fuzz-properties.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'masksub-fuzz-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const RSS_BUDGET = 512 * 2 ** 20;
 
-async function refusesOrWorks(run: () => Promise<unknown> | unknown): Promise<void> {
-  try {
-    await run();
-  } catch (e) {
-    if (!(e instanceof MaskSubError)) throw e;
-  }
-}
-
-/** The synchronous form: a non-MaskSubError propagates to fast-check as a failure. */
-function refusesOrWorksSync(run: () => unknown): void {
-  try {
-    run();
-  } catch (e) {
-    if (!(e instanceof MaskSubError)) throw e;
-  }
-}
-
-function mutate(good: Uint8Array, edits: [number, number][], cut: number | null): Uint8Array {
-  const b = good.slice();
-  for (const [i, v] of edits) b[i % b.length] = v;
-  return cut === null ? b : b.subarray(0, cut % (b.length + 1));
-}
-const edits = fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 6 });
-const cut = fc.option(fc.nat(), { nil: null });
-
-describe('fuzz: tar, tar.gz and WebDataset grouping', () => {
-  const good = buildTar([
-    { name: 'a.png', data: new Uint8Array([1, 2, 3]) },
-    { name: 'a.cls', data: Buffer.from('1') },
-    { name: 'b.png', data: new Uint8Array([4]) },
-    { name: 'b.cls', data: Buffer.from('0') },
-  ]).subarray(0, 10 * 512);
-  it('mutated shards: samples or a MaskSubError', async () => {
-    const rss = process.memoryUsage().rss;
-    let n = 0;
-    await fc.assert(
-      fc.asyncProperty(edits, cut, fc.boolean(), async (e, c, gz) => {
-        const bytes = mutate(good, e, c);
-        const p = join(dir, `s${n++}.tar${gz ? '.gz' : ''}`);
-        writeFileSync(p, gz ? gzipSync(bytes) : bytes);
-        await refusesOrWorks(async () => {
-          for await (const s of readShardSamples(p)) expect(Number.isInteger(s.label)).toBe(true);
-        });
-      }),
-      { seed: 21, numRuns: 150 },
-    );
-    expect(process.memoryUsage().rss - rss).toBeLessThan(RSS_BUDGET);
-  });
-});
-
-describe('fuzz: IDX', () => {
-  it('arbitrary and mutated IDX bytes', () => {
-    const good = new Uint8Array([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 1, 1, 2, 3, 4]);
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 64 }), (b) => refusesOrWorksSync(() => parseIdx(b, 'f.idx'))), { seed: 22, numRuns: 300 });
-    fc.assert(fc.property(edits, cut, (e, c) => refusesOrWorksSync(() => parseIdx(mutate(good, e, c), 'f.idx'))), { seed: 22, numRuns: 300 });
-  });
-});
-
-describe('fuzz: run config and checkpoint manifest', () => {
-  it('arbitrary JSON as a run config: parsed or an OptionError naming the key', () => {
-    const config = fc.record({ model: fc.oneof(fc.string(), fc.integer()), data: fc.oneof(fc.json(), fc.record({ train: fc.string(), mean: fc.array(fc.double()) })), train: fc.option(fc.object()) });
-    fc.assert(fc.property(fc.oneof(fc.jsonValue(), config), (v) => refusesOrWorksSync(() => parseRunConfig(v, 'fuzz.yaml'))), { seed: 23, numRuns: 400 });
-  });
-  it('arbitrary manifests: a MaskSubError, never a TypeError', async () => {
-    const ck = join(dir, 'step-1');
-    const manifest = fc.record({
-      format: fc.constantFrom('masksub-checkpoint', 'x'),
-      version: fc.constantFrom(1, 2),
-      sequence: fc.oneof(fc.nat(), fc.string()),
-      step: fc.nat(),
-      epoch: fc.nat(),
-      files: fc.oneof(fc.json(), fc.constant({ 'model.safetensors': { bytes: 8, sha256: 'x', tensors: [] } })),
-      rng: fc.oneof(fc.json(), fc.constant({})),
+describe('fuzz: data and run-state parsers', () => {
+  for (const p of DATA_FUZZ_PROPERTIES) {
+    it(p.name, async () => {
+      const rss = process.memoryUsage().rss;
+      await p.run(p.defaults);
+      expect(process.memoryUsage().rss - rss).toBeLessThan(RSS_BUDGET);
     });
-    const { mkdirSync } = await import('node:fs');
-    mkdirSync(ck, { recursive: true });
-    writeFileSync(join(ck, 'model.safetensors'), new Uint8Array(8));
-    await fc.assert(
-      fc.asyncProperty(fc.oneof(manifest, fc.jsonValue()), async (m) => {
-        writeFileSync(join(ck, 'state.json'), JSON.stringify(m));
-        await refusesOrWorks(() => loadCheckpoint(ck));
-      }),
-      { seed: 24, numRuns: 200 },
-    );
-  });
+  }
 });
