@@ -3,8 +3,15 @@
  * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
  */
 import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
-import { batchNormKernelsActive, nativeBatchNormTrain, type BatchNormTrainResult } from './backend/kernels/batch_norm.js';
-export type { BatchNormTrainResult } from './backend/kernels/batch_norm.js';
+import {
+  batchNormEpilogueActive,
+  batchNormKernelsActive,
+  nativeBatchNormTrain,
+  nativeBatchNormTrainFused,
+  type BatchNormEpilogue,
+  type BatchNormTrainResult,
+} from './backend/kernels/batch_norm.js';
+export type { BatchNormEpilogue, BatchNormTrainResult } from './backend/kernels/batch_norm.js';
 import { FileFormatError, OptionError } from './errors.js';
 import { tf } from './tf.js';
 
@@ -72,15 +79,32 @@ const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
  * returned too (for running statistics; they carry no gradient). On wasm with masksub's addon
  * it is one native kernel each way (backend/kernels/batch_norm.ts); otherwise tfjs ops, the
  * gradient by autodiff through the statistics.
+ *
+ * `epilogue` is what a ResNet does next, y = relu?(y + residual?): fused into the same native
+ * kernels when the addon has them (no separate Add / Relu / ReLU-gradient passes over memory),
+ * tfjs ops after the normalisation otherwise. Callers never ask which: this is the one place
+ * that knows.
  */
-export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
-  if (batchNormKernelsActive() && x.dtype === 'float32') return nativeBatchNormTrain(x, gamma, beta, eps);
+export function batchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, epilogue: BatchNormEpilogue = {}): BatchNormTrainResult {
+  const { residual, relu = false } = epilogue;
+  const fusable = residual === undefined || (residual.dtype === 'float32' && tf.util.arraysEqual(residual.shape, x.shape));
+  if (batchNormKernelsActive() && x.dtype === 'float32') {
+    if (residual === undefined && !relu) return nativeBatchNormTrain(x, gamma, beta, eps);
+    if (fusable && batchNormEpilogueActive()) return nativeBatchNormTrainFused(x, gamma, beta, eps, epilogue);
+    const r = nativeBatchNormTrain(x, gamma, beta, eps);
+    return { ...r, y: applyEpilogue(r.y, epilogue) };
+  }
   const axes = Array.from({ length: x.rank - 1 }, (_, i) => i);
   const mean = tf.mean(x, axes) as tf.Tensor1D;
   const centered = tf.sub(x, mean);
   const variance = tf.mean(tf.square(centered), axes) as tf.Tensor1D;
   const y = tf.add(tf.mul(tf.mul(centered, tf.rsqrt(tf.add(variance, eps))), gamma), beta);
-  return { y, mean, variance };
+  return { y: applyEpilogue(y, epilogue), mean, variance };
+}
+
+function applyEpilogue(y: tf.Tensor, { residual, relu = false }: BatchNormEpilogue): tf.Tensor {
+  const added = residual === undefined ? y : tf.add(y, residual);
+  return relu ? tf.relu(added) : added;
 }
 
 /**

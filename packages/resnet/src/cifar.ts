@@ -102,15 +102,21 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
       const pathRate = options.dropPathRate ?? (training ? this.cfg.dropPathRate : 0);
       const pathRule = options.dropPathRule ?? this.cfg.dropPathRule;
       const seed = options.seed ?? 0;
-      const relu = (t: tf.Tensor) => tf.relu(t);
-      let h = this.unit(x, this.plan.stem, bs, relu);
+      let h = this.unit(x, this.plan.stem, bs, 'relu');
       const n = this.plan.blocks.length;
       this.plan.blocks.forEach((block, i) => {
-        const y = this.unit(this.unit(h, block.conv1, bs, relu), block.conv2, bs);
         const s = block.shortcut;
         const residual = s ? optionAShortcut(h, s.padChannels, s.stride) : h;
         const rate = training ? blockDropPathRate(pathRate, pathRule, i, n) : 0;
-        h = tf.relu(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
+        const inner = this.unit(h, block.conv1, bs, 'relu');
+        if (rate > 0) {
+          // Drop path sits between bn2 and the residual add: nothing to fuse.
+          const y = this.unit(inner, block.conv2, bs);
+          h = tf.relu(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
+        } else {
+          // bn2 + shortcut add + ReLU: one fused kernel each way where the backend has it.
+          h = this.unit(inner, block.conv2, bs, 'relu', residual);
+        }
       });
       let pooled = tf.mean(h, [1, 2]);
       if (training && options.dropoutRate) pooled = dropout(pooled, options.dropoutRate, layerSeed(seed, n, 1));

@@ -10,7 +10,7 @@ import { ResNetModel, resnetIgnoredWeights } from './model.js';
 import { TIMM_RESNET_ARCHITECTURES, resnetAliasesFor, resnetHfConfig } from './torchvision.js';
 
 export { parseResNetConfig, parseResNetCifarConfig, type ResNetConfig, type ResNetCifarConfig } from './config.js';
-export { ResNetModel, ConvNetBase, resnetPlan, resnetConvUnits, resnetHeadSpecs, resnetIgnoredWeights, type ResNetModelOptions, type ResNetForwardOptions } from './model.js';
+export { ResNetModel, ConvNetBase, resnetPlan, resnetConvUnits, resnetHeadSpecs, resnetIgnoredWeights, type ResNetModelOptions, type ResNetForwardOptions, type UnitActivation } from './model.js';
 export { ResNetCifarModel, resnetCifarPlan, resnetCifarHeadSpecs, optionAShortcut } from './cifar.js';
 export { ConvBnParameterStore } from './store.js';
 export { TIMM_RESNET_ARCHITECTURES, timmResNetToHfConfig, torchvisionResNetAliases } from './torchvision.js';

@@ -8,7 +8,7 @@
  * has folded the batch norm into the conv (ONNX with constant folding), the unit is a conv with a
  * bias and no norm at all.
  */
-import { batchNormTrain, tf, type ParamSpec } from '@masksub/core';
+import { batchNormTrain, tf, type BatchNormEpilogue, type ParamSpec } from '@masksub/core';
 
 /**
  * - 'train': batch statistics when the forward pass is a training pass (and the running
@@ -88,17 +88,29 @@ export interface BatchNormVariables {
  * variance and moves the running statistics toward them (running_var gets the unbiased variance,
  * as PyTorch does); otherwise it is the affine map of the running statistics, written as one
  * scale and shift so its gradients are those of PyTorch's eval-mode BN.
+ *
+ * `epilogue` (a residual added after it, then ReLU) goes to core's batchNormTrain, which fuses it
+ * where the backend has kernels for it; in eval mode it is plain tfjs ops.
  */
-export function batchNorm2d(x: tf.Tensor4D, v: BatchNormVariables, batchStatistics: boolean, eps = BN_EPS, momentum = BN_MOMENTUM): tf.Tensor4D {
+export function batchNorm2d(
+  x: tf.Tensor4D,
+  v: BatchNormVariables,
+  batchStatistics: boolean,
+  eps = BN_EPS,
+  momentum = BN_MOMENTUM,
+  epilogue: BatchNormEpilogue = {},
+): tf.Tensor4D {
   if (!batchStatistics) {
     const scale = tf.mul(v.weight, tf.rsqrt(tf.add(v.runningVar, eps)));
     const shift = tf.sub(v.bias, tf.mul(v.runningMean, scale));
-    return tf.add(tf.mul(x, scale), shift) as tf.Tensor4D;
+    let y = tf.add(tf.mul(x, scale), shift);
+    if (epilogue.residual !== undefined) y = tf.add(y, epilogue.residual);
+    return (epilogue.relu ? tf.relu(y) : y) as tf.Tensor4D;
   }
   const [b, h, w] = x.shape;
   const n = b * h * w;
   // core's op: native kernels on wasm when masksub's addon is built, tfjs ops otherwise.
-  const { y, mean, variance } = batchNormTrain(x, v.weight, v.bias, eps);
+  const { y, mean, variance } = batchNormTrain(x, v.weight, v.bias, eps, epilogue);
   // Running statistics are state: nothing the loss depends on reads them in this pass, so the
   // tape never differentiates through these updates.
   const unbiased = n > 1 ? tf.mul(variance, n / (n - 1)) : variance;

@@ -39,6 +39,9 @@ export interface ResNetModelOptions {
   bnMode?: BatchNormMode;
 }
 
+/** A conv unit's activation: 'relu' (fused into batch norm where possible) or any function. */
+export type UnitActivation = 'relu' | ((x: tf.Tensor) => tf.Tensor);
+
 /** Per-pass options: a pass may override the model's batch-norm mode. */
 /** ForwardOptions' `bnMode` is the BatchNormMode. */
 export type ResNetForwardOptions = ForwardOptions;
@@ -120,20 +123,32 @@ export abstract class ConvNetBase {
     return (options.bnMode ?? this.bnMode) === 'train' && (options.training ?? false);
   }
 
-  /** conv -> BN (or folded bias) -> optional activation. */
-  protected unit(x: tf.Tensor4D, u: ConvUnit, batchStats: boolean, act?: (x: tf.Tensor) => tf.Tensor): tf.Tensor4D {
+  /**
+   * conv -> BN (or folded bias) -> + residual (optional) -> activation (optional). 'relu' (with
+   * or without the residual) is handed to the batch norm, which fuses it where it can; another
+   * activation function is applied after.
+   */
+  protected unit(x: tf.Tensor4D, u: ConvUnit, batchStats: boolean, act?: UnitActivation, residual?: tf.Tensor4D): tf.Tensor4D {
     const p = this.params;
     let y = conv2dTorch(x, p.get(`${u.conv}.weight`) as tf.Tensor as tf.Tensor4D, u.stride);
     if (p.folded) {
       y = tf.add(y, p.get(`${u.conv}.bias`));
-    } else {
-      y = batchNorm2d(
-        y,
-        { weight: p.get(`${u.norm}.weight`), bias: p.get(`${u.norm}.bias`), runningMean: p.get(`${u.norm}.running_mean`), runningVar: p.get(`${u.norm}.running_var`) },
-        batchStats,
-      );
+      if (residual !== undefined) y = tf.add(y, residual);
+      if (act === 'relu') return tf.relu(y);
+      return act ? (act(y) as tf.Tensor4D) : y;
     }
-    return act ? (act(y) as tf.Tensor4D) : y;
+    const fused = act === 'relu' || act === undefined;
+    y = batchNorm2d(
+      y,
+      { weight: p.get(`${u.norm}.weight`), bias: p.get(`${u.norm}.bias`), runningMean: p.get(`${u.norm}.running_mean`), runningVar: p.get(`${u.norm}.running_var`) },
+      batchStats,
+      undefined,
+      undefined,
+      fused ? { residual, relu: act === 'relu' } : {},
+    );
+    if (fused) return y;
+    if (residual !== undefined) y = tf.add(y, residual);
+    return act(y) as tf.Tensor4D;
   }
 
   /** Side of the zero-filled squares in pixels. */
@@ -177,7 +192,7 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
   /** The paper's 32 px squares (at 224 px ImageNet inputs). */
   protected readonly zeroFillPatch = 32;
   protected readonly inputChannels: number;
-  private readonly act: (x: tf.Tensor) => tf.Tensor;
+  private readonly act: UnitActivation;
   private readonly plan: ReturnType<typeof resnetPlan>;
 
   constructor(
@@ -188,7 +203,8 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
     this.cfg = parseResNetConfig(config);
     this.bnMode = options.bnMode ?? this.cfg.bnMode;
     this.inputChannels = this.cfg.numChannels;
-    this.act = activation(this.cfg.hiddenAct);
+    // ReLU by name, so the conv units can fuse it; other activations as functions.
+    this.act = this.cfg.hiddenAct === 'relu' ? 'relu' : activation(this.cfg.hiddenAct);
     this.plan = resnetPlan(this.cfg);
     this.params = new ConvBnParameterStore(resnetConvUnits(this.cfg), resnetHeadSpecs(this.cfg), options.rng ?? new Rng(0));
   }
@@ -207,18 +223,24 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
       const pathRule = options.dropPathRule ?? this.cfg.dropPathRule;
       const seed = options.seed ?? 0;
       let h = maxPool3x3s2(this.unit(nhwc, this.plan.stem, bs, this.act));
-      const relu = (x: tf.Tensor) => tf.relu(x);
       const n = this.plan.layers.length;
       this.plan.layers.forEach((layer, i) => {
         const residual = layer.shortcut ? this.unit(h, layer.shortcut, bs) : h;
-        let y = h;
-        // Inner convs of HF's layers use ReLU (ResNetConvLayer's default), the block output hidden_act.
-        layer.convs.forEach((u, k) => {
-          y = this.unit(y, u, bs, k < layer.convs.length - 1 ? relu : undefined);
-        });
         // timm's ResNet: block i of n (over all stages) drops with drop_path_rate * i / (n - 1).
         const rate = training ? blockDropPathRate(pathRate, pathRule, i, n) : 0;
-        h = this.act(tf.add(dropPath(y, rate, layerSeed(seed, i, 0)), residual)) as tf.Tensor4D;
+        const last = layer.convs.length - 1;
+        let y = h;
+        // Inner convs of HF's layers use ReLU (ResNetConvLayer's default), the block output hidden_act.
+        layer.convs.slice(0, last).forEach((u) => {
+          y = this.unit(y, u, bs, 'relu');
+        });
+        if (rate > 0) {
+          // Drop path sits between the last BN and the residual add: nothing to fuse.
+          const out = tf.add(dropPath(this.unit(y, layer.convs[last], bs), rate, layerSeed(seed, i, 0)), residual) as tf.Tensor4D;
+          h = (this.act === 'relu' ? tf.relu(out) : this.act(out)) as tf.Tensor4D;
+        } else {
+          h = this.unit(y, layer.convs[last], bs, this.act, residual);
+        }
       });
       let pooled = tf.mean(h, [1, 2]);
       // DropSub: dropout before the head (timm ResNet's drop_rate).

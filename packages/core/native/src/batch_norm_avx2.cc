@@ -79,7 +79,7 @@ void batch_norm_stats(const float* x, long rows, long cols, float* mean, float* 
 }
 
 void batch_norm_apply(const float* x, const float* gamma, const float* beta, const float* mean, const float* var, float eps, long rows,
-                      long cols, float* y, int threads) {
+                      long cols, float* y, int threads, const float* residual, bool relu) {
   if (rows <= 0 || cols <= 0) return;
   std::vector<float> scale(static_cast<size_t>(cols)), shift(static_cast<size_t>(cols));
   for (long c = 0; c < cols; c++) {
@@ -91,13 +91,23 @@ void batch_norm_apply(const float* x, const float* gamma, const float* beta, con
     for (long r = r0; r < r1; r++) {
       const float* row = x + r * cols;
       float* out = y + r * cols;
-      for (long c = 0; c < cols; c++) out[c] = row[c] * scale[c] + shift[c];
+      if (residual == nullptr && !relu) {
+        for (long c = 0; c < cols; c++) out[c] = row[c] * scale[c] + shift[c];
+        continue;
+      }
+      const float* res = residual != nullptr ? residual + r * cols : nullptr;
+      for (long c = 0; c < cols; c++) {
+        float v = row[c] * scale[c] + shift[c];
+        if (res != nullptr) v += res[c];
+        out[c] = relu ? std::max(v, 0.f) : v;
+      }
     }
   });
 }
 
 void batch_norm_train_backward(const float* dy, const float* x, const float* mean, const float* var, const float* gamma, float eps,
-                               long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads) {
+                               long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads,
+                               const float* relu_out, float* dresidual) {
   if (cols <= 0) return;
   if (rows <= 0) {
     std::fill(dgamma, dgamma + cols, 0.f);
@@ -107,12 +117,22 @@ void batch_norm_train_backward(const float* dy, const float* x, const float* mea
   const int parts = parts_for(rows, threads);
   // One pass for both sums: [dy | dy * (x - mean)] side by side in a 2 * cols accumulator.
   std::vector<double> totals, sums(static_cast<size_t>(2 * cols));
+  // The ReLU's mask is applied where dy is read (both passes): dy * (y > 0), never stored.
   column_sums_by_part(rows, 2 * cols, parts, totals, [&](long r, float* acc) {
     const float* g = dy + r * cols;
     const float* row = x + r * cols;
+    if (relu_out == nullptr) {
+      for (long c = 0; c < cols; c++) {
+        acc[c] += g[c];
+        acc[cols + c] += g[c] * (row[c] - mean[c]);
+      }
+      return;
+    }
+    const float* yr = relu_out + r * cols;
     for (long c = 0; c < cols; c++) {
-      acc[c] += g[c];
-      acc[cols + c] += g[c] * (row[c] - mean[c]);
+      const float gm = yr[c] > 0.f ? g[c] : 0.f;
+      acc[c] += gm;
+      acc[cols + c] += gm * (row[c] - mean[c]);
     }
   });
   reduce_parts(totals, parts, 2 * cols, sums.data());
@@ -134,7 +154,17 @@ void batch_norm_train_backward(const float* dy, const float* x, const float* mea
       const float* g = dy + r * cols;
       const float* row = x + r * cols;
       float* out = dx + r * cols;
-      for (long c = 0; c < cols; c++) out[c] = a[c] * g[c] + k1[c] * row[c] + k0[c];
+      if (relu_out == nullptr && dresidual == nullptr) {
+        for (long c = 0; c < cols; c++) out[c] = a[c] * g[c] + k1[c] * row[c] + k0[c];
+        continue;
+      }
+      const float* yr = relu_out != nullptr ? relu_out + r * cols : nullptr;
+      float* dres = dresidual != nullptr ? dresidual + r * cols : nullptr;
+      for (long c = 0; c < cols; c++) {
+        const float gm = yr == nullptr || yr[c] > 0.f ? g[c] : 0.f;
+        out[c] = a[c] * gm + k1[c] * row[c] + k0[c];
+        if (dres != nullptr) dres[c] = gm;
+      }
     }
   });
 }

@@ -143,6 +143,24 @@ struct Args {
     if (ok && (d < 1 || d != static_cast<double>(static_cast<long>(d)))) fail(std::string(name) + " must be a positive integer");
     return static_cast<long>(d);
   }
+  // An optional Float32Array argument: nullptr when absent, null or undefined.
+  float* optional_f32(size_t i, const char* name, size_t* length) {
+    *length = 0;
+    if (!ok || i >= argc) return nullptr;
+    napi_valuetype t;
+    napi_typeof(env, argv[i], &t);
+    if (t == napi_null || t == napi_undefined) return nullptr;
+    return f32(i, name, length);
+  }
+  bool optional_bool(size_t i, const char* name) {
+    if (!ok || i >= argc) return false;
+    napi_valuetype t;
+    napi_typeof(env, argv[i], &t);
+    if (t == napi_undefined) return false;
+    bool v = false;
+    if (napi_get_value_bool(env, argv[i], &v) != napi_ok) fail(std::string(name) + " must be a boolean");
+    return v;
+  }
   void same(size_t a, size_t b, const char* what) {
     if (ok && a != b) fail(std::string(what) + " (" + std::to_string(a) + " vs " + std::to_string(b) + ")");
   }
@@ -361,7 +379,7 @@ napi_value BatchNormStats(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// batchNormApply(x, gamma, beta, mean, var, eps, y).
+// batchNormApply(x, gamma, beta, mean, var, eps, y, residual?, relu?): y = relu?(bn(x) + residual?).
 napi_value BatchNormApply(napi_env env, napi_callback_info info) {
   Args a(env, info, "batchNormApply", 7);
   size_t nx, ng, nb, nm, nv, ny;
@@ -372,6 +390,10 @@ napi_value BatchNormApply(napi_env env, napi_callback_info info) {
   const float* var = a.f32(4, "var", &nv);
   const double eps = a.num(5, "eps");
   float* y = a.f32(6, "y", &ny);
+  size_t nr = 0;
+  const float* residual = a.optional_f32(7, "residual", &nr);
+  const bool relu = a.optional_bool(8, "relu");
+  if (a.ok && residual != nullptr) a.same(nx, nr, "x and residual differ in length");
   if (a.ok && ng == 0) a.fail("gamma is empty");
   a.same(ng, nb, "gamma and beta differ in length");
   a.same(ng, nm, "gamma and mean differ in length");
@@ -379,11 +401,14 @@ napi_value BatchNormApply(napi_env env, napi_callback_info info) {
   a.same(nx, ny, "x and y differ in length");
   if (a.ok && nx % ng != 0) a.fail("x's length is not a multiple of the channel count (gamma.length)");
   if (a.ok)
-    masksub::batch_norm_apply(x, gamma, beta, mean, var, static_cast<float>(eps), static_cast<long>(nx / ng), static_cast<long>(ng), y, g_threads);
+    masksub::batch_norm_apply(x, gamma, beta, mean, var, static_cast<float>(eps), static_cast<long>(nx / ng), static_cast<long>(ng), y, g_threads,
+                              residual, relu);
   return nullptr;
 }
 
-// batchNormTrainBackward(dy, x, mean, var, gamma, eps, dx, dgamma, dbeta).
+// batchNormTrainBackward(dy, x, mean, var, gamma, eps, dx, dgamma, dbeta, reluOut?, dresidual?):
+// reluOut is the forward's output when it fused a ReLU (dy is masked by reluOut > 0), dresidual
+// receives the (masked) dy when it fused a residual add.
 napi_value BatchNormTrainBackward(napi_env env, napi_callback_info info) {
   Args a(env, info, "batchNormTrainBackward", 9);
   size_t ndy, nx, nm, nv, ng, ndx, ndg, ndb;
@@ -396,6 +421,11 @@ napi_value BatchNormTrainBackward(napi_env env, napi_callback_info info) {
   float* dx = a.f32(6, "dx", &ndx);
   float* dgamma = a.f32(7, "dgamma", &ndg);
   float* dbeta = a.f32(8, "dbeta", &ndb);
+  size_t nro = 0, ndr = 0;
+  const float* relu_out = a.optional_f32(9, "reluOut", &nro);
+  float* dresidual = a.optional_f32(10, "dresidual", &ndr);
+  if (a.ok && relu_out != nullptr) a.same(nx, nro, "x and reluOut differ in length");
+  if (a.ok && dresidual != nullptr) a.same(nx, ndr, "x and dresidual differ in length");
   if (a.ok && ng == 0) a.fail("gamma is empty");
   a.same(ng, nm, "gamma and mean differ in length");
   a.same(ng, nv, "gamma and var differ in length");
@@ -406,7 +436,7 @@ napi_value BatchNormTrainBackward(napi_env env, napi_callback_info info) {
   if (a.ok && nx % ng != 0) a.fail("x's length is not a multiple of the channel count (gamma.length)");
   if (a.ok)
     masksub::batch_norm_train_backward(dy, x, mean, var, gamma, static_cast<float>(eps), static_cast<long>(nx / ng), static_cast<long>(ng), dx, dgamma,
-                                       dbeta, g_threads);
+                                       dbeta, g_threads, relu_out, dresidual);
   return nullptr;
 }
 
@@ -455,6 +485,10 @@ napi_value Init(napi_env env, napi_value exports) {
   napi_value threads;
   napi_create_int32(env, g_threads, &threads);
   napi_set_named_property(env, exports, "threads", threads);
+  // Feature flags for arguments older builds would silently ignore (the JS side checks them).
+  napi_value yes;
+  napi_get_boolean(env, true, &yes);
+  napi_set_named_property(env, exports, "batchNormEpilogue", yes);
   return exports;
 }
 

@@ -43,11 +43,17 @@ void column_sums(const float* x, long rows, long cols, float* out, int threads);
 // Training-mode batch norm over the rows of [rows, cols] (channels last): mean and biased
 // variance per column (two passes), then y = (x - mean) / sqrt(var + eps) * gamma + beta.
 void batch_norm_stats(const float* x, long rows, long cols, float* mean, float* var, int threads);
+// Optionally fused with what follows it in a ResNet: `residual` (nullptr = none) is added to the
+// normalised value, then max(0, .) when `relu`.
 void batch_norm_apply(const float* x, const float* gamma, const float* beta, const float* mean, const float* var, float eps, long rows,
-                      long cols, float* y, int threads);
+                      long cols, float* y, int threads, const float* residual = nullptr, bool relu = false);
 // Its gradient with the statistics' dependence on x included (the closed form):
 //   dx = gamma rstd (dy - mean(dy) - xhat mean(dy xhat)),  dgamma = sum dy xhat,  dbeta = sum dy.
+// With `relu_out` (the forward's output y of a fused ReLU; nullptr = no ReLU) dy is first masked
+// to dy * (y > 0); `dresidual` (nullptr = no residual) receives that masked dy, the gradient of
+// the residual input.
 void batch_norm_train_backward(const float* dy, const float* x, const float* mean, const float* var, const float* gamma, float eps,
-                               long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads);
+                               long rows, long cols, float* dx, float* dgamma, float* dbeta, int threads,
+                               const float* relu_out = nullptr, float* dresidual = nullptr);
 
 }  // namespace masksub

@@ -95,8 +95,25 @@ export interface NativeGemmAddon {
   // Training-mode batch norm (native/src/batch_norm_avx2.cc), channels last.
   /** Per-channel mean and biased variance over the rows of mean.length channels. */
   batchNormStats?(x: Float32Array, mean: Float32Array, variance: Float32Array): void;
-  /** y = (x - mean) / sqrt(variance + eps) * gamma + beta per channel. */
-  batchNormApply?(x: Float32Array, gamma: Float32Array, beta: Float32Array, mean: Float32Array, variance: Float32Array, eps: number, y: Float32Array): void;
+  /**
+   * y = (x - mean) / sqrt(variance + eps) * gamma + beta per channel; with the epilogue
+   * (batchNormEpilogue builds) `residual` is added after it and max(0, .) taken when `relu`.
+   */
+  batchNormApply?(
+    x: Float32Array,
+    gamma: Float32Array,
+    beta: Float32Array,
+    mean: Float32Array,
+    variance: Float32Array,
+    eps: number,
+    y: Float32Array,
+    residual?: Float32Array | null,
+    relu?: boolean,
+  ): void;
+  /**
+   * The closed-form backward; `reluOut` (the forward's y when it fused a ReLU) masks dy by
+   * y > 0, `dresidual` receives the masked dy (the residual's gradient).
+   */
   batchNormTrainBackward?(
     dy: Float32Array,
     x: Float32Array,
@@ -107,7 +124,11 @@ export interface NativeGemmAddon {
     dx: Float32Array,
     dgamma: Float32Array,
     dbeta: Float32Array,
+    reluOut?: Float32Array | null,
+    dresidual?: Float32Array | null,
   ): void;
+  /** True when batchNormApply / batchNormTrainBackward take the residual + ReLU epilogue. */
+  readonly batchNormEpilogue?: boolean;
   /** Test hook: patch-matrix floats per chunk of images; returns the previous value. */
   setConvChunkFloats?(floats: number): number;
 }

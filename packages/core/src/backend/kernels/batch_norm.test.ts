@@ -11,7 +11,7 @@ import { tf } from '../../tf.js';
 import { nativeBatchNorm, nativeGemmStatus } from '../native.js';
 import { initBackend } from '../select.js';
 import { expectWasmMatchesCpu, randomInput } from '../testing/compare.js';
-import { batchNormKernelsActive } from './batch_norm.js';
+import { batchNormEpilogueActive, batchNormKernelsActive } from './batch_norm.js';
 
 const built = nativeGemmStatus().gemm !== null;
 const describeNative = built || process.env.CI === 'true' ? describe : describe.skip;
@@ -55,10 +55,59 @@ describeNative('batchNormTrain on wasm (native kernels) vs cpu', () => {
     });
   }
 
+  // The epilogue y = relu?(bn(x) + residual?) fused into the native kernels (ResNet's bn + ReLU
+  // and bn2 + shortcut + ReLU) against the composed ops on cpu, y and all four gradients.
+  const EPILOGUES: { name: string; relu: boolean; residual: boolean }[] = [
+    { name: 'relu', relu: true, residual: false },
+    { name: 'residual', relu: false, residual: true },
+    { name: 'residual + relu', relu: true, residual: true },
+  ];
+  for (const shape of SHAPES) {
+    for (const e of EPILOGUES) {
+      it(`x [${shape}], ${e.name}: y and gradients (x, gamma, beta, residual) match`, async () => {
+        const c = shape[shape.length - 1];
+        const rng = new Rng(shape.reduce((a, b) => a * 17 + b, 5) + e.name.length);
+        const x = randomInput(rng, shape);
+        for (let i = 0; i < x.values.length; i++) x.values[i] = x.values[i] * 1.5 + (i % c) * 0.2;
+        await expectWasmMatchesCpu(
+          [x, randomInput(rng, [c]), randomInput(rng, [c]), randomInput(rng, shape), randomInput(rng, shape)],
+          (xt, g, b, r, probe) => {
+            const f = (a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor, rr: tf.Tensor) =>
+              batchNormTrain(a, gg, bb, 1e-5, { relu: e.relu, residual: e.residual ? rr : undefined }).y;
+            const loss = (a: tf.Tensor, gg: tf.Tensor, bb: tf.Tensor, rr: tf.Tensor) => tf.sum(tf.mul(f(a, gg, bb, rr), probe));
+            const grads = e.residual ? tf.grads(loss)([xt, g, b, r]) : tf.grads((a, gg, bb) => loss(a, gg, bb, r))([xt, g, b]);
+            return [f(xt, g, b, r), ...grads];
+          },
+          `batch norm ${shape} ${e.name}`,
+          2e-4,
+        );
+      });
+    }
+  }
+
+  it('fuses the epilogue: no Add / Relu kernels forward or backward on wasm', async () => {
+    await tf.setBackend('wasm');
+    expect(batchNormEpilogueActive()).toBe(true);
+    const rng = new Rng(3);
+    const [x, r] = [randomInput(rng, [2, 4, 4, 8]), randomInput(rng, [2, 4, 4, 8])].map((i) => tf.tensor(i.values, i.shape));
+    const g = tf.ones([8]);
+    const b = tf.zeros([8]);
+    const info = await tf.profile(() => {
+      const loss = (a: tf.Tensor, rr: tf.Tensor) => tf.sum(batchNormTrain(a, g, b, 1e-5, { relu: true, residual: rr }).y);
+      return tf.grads(loss)([x, r]);
+    });
+    const kernels = info.kernelNames;
+    expect(kernels).toContain('MasksubBatchNormTrainGrad');
+    for (const k of ['Add', 'AddN', 'Relu', 'Step', 'Greater']) expect(kernels, k).not.toContain(k);
+    tf.dispose([x, r, g, b, ...info.result as tf.Tensor[]]);
+  });
+
   it('rejects inputs whose lengths do not fit', () => {
     const native = nativeBatchNorm()!;
     const f = (n: number) => new Float32Array(n);
     expect(() => native.batchNormStats(f(10), f(3), f(3))).toThrow(/not a multiple of the channel count/);
     expect(() => native.batchNormTrainBackward(f(9), f(9), f(3), f(2), f(3), 1e-5, f(9), f(3), f(3))).toThrow(/gamma and var differ/);
+    expect(() => native.batchNormApply(f(9), f(3), f(3), f(3), f(3), 1e-5, f(9), f(6), true)).toThrow(/x and residual differ/);
+    expect(() => native.batchNormTrainBackward(f(9), f(9), f(3), f(3), f(3), 1e-5, f(9), f(3), f(3), f(8))).toThrow(/x and reluOut differ/);
   });
 });

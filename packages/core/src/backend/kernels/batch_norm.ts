@@ -39,26 +39,37 @@ const stats: KernelCall = (args) => {
   return [mean, variance];
 };
 
+interface TrainAttrs {
+  eps: number;
+  /** A ReLU fused after the normalisation (and the residual add). */
+  relu?: boolean;
+  /** Backward only: the forward fused a residual add (a fourth output, its gradient). */
+  residual?: boolean;
+}
+
 const forward: KernelCall = (args) => {
   const native = addon(BATCH_NORM_TRAIN);
   const [x, gamma, beta, mean, variance] = ['x', 'gamma', 'beta', 'mean', 'variance'].map((n) => input(args, n, BATCH_NORM_TRAIN));
-  const { eps } = args.attrs as { eps: number };
+  const residual = args.inputs.residual === undefined ? null : input(args, 'residual', BATCH_NORM_TRAIN);
+  const { eps, relu = false } = args.attrs as unknown as TrainAttrs;
   const y = allocate(args.backend, x.shape, 'float32');
   const h = (t: TensorInfo) => heapF32(args.backend, t);
-  native.batchNormApply(h(x), h(gamma), h(beta), h(mean), h(variance), eps, h(y));
+  native.batchNormApply(h(x), h(gamma), h(beta), h(mean), h(variance), eps, h(y), residual && h(residual), relu);
   return y;
 };
 
 const backward: KernelCall = (args) => {
   const native = addon(BATCH_NORM_TRAIN_GRAD);
   const [dy, x, mean, variance, gamma] = ['dy', 'x', 'mean', 'variance', 'gamma'].map((n) => input(args, n, BATCH_NORM_TRAIN_GRAD));
-  const { eps } = args.attrs as { eps: number };
+  const { eps, relu = false, residual = false } = args.attrs as unknown as TrainAttrs;
+  const y = relu ? input(args, 'y', BATCH_NORM_TRAIN_GRAD) : null;
   const dx = allocate(args.backend, x.shape, 'float32');
   const dgamma = allocate(args.backend, gamma.shape, 'float32');
   const dbeta = allocate(args.backend, gamma.shape, 'float32');
+  const dresidual = residual ? allocate(args.backend, x.shape, 'float32') : null;
   const h = (t: TensorInfo) => heapF32(args.backend, t);
-  native.batchNormTrainBackward(h(dy), h(x), h(mean), h(variance), h(gamma), eps, h(dx), h(dgamma), h(dbeta));
-  return [dx, dgamma, dbeta];
+  native.batchNormTrainBackward(h(dy), h(x), h(mean), h(variance), h(gamma), eps, h(dx), h(dgamma), h(dbeta), y && h(y), dresidual && h(dresidual));
+  return dresidual ? [dx, dgamma, dbeta, dresidual] : [dx, dgamma, dbeta];
 };
 
 /** Registers the three kernels on wasm when the addon has them; returns the names registered. */
@@ -78,6 +89,19 @@ export function batchNormKernelsActive(): boolean {
   return tf.getBackend() === 'wasm' && nativeBatchNorm() !== null && tf.getKernel(BATCH_NORM_TRAIN, 'wasm') != null;
 }
 
+/** True when the native kernels also take the residual + ReLU epilogue (not a build before it). */
+export function batchNormEpilogueActive(): boolean {
+  return batchNormKernelsActive() && nativeBatchNorm()?.batchNormEpilogue === true;
+}
+
+/** What follows the normalisation, fused into it: y = relu?(bn(x) + residual?). */
+export interface BatchNormEpilogue {
+  /** Added after the affine map (same shape as x). */
+  residual?: tf.Tensor;
+  /** max(0, .) last. */
+  relu?: boolean;
+}
+
 export interface BatchNormTrainResult {
   y: tf.Tensor;
   /** Per-channel batch mean and biased variance (for the running statistics; no gradient). */
@@ -92,19 +116,38 @@ export interface BatchNormTrainResult {
  * the custom gradient (the closed form, which includes their dependence on x) does.
  */
 export function nativeBatchNormTrain(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number): BatchNormTrainResult {
+  return nativeBatchNormTrainFused(x, gamma, beta, eps, {});
+}
+
+/**
+ * nativeBatchNormTrain with the epilogue fused (caller checks batchNormEpilogueActive() when the
+ * epilogue is not empty): one kernel each way instead of BN + Add + Relu forward and BN grad +
+ * the ReLU's Step/Mul + the add's gradient backward. With a ReLU the backward needs its output
+ * y (its mask), which the next layer keeps alive anyway.
+ */
+export function nativeBatchNormTrainFused(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps: number, epilogue: BatchNormEpilogue): BatchNormTrainResult {
+  const relu = epilogue.relu ?? false;
+  const residual = epilogue.residual;
   const [mean, variance] = tf.engine().runKernel(BATCH_NORM_STATS, { x }, {}) as tf.Tensor1D[];
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [xt, g, b] = args as tf.Tensor[];
-    const save = args[3] as tf.GradSaveFunc;
+    const tensors = args.slice(0, -1) as tf.Tensor[];
+    const save = args[args.length - 1] as tf.GradSaveFunc;
+    const [xt, g, b, r] = tensors;
+    const inputs: Record<string, tf.Tensor> = { x: xt, gamma: g, beta: b, mean, variance };
+    if (r !== undefined) inputs.residual = r;
+    const value = tf.engine().runKernel(BATCH_NORM_TRAIN, inputs, { eps, relu }) as tf.Tensor;
     // Saved (not just closed over): tfjs disposes the forward's other tensors before backward.
-    save([xt, g, mean, variance]);
+    save(relu ? [xt, g, mean, variance, value] : [xt, g, mean, variance]);
     return {
-      value: tf.engine().runKernel(BATCH_NORM_TRAIN, { x: xt, gamma: g, beta: b, mean, variance }, { eps }) as tf.Tensor,
+      value,
       gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => {
-        const [xs, gam, m, v] = saved;
-        return tf.engine().runKernel(BATCH_NORM_TRAIN_GRAD, { dy, x: xs, mean: m, variance: v, gamma: gam }, { eps }) as tf.Tensor[];
+        const [xs, gam, m, v, y] = saved;
+        const gradInputs: Record<string, tf.Tensor> = { dy, x: xs, mean: m, variance: v, gamma: gam };
+        if (y !== undefined) gradInputs.y = y;
+        return tf.engine().runKernel(BATCH_NORM_TRAIN_GRAD, gradInputs, { eps, relu, residual: r !== undefined }) as tf.Tensor[];
       },
     };
   });
-  return { y: op(x, gamma, beta), mean, variance };
+  const y = residual === undefined ? op(x, gamma, beta) : op(x, gamma, beta, residual);
+  return { y, mean, variance };
 }
