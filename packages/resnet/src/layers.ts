@@ -61,13 +61,13 @@ export function convUnitSpecs(units: readonly ConvUnit[], folded: boolean): Para
 /**
  * Conv2d with PyTorch's symmetric zero padding (k // 2 on every side). TF's 'same' pads
  * asymmetrically for stride 2 (0 before, 1 after), which shifts every window by one pixel, so the
- * padding is explicit and the conv 'valid'.
+ * padding is given explicitly. It goes to the conv kernels themselves (not a tf.pad before a
+ * 'valid' conv): no padded copy of the input forward and no Slice of its gradient backward.
  */
 export function conv2dTorch(x: tf.Tensor4D, weightHwio: tf.Tensor4D, stride: number): tf.Tensor4D {
   const k = weightHwio.shape[0];
   const p = Math.floor(k / 2);
-  const padded = p > 0 ? tf.pad(x, [[0, 0], [p, p], [p, p], [0, 0]]) : x;
-  return tf.conv2d(padded, weightHwio, stride, 'valid');
+  return tf.conv2d(x, weightHwio, stride, p > 0 ? [[0, 0], [p, p], [p, p], [0, 0]] : 'valid');
 }
 
 /** MaxPool2d(kernel 3, stride 2, padding 1): PyTorch pads with -inf, symmetric (see conv2dTorch). */
