@@ -2,8 +2,8 @@
 # The packages really install (issue 9 §4): pack every publishable workspace package, install the
 # tarballs with plain npm into an empty project outside the workspace, and use them there as a
 # user would.
-#   1. `pnpm -r pack` (prepack builds dist with tsc -b) into a temp dir; one tarball per
-#      non-private package.
+#   1. `pnpm build` (dist), then `pnpm -r pack` into a temp dir; one tarball per non-private
+#      package.
 #   2. `npm install` only @masksub/core + @masksub/vit: the trainer's dependencies (sharp, vega,
 #      zod, cli-progress, commander) must not be anywhere in node_modules.
 #   3. The README's "API in ten lines" block, taken from README.md as it is, run against the
@@ -29,8 +29,10 @@ tarballs=$work/tarballs
 project=$work/project
 mkdir -p "$tarballs" "$project"
 
-# 1. Pack.
-step "packing the workspace packages"
+# 1. Build dist once for every package (one tsc -b: each package's prepack then finds it up to
+# date, instead of seven cold builds), then pack.
+step "building dist and packing the workspace packages"
+(cd "$repo" && pnpm build) >"$work/build.log" 2>&1 || { cat "$work/build.log" >&2; fail "pnpm build"; }
 (cd "$repo" && pnpm -r pack --pack-destination "$tarballs") >"$work/pack.log" 2>&1 || { cat "$work/pack.log" >&2; fail "pnpm -r pack"; }
 expected=$(cd "$repo" && node -e '
   const fs = require("node:fs");

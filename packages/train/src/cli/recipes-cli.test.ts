@@ -24,6 +24,8 @@ describe('masksub recipes', () => {
     for (const name of ['deit3-400', 'deit3-800', 'rsb-a2', 'swin', 'mae-finetune', 'beitv2-finetune', 'ft-clip', 'glue']) {
       expect(r.stdout).toMatch(new RegExp(`^${name} +\\S.*\\n +source: .*Table B\\.1`, 'm'));
     }
+    // train and compare both take the flag (study takes `recipe` as a config key).
+    for (const command of ['train', 'compare']) expect(masksub(command, '--help').stdout, command).toMatch(/--recipe <name>/);
   });
 
   it('prints one recipe resolved as a run config, and refuses an unknown name with exit 2', () => {
