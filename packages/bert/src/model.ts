@@ -33,6 +33,8 @@ import {
 import { parseBertConfig, type BertConfig } from './config.js';
 import { bertRelaxedLoss } from './loss.js';
 import { bertParamSpecs } from './weights.js';
+import { bertParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /** transformers' additive mask value: torch.finfo(float32).min. */
 export const FLOAT32_MIN = -3.4028234663852886e38;
@@ -89,6 +91,11 @@ export class BertModel implements AdapterModel {
     if (options.specialTokens) this.setSpecialTokens(options.specialTokens);
     else this.special = defaultSpecialTokens(this.cfg);
     this.params = new ParameterStore(bertParamSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return bertParamGroups(this.cfg.numHiddenLayers);
   }
 
   get numClasses(): number {

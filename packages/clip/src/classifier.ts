@@ -29,6 +29,8 @@ import {
 import { parseClipConfig, type ClipConfig } from './config.js';
 import { pixelShapeProblem, visionHiddenStates } from './tower.js';
 import { clipClassifierParamSpecs, clipParamSpecs } from './weights.js';
+import { clipClassifierParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /** HF's class names, as config.json `architectures` carries them. */
 export const CLIP_MODEL_ARCHITECTURE = 'CLIPModel';
@@ -90,6 +92,11 @@ export class ClipVisionClassifier implements AdapterModel {
     this.config = { ...config, architectures: [CLIP_CLASSIFIER_ARCHITECTURE], num_labels: this.numClasses };
     this.act = activation(this.cfg.vision.hiddenAct);
     this.params = new ParameterStore(clipClassifierParamSpecs(this.cfg, this.numClasses), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return clipClassifierParamGroups(this.cfg.vision.numHiddenLayers);
   }
 
   get numPatches(): number {

@@ -33,6 +33,8 @@ import {
 import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig } from './config.js';
 import { clipParamSpecs } from './weights.js';
 import { clipEncoder, pixelShapeProblem, visionHiddenStates } from './tower.js';
+import { clipParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /** Added to attention scores that must not be attended; exp() of it underflows to exactly 0. */
 const MASKED_SCORE = -1e9;
@@ -67,6 +69,11 @@ export class ClipModel implements AdapterModel {
   }
 
   /** The embedding size both towers project to (what the registry calls the model's width). */
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return clipParamGroups(this.cfg.vision.numHiddenLayers, this.cfg.text.numHiddenLayers);
+  }
+
   get numClasses(): number {
     return this.cfg.projectionDim;
   }

@@ -9,6 +9,7 @@ import type { HostTensor, TensorMap } from './io/types.js';
 import { numel, toFloat32 } from './io/types.js';
 import { permute } from './io/permute.js';
 import type { LossOptions, RelaxedLoss } from './contract/loss.js';
+import type { ParamGroups } from './optim/param-groups.js';
 import type { DropPathRule } from './nn.js';
 import type { Rng } from './rng.js';
 import { tf } from './tf.js';
@@ -351,5 +352,11 @@ export interface MaskSubModel {
    * regression head (HF problem_type), the contrastive loss for CLIP. Absent: cross-entropy.
    */
   recipeLoss?(options: LossOptions): RelaxedLoss;
+  /**
+   * How the parameters group for the optimizer: layer ids for layer-wise lr decay and the
+   * parameters without weight decay (timm's `group_matcher` / `no_weight_decay`). Absent: timm's
+   * generic no-decay rule, and layer decay is refused.
+   */
+  paramGroups?(): ParamGroups;
   dispose(): void;
 }

@@ -9,6 +9,8 @@ import { parseResNetCifarConfig, type ResNetCifarConfig } from './config.js';
 import type { BatchNormMode, ConvUnit } from './layers.js';
 import { ConvNetBase, type ResNetForwardOptions, type ResNetModelOptions } from './model.js';
 import { ConvBnParameterStore } from './store.js';
+import { resnetCifarParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 interface BlockPlan {
   conv1: ConvUnit;
@@ -87,6 +89,11 @@ export class ResNetCifarModel extends ConvNetBase implements AdapterModel {
     this.plan = resnetCifarPlan(this.cfg);
     const units = [this.plan.stem, ...this.plan.blocks.flatMap((b) => [b.conv1, b.conv2])];
     this.params = new ConvBnParameterStore(units, resnetCifarHeadSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return resnetCifarParamGroups(this.cfg.blocksPerStage);
   }
 
   get numClasses(): number {

@@ -32,6 +32,8 @@ import {
 import { parseResNetConfig, type ResNetConfig } from './config.js';
 import { batchNorm2d, conv2dTorch, maxPool3x3s2, type BatchNormMode, type ConvUnit } from './layers.js';
 import { ConvBnParameterStore } from './store.js';
+import { resnetParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 export interface ResNetModelOptions {
   rng?: Rng;
@@ -207,6 +209,11 @@ export class ResNetModel extends ConvNetBase implements AdapterModel {
     this.act = this.cfg.hiddenAct === 'relu' ? 'relu' : activation(this.cfg.hiddenAct);
     this.plan = resnetPlan(this.cfg);
     this.params = new ConvBnParameterStore(resnetConvUnits(this.cfg), resnetHeadSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return resnetParamGroups(this.cfg.depths);
   }
 
   get numClasses(): number {

@@ -35,6 +35,8 @@ import {
 import { parseSwinConfig, type SwinConfig } from './config.js';
 import { swinParamSpecs } from './weights.js';
 import { relativePositionIndex, roll2d, shiftedWindowMask, windowPartition, windowPlan, windowReverse } from './windows.js';
+import { swinParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /** nn.LayerNorm's default eps: HF builds the embedding and patch-merging norms without the config's eps. */
 const TORCH_LAYER_NORM_EPS = 1e-5;
@@ -60,6 +62,11 @@ export class SwinModel implements AdapterModel {
     this.cfg = parseSwinConfig(config);
     this.act = activation(this.cfg.hiddenAct);
     this.params = new ParameterStore(swinParamSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return swinParamGroups(this.cfg.depths);
   }
 
   get numClasses(): number {

@@ -3,6 +3,8 @@
  * runs of a 2-layer ViT on MNIST, a few steps each, on the cpu backend.
  */
 import '@masksub/vit';
+import '@masksub/swin';
+import '@masksub/resnet';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -206,5 +208,18 @@ describe('model EMA (item 10)', () => {
     }
     const evalLines = (dir: string) => readFileSync(join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'eval').map(({ time: _t, ...rest }) => rest);
     expect(evalLines(killed)).toEqual(evalLines(c.run.dir));
+  });
+});
+
+describe('layer-wise lr decay from the model\'s parameter groups (item 13)', () => {
+  it('trains a Swin (which threw before: no num_hidden_layers) and a ResNet (silently 1 before) with optimizer.layer_decay', async () => {
+    const swin = join(tmp, 'swin.json');
+    writeFileSync(swin, JSON.stringify({ model_type: 'swin', image_size: 28, patch_size: 7, num_channels: 1, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 2, num_labels: 10 }));
+    const resnet = join(tmp, 'resnet.json');
+    writeFileSync(resnet, JSON.stringify({ model_type: 'resnet_cifar', depth: 8, num_classes: 10, num_channels: 1, image_size: 28 }));
+    for (const model of [swin, resnet]) {
+      const r = await trainRun(config({ model, optimizer: { lr: 0.003, layer_decay: 0.65 }, train: { steps: 1 } }), quiet);
+      expect(r.steps).toBe(1);
+    }
   });
 });

@@ -158,11 +158,15 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   if (!totalSteps) throw new OptionError('train.epochs', `cannot turn epochs into steps: ${task.description} has no known size; give train.steps`);
 
   const o = config.optimizer;
-  const numLayers = Number((model.config as Record<string, unknown>).num_hidden_layers ?? 0);
+  // Layer ids and no-decay parameters come from the model (paramGroups), not from config keys.
+  const groups = model.paramGroups?.();
+  if (o.layer_decay !== null && o.layer_decay < 1 && !groups) {
+    throw new OptionError('optimizer.layer_decay', `the ${model.architecture} model does not declare its parameter groups (paramGroups), so no parameter has a layer to decay by`);
+  }
   const optimizer = createOptimizer(
     { kind: o.kind, weightDecay: o.weight_decay, betas: o.betas, eps: o.eps, momentum: o.momentum, nesterov: o.nesterov },
     model.params.trainable(),
-    o.layer_decay && o.layer_decay < 1 ? { layerDecay: { decay: o.layer_decay, numLayers } } : {},
+    { groups, layerDecay: o.layer_decay ?? undefined },
   );
   const lrAt = createSchedule({ kind: o.schedule, baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
   const m = config.masksub;

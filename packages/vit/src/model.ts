@@ -34,6 +34,8 @@ import {
 } from '@masksub/core';
 import { parseViTConfig, type ViTConfig } from './config.js';
 import { vitParamSpecs } from './weights.js';
+import { vitParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /**
  * The drop operators of a ViT's patch grid, shared by the HF and the timm layouts: token removal,
@@ -66,6 +68,11 @@ export class ViTModel implements AdapterModel {
     this.cfg = parseViTConfig(config);
     this.act = activation(this.cfg.hiddenAct);
     this.params = new ParameterStore(vitParamSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return vitParamGroups(this.cfg.numHiddenLayers);
   }
 
   get numClasses(): number {

@@ -31,6 +31,8 @@ import {
   type ParamSpec,
 } from '@masksub/core';
 import { vitDropOperator } from './model.js';
+import { timmViTParamGroups } from './param-groups.js';
+import type { ParamGroups } from '@masksub/core';
 
 /** timm architecture names this module serves (glob patterns, as registered with the adapter). */
 export const TIMM_VIT_ARCHITECTURES: readonly string[] = ['vit_*', 'deit_*', 'deit3_*'];
@@ -224,6 +226,11 @@ export class TimmViTModel implements AdapterModel {
   ) {
     this.cfg = parseTimmViTConfig(config);
     this.params = new ParameterStore(timmViTParamSpecs(this.cfg), options.rng ?? new Rng(0));
+  }
+
+  /** Layer ids for layer-wise lr decay and the no-weight-decay parameters (see param-groups.ts). */
+  paramGroups(): ParamGroups {
+    return timmViTParamGroups(this.cfg.depth);
   }
 
   get numClasses(): number {

@@ -7,7 +7,15 @@ import { tf } from '../tf.js';
 import { OptionError, TensorMismatchError } from '../errors.js';
 import { Rng } from '../rng.js';
 import { createOptimizer, type OptimizerSpec } from './optimizer.js';
-import type { ParamGroupRules } from './param-groups.js';
+import { blockIndex, layeredParamGroups, type ParamGroupRules } from './param-groups.js';
+
+/** The ViT-shaped names of SHAPES grouped as a ViT declares them (2 blocks, tokens without decay). */
+const groups = layeredParamGroups({
+  numLayers: 2,
+  embedding: (n) => n.startsWith('vit.embeddings.'),
+  block: (n) => blockIndex(/\.encoder\.layer\.(\d+)\./, n),
+  noWeightDecay: (n) => n.endsWith('cls_token'),
+});
 
 type Arr = number[];
 interface RefParam {
@@ -132,8 +140,8 @@ describe('optimizers against the PyTorch/timm formulas', () => {
   });
 
   const adamSpec = { betas: [0.9, 0.99] as [number, number], eps: 1e-8 };
-  it.each([0, 0.05])('AdamW, weight decay %s, default no-decay rules', (wd) => {
-    const { opt, refs } = run({ kind: 'adamw', weightDecay: wd, ...adamSpec }, {}, (rs, gs, lr) => rs.forEach((r, k) => refAdamW(r, gs[k], lr, adamSpec)));
+  it.each([0, 0.05])('AdamW, weight decay %s, the model\'s no-decay rules', (wd) => {
+    const { opt, refs } = run({ kind: 'adamw', weightDecay: wd, ...adamSpec }, { groups }, (rs, gs, lr) => rs.forEach((r, k) => refAdamW(r, gs[k], lr, adamSpec)));
     // Decay really reaches 2-D weights and skips cls token and bias.
     expect(refs.find((r) => r.name === 'classifier.weight')!.wd).toBe(wd);
     expect(refs.find((r) => r.name === 'vit.embeddings.cls_token')!.wd).toBe(0);
@@ -142,7 +150,7 @@ describe('optimizers against the PyTorch/timm formulas', () => {
   });
 
   it('AdamW with layer-wise lr decay', () => {
-    const { refs } = run({ kind: 'adamw', weightDecay: 0.1, ...adamSpec }, { layerDecay: { decay: 0.5, numLayers: 2 } }, (rs, gs, lr) =>
+    const { refs } = run({ kind: 'adamw', weightDecay: 0.1, ...adamSpec }, { groups, layerDecay: 0.5 }, (rs, gs, lr) =>
       rs.forEach((r, k) => refAdamW(r, gs[k], lr, adamSpec)),
     );
     expect(refs.map((r) => r.lrScale)).toEqual([0.125, 0.25, 0.25, 0.5, 1]);
@@ -165,7 +173,7 @@ describe('optimizers against the PyTorch/timm formulas', () => {
     [0, 1.0, false],
     [0.05, 3.0, true],
   ])('LAMB wd %s maxGradNorm %s trustClip %s', (wd, maxGradNorm, trustClip) => {
-    run({ kind: 'lamb', weightDecay: wd, betas: [0.9, 0.999], eps: 1e-6, maxGradNorm, trustClip }, { layerDecay: { decay: 0.8, numLayers: 2 } }, (rs, gs, lr) =>
+    run({ kind: 'lamb', weightDecay: wd, betas: [0.9, 0.999], eps: 1e-6, maxGradNorm, trustClip }, { groups, layerDecay: 0.8 }, (rs, gs, lr) =>
       refLamb(rs, gs, lr, 0.9, 0.999, 1e-6, maxGradNorm, trustClip),
     );
   });

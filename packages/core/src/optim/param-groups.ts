@@ -1,31 +1,81 @@
 /**
  * Per-parameter hyper-parameters: which parameters get weight decay and how much each one's
- * learning rate is scaled (layer-wise decay, the BEiT/MAE fine-tuning recipe). Everything is a
- * pure function of the HF checkpoint name and shape, so adapters can swap in their own rules.
+ * learning rate is scaled (layer-wise decay, the BEiT/MAE fine-tuning recipe). How parameters
+ * group is the model's to say (timm's `group_matcher` / `no_weight_decay`): a model offers
+ * {@link ParamGroups} through `MaskSubModel.paramGroups()`, and core knows no parameter names.
  */
 import { OptionError } from '../errors.js';
 
-/** Decides whether a parameter is excluded from weight decay. */
-export type NoDecayRule = (name: string, shape: readonly number[]) => boolean;
+/**
+ * How a model's parameters group for the optimizer. Layers count from the input: 0 is the
+ * embeddings / stem, 1..numLayers are the blocks in forward order (over every stage), and
+ * numLayers + 1 is what follows them (final norm, pooler, head). Layer-wise lr decay scales
+ * layer i by decay^(numLayers + 1 - i).
+ */
+export interface ParamGroups {
+  /** Number of blocks between the embeddings and the head. */
+  readonly numLayers: number;
+  /** The layer of a parameter (by checkpoint name), in [0, numLayers + 1]. */
+  layerOf(name: string): number;
+  /** Whether a parameter is excluded from weight decay. */
+  noWeightDecay(name: string, shape: readonly number[]): boolean;
+}
 
-/** Maps a parameter name to its depth: 0 = embeddings, i+1 = block i, numLayers+1 = head/final norm. */
-export type LayerIdRule = (name: string, numLayers: number) => number;
+/**
+ * timm's rule (`param_groups_weight_decay`, Swin's `set_weight_decay`, MAE's `param_groups_lrd`):
+ * no weight decay on biases and on parameters with at most one dimension (norm weights, scalars).
+ * Models add their tokens and position tables (timm's `no_weight_decay()`).
+ */
+export function timmNoWeightDecay(name: string, shape: readonly number[]): boolean {
+  return shape.length <= 1 || name.endsWith('.bias');
+}
 
-export interface LayerDecayOptions {
-  /** Multiplier per layer away from the head (e.g. 0.65 for ViT-B fine-tuning); 1 disables. */
-  decay: number;
-  /** Number of transformer blocks (encoder layers). */
+export interface LayeredGroupsSpec {
   numLayers: number;
-  /** How names map to depths; defaults to {@link layerId} (ViT/DeiT/BERT/CLIP names). */
-  layerId?: LayerIdRule;
+  /** Parameters of layer 0 (embeddings, stem). */
+  embedding(name: string): boolean;
+  /** The 0-based block (counted over all stages) a parameter belongs to, or null for none. */
+  block(name: string): number | null;
+  /** Parameters excluded from weight decay besides {@link timmNoWeightDecay}'s (tokens, position tables). */
+  noWeightDecay?(name: string): boolean;
+}
+
+/** ParamGroups from the three questions every architecture answers: embeddings, which block, extra no-decay names. */
+export function layeredParamGroups(spec: LayeredGroupsSpec): ParamGroups {
+  return {
+    numLayers: spec.numLayers,
+    layerOf(name) {
+      if (spec.embedding(name)) return 0;
+      const b = spec.block(name);
+      if (b === null) return spec.numLayers + 1;
+      // A block beyond the model's depth means the rule and the model disagree: clamping would
+      // silently give two blocks the same scale.
+      if (!Number.isInteger(b) || b < 0 || b >= spec.numLayers) throw new OptionError('layerDecay', `parameter '${name}' is in block ${b} of a ${spec.numLayers}-block model`);
+      return b + 1;
+    },
+    noWeightDecay: (name, shape) => timmNoWeightDecay(name, shape) || (spec.noWeightDecay?.(name) ?? false),
+  };
+}
+
+/** The block index captured by `pattern`'s first group, or null when the name does not match. */
+export function blockIndex(pattern: RegExp, name: string): number | null {
+  const m = pattern.exec(name);
+  return m ? Number(m[1]) : null;
+}
+
+/** Running block offsets of staged models (Swin, ResNet): stage s starts at offsets[s]. */
+export function stageOffsets(depths: readonly number[]): number[] {
+  const out: number[] = [];
+  depths.reduce((sum, d) => (out.push(sum), sum + d), 0);
+  return out;
 }
 
 /** How per-parameter decay and learning-rate scale are chosen. */
 export interface ParamGroupRules {
-  /** Defaults to {@link defaultNoDecay}. */
-  noDecay?: NoDecayRule;
-  /** Omit for no layer-wise decay (every scale 1). */
-  layerDecay?: LayerDecayOptions;
+  /** The model's grouping (`model.paramGroups()`); without it, {@link timmNoWeightDecay} and no layer decay. */
+  groups?: ParamGroups;
+  /** Layer-wise lr decay factor in (0, 1] (e.g. 0.65 for ViT-B fine-tuning); omit or 1 for none. Needs `groups`. */
+  layerDecay?: number;
 }
 
 /** What one parameter ends up with. */
@@ -34,65 +84,6 @@ export interface ParamHyper {
   weightDecay: number;
   /** Multiplies the scheduled learning rate. */
   lrScale: number;
-}
-
-/**
- * Parameter names whose last module segment (or the parameter itself) is a token/table that
- * should not be pulled to zero. Matched on whole dot-separated segments so that e.g.
- * `position_embeddings.weight` (BERT, an nn.Embedding) and `position_embeddings` (ViT, a bare
- * Parameter) are both caught, while `word_embeddings` is not.
- */
-const NO_DECAY_SEGMENTS = new Set([
-  'cls_token',
-  'class_embedding', // CLIP's cls token
-  'mask_token',
-  'dist_token',
-  'distillation_token', // HF DeiT's name for dist_token
-  'position_embeddings',
-  'position_embedding', // CLIP
-  'relative_position_bias_table',
-  'logit_scale',
-]);
-
-/**
- * timm/BEiT convention: no weight decay on biases, normalisation weights, tokens and position
- * tables, and on every parameter with at most one dimension (which covers all of the above for
- * the usual layers, plus scalars such as CLIP's `logit_scale`).
- */
-export function defaultNoDecay(name: string, shape: readonly number[]): boolean {
-  if (shape.length <= 1) return true;
-  const segments = name.split('.');
-  const last = segments[segments.length - 1];
-  if (last === 'bias') return true;
-  if (segments.some((s) => NO_DECAY_SEGMENTS.has(s))) return true;
-  // LayerNorm / layernorm_before / layer_norm1 / pre_layrnorm / normalization (BN): a norm's
-  // affine weight should stay near 1, decaying it towards 0 hurts (and only 1-D ones exist in
-  // practice, this catches odd shapes too). The parameter leaf itself is not examined.
-  return segments.slice(0, -1).some((s) => /norm/i.test(s));
-}
-
-const EMBEDDING_STAGE = /(^|\.)(embeddings|pre_layrnorm)\./;
-const BLOCK_INDEX = /(^|\.)encoder\.layers?\.(\d+)\./;
-
-/**
- * Depth of a ViT/DeiT/BERT/CLIP-vision parameter, as in BEiT's `get_layer_id_for_vit`:
- * embeddings (patch/position/cls/mask tokens, and CLIP's pre-norm that acts on them) -> 0,
- * `encoder.layer.i.` / `encoder.layers.i.` -> i+1, everything else (final norm, pooler, head)
- * -> numLayers+1.
- */
-export function layerId(name: string, numLayers: number): number {
-  if (EMBEDDING_STAGE.test(name)) return 0;
-  const block = BLOCK_INDEX.exec(name);
-  if (block) {
-    const i = Number(block[2]);
-    // A block index beyond numLayers means the option is wrong for this model: clamping would
-    // silently give two blocks the same scale.
-    if (i >= numLayers) {
-      throw new OptionError('layerDecay.numLayers', `is ${numLayers} but parameter '${name}' is in block ${i}`);
-    }
-    return i + 1;
-  }
-  return numLayers + 1;
 }
 
 /** decay^(numLayers+1-id): the head learns at the full rate, the embeddings at decay^(numLayers+1). */
@@ -106,18 +97,25 @@ export function resolveParamHypers(
   baseWeightDecay: number,
   rules: ParamGroupRules = {},
 ): Map<string, ParamHyper> {
-  const noDecay = rules.noDecay ?? defaultNoDecay;
-  const ld = rules.layerDecay;
-  if (ld) {
-    if (!(ld.decay > 0 && ld.decay <= 1)) throw new OptionError('layerDecay.decay', `must be in (0, 1], got ${ld.decay}`);
-    if (!Number.isInteger(ld.numLayers) || ld.numLayers < 0) {
-      throw new OptionError('layerDecay.numLayers', `must be a non-negative integer, got ${ld.numLayers}`);
-    }
+  const { groups, layerDecay } = rules;
+  if (layerDecay !== undefined) {
+    if (!(layerDecay > 0 && layerDecay <= 1)) throw new OptionError('layerDecay', `must be in (0, 1], got ${layerDecay}`);
+    if (layerDecay < 1 && !groups) throw new OptionError('layerDecay', 'needs the model\'s parameter groups (paramGroups()): without them no parameter has a layer');
   }
-  const idOf = ld?.layerId ?? layerId;
+  if (groups && !(Number.isInteger(groups.numLayers) && groups.numLayers >= 0)) {
+    throw new OptionError('paramGroups.numLayers', `must be a non-negative integer, got ${groups.numLayers}`);
+  }
+  const noDecay = groups ? (n: string, s: readonly number[]) => groups.noWeightDecay(n, s) : timmNoWeightDecay;
   const out = new Map<string, ParamHyper>();
   for (const [name, p] of params) {
-    const lrScale = ld ? layerDecayScale(idOf(name, ld.numLayers), ld.numLayers, ld.decay) : 1;
+    let lrScale = 1;
+    if (groups && layerDecay !== undefined && layerDecay < 1) {
+      const id = groups.layerOf(name);
+      if (!(Number.isInteger(id) && id >= 0 && id <= groups.numLayers + 1)) {
+        throw new OptionError('paramGroups.layerOf', `'${name}' is in layer ${id}, outside 0..${groups.numLayers + 1}`);
+      }
+      lrScale = layerDecayScale(id, groups.numLayers, layerDecay);
+    }
     out.set(name, { weightDecay: noDecay(name, p.shape) ? 0 : baseWeightDecay, lrScale });
   }
   return out;
