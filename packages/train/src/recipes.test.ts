@@ -1,10 +1,15 @@
 /** Named recipes: every preset parses through the run schema, precedence recipe < file < flag, bad names. */
+import '@masksub/vit';
+import '@masksub/resnet';
+import '@masksub/swin';
+import '@masksub/clip';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import YAML from 'yaml';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OptionError } from '@masksub/core';
+import { loadPretrained, OptionError } from '@masksub/core';
+import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
 import { parseRunConfig, resolveWarmupSteps } from './config.js';
 import { applyRecipe, listRecipes, mergeUnder, readRecipe, recipeNames } from './recipes.js';
 import { rawConfig } from './cli/main.js';
@@ -45,8 +50,10 @@ describe('the shipped recipes', () => {
 
   it('carry the official values that set each recipe apart', () => {
     const c = (name: string) => parseRunConfig({ recipe: name, ...run }, name);
-    expect(c('deit3-400')).toMatchObject({ optimizer: { kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5 }, train: { epochs: 400, loss: 'bce', bce_target_thresh: 0, bce_target_thresh_on: 'main' }, augment: { three_augment: true, color_jitter: 0.3, repeated_aug: 3, mixup: 0.8, cutmix: 1 } });
-    expect(c('deit3-800')).toMatchObject({ optimizer: { weight_decay: 0.05 }, train: { epochs: 800 } });
+    expect(c('deit3-400')).toMatchObject({ model_config: { drop_path_rate: 0.1, drop_path_rule: 'uniform' }, optimizer: { kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5 }, train: { ema_decay: 0.99996, epochs: 400, loss: 'bce', bce_target_thresh: 0, bce_target_thresh_on: 'main' }, augment: { three_augment: true, color_jitter: 0.3, repeated_aug: 3, mixup: 0.8, cutmix: 1 } });
+    expect(c('deit3-800')).toMatchObject({ model_config: { drop_path_rate: 0.2 }, optimizer: { weight_decay: 0.05 }, train: { epochs: 800 } });
+    expect(c('ft-clip').train.ema_decay).toBe(0.9998);
+    expect(c('rsb-a2').model_config).toEqual({ drop_path_rate: 0.05, drop_path_rule: 'linear', bn_mode: 'train' });
     expect(c('rsb-a2')).toMatchObject({ optimizer: { kind: 'lamb', lr: 5e-3, weight_decay: 0.02 }, train: { epochs: 300, loss: 'bce', bce_target_thresh_on: 'all' }, augment: { rand_augment: 'rand-m7-mstd0.5', mixup: 0.1, repeated_aug: 3, label_smoothing: 0 } });
     expect(c('rsb-a2').train.bce_target_thresh).toBeUndefined(); // timm's soft BCE targets
     expect(c('swin')).toMatchObject({ optimizer: { blr: 2.5e-4, clip_grad: 5, warmup_epochs: 20, weight_decay: 0.05 }, augment: { random_erasing: 0.25, label_smoothing: 0.1 } });
@@ -55,6 +62,22 @@ describe('the shipped recipes', () => {
     expect(c('ft-clip')).toMatchObject({ optimizer: { lr: 6e-4, layer_decay: 0.6 }, augment: { mixup: 0, cutmix: 0 }, data: { mean: [0.48145466, 0.4578275, 0.40821073] } });
     for (const name of EXPECTED) expect(c(name).optimizer.schedule, name).toBe(name === 'glue' ? 'linear' : 'cosine');
     expect(c('glue')).toMatchObject({ optimizer: { lr: 2e-5, weight_decay: 0, clip_grad: 1 }, train: { epochs: 3, batch_size: 32 }, masksub: { drop: 'token-masking', ratio: 0.15 } });
+  });
+});
+
+describeShared('fixtures/hf-tiny', "each recipe's model_config is read by the architecture it is for", () => {
+  const ARCH: Record<string, string> = { 'deit3-400': 'vit', 'deit3-800': 'vit', 'mae-finetune': 'vit', 'beitv2-finetune': 'vit', 'rsb-a2': 'resnet', swin: 'swin', 'ft-clip': 'clip' };
+  it.each(Object.entries(ARCH))('%s on the hf-tiny %s', async (name, arch) => {
+    const c = parseRunConfig({ recipe: name, ...run });
+    expect(c.model_config, name).toBeDefined();
+    // The adapter's parser validates the overrides: a key it does not read would be an error naming it.
+    const { model } = await loadPretrained(fixturePath(arch), { configOverrides: c.model_config, configOverridesName: 'model_config', log: () => {} });
+    const built = model.config as Record<string, unknown>;
+    for (const [k, v] of Object.entries(c.model_config!)) expect(built[k], `${name}: model_config.${k}`).toEqual(v);
+    model.dispose();
+  });
+  it('glue leaves the BERT config alone', () => {
+    expect(parseRunConfig({ recipe: 'glue', ...run }).model_config).toBeUndefined();
   });
 });
 

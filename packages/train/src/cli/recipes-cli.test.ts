@@ -1,6 +1,6 @@
 /** `masksub recipes` and `masksub train --recipe` as a user runs them. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +57,11 @@ describeShared('fixtures/hf-tiny', 'masksub train --recipe (hf-tiny ViT on CIFAR
     expect(resolved.train.epochs).toBeUndefined(); // --steps replaced the recipe's 400 epochs
     expect(resolved.augment).toMatchObject({ three_augment: true, color_jitter: 0.3, mixup: 0.8, cutmix: 1, repeated_aug: 3, repeated_aug_round: 0 });
     expect(resolved.masksub).toMatchObject({ variant: 'masksub', ratio: 0.5 });
+    expect(resolved.train.ema_decay).toBe(0.99996);
+    expect(resolved.model_config).toEqual({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
+    // The model was built with the recipe's drop-path (the saved config.json shows it), and the EMA copy was kept.
+    expect(JSON.parse(readFileSync(join(runDir, 'model', 'config.json'), 'utf8'))).toMatchObject({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
+    expect(existsSync(join(runDir, 'model-ema', 'model.safetensors'))).toBe(true);
     // 5 warm-up epochs of 4 steps do not fit a 2-step run: cut to 1, so step 2 runs at the recipe's peak lr.
     expect(r.stderr).toMatch(/warm-up of 20 steps \(5 epochs x 4 steps\) is not shorter than the run's 2 steps: warming up over 1/);
     const train = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'train');
