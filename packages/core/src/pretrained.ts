@@ -124,7 +124,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const aliases = adapter.aliases?.(config) ?? {};
   const { tensors: read, report } = byArch?.read ?? readWeights(found, aliases);
   const renamed = renameByAliases(read, aliases, found.weightsPath);
-  const tensors = renamed.tensors;
+  const tensors = adapter.transformWeights ? adapter.transformWeights(renamed.tensors, config, found.weightsPath) : renamed.tensors;
   const fileNames = new Map([...report.fileNames, ...renamed.fileNames]);
   if (adapter.configForWeights) config = adapter.configForWeights(config, new Set(tensors.keys()));
   let fileValues = 0;
@@ -148,8 +148,9 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     checkLoadable(tensors, model.params.specs, found.weightsPath, reinitialise);
     const { created } = model.params.load(tensors, found.weightsPath, ignore, reinitialise);
     if (created.length) log(`${found.weightsPath}: created ${created.join(', ')} (not in the checkpoint)`);
+    // a transformed file (split tensors) has no one-to-one way back: saved as safetensors
     const layout: SaveLayout =
-      found.format === 'pth'
+      found.format === 'pth' && tensors === renamed.tensors
         ? {
             kind: 'pth',
             file: basename(found.weightsPath),

@@ -9,6 +9,7 @@ import { MaskSubError } from './errors.js';
 import type { MaskSubModel } from './model.js';
 import type { DropOperatorProvider } from './masksub.js';
 import type { Rng } from './rng.js';
+import type { TensorMap } from './io/types.js';
 
 export type HFConfig = Record<string, unknown> & { model_type?: string };
 
@@ -63,6 +64,11 @@ export interface ArchitectureAdapter {
    * no final `norm.*`). Called before `build`; the result is the model's config.
    */
   configForWeights?(config: HFConfig, names: ReadonlySet<string>): HFConfig;
+  /**
+   * Tensors that need more than a rename to become checkpoint tensors (e.g. timm Swin's fused
+   * qkv split into query, key and value), after the aliases; `source` names the file in errors.
+   */
+  transformWeights?(tensors: TensorMap, config: HFConfig, source: string): TensorMap;
 }
 
 export const ADAPTER_TOKEN = Symbol.for('masksub.ArchitectureAdapter');
