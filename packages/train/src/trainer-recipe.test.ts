@@ -9,7 +9,7 @@ import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { OptionError, parseSafetensors } from '@masksub/core';
+import { loadPretrained, OptionError, parseSafetensors } from '@masksub/core';
 import { parseRunConfig, type RunConfigInput } from './config.js';
 import { trainRun } from './trainer.js';
 
@@ -190,6 +190,9 @@ describe('model EMA (item 10)', () => {
     expect(Array.from(saved.get(name)!.data as Float32Array)).toEqual(Array.from(e2.get(name)!.data as Float32Array));
     expect(readdirSync(join(c.run.dir, 'model-ema')).sort()).toEqual(readdirSync(join(c.run.dir, 'model')).sort());
     expect(r.emaModelDir).toBe(join(c.run.dir, 'model-ema'));
+    const reloaded = await loadPretrained(r.emaModelDir!, { log: () => undefined });
+    expect(Array.from(reloaded.model.params.get(name).dataSync())).toEqual(Array.from(e2.get(name)!.data as Float32Array));
+    reloaded.model.dispose();
     // Eval lines carry the EMA model's metrics beside the live ones.
     const evals = readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'eval');
     expect(evals.length).toBeGreaterThan(0);
