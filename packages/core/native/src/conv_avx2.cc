@@ -9,6 +9,8 @@
 // Compiled with -mavx2 -mfma in the GEMM's static library: binding.cc checks the CPU first.
 #include "conv.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -136,6 +138,203 @@ int over_blocks(const ConvShape& s, int threads, Body body) {
   return parts;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Direct (implicit-im2col) convolution for dilation 1: no patch matrix and no packed A.
+//
+// Why: with ResNet's 16-64 channels the GEMM's n (= output channels) is 1-4 strips of 16, so
+// building the patch matrix and then packing it into the GEMM's 6-row panels cost as much as the
+// multiply itself. For dilation 1 the kw taps of one patch row are kw*ci contiguous floats of
+// x (NHWC), so the micro-kernel reads its 6 output pixels' patches straight from x through
+// kh pointers each ("segments"); only pixels whose window crosses the left/right edge get a
+// small zero-padded copy, and rows above/below the image point at a zero segment.
+
+constexpr long kTileRows = 6;
+constexpr long kStrip = 16;
+
+// Stores a 6x16 accumulator tile into C (partial tiles through a local tile).
+inline void store_tile(const __m256 (&acc)[kTileRows][2], float* c, long ldc, long mr, long nr, bool accumulate) {
+  if (mr == kTileRows && nr == kStrip) {
+    for (long r = 0; r < kTileRows; r++) {
+      float* row = c + r * ldc;
+      __m256 v0 = acc[r][0], v1 = acc[r][1];
+      if (accumulate) {
+        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row + 8));
+      }
+      _mm256_storeu_ps(row, v0);
+      _mm256_storeu_ps(row + 8, v1);
+    }
+    return;
+  }
+  alignas(32) float tile[kTileRows * kStrip];
+  for (long r = 0; r < kTileRows; r++) {
+    _mm256_store_ps(tile + r * kStrip, acc[r][0]);
+    _mm256_store_ps(tile + r * kStrip + 8, acc[r][1]);
+  }
+  for (long r = 0; r < mr; r++) {
+    float* row = c + r * ldc;
+    for (long j = 0; j < nr; j++) row[j] = accumulate ? row[j] + tile[r * kStrip + j] : tile[r * kStrip + j];
+  }
+}
+
+// C[0:mr, 0:nr] = sum_s sum_p a[r * nseg + s][p] * bp[(s * seg + p) * 16 + j]: 6 output pixels
+// times one 16-column strip of packed weights. Rows r >= mr point at valid memory (ignored).
+void direct_kernel_6x16(long nseg, long seg, const float* const* a, const float* __restrict bp, float* c, long ldc, long mr, long nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  for (long sg = 0; sg < nseg; sg++) {
+    const float* __restrict a0 = a[0 * nseg + sg];
+    const float* __restrict a1 = a[1 * nseg + sg];
+    const float* __restrict a2 = a[2 * nseg + sg];
+    const float* __restrict a3 = a[3 * nseg + sg];
+    const float* __restrict a4 = a[4 * nseg + sg];
+    const float* __restrict a5 = a[5 * nseg + sg];
+    for (long p = 0; p < seg; p++) {
+      const __m256 b0 = _mm256_loadu_ps(bp);
+      const __m256 b1 = _mm256_loadu_ps(bp + 8);
+      __m256 v;
+      v = _mm256_broadcast_ss(a0 + p); c00 = _mm256_fmadd_ps(v, b0, c00); c01 = _mm256_fmadd_ps(v, b1, c01);
+      v = _mm256_broadcast_ss(a1 + p); c10 = _mm256_fmadd_ps(v, b0, c10); c11 = _mm256_fmadd_ps(v, b1, c11);
+      v = _mm256_broadcast_ss(a2 + p); c20 = _mm256_fmadd_ps(v, b0, c20); c21 = _mm256_fmadd_ps(v, b1, c21);
+      v = _mm256_broadcast_ss(a3 + p); c30 = _mm256_fmadd_ps(v, b0, c30); c31 = _mm256_fmadd_ps(v, b1, c31);
+      v = _mm256_broadcast_ss(a4 + p); c40 = _mm256_fmadd_ps(v, b0, c40); c41 = _mm256_fmadd_ps(v, b1, c41);
+      v = _mm256_broadcast_ss(a5 + p); c50 = _mm256_fmadd_ps(v, b0, c50); c51 = _mm256_fmadd_ps(v, b1, c51);
+      bp += kStrip;
+    }
+  }
+  const __m256 acc[kTileRows][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  store_tile(acc, c, ldc, mr, nr, false);
+}
+
+// Weights as 16-column strips: strip j holds rows [0, kk) of columns [16j, 16j + 16), zero padded.
+// `at(row, col)` reads the (kk x cols) weight matrix in whatever layout the caller has.
+template <typename At>
+std::vector<float> pack_strips(long kk, long cols, At at) {
+  const long strips = (cols + kStrip - 1) / kStrip;
+  std::vector<float> packed(static_cast<size_t>(strips * kk * kStrip + 8), 0.f);
+  for (long j = 0; j < strips; j++) {
+    float* dst = packed.data() + j * kk * kStrip;
+    const long nr = std::min(kStrip, cols - j * kStrip);
+    for (long p = 0; p < kk; p++)
+      for (long c = 0; c < nr; c++) dst[p * kStrip + c] = at(p, j * kStrip + c);
+  }
+  return packed;
+}
+
+thread_local std::vector<float> tls_edge;
+thread_local std::vector<float> tls_zero;
+thread_local std::vector<const float*> tls_ptrs;
+
+// y = conv(x, packed strips) for the output pixels [r0, r1) of the batch, dilation 1.
+void direct_conv_range(const float* x, const float* packed, float* y, const ConvShape& s, long r0, long r1) {
+  const long ci = s.in_c, seg = s.k_w * ci, nseg = s.k_h, kk = nseg * seg, per_image = rows_per_image(s);
+  const long strips = (s.out_c + kStrip - 1) / kStrip;
+  if (static_cast<long>(tls_zero.size()) < seg) tls_zero.assign(static_cast<size_t>(seg), 0.f);
+  if (static_cast<long>(tls_edge.size()) < kTileRows * kk) tls_edge.resize(static_cast<size_t>(kTileRows * kk));
+  if (static_cast<long>(tls_ptrs.size()) < kTileRows * nseg) tls_ptrs.resize(static_cast<size_t>(kTileRows * nseg));
+  const float* zero = tls_zero.data();
+  const float** ptrs = tls_ptrs.data();
+  for (long t0 = r0; t0 < r1; t0 += kTileRows) {
+    const long mr = std::min(kTileRows, r1 - t0);
+    for (long r = 0; r < kTileRows; r++) {
+      const long q = t0 + std::min(r, mr - 1);
+      const long n = q / per_image, pix = q % per_image, oy = pix / s.out_w, ox = pix % s.out_w;
+      const float* image = x + n * s.in_h * s.in_w * ci;
+      const long ix0 = ox * s.stride_w - s.pad_left;
+      const bool inside = ix0 >= 0 && ix0 + s.k_w <= s.in_w;
+      for (long ky = 0; ky < nseg; ky++) {
+        const long iy = oy * s.stride_h - s.pad_top + ky;
+        const float*& ptr = ptrs[r * nseg + ky];
+        if (iy < 0 || iy >= s.in_h) {
+          ptr = zero;
+        } else if (inside) {
+          ptr = image + (iy * s.in_w + ix0) * ci;
+        } else {
+          // The window crosses the left or right edge: a zero-padded copy of this segment.
+          float* edge = tls_edge.data() + (r * nseg + ky) * seg;
+          const float* row = image + iy * s.in_w * ci;
+          for (long kx = 0; kx < s.k_w; kx++) {
+            const long ix = ix0 + kx;
+            if (ix < 0 || ix >= s.in_w) std::memset(edge + kx * ci, 0, sizeof(float) * ci);
+            else std::memcpy(edge + kx * ci, row + ix * ci, sizeof(float) * ci);
+          }
+          ptr = edge;
+        }
+      }
+    }
+    for (long j = 0; j < strips; j++) {
+      direct_kernel_6x16(nseg, seg, ptrs, packed + j * kk * kStrip, y + t0 * s.out_c + j * kStrip, s.out_c, mr,
+                         std::min(kStrip, s.out_c - j * kStrip));
+    }
+  }
+}
+
+// The direct convolution over the whole batch: output pixels split into one contiguous range
+// per thread (forward writes are disjoint, so ranges may cross images).
+void direct_conv(const float* x, const float* packed, float* y, const ConvShape& s, int threads) {
+  const long total = s.batch * rows_per_image(s);
+  const long tiles = (total + kTileRows - 1) / kTileRows;
+  // Below ~64 tiles a wake-up of the pool costs more than it saves.
+  parallel_for(tiles, 64, threads, [&](long t0, long t1) {
+    direct_conv_range(x, packed, y, s, t0 * kTileRows, std::min(total, t1 * kTileRows));
+  });
+}
+
+bool direct_ok(const ConvShape& s) { return s.dilation_h == 1 && s.dilation_w == 1; }
+
+// C[0:mr, 0:nr] += sum_{p < k} a[p * lda + r] * b[p * ldb + j]: a block of the filter gradient
+// (patch columns x output channels) from the patch rows and dy rows of k output pixels, read in
+// place (no packing). a may be read up to 5 floats past row p's last column (ignored rows).
+// nr < 16 uses masked loads of b.
+void tn_kernel_6x16(long k, const float* __restrict a, long lda, const float* __restrict b, long ldb, float* c, long ldc, long mr,
+                    long nr) {
+  __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
+  __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
+  __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
+  __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
+  __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
+  __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  const bool full = nr == kStrip;
+  alignas(32) int lanes[kStrip];
+  for (long j = 0; j < kStrip; j++) lanes[j] = j < nr ? -1 : 0;
+  const __m256i m0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+  const __m256i m1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes + 8));
+  for (long p = 0; p < k; p++, a += lda, b += ldb) {
+    __m256 b0, b1;
+    if (full) {
+      b0 = _mm256_loadu_ps(b);
+      b1 = _mm256_loadu_ps(b + 8);
+    } else {
+      b0 = _mm256_maskload_ps(b, m0);
+      b1 = _mm256_maskload_ps(b + 8, m1);
+    }
+    __m256 v;
+    v = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(v, b0, c00); c01 = _mm256_fmadd_ps(v, b1, c01);
+    v = _mm256_broadcast_ss(a + 1); c10 = _mm256_fmadd_ps(v, b0, c10); c11 = _mm256_fmadd_ps(v, b1, c11);
+    v = _mm256_broadcast_ss(a + 2); c20 = _mm256_fmadd_ps(v, b0, c20); c21 = _mm256_fmadd_ps(v, b1, c21);
+    v = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(v, b0, c30); c31 = _mm256_fmadd_ps(v, b1, c31);
+    v = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(v, b0, c40); c41 = _mm256_fmadd_ps(v, b1, c41);
+    v = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(v, b0, c50); c51 = _mm256_fmadd_ps(v, b1, c51);
+  }
+  const __m256 acc[kTileRows][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+  store_tile(acc, c, ldc, mr, nr, true);
+}
+
+// acc[kk x co] += cols[rows x kk]^T dy[rows x co].
+void filter_block(const float* cols, const float* dy, float* acc, long rows, long kk, long co) {
+  for (long j0 = 0; j0 < kk; j0 += kTileRows) {
+    const long mr = std::min(kTileRows, kk - j0);
+    for (long c0 = 0; c0 < co; c0 += kStrip) {
+      tn_kernel_6x16(rows, cols + j0, kk, dy + c0, co, acc + j0 * co + c0, co, mr, std::min(kStrip, co - c0));
+    }
+  }
+}
+
 }  // namespace
 
 long set_conv_chunk_floats(long floats) {
@@ -149,6 +348,11 @@ void conv2d_forward(const float* x, const float* w, float* y, const ConvShape& s
   if (s.batch <= 0 || rows <= 0 || s.out_c <= 0) return;
   if (is_pointwise(s)) {
     sgemm(gemm(x, w, y, s.batch * rows, kk, s.out_c, false, false), threads);
+    return;
+  }
+  if (direct_ok(s)) {
+    const std::vector<float> packed = pack_strips(kk, s.out_c, [&](long p, long c) { return w[p * s.out_c + c]; });
+    direct_conv(x, packed.data(), y, s, threads);
     return;
   }
   over_blocks(s, threads, [&](long r0, long r1, int, int gt) {
@@ -169,6 +373,19 @@ void conv2d_backprop_input(const float* dy, const float* w, float* dx, const Con
   }
   if (rows <= 0) {
     std::memset(dx, 0, sizeof(float) * s.batch * in_size);
+    return;
+  }
+  if (direct_ok(s) && s.stride_h == 1 && s.stride_w == 1 && s.pad_top <= s.k_h - 1 && s.pad_left <= s.k_w - 1) {
+    // Stride 1: dx is the convolution of dy with the filter flipped in space and transposed in
+    // channels, padded by k - 1 - pad: the direct forward kernel, writing every dx pixel once.
+    const ConvShape t{s.batch, s.out_h, s.out_w, s.out_c, s.in_h, s.in_w, s.in_c, s.k_h, s.k_w, 1, 1, 1, 1,
+                      s.k_h - 1 - s.pad_top, s.k_w - 1 - s.pad_left};
+    const long ci = s.in_c, co = s.out_c, kw = s.k_w, kh = s.k_h;
+    const std::vector<float> packed = pack_strips(kh * kw * co, ci, [&](long p, long i) {
+      const long c = p % co, tap = p / co, kx = kw - 1 - tap % kw, ky = kh - 1 - tap / kw;
+      return w[((ky * kw + kx) * ci + i) * co + c];
+    });
+    direct_conv(dy, packed.data(), dx, t, threads);
     return;
   }
   over_blocks(s, threads, [&](long r0, long r1, int, int gt) {
@@ -196,9 +413,16 @@ void conv2d_backprop_filter(const float* x, const float* dy, float* dw, const Co
   std::vector<float> partial(static_cast<size_t>(max_parts) * size, 0.f);
   const int parts = over_blocks(s, threads, [&](long r0, long r1, int part, int gt) {
     float* acc = partial.data() + static_cast<size_t>(part) * size;
-    float* cols = cols_buffer((r1 - r0) * kk);
+    // +8: the kernel's last row tile may read a few floats past the last patch row (ignored).
+    float* cols = cols_buffer((r1 - r0) * kk + 8);
     im2col(x, s, r0, r1, cols);
-    sgemm(gemm(cols, dy + r0 * co, acc, kk, r1 - r0, co, true, false, true), gt);
+    if (gt > 1) {
+      // One image on several threads: the threaded GEMM.
+      sgemm(gemm(cols, dy + r0 * co, acc, kk, r1 - r0, co, true, false, true), gt);
+    } else {
+      // Straight from the patch rows and dy rows, no packing (ResNet's n = 16-64 channels).
+      filter_block(cols, dy + r0 * co, acc, r1 - r0, kk, co);
+    }
   });
   for (int p = 0; p < parts; p++) {
     const float* acc = partial.data() + static_cast<size_t>(p) * size;

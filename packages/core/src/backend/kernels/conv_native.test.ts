@@ -28,6 +28,31 @@ const CASES: [number[], number[], [number, number], Pad, number][] = [
   [[1, 10, 10, 3], [3, 3, 3, 4], [1, 1], 'same', 2],
 ];
 
+// Run once (not again with small blocks): larger, slow on the cpu reference.
+const LARGE_CASES: typeof CASES = [
+  // The shapes of ResNet-20/56 at a small batch, large enough that the direct kernels split the
+  // output pixels over threads: stem, 3x3 s1 in each stage, the 3x3 s2 downsampling conv, the
+  // option-A shortcut (1x1 s2).
+  [[2, 32, 32, 3], [3, 3, 3, 16], [1, 1], torchPad(1), 1],
+  [[2, 32, 32, 16], [3, 3, 16, 16], [1, 1], torchPad(1), 1],
+  [[2, 32, 32, 16], [3, 3, 16, 32], [2, 2], torchPad(1), 1],
+  [[2, 16, 16, 32], [3, 3, 32, 32], [1, 1], torchPad(1), 1],
+  [[2, 8, 8, 64], [3, 3, 64, 64], [1, 1], torchPad(1), 1],
+  [[4, 16, 16, 32], [1, 1, 32, 64], [2, 2], 'valid', 1],
+  // ResNet-50: 7x7 s2 stem, 1x1 s1 (no patch matrix), 1x1 s2 downsampling, 3x3 on 14x14.
+  [[2, 40, 40, 3], [7, 7, 3, 16], [2, 2], torchPad(3), 1],
+  [[2, 14, 14, 64], [1, 1, 64, 32], [1, 1], 'valid', 1],
+  [[2, 14, 14, 64], [1, 1, 64, 48], [2, 2], 'valid', 1],
+  [[2, 14, 14, 24], [3, 3, 24, 24], [1, 1], torchPad(1), 1],
+  // Swin's patch embedding (4x4 stride 4, 3 -> 24 channels) at 64 px.
+  [[2, 64, 64, 3], [4, 4, 3, 24], [4, 4], 'valid', 1],
+  // Odd sizes and channel counts (partial 6-pixel tiles and 16-channel strips), a pad larger
+  // than kernel - 1 (the input gradient's im2col path).
+  [[3, 11, 13, 5], [3, 3, 5, 19], [1, 1], torchPad(1), 1],
+  [[2, 13, 9, 7], [5, 3, 7, 33], [1, 2], [[0, 0], [2, 1], [1, 0], [0, 0]], 1],
+  [[1, 6, 7, 2], [3, 3, 2, 3], [1, 1], torchPad(3), 1],
+];
+
 const built = nativeGemmStatus().gemm !== null;
 const describeNative = built || process.env.CI === 'true' ? describe : describe.skip;
 if (!built) console.warn(`[skip] native conv: ${nativeGemmStatus().reason}`);
@@ -44,7 +69,7 @@ describeNative('native convolution kernels on wasm', () => {
   });
 
   for (const chunked of [false, true]) {
-    for (const [xShape, wShape, strides, pad, dilation] of CASES) {
+    for (const [xShape, wShape, strides, pad, dilation] of chunked ? CASES : [...CASES, ...LARGE_CASES]) {
       const label = `x [${xShape}] filter [${wShape}] strides ${strides} pad ${JSON.stringify(pad)} dilation ${dilation}${chunked ? ', 48-pixel blocks' : ''}`;
       it(`${label}: y, dx and dW match cpu`, async () => {
         const native = nativeConv()!;
