@@ -325,12 +325,20 @@ void tn_kernel_6x16(long k, const float* __restrict a, long lda, const float* __
   store_tile(acc, c, ldc, mr, nr, true);
 }
 
-// acc[kk x co] += cols[rows x kk]^T dy[rows x co].
+// acc[kk x co] += cols[rows x kk]^T dy[rows x co], in slices of rows small enough (~64 KiB of
+// patch and dy rows) to stay in L1/L2 while every tile of acc walks them: each tile re-reads
+// the slice, so a slice streamed from memory per tile would make this memory-bound.
 void filter_block(const float* cols, const float* dy, float* acc, long rows, long kk, long co) {
-  for (long j0 = 0; j0 < kk; j0 += kTileRows) {
-    const long mr = std::min(kTileRows, kk - j0);
-    for (long c0 = 0; c0 < co; c0 += kStrip) {
-      tn_kernel_6x16(rows, cols + j0, kk, dy + c0, co, acc + j0 * co + c0, co, mr, std::min(kStrip, co - c0));
+  const long slice = std::max(16L, std::min(512L, (16L << 10) / (kk + co)));
+  for (long p0 = 0; p0 < rows; p0 += slice) {
+    const long k = std::min(slice, rows - p0);
+    const float* a = cols + p0 * kk;
+    const float* b = dy + p0 * co;
+    for (long j0 = 0; j0 < kk; j0 += kTileRows) {
+      const long mr = std::min(kTileRows, kk - j0);
+      for (long c0 = 0; c0 < co; c0 += kStrip) {
+        tn_kernel_6x16(k, a + j0, kk, b + c0, co, acc + j0 * co + c0, co, mr, std::min(kStrip, co - c0));
+      }
     }
   }
 }
@@ -375,7 +383,9 @@ void conv2d_backprop_input(const float* dy, const float* w, float* dx, const Con
     std::memset(dx, 0, sizeof(float) * s.batch * in_size);
     return;
   }
-  if (direct_ok(s) && s.stride_h == 1 && s.stride_w == 1 && s.pad_top <= s.k_h - 1 && s.pad_left <= s.k_w - 1) {
+  // Needs >= 16 input channels: they become the kernel's 16-wide output strips (the 3-channel
+  // stem's input gradient would waste 13 of 16 lanes; im2col's GEMM is faster there).
+  if (direct_ok(s) && s.stride_h == 1 && s.stride_w == 1 && s.pad_top <= s.k_h - 1 && s.pad_left <= s.k_w - 1 && s.in_c >= 16) {
     // Stride 1: dx is the convolution of dy with the filter flipped in space and transposed in
     // channels, padded by k - 1 - pad: the direct forward kernel, writing every dx pixel once.
     const ConvShape t{s.batch, s.out_h, s.out_w, s.out_c, s.in_h, s.in_w, s.in_c, s.k_h, s.k_w, 1, 1, 1, 1,
