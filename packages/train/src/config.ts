@@ -110,6 +110,8 @@ export const runConfigSchema = z
         /** Decay after the warm-up: cosine (timm, DeiT, MAE, Swin), linear (HF Trainer, run_glue) or constant. */
         schedule: z.enum(LR_SCHEDULES).default('cosine'),
         warmup_steps: z.number().int().min(0).default(0),
+        /** The lr of the first warm-up step, rising linearly to the peak (timm's warmup_lr_init; 0 as MAE, BEiT and HF). */
+        warmup_lr: z.number().min(0).default(0),
         /** Warm-up in epochs, as the official recipes state it: turned into steps with the run's steps per epoch (replaces warmup_steps). */
         warmup_epochs: z.number().min(0).optional(),
       })

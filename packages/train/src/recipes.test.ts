@@ -56,6 +56,8 @@ describe('the shipped recipes', () => {
     expect(c('rsb-a2').model_config).toEqual({ drop_path_rate: 0.05, drop_path_rule: 'linear', bn_mode: 'train' });
     expect(c('rsb-a2')).toMatchObject({ optimizer: { kind: 'lamb', lr: 5e-3, weight_decay: 0.02 }, train: { epochs: 300, loss: 'bce', bce_target_thresh_on: 'all' }, augment: { rand_augment: 'rand-m7-mstd0.5', mixup: 0.1, repeated_aug: 3, label_smoothing: 0 } });
     expect(c('rsb-a2').train.bce_target_thresh).toBeUndefined(); // timm's soft BCE targets
+    // Warm-up start: timm's warmup_lr_init (DeiT 1e-6, RSB 1e-4, Swin 5e-7 x 1024 / 512); MAE, BEiT and HF from 0.
+    expect(EXPECTED.map((n) => c(n).optimizer.warmup_lr)).toEqual([0, 1e-6, 1e-6, 0, 0, 0, 1e-4, 1e-6]);
     expect(c('swin')).toMatchObject({ optimizer: { blr: 2.5e-4, clip_grad: 5, warmup_epochs: 20, weight_decay: 0.05 }, augment: { random_erasing: 0.25, label_smoothing: 0.1 } });
     expect(c('mae-finetune')).toMatchObject({ optimizer: { blr: 5e-4, layer_decay: 0.65, warmup_epochs: 5 }, augment: { rand_augment: 'rand-m9-mstd0.5-inc1', random_erasing: 0.25 } });
     expect(c('beitv2-finetune')).toMatchObject({ optimizer: { lr: 5e-4, layer_decay: 0.6, warmup_epochs: 20 } });

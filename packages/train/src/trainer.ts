@@ -168,7 +168,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     model.params.trainable(),
     { groups, layerDecay: o.layer_decay ?? undefined },
   );
-  const lrAt = createSchedule({ kind: o.schedule, baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
+  const lrAt = createSchedule({ kind: o.schedule, baseLr: resolveLearningRate(config), totalSteps, minLr: o.min_lr, warmupInitLr: o.warmup_lr, warmupSteps: resolveWarmupSteps(config, perEpoch ? perEpoch / accum : null, totalSteps, log) });
   const m = config.masksub;
   const trainer: MaskSubTrainer = renameOption('targetThreshold', 'train.bce_target_thresh', () => withMaskSub(model, {
     variant: m.variant,

@@ -52,7 +52,7 @@ describeShared('fixtures/hf-tiny', 'masksub train --recipe (hf-tiny ViT on CIFAR
     expect(r.status, r.stderr).toBe(0);
     const resolved = YAML.parse(readFileSync(join(runDir, 'config.resolved.yaml'), 'utf8')) as Record<string, Record<string, unknown>>;
     expect(resolved.recipe).toBe('deit3-400');
-    expect(resolved.optimizer).toMatchObject({ kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5, min_lr: 1e-5 });
+    expect(resolved.optimizer).toMatchObject({ kind: 'lamb', lr: 3e-3, weight_decay: 0.03, warmup_epochs: 5, warmup_lr: 1e-6, min_lr: 1e-5 });
     expect(resolved.train).toMatchObject({ loss: 'bce', bce_target_thresh: 0, bce_target_thresh_on: 'main', batch_size: 8, steps: 2 }); // --batch-size and --steps over the recipe
     expect(resolved.train.epochs).toBeUndefined(); // --steps replaced the recipe's 400 epochs
     expect(resolved.augment).toMatchObject({ three_augment: true, color_jitter: 0.3, mixup: 0.8, cutmix: 1, repeated_aug: 3, repeated_aug_round: 0 });
@@ -62,10 +62,10 @@ describeShared('fixtures/hf-tiny', 'masksub train --recipe (hf-tiny ViT on CIFAR
     // The model was built with the recipe's drop-path (the saved config.json shows it), and the EMA copy was kept.
     expect(JSON.parse(readFileSync(join(runDir, 'model', 'config.json'), 'utf8'))).toMatchObject({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
     expect(existsSync(join(runDir, 'model-ema', 'model.safetensors'))).toBe(true);
-    // 5 warm-up epochs of 4 steps do not fit a 2-step run: cut to 1, so step 2 runs at the recipe's peak lr.
+    // 5 warm-up epochs of 4 steps do not fit a 2-step run: cut to 1, so step 1 runs at DeiT's warmup_lr and step 2 at the recipe's peak.
     expect(r.stderr).toMatch(/warm-up of 20 steps \(5 epochs x 4 steps\) is not shorter than the run's 2 steps: warming up over 1/);
     const train = readFileSync(join(runDir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>).filter((m) => m.type === 'train');
-    expect(train.map((m) => m.lr)).toEqual([0, 3e-3]);
+    expect(train.map((m) => m.lr)).toEqual([1e-6, 3e-3]);
     // The optimizer the trainer built is the recipe's LAMB (its kind is in the checkpoint).
     const ckpts = join(runDir, 'checkpoints');
     const step = readdirSync(ckpts).find((d) => d.startsWith('step-'))!;
