@@ -133,6 +133,11 @@ describe('precedence: recipe < config file < flags', () => {
 
   it('mergeUnder merges mappings and replaces lists and scalars', () => {
     expect(mergeUnder({ a: { b: 1, c: [1, 2] }, d: 1 }, { a: { c: [3] }, e: 2 })).toEqual({ a: { b: 1, c: [3] }, d: 1, e: 2 });
+    // A '__proto__' key in a config file stays a key (the schema names it), never the merged object's prototype.
+    const hostile = JSON.parse('{"recipe": "glue", "model": "m", "data": {"train": "mnist:train"}, "__proto__": {"model": "other"}}') as Record<string, unknown>;
+    const merged = applyRecipe(hostile);
+    expect(Object.getPrototypeOf(merged)).toBe(Object.prototype);
+    expect(() => parseRunConfig(hostile, 'run.yaml')).toThrow(/unknown key '__proto__'/);
   });
 
   it('a resolved config (as stored in a run folder) parses to itself again', () => {

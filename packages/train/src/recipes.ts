@@ -77,7 +77,9 @@ export function mergeUnder(lower: Tree, upper: Tree): Tree {
   const out: Tree = structuredClone(lower);
   for (const [k, v] of Object.entries(upper)) {
     if (v === undefined) continue;
-    out[k] = isTree(v) && isTree(out[k]) ? mergeUnder(out[k] as Tree, v) : structuredClone(v);
+    const value = isTree(v) && Object.hasOwn(out, k) && isTree(out[k]) ? mergeUnder(out[k] as Tree, v) : structuredClone(v);
+    // An own property even for '__proto__', so the strict schema reports it instead of it becoming the prototype.
+    Object.defineProperty(out, k, { value, enumerable: true, writable: true, configurable: true });
   }
   return out;
 }
