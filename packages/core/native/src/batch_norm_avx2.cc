@@ -6,6 +6,8 @@
 //
 // Column sums are accumulated per thread in float over blocks of rows and in double across
 // blocks and threads (fixed order: deterministic for a thread count).
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -129,7 +131,16 @@ void batch_norm_train_backward(const float* dy, const float* x, const float* mea
       return;
     }
     const float* yr = relu_out + r * cols;
-    for (long c = 0; c < cols; c++) {
+    long c = 0;
+    // Explicit AVX2: GCC's vectorisation of the masked loop ran ~4x slower than the plain one.
+    const __m256 zero = _mm256_setzero_ps();
+    for (; c + 8 <= cols; c += 8) {
+      const __m256 gm = _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(yr + c), zero, _CMP_GT_OQ), _mm256_loadu_ps(g + c));
+      _mm256_storeu_ps(acc + c, _mm256_add_ps(_mm256_loadu_ps(acc + c), gm));
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(row + c), _mm256_loadu_ps(mean + c));
+      _mm256_storeu_ps(acc + cols + c, _mm256_add_ps(_mm256_loadu_ps(acc + cols + c), _mm256_mul_ps(gm, d)));
+    }
+    for (; c < cols; c++) {
       const float gm = yr[c] > 0.f ? g[c] : 0.f;
       acc[c] += gm;
       acc[cols + c] += gm * (row[c] - mean[c]);
@@ -160,7 +171,18 @@ void batch_norm_train_backward(const float* dy, const float* x, const float* mea
       }
       const float* yr = relu_out != nullptr ? relu_out + r * cols : nullptr;
       float* dres = dresidual != nullptr ? dresidual + r * cols : nullptr;
-      for (long c = 0; c < cols; c++) {
+      long c = 0;
+      const __m256 zero = _mm256_setzero_ps();
+      for (; c + 8 <= cols; c += 8) {
+        __m256 gm = _mm256_loadu_ps(g + c);
+        if (yr != nullptr) gm = _mm256_and_ps(_mm256_cmp_ps(_mm256_loadu_ps(yr + c), zero, _CMP_GT_OQ), gm);
+        const __m256 v = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a.data() + c), gm),
+                                                     _mm256_mul_ps(_mm256_loadu_ps(k1.data() + c), _mm256_loadu_ps(row + c))),
+                                       _mm256_loadu_ps(k0.data() + c));
+        _mm256_storeu_ps(out + c, v);
+        if (dres != nullptr) _mm256_storeu_ps(dres + c, gm);
+      }
+      for (; c < cols; c++) {
         const float gm = yr == nullptr || yr[c] > 0.f ? g[c] : 0.f;
         out[c] = a[c] * gm + k1[c] * row[c] + k0[c];
         if (dres != nullptr) dres[c] = gm;
