@@ -9,8 +9,9 @@
 #   3. The README's "API in ten lines" block, taken from README.md as it is, run against the
 #      hf-tiny ViT fixture (MASKSUB_PACK_FIXTURE, default ../shared/fixtures/hf-tiny/vit beside
 #      the repository): finite losses, and the fine-tuned folder is written.
-#   4. `npm install` every other tarball, then `npx masksub --help`, `npx masksub recipes` (the
-#      recipe files ship) and `npx masksub adapters` (the architecture packages register).
+#   4. `npm install` every other tarball; every main/types/bin/exports path of the installed
+#      manifests exists; then `npx masksub --help`, `npx masksub recipes` (the recipe files ship)
+#      and `npx masksub adapters` (the architecture packages register).
 # Any failure exits non-zero. MASKSUB_PACK_KEEP=1 keeps the temp dir for a look.
 set -euo pipefail
 
@@ -92,6 +93,21 @@ export ONNXRUNTIME_NODE_INSTALL=skip
 others=()
 for t in "$tarballs"/*.tgz; do case "$t" in */masksub-core-*|*/masksub-vit-*) ;; *) others+=("$t");; esac; done
 npm install --no-audit --no-fund --loglevel=error "${others[@]}" >"$work/npm-all.log" 2>&1 || { cat "$work/npm-all.log" >&2; fail "npm install the other tarballs"; }
+# Every entry point an installed manifest declares (main, types, bin, exports) is in the package.
+node -e '
+  const fs = require("node:fs");
+  const path = require("node:path");
+  const bad = [];
+  const targets = (e) => (typeof e === "string" ? [e] : e && typeof e === "object" ? Object.values(e).flatMap(targets) : []);
+  for (const d of fs.readdirSync("node_modules/@masksub")) {
+    const dir = path.join("node_modules/@masksub", d);
+    const p = JSON.parse(fs.readFileSync(path.join(dir, "package.json"), "utf8"));
+    for (const t of [p.main, p.types, ...targets(p.bin), ...targets(p.exports)].filter(Boolean)) {
+      if (!fs.existsSync(path.join(dir, t))) bad.push(`${p.name}: ${t}`);
+    }
+  }
+  if (bad.length) { console.error("declared but not shipped:\n  " + bad.join("\n  ")); process.exit(1); }
+' || fail "an installed package declares a file it does not ship"
 step "npx masksub"
 npx --no-install masksub --help >"$work/help.log" 2>&1 || { cat "$work/help.log" >&2; fail "npx masksub --help"; }
 grep -q 'Usage: masksub' "$work/help.log" || { cat "$work/help.log" >&2; fail "masksub --help printed no usage"; }
