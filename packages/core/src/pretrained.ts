@@ -113,7 +113,7 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
     config = { ...rest, num_labels: options.numLabels, ...(typeof rest.num_classes === 'number' ? { num_classes: options.numLabels } : {}) };
     log(`${found.dir}: new ${options.numLabels}-class head (the checkpoint has ${labelCount(found.config as HFConfig)} classes)`);
   }
-  const beforeOverrides = config;
+  let beforeOverrides = config;
   if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
   const ignore = (name: string) => adapter.ignoredWeights?.(name, config) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
@@ -126,7 +126,13 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const renamed = renameByAliases(read, aliases, found.weightsPath);
   const tensors = adapter.transformWeights ? adapter.transformWeights(renamed.tensors, config, found.weightsPath) : renamed.tensors;
   const fileNames = new Map([...report.fileNames, ...renamed.fileNames]);
-  if (adapter.configForWeights) config = adapter.configForWeights(config, new Set(tensors.keys()));
+  if (adapter.configForWeights) {
+    // What the file's names say about the config (e.g. MAE's pooled head) holds for the model
+    // that is built, which is built from the config before the run's overrides.
+    const names = new Set(tensors.keys());
+    config = adapter.configForWeights(config, names);
+    beforeOverrides = adapter.configForWeights(beforeOverrides, names);
+  }
   let fileValues = 0;
   for (const t of tensors.values()) fileValues += numel(t.shape);
   // Room for what a checkpoint may lack: a new head, a mask token, unfolded batch norm.
@@ -318,7 +324,7 @@ export function buildFromConfig(
     config = configOrPath;
   }
   const adapter = adapterForConfig(config, source);
-  const beforeOverrides = config;
+  let beforeOverrides = config;
   if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
   checkLayerCounts(config, source);
   checkLabelCount(config, source);
