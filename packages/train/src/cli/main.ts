@@ -12,10 +12,10 @@
  *   masksub bench [--quick]
  */
 import { Command, Option } from 'commander';
-import { realpathSync } from 'node:fs';
+import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, readConfig, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
 import { configToYaml, parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { listRecipes, readRecipe } from '../recipes.js';
 import { openDataSpec } from '../data/spec.js';
@@ -27,11 +27,11 @@ import { limitDataset } from '../subset.js';
 import { readRunConfig, resolveLearningRate, trainRun, type TrainRunResult } from '../trainer.js';
 import { readStudy } from '../study/schema.js';
 import { runStudy } from '../study/run.js';
-import { evaluateText, parseGlueSpec, taskKindOf } from '../tasks/index.js';
+import { evaluateText, isImageTextConfig, parseGlueSpec, taskKindOf } from '../tasks/index.js';
 import { readGlueTask } from '../data/glue.js';
 import { loadPlugins } from './plugins.js';
 import { checkResumeChanges, configChanges, describeChanges } from '../run-guard.js';
-import { runZeroShot } from '../tasks/zero-shot-run.js';
+import { runImageTextEval, runZeroShot } from '../tasks/zero-shot-run.js';
 
 const log = (m: string) => process.stderr.write(`${m}\n`);
 const ARCH_HELP = 'timm architecture of a lone .pth without config.json (e.g. resnet50, deit3_base_patch16_224)';
@@ -199,7 +199,7 @@ export async function main(argv: string[]): Promise<void> {
 
   program
     .command('eval')
-    .description('metrics of a checkpoint on a dataset: top-1 / top-5 and loss for images, the GLUE metrics for glue: specs')
+    .description('metrics of a checkpoint on a dataset: top-1 / top-5 and loss for images, the GLUE metrics for glue: specs, retrieval recalls (and zero-shot accuracies) for an image-text folder')
     .requiredOption('--model <dir>', 'checkpoint folder')
     .requiredOption('--data <spec>', 'evaluation data')
     .option('--weights <file>', 'explicit weights file')
@@ -211,7 +211,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--backend <name>', 'wasm | cpu | tensorflow')
     .option('--zero-shot', 'zero-shot classification with an image-text model (CLIP): prompts over class names')
     .option('--classes <file>', 'zero-shot: class names, one a line (default: classes.txt beside the data, or the folder names)')
-    .option('--templates <set or template...>', "zero-shot: 'simple', 'cifar' or templates with '{}' (default simple)")
+    .option('--templates <set or template...>', "zero-shot and image-text: 'simple', 'cifar' or templates with '{}' (default simple)")
     .option('--tokenizer <dir>', 'text and zero-shot: tokenizer folder (default: the model folder)')
     .option('--max-length <n>', 'text: longest row in tokens', '128')
     .action(async (opts: Record<string, string | undefined>) => {
@@ -236,6 +236,14 @@ export async function main(argv: string[]): Promise<void> {
         const templates = opts.templates as string | string[] | undefined;
         const z = await runZeroShot({ model: opts.model!, data: opts.data!, weights: opts.weights, classes: opts.classes, templates: Array.isArray(templates) && templates.length === 1 ? templates[0] : templates, tokenizer: opts.tokenizer, batchSize: Number(opts.batchSize), limit: opts.limit ? Number(opts.limit) : undefined, mean: list(opts.mean), std: list(opts.std), log });
         console.log(`zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  loss ${z.loss.toFixed(4)}  (${z.count} images, ${z.classes} classes, ${z.templates} templates)`);
+        return;
+      }
+      const modelConfig = join(opts.model!, 'config.json');
+      if (existsSync(modelConfig) && isImageTextConfig(readConfig(modelConfig))) {
+        // An image-text folder (CLIPModel): what contrastive training logs for an eval split.
+        const templates = opts.templates as string | string[] | undefined;
+        const r = await runImageTextEval({ model: opts.model!, data: opts.data!, weights: opts.weights, classes: opts.classes, templates: Array.isArray(templates) && templates.length === 1 ? templates[0] : templates, tokenizer: opts.tokenizer, batchSize, limit, mean: list(opts.mean), std: list(opts.std), log });
+        console.log(r.summary);
         return;
       }
       const { model, dir } = await loadPretrained(opts.model!, { weights: opts.weights, arch: opts.arch, log });

@@ -3,7 +3,8 @@
  * offline: a tiny random CLIPModel over the real CLIP BPE vocabulary):
  * - contrastive training with template captions over classes.txt: eval lines with the retrieval
  *   and zero-shot keys, the main loss falls, the saved folder carries its tokenizer and
- *   preprocessor and `masksub eval --zero-shot` on it alone gives the logged zero-shot top-1;
+ *   preprocessor, and `masksub eval --zero-shot` / `masksub eval` on it alone give the logged
+ *   zero-shot top-1 / the whole logged eval line;
  * - contrastive training on `.txt` captions (a shard written from real CIFAR JPEGs);
  * - FT-CLIP (`architecture: CLIPForImageClassification` on a CLIPModel folder): num_labels from
  *   classes.txt, a CLIPForImageClassification folder that re-evaluates to the logged top-1;
@@ -94,6 +95,13 @@ describeShared('data/cifar10', 'masksub train / eval / compare on CLIP (contrast
     const e = masksub('eval', '--zero-shot', '--model', join(run, 'model'), '--data', test, '--limit', '32', '--batch-size', '16', '--backend', 'wasm');
     expect(e.status, e.stderr).toBe(0);
     expect(e.stdout).toContain(`zero-shot top-1 ${Number(evalLine.zero_shot_top1).toFixed(2)}%  top-5 ${Number(evalLine.zero_shot_top5).toFixed(2)}%`);
+    // Plain `masksub eval` on the folder: the whole eval line (retrieval, zero-shot, loss) again.
+    const pct = (k: string) => Number(evalLine[k]).toFixed(2);
+    const again = masksub('eval', '--model', join(run, 'model'), '--data', test, '--limit', '32', '--batch-size', '16', '--backend', 'wasm');
+    expect(again.status, again.stderr).toBe(0);
+    expect(again.stdout).toContain(
+      `zero-shot top-1 ${pct('zero_shot_top1')}%  top-5 ${pct('zero_shot_top5')}%  i2t R@1 ${pct('i2t_r1')}%  R@5 ${pct('i2t_r5')}%  t2i R@1 ${pct('t2i_r1')}%  R@5 ${pct('t2i_r5')}%  loss ${Number(evalLine.loss).toFixed(4)}  (32 images, 10 captions)`,
+    );
   });
 
   it('contrastive on .txt captions: groups by caption text, retrieval keys only; a missing caption names shard and key', () => {

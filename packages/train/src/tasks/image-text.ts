@@ -142,32 +142,9 @@ export class ImageTextContrastiveTask implements Task {
   }
 
   async evaluate(model: MaskSubModel): Promise<TaskEval | null> {
-    const split = this.o.eval;
-    if (!split) return null;
-    const m = requireImageTextModel(model);
-    const { config } = this.o;
-    const batchSize = config.train.eval_batch_size ?? config.train.batch_size;
-    const r = await evaluateImageText(m, split, this.o.preprocess, (c) => this.encode(c), batchSize);
-    const metrics: Record<string, number> = { ...r.metrics };
-    let zeroShot = '';
-    if (split.captions.kind === 'templates') {
-      const { classNames, templates, classFile } = split.captions;
-      const classifier = zeroShotWeights(m, classNames, templates, (c) => this.encode(c));
-      try {
-        const z = await evaluateZeroShot(m, split.data, this.o.preprocess, classifier, batchSize, classFile);
-        metrics.zero_shot_top1 = z.metrics.top1;
-        metrics.zero_shot_top5 = z.metrics.top5;
-        zeroShot = `zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  `;
-      } finally {
-        tf.dispose(classifier);
-      }
-    }
-    const f = (k: string) => metrics[k].toFixed(2);
-    return {
-      metrics,
-      count: r.count,
-      summary: `${zeroShot}i2t R@1 ${f('i2t_r1')}%  R@5 ${f('i2t_r5')}%  t2i R@1 ${f('t2i_r1')}%  R@5 ${f('t2i_r5')}%  loss ${metrics.loss.toFixed(4)}  (${r.count} images, ${r.captions} captions)`,
-    };
+    if (!this.o.eval) return null;
+    const batchSize = this.o.config.train.eval_batch_size ?? this.o.config.train.batch_size;
+    return evaluateImageTextSplit(requireImageTextModel(model), this.o.eval, this.o.preprocess, (c) => this.encode(c), batchSize);
   }
 
   completeFolder(modelDir: string): void {
@@ -177,6 +154,41 @@ export class ImageTextContrastiveTask implements Task {
     const hf = preprocessSpecToHf(this.o.preprocess, imageProcessorType(this.o.checkpointDir) ?? 'CLIPImageProcessor');
     writeFileAtomic(join(modelDir, 'preprocessor_config.json'), new TextEncoder().encode(`${JSON.stringify(hf, null, 2)}\n`));
   }
+}
+
+/**
+ * What the task logs for an eval split (and `masksub eval` prints for an image-text folder):
+ * retrieval recalls and the eval loss, plus zero-shot top-1/top-5 over every template when the
+ * captions come from class names.
+ */
+export async function evaluateImageTextSplit(
+  model: ImageTextModel,
+  split: ImageTextSplit,
+  preprocess: PreprocessSpec,
+  encode: (captions: readonly string[]) => Record<string, tf.Tensor>,
+  batchSize: number,
+): Promise<TaskEval> {
+  const r = await evaluateImageText(model, split, preprocess, encode, batchSize);
+  const metrics: Record<string, number> = { ...r.metrics };
+  let zeroShot = '';
+  if (split.captions.kind === 'templates') {
+    const { classNames, templates, classFile } = split.captions;
+    const classifier = zeroShotWeights(model, classNames, templates, encode);
+    try {
+      const z = await evaluateZeroShot(model, split.data, preprocess, classifier, batchSize, classFile);
+      metrics.zero_shot_top1 = z.metrics.top1;
+      metrics.zero_shot_top5 = z.metrics.top5;
+      zeroShot = `zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  `;
+    } finally {
+      tf.dispose(classifier);
+    }
+  }
+  const f = (k: string) => metrics[k].toFixed(2);
+  return {
+    metrics,
+    count: r.count,
+    summary: `${zeroShot}i2t R@1 ${f('i2t_r1')}%  R@5 ${f('i2t_r5')}%  t2i R@1 ${f('t2i_r1')}%  R@5 ${f('t2i_r5')}%  loss ${metrics.loss.toFixed(4)}  (${r.count} images, ${r.captions} captions)`,
+  };
 }
 
 export interface ImageTextEvalResult {

@@ -26,7 +26,7 @@ export * from './types.js';
 export * from './glue-metrics.js';
 export { ImageClassificationTask } from './image-classification.js';
 export { TextTask, evaluateText } from './text.js';
-export { ImageTextContrastiveTask, RETRIEVAL_METRIC_KEYS, ZERO_SHOT_METRIC_KEYS, batchCaptions, evaluateImageText, retrievalRecalls } from './image-text.js';
+export { ImageTextContrastiveTask, RETRIEVAL_METRIC_KEYS, ZERO_SHOT_METRIC_KEYS, batchCaptions, evaluateImageText, evaluateImageTextSplit, retrievalRecalls, type ImageTextSplit } from './image-text.js';
 
 export interface GlueSpec {
   dir: string;
@@ -115,7 +115,13 @@ export async function resolveNumLabels(config: RunConfig): Promise<number | unde
  * by templates over its class names (data.classes, classes.txt beside the shards, or an image
  * folder's sub-directories).
  */
-async function openImageTextSplit(config: RunConfig, spec: string, key: 'data.train' | 'data.eval', limit: number | undefined): Promise<ImageTextSplit> {
+export async function openImageTextSplit(
+  spec: string,
+  key: string,
+  limit: number | undefined,
+  captionOptions: { classes?: string; templates?: string | readonly string[] },
+): Promise<ImageTextSplit> {
+  const config = { data: captionOptions };
   const parsed = parseDataSpec(spec, key);
   let captions: CaptionSource;
   let data: AnyImageDataset;
@@ -196,8 +202,9 @@ async function openImageTextTask({ config, model, adapter, checkpointDir }: Open
   const hasPreprocessor = existsSync(join(checkpointDir, 'preprocessor_config.json'));
   const imageSize = config.data.image_size ?? (hasPreprocessor ? undefined : m.imageSize);
   const preprocess = await preprocessForModel(model, checkpointDir, { imageSize, mean: config.data.mean, std: config.data.std });
-  const train = await openImageTextSplit(config, config.data.train, 'data.train', config.data.train_limit);
-  const evalSplit = config.data.eval ? await openImageTextSplit(config, config.data.eval, 'data.eval', config.data.eval_limit) : null;
+  const captions = { classes: config.data.classes, templates: config.data.templates };
+  const train = await openImageTextSplit(config.data.train, 'data.train', config.data.train_limit, captions);
+  const evalSplit = config.data.eval ? await openImageTextSplit(config.data.eval, 'data.eval', config.data.eval_limit, captions) : null;
   const maxLength = Math.min(config.data.max_length, m.textContextLength ?? config.data.max_length);
   return new ImageTextContrastiveTask({ config, model: m, train, eval: evalSplit, preprocess, tokenizer, maxLength, checkpointDir });
 }
