@@ -111,7 +111,8 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   if (newHead) {
     const { id2label: _i, label2id: _l, ...rest } = config;
     config = { ...rest, num_labels: options.numLabels, ...(typeof rest.num_classes === 'number' ? { num_classes: options.numLabels } : {}) };
-    log(`${found.dir}: new ${options.numLabels}-class head (the checkpoint has ${labelCount(found.config as HFConfig)} classes)`);
+    const before = labelCount(found.config as HFConfig);
+    log(`${found.dir}: new ${options.numLabels}-class head (${before === undefined ? 'the checkpoint has no classification head' : `the checkpoint has ${before} classes`})`);
   }
   let beforeOverrides = config;
   if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
