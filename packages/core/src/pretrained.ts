@@ -104,9 +104,11 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   const byArch = options.arch !== undefined ? configFromArch(dirOrFile, options.arch, options.weights, log) : undefined;
   const found = byArch?.found ?? discoverCheckpoint(dirOrFile, { weights: options.weights });
   let config = found.config as HFConfig;
-  const adapter = byArch?.adapter ?? adapterForConfig(config, join(found.dir, 'config.json'));
-  if (options.architecture) config = withArchitecture(config, adapter, options.architecture, join(found.dir, 'config.json'));
-  if (options.numLabels === undefined) checkLabelCount(config, join(found.dir, 'config.json'));
+  // where the config came from, for errors: the folder's config.json, or the --arch name
+  const configPath = byArch ? `--arch ${options.arch}` : join(found.dir, 'config.json');
+  const adapter = byArch?.adapter ?? adapterForConfig(config, configPath);
+  if (options.architecture) config = withArchitecture(config, adapter, options.architecture, configPath);
+  if (options.numLabels === undefined) checkLabelCount(config, configPath);
   const newHead = options.numLabels !== undefined && options.numLabels !== labelCount(config);
   if (newHead) {
     const { id2label: _i, label2id: _l, ...rest } = config;
@@ -118,7 +120,6 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
   if (options.configOverrides) config = mergeConfig(config, options.configOverrides);
   const ignore = (name: string) => adapter.ignoredWeights?.(name, config) ?? false;
   const reinitialise = (name: string) => newHead && (adapter.headWeights?.(name) ?? false);
-  const configPath = join(found.dir, 'config.json');
   checkLayerCounts(config, configPath);
   // The weights are read before the model is built, so the size the config implies can be
   // compared with what the file holds before anything is allocated.

@@ -115,4 +115,11 @@ describeShared('fixtures/zoo-layouts/deit3', 'arch beside a config.json', () => 
     cpSync(zoo('deit3'), withConfig, { recursive: true });
     await expect(loadPretrained(join(withConfig, 'checkpoint.pth'), { ...quiet, arch: 'deit3_small_patch16_224' })).rejects.toThrow(/option 'arch'.*config\.json exists/);
   });
+
+  it("sizes from the table that the file does not hold are refused, naming --arch (not a config.json)", async () => {
+    const lone = join(tmp, 'lone-small');
+    mkdirSync(lone);
+    cpSync(zoo('deit3/checkpoint.pth'), join(lone, 'checkpoint.pth'));
+    await expect(loadPretrained(lone, { ...quiet, arch: 'deit3_small_patch16_224' })).rejects.toThrow(/^--arch deit3_small_patch16_224: the config implies .* but .*checkpoint\.pth holds 24330 values/);
+  });
 });

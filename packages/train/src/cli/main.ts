@@ -280,9 +280,16 @@ export async function main(argv: string[]): Promise<void> {
     .description('the format, tensors, resolution of anonymous ONNX weights, and parameter count')
     .argument('<path>', 'checkpoint folder or weights file')
     .option('--weights <file>', 'explicit weights file')
+    .option('--arch <name>', `${ARCH_HELP}: also build it and place every tensor`)
     .action(async (path: string, opts: Record<string, string | undefined>) => {
       await plugins();
       console.log(formatInspectReport(inspectCheckpoint(path, { weights: opts.weights })));
+      if (opts.arch) {
+        // the same loader train/eval/verify use: an error names what does not fit
+        const { model, adapter, config } = await loadPretrained(path, { weights: opts.weights, arch: opts.arch, log });
+        console.log(`--arch ${opts.arch}: ${adapter.name} model, ${model.params.count().toLocaleString('en-US')} parameters, ${model.numClasses} classes; every tensor of the file placed (config ${JSON.stringify(config)})`);
+        model.dispose();
+      }
     });
 
   program

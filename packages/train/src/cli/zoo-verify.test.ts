@@ -29,7 +29,7 @@ describeShared('fixtures/zoo-layouts', 'masksub verify on the zoo-layouts folder
     });
   }
 
-  it("the CLI verifies DeiT-III's official .pth, and refuses an unknown --arch with exit 2", () => {
+  it("the CLI verifies DeiT-III's official .pth, refuses an unknown --arch with exit 2, and inspect --arch checks a lone .pth", () => {
     const ok = masksub('verify', '--model', zoo('deit3'), '--weights', 'checkpoint.pth', '--reference', zoo('deit3/reference.safetensors'));
     expect(ok.status, ok.stderr).toBe(0);
     expect(ok.stdout).toMatch(/all within tolerance/);
@@ -40,6 +40,11 @@ describeShared('fixtures/zoo-layouts', 'masksub verify on the zoo-layouts folder
       expect(bad.status).toBe(2);
       expect(bad.stderr).toMatch(/option 'arch'.*'convnext_tiny'/);
       expect(bad.stderr).not.toMatch(/\n\s+at /);
+      // inspect --arch: the file's tensors, then the same loader's verdict on that architecture
+      const inspect = masksub('inspect', join(lone, 'weights.pth'), '--arch', 'resnet18');
+      expect(inspect.stdout).toMatch(/layer1\.0\.conv1\.weight/);
+      expect(inspect.status).toBe(2);
+      expect(inspect.stderr).toMatch(/wrong shape: classifier\.1\.weight expected \[10,512\] found \[10,32\]/);
     } finally {
       rmSync(lone, { recursive: true, force: true });
     }
