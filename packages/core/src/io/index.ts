@@ -11,6 +11,7 @@ export {
   readSafetensors,
   readSafetensorsMetadata,
   serializeSafetensors,
+  streamSafetensors,
   writeFileAtomic,
   writeFileAtomicWith,
   MAX_SAFETENSORS_BUFFER_BYTES,

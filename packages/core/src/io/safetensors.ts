@@ -486,16 +486,30 @@ export function writeSafetensors(
   metadata: SafetensorsMetadata = { format: 'pt' },
   options: WriteSafetensorsOptions = {},
 ): void {
+  writeFileAtomicWith(path, (write) => streamSafetensors(tensors, metadata, path, write, options));
+}
+
+/**
+ * The bytes of a safetensors file handed to `write` piece by piece (the header, then each
+ * tensor's bytes in slices of at most `chunkBytes`), never as one buffer: for writers that hash
+ * or place the file themselves (checkpoints). Returns the file's size in bytes.
+ */
+export function streamSafetensors(
+  tensors: TensorMap | HostTensor[],
+  metadata: SafetensorsMetadata,
+  sourceName: string,
+  write: (bytes: Uint8Array) => void,
+  options: WriteSafetensorsOptions = {},
+): number {
   const chunk = options.chunkBytes ?? 64 * 2 ** 20;
   if (!(Number.isInteger(chunk) && chunk > 0)) throw new RangeError(`chunkBytes must be a positive integer, got ${chunk}`);
-  const { header, sorted } = safetensorsParts(tensors, metadata, path);
-  writeFileAtomicWith(path, (write) => {
-    write(header);
-    for (const t of sorted) {
-      const b = encode(t, path);
-      for (let at = 0; at < b.byteLength; at += chunk) write(b.subarray(at, Math.min(b.byteLength, at + chunk)));
-    }
-  });
+  const { header, sorted, dataBytes } = safetensorsParts(tensors, metadata, sourceName);
+  write(header);
+  for (const t of sorted) {
+    const b = encode(t, sourceName);
+    for (let at = 0; at < b.byteLength; at += chunk) write(b.subarray(at, Math.min(b.byteLength, at + chunk)));
+  }
+  return header.byteLength + dataBytes;
 }
 
 /** Atomic replace of `path` with `bytes` (temp file + fsync + rename). */

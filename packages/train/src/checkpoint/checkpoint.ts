@@ -18,9 +18,10 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, type HostTensor, MaskSubError, type OptimizerKind, type OptimizerScalars, type OptimizerState, OptionError, parseSafetensors, type RngState, serializeSafetensors, type TensorMap, TensorMismatchError, tf } from '@masksub/core';
-import { fsyncDir, processAlive, replaceFileAtomic, writeFileSynced } from './durable-fs.js';
+import { FileFormatError, type HostTensor, MaskSubError, type OptimizerKind, type OptimizerScalars, type OptimizerState, OptionError, readSafetensors, type RngState, streamSafetensors, type TensorMap, TensorMismatchError, tf } from '@masksub/core';
+import { fsyncDir, processAlive, replaceFileAtomic, writeFileSynced, writeStreamSynced } from './durable-fs.js';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -219,13 +220,32 @@ async function writeTensorFile(path: string, tensors: ReadonlyMap<string, tf.Ten
     const data = (await t.data()) as Float32Array | Int32Array | Uint8Array;
     host.set(name, { name, dtype, shape: [...t.shape], data } satisfies HostTensor);
   }
-  const bytes = serializeSafetensors(host, { format: 'pt', masksub: what }, path);
-  await writeFileSynced(path, bytes);
-  return { bytes: bytes.byteLength, sha256: sha256(bytes), tensors: [...host.keys()].sort() };
+  // streamed and hashed piece by piece: a model over 2 GiB never sits in one buffer
+  const hash = createHash('sha256');
+  const bytes = await writeStreamSynced(path, (write) =>
+    streamSafetensors(host, { format: 'pt', masksub: what }, path, (piece) => {
+      hash.update(piece);
+      write(piece);
+    }),
+  );
+  return { bytes, sha256: hash.digest('hex'), tensors: [...host.keys()].sort() };
 }
 
-function sha256(bytes: Uint8Array): string {
-  return createHash('sha256').update(bytes).digest('hex');
+/** size and sha256 of a file, read in 64 MiB slices (files over 2 GiB included). */
+function hashFile(path: string): { size: number; sha256: string } {
+  const fd = openSync(path, 'r');
+  try {
+    const hash = createHash('sha256');
+    const buf = Buffer.allocUnsafe(64 * 2 ** 20);
+    let size = 0;
+    for (let n = readSync(fd, buf, 0, buf.length, size); n > 0; n = readSync(fd, buf, 0, buf.length, size)) {
+      hash.update(buf.subarray(0, n));
+      size += n;
+    }
+    return { size, sha256: hash.digest('hex') };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -379,15 +399,16 @@ function checkRngState(s: unknown, what: string, error: (msg: string) => Error):
 /** Reads one tensor file, checking it against the manifest: size, checksum, tensor names. */
 async function readTensorFile(dir: string, file: string, entry: FileEntry): Promise<Map<string, tf.Tensor>> {
   const path = join(dir, file);
-  let bytes: Buffer;
+  let onDisk: { size: number; sha256: string };
   try {
-    bytes = await readFile(path);
+    onDisk = hashFile(path);
   } catch (e) {
     throw new FileFormatError(path, `missing or unreadable (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}); the checkpoint is incomplete`);
   }
-  if (bytes.byteLength !== entry.bytes) throw new FileFormatError(path, `has ${bytes.byteLength} bytes, the manifest says ${entry.bytes} (truncated or replaced)`);
-  if (sha256(bytes) !== entry.sha256) throw new FileFormatError(path, 'sha256 does not match the manifest: the file is corrupt');
-  const host = parseSafetensors(bytes, path);
+  if (onDisk.size !== entry.bytes) throw new FileFormatError(path, `has ${onDisk.size} bytes, the manifest says ${entry.bytes} (truncated or replaced)`);
+  if (onDisk.sha256 !== entry.sha256) throw new FileFormatError(path, 'sha256 does not match the manifest: the file is corrupt');
+  // read by offset (a checkpoint over 2 GiB loads); the hash above covered these bytes
+  const host = readSafetensors(path);
   const missing = entry.tensors.filter((n) => !host.has(n));
   const unexpected = [...host.keys()].filter((n) => !entry.tensors.includes(n));
   if (missing.length || unexpected.length) {

@@ -3,6 +3,7 @@
  * rename or create inside it survives power loss), and tell whether a process is still alive
  * (to know whether a temp folder is being written or was abandoned).
  */
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 
 /** Creates/overwrites `path` with `bytes` and fsyncs it before returning. */
@@ -13,6 +14,24 @@ export async function writeFileSynced(path: string, bytes: Uint8Array | string):
     await fh.sync();
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Creates/overwrites `path` with what `produce` writes piece by piece, fsyncs it and returns
+ * `produce`'s result: files larger than one buffer (a model over 2 GiB) are never held whole.
+ */
+export async function writeStreamSynced<T>(path: string, produce: (write: (bytes: Uint8Array) => void) => T): Promise<T> {
+  const fd = openSync(path, 'w');
+  try {
+    const result = produce((bytes) => {
+      let written = 0;
+      while (written < bytes.byteLength) written += writeSync(fd, bytes, written, bytes.byteLength - written);
+    });
+    fsyncSync(fd);
+    return result;
+  } finally {
+    closeSync(fd);
   }
 }
 
