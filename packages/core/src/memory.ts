@@ -15,13 +15,26 @@
  * The probe leaves no trace: the trainer's RNG and every non-trainable variable (batch-norm
  * running statistics) are restored afterwards.
  */
+import { OptionError } from './errors.js';
 import { tf } from './tf.js';
 import type { Batch, MaskSubTrainer } from './masksub.js';
 import type { ModelInputs } from './model.js';
 import type { Targets } from './contract/loss.js';
 
-/** The largest tensor memory the running backend can hold, or null when only the machine bounds it. */
+/** Environment variable: a tensor-memory limit in MiB, for any backend (e.g. to leave room for other jobs). */
+export const MEMORY_LIMIT_ENV = 'MASKSUB_MEMORY_LIMIT_MIB';
+
+/**
+ * The largest tensor memory the running backend can hold, or null when only the machine bounds
+ * it; MASKSUB_MEMORY_LIMIT_MIB sets a lower one on any backend.
+ */
 export function backendMemoryLimitBytes(): number | null {
+  const raw = process.env[MEMORY_LIMIT_ENV];
+  if (raw !== undefined && raw !== '') {
+    const mib = Number(raw);
+    if (!(Number.isFinite(mib) && mib > 0)) throw new OptionError(MEMORY_LIMIT_ENV, `must be a positive number of MiB, got '${raw}'`);
+    return mib * 2 ** 20;
+  }
   // tfjs' wasm module is built for a 32-bit address space (memory growth up to 4 GiB).
   return wasmHeapBytes() === null ? null : 2 ** 32;
 }

@@ -172,6 +172,11 @@ export const runConfigSchema = z
         keep_checkpoints: positiveInt.default(2),
         quiet: z.boolean().default(false),
         backend: z.enum(BACKEND_NAMES).optional(),
+        /**
+         * Before the first update, measure the step's memory at a quarter and a half of the batch
+         * and refuse a batch that cannot fit the backend (wasm: 4 GiB) instead of crawling into it.
+         */
+        memory_check: z.boolean().default(true),
       })
       .strict()
       .prefault({}),

@@ -6,9 +6,9 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type ArchitectureAdapter, type BackendInfo, buildFromConfig, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, withMaskSub } from '@masksub/core';
+import { type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
-import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskEval } from './tasks/index.js';
+import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
 import { emaMetrics, ModelEma } from './ema.js';
 import { MetricsWriter } from './report/metrics.js';
@@ -249,6 +249,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const batches = task.batches();
   let intervalImages = 0;
   let intervalStart = performance.now();
+  // Time spent awaiting the next batch: the step loop's share of waiting for the input pipeline.
+  let intervalWait = 0;
+  let memoryChecked = !config.run.memory_check || backendMemoryLimitBytes() === null;
   let totalImages = 0;
   const runStart = performance.now();
   const hasSub = hasSubPass(trainer.variant);
@@ -265,12 +268,23 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     let ratio = 0;
     let size = 0;
     for (let micro = 0; micro < accum; micro++) {
+      const waitStart = performance.now();
       const next = await batches.next();
+      intervalWait += performance.now() - waitStart;
       if (next.done) {
         if (sum) tf.dispose([...sum.values()]);
         break training;
       }
       const batch = next.value;
+      if (!memoryChecked) {
+        memoryChecked = true;
+        try {
+          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, model.params.count()), config.train.batch_size, accum, log);
+        } catch (e) {
+          tf.dispose(batch.tensors);
+          throw e;
+        }
+      }
       const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
       tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
       sum = sum ? addGrads(sum, r.grads) : r.grads;
@@ -306,12 +320,14 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
     position = { dataLoader: task.state(), rng: trainer.rng.getState() };
     intervalImages += size;
     totalImages += size;
-    const seconds = (performance.now() - intervalStart) / 1000;
-    const imgPerS = intervalImages / Math.max(seconds, 1e-9);
-    progress.update({ step, epoch: epochAt(step), loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, lr, img_per_s: imgPerS });
+    const elapsedMs = performance.now() - intervalStart;
+    const imgPerS = intervalImages / Math.max(elapsedMs / 1000, 1e-9);
+    const dataWait = intervalWait / Math.max(elapsedMs, 1e-9);
+    progress.update({ step, epoch: epochAt(step), loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, lr, img_per_s: imgPerS, data_wait: dataWait });
     if (step % config.run.log_every === 0 || step === totalSteps) {
-      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: losses.loss, loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, ratio: trainer.variant !== 'none' ? ratio : null, img_per_s: imgPerS });
+      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: losses.loss, loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, ratio: trainer.variant !== 'none' ? ratio : null, img_per_s: imgPerS, data_wait: dataWait });
       intervalImages = 0;
+      intervalWait = 0;
       intervalStart = performance.now();
     }
     if (config.run.eval_every && step % config.run.eval_every === 0 && step < totalSteps) await runEval();
@@ -338,4 +354,31 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   optimizer.dispose();
   model.dispose();
   return { runDir, steps: step, backend, final: finalEval?.live ?? null, finalEma: finalEval?.ema ?? null, modelDir, emaModelDir, examplesPerSecond, unit: task.unit, metric: task.metricKeys[0] ?? null };
+}
+
+/** Bytes an optimizer's state takes once created: AdamW/LAMB two moments, SGD with momentum one buffer. */
+export function optimizerStateBytes(kind: string, momentum: number | undefined, parameters: number): number {
+  const buffers = kind === 'sgd' ? ((momentum ?? 0.9) > 0 ? 1 : 0) : 2;
+  return buffers * 4 * parameters;
+}
+
+/**
+ * Refuses, before the first update, a step whose measured memory exceeds the backend's limit
+ * (the 32-bit wasm heap): at that size the heap grows until the process crawls or is killed.
+ */
+async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateBytes: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
+  const limit = backendMemoryLimitBytes();
+  if (limit === null) return;
+  const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes });
+  const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeExamples} and ${2 * estimate.probeExamples} examples; the backend holds ${gib(limit)} GiB)`);
+  if (estimate.peakBytes <= limit) return;
+  const fits = Math.max(1, Math.floor((limit - (estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample)) / Math.max(estimate.bytesPerExample, 1)));
+  const micro = Math.min(batchSize, Math.max(1, Math.floor(fits * 0.9)));
+  throw new OptionError(
+    'train.batch_size',
+    `a training step at batch ${batchSize} needs about ${gib(estimate.peakBytes)} GiB of tensor memory, more than the ${gib(limit)} GiB the wasm backend can address. ` +
+      `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${Math.ceil((batchSize * accum) / micro)} (the same ${batchSize * accum} examples per update), ` +
+      `or use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit. (run.memory_check: false skips this check.)`,
+  );
 }

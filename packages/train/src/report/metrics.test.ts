@@ -26,10 +26,10 @@ describe('MetricsWriter / readMetrics', () => {
     const lines = readFileSync(join(dir, METRICS_FILE), 'utf8').trim().split('\n');
     expect(lines).toHaveLength(2);
     expect(JSON.parse(lines[0])).toEqual({
-      type: 'train', step: 1, epoch: 0.1, lr: 1e-3, loss: 1.99, loss_main: 1.5, loss_sub: 1.7, ratio: 0.5, img_per_s: 40, time: 3.5,
+      type: 'train', step: 1, epoch: 0.1, lr: 1e-3, loss: 1.99, loss_main: 1.5, loss_sub: 1.7, ratio: 0.5, img_per_s: 40, data_wait: null, time: 3.5,
     });
     expect(readMetrics(dir)).toEqual([
-      { type: 'train', step: 1, epoch: 0.1, lr: 1e-3, loss: 1.99, loss_main: 1.5, loss_sub: 1.7, ratio: 0.5, img_per_s: 40, time: 3.5 },
+      { type: 'train', step: 1, epoch: 0.1, lr: 1e-3, loss: 1.99, loss_main: 1.5, loss_sub: 1.7, ratio: 0.5, img_per_s: 40, data_wait: null, time: 3.5 },
       { type: 'eval', step: 1, epoch: 0.1, top1: 12.5, top5: 50, loss: 2.2 },
     ]);
     w.close();

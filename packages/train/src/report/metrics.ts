@@ -33,6 +33,8 @@ export interface TrainRecord {
   ratio: number | null;
   /** Training throughput over the logging interval, images per second. */
   img_per_s: number;
+  /** Share of the logging interval spent waiting for the next batch (0-1); null when not measured. */
+  data_wait: number | null;
   /** Wall-clock seconds since the run started, carried across resumes. */
   time: number;
 }
@@ -96,6 +98,7 @@ const trainSchema = z.object({
   loss_sub: nullableNum.optional().transform((v) => v ?? null),
   ratio: nullableNum.optional().transform((v) => v ?? null),
   img_per_s: num,
+  data_wait: nullableNum.optional().transform((v) => v ?? null),
   time: num,
 });
 
@@ -183,9 +186,10 @@ export interface MetricsWriterOptions {
 
 type Without<T, K extends keyof T> = Omit<T, K>;
 /** A train record as logged: `time` defaults to the writer's elapsed wall time. */
-export type TrainEntry = Without<TrainRecord, 'type' | 'time' | 'loss_sub' | 'ratio'> & {
+export type TrainEntry = Without<TrainRecord, 'type' | 'time' | 'loss_sub' | 'ratio' | 'data_wait'> & {
   loss_sub?: number | null;
   ratio?: number | null;
+  data_wait?: number | null;
   time?: number;
 };
 /** An evaluation as the trainer logs it: step, epoch and the task's metric values. */
@@ -245,6 +249,7 @@ export class MetricsWriter {
       loss_sub: entry.loss_sub ?? null,
       ratio: entry.ratio ?? null,
       img_per_s: entry.img_per_s,
+      data_wait: entry.data_wait ?? null,
       time: entry.time ?? this.elapsed(),
     };
     this.append(record);

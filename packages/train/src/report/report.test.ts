@@ -9,7 +9,7 @@ import { summarizeRun, writeReport } from './report.js';
 import { syntheticMetrics } from './synthetic.js';
 
 const train = (step: number, loss_main: number, loss_sub: number | null, img_per_s: number, time: number): MetricsRecord => ({
-  type: 'train', step, epoch: step / 4, lr: 1e-3, loss: loss_main + (loss_sub ?? 0), loss_main, loss_sub, ratio: loss_sub === null ? null : 0.5, img_per_s, time,
+  type: 'train', step, epoch: step / 4, lr: 1e-3, loss: loss_main + (loss_sub ?? 0), loss_main, loss_sub, ratio: loss_sub === null ? null : 0.5, img_per_s, data_wait: null, time,
 });
 const evaluation = (step: number, top1: number, top5: number, loss: number): MetricsRecord => ({ type: 'eval', step, epoch: step / 4, top1, top5, loss });
 

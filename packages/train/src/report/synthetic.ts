@@ -44,6 +44,7 @@ export function syntheticMetrics(o: SyntheticRunOptions): MetricsRecord[] {
       loss_sub: lossSub,
       ratio: o.masksub ? 0.5 : null,
       img_per_s: imgPerS,
+      data_wait: null,
       time: step * secondsPerStep,
     };
     records.push(train);

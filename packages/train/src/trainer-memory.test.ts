@@ -1,0 +1,77 @@
+/**
+ * A step that cannot fit the backend's memory fails before the first update, saying what to do;
+ * and the train lines carry the share of time the loop waited for data.
+ */
+import '@masksub/vit';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { MEMORY_LIMIT_ENV, OptionError } from '@masksub/core';
+import { parseRunConfig } from './config.js';
+import { optimizerStateBytes, trainRun } from './trainer.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'masksub-memory-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+afterEach(() => {
+  delete process.env[MEMORY_LIMIT_ENV];
+});
+
+const modelFile = join(tmp, 'vit.json');
+writeFileSync(
+  modelFile,
+  JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }),
+);
+let runs = 0;
+const config = (run: Record<string, unknown> = {}) =>
+  parseRunConfig({
+    model: modelFile,
+    data: { train: 'mnist:train', train_limit: 64, mean: [0.13], std: [0.31] },
+    optimizer: { lr: 0.003 },
+    train: { batch_size: 16, steps: 2, seed: 1 },
+    run: { dir: join(tmp, `run-${runs++}`), log_every: 1, checkpoint_every: 2, quiet: true, backend: 'cpu', ...run },
+  });
+const quiet = { log: () => undefined, stream: { write: () => true } as unknown as NodeJS.WritableStream };
+
+describe('the memory check before the first update', () => {
+  it('refuses a batch whose measured step exceeds the limit, naming train.batch_size and the micro-batch that fits', async () => {
+    process.env[MEMORY_LIMIT_ENV] = '0.05';
+    const c = config();
+    const err = await trainRun(c, quiet).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OptionError);
+    expect((err as Error).message).toMatch(/train\.batch_size/);
+    expect((err as Error).message).toMatch(/train\.accum_steps/);
+    // Nothing was trained: no train line, no checkpoint.
+    expect(readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8')).not.toMatch(/"type":"train"/);
+    expect(existsSync(join(c.run.dir, 'checkpoints'))).toBe(false);
+  });
+
+  it('lets the run through under a limit it fits, or with run.memory_check: false', async () => {
+    process.env[MEMORY_LIMIT_ENV] = '4096';
+    const logs: string[] = [];
+    const r = await trainRun(config(), { ...quiet, log: (m) => logs.push(m) });
+    expect(r.steps).toBe(2);
+    expect(logs.some((l) => /^memory: a step at batch 16 needs about/.test(l))).toBe(true);
+    process.env[MEMORY_LIMIT_ENV] = '0.05';
+    expect((await trainRun(config({ memory_check: false }), quiet)).steps).toBe(2);
+  });
+
+  it('counts the optimizer state the first update will create', () => {
+    expect(optimizerStateBytes('adamw', undefined, 1000)).toBe(8000);
+    expect(optimizerStateBytes('sgd', 0.9, 1000)).toBe(4000);
+    expect(optimizerStateBytes('sgd', 0, 1000)).toBe(0);
+  });
+});
+
+describe('data wait', () => {
+  it('every train line has the share of its interval spent waiting for the next batch', async () => {
+    const c = config();
+    await trainRun(c, quiet);
+    const lines = readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((r) => r.type === 'train');
+    expect(lines.length).toBe(2);
+    for (const l of lines) {
+      expect(l.data_wait).toBeGreaterThanOrEqual(0);
+      expect(l.data_wait).toBeLessThanOrEqual(1);
+    }
+  });
+});
