@@ -40,7 +40,9 @@ describe('the memory check before the first update', () => {
     const err = await trainRun(c, quiet).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OptionError);
     expect((err as Error).message).toMatch(/train\.batch_size/);
-    expect((err as Error).message).toMatch(/train\.accum_steps/);
+    expect((err as Error).message).toMatch(/train\.batch_size (\d+) with train\.accum_steps (\d+) \(the same 16 examples per update\)/);
+    const [, micro, steps] = /train\.batch_size (\d+) with train\.accum_steps (\d+)/.exec((err as Error).message)!;
+    expect(Number(micro) * Number(steps)).toBe(16);
     // Nothing was trained: no train line, no checkpoint.
     expect(readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8')).not.toMatch(/"type":"train"/);
     expect(existsSync(join(c.run.dir, 'checkpoints'))).toBe(false);

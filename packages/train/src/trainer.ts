@@ -374,11 +374,14 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateByt
   log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeExamples} and ${2 * estimate.probeExamples} examples; the backend holds ${gib(limit)} GiB)`);
   if (estimate.peakBytes <= limit) return;
   const fits = Math.max(1, Math.floor((limit - (estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample)) / Math.max(estimate.bytesPerExample, 1)));
-  const micro = Math.min(batchSize, Math.max(1, Math.floor(fits * 0.9)));
+  // The largest micro-batch that divides the update's examples and fits with a 10 % margin.
+  const total = batchSize * accum;
+  let micro = 1;
+  for (let d = 1; d <= Math.min(total, Math.floor(fits * 0.9)); d++) if (total % d === 0) micro = d;
   throw new OptionError(
     'train.batch_size',
     `a training step at batch ${batchSize} needs about ${gib(estimate.peakBytes)} GiB of tensor memory, more than the ${gib(limit)} GiB the wasm backend can address. ` +
-      `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${Math.ceil((batchSize * accum) / micro)} (the same ${batchSize * accum} examples per update), ` +
+      `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${total / micro} (the same ${total} examples per update), ` +
       `or use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit. (run.memory_check: false skips this check.)`,
   );
 }
