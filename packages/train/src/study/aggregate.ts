@@ -10,6 +10,7 @@
  */
 import { OptionError } from '@masksub/core';
 import { lowerIsBetter, type CellSummary } from './summary.js';
+import { PERCENT_METRICS } from '../report/metrics.js';
 import type { Study, StudySetting } from './schema.js';
 
 export const SIGNIFICANCE_FACTOR = 2;
@@ -139,7 +140,10 @@ export function aggregateStudy(study: Study, summaries: CellSummary[]): StudyAgg
   const byName = new Map(settings.map((s) => [s.name, s]));
 
   const pairs: [string, string][] = [];
-  for (const s of settings) if (s.name !== study.reference) pairs.push([study.reference, s.name]);
+  for (const s of study.settings) {
+    const ref = study.referenceScope === 'group' ? groupReference(study, s.group) : study.reference;
+    if (s.name !== ref) pairs.push([ref, s.name]);
+  }
   for (const p of study.compare) if (!pairs.some(([a, b]) => a === p[0] && b === p[1])) pairs.push(p);
   const comparisons: Comparison[] = [];
   for (const [a, b] of pairs) {
@@ -189,8 +193,15 @@ const QUANTITY_NAMES: Record<Comparison['quantity'], string> = {
   train_loss_drop: 'train loss (drop)',
 };
 
+/** Percent metrics read well at 2 decimals; fractions, correlations and losses need 4. */
 function metricDigits(metric: string): number {
-  return lowerIsBetter(metric) ? 4 : 2;
+  return PERCENT_METRICS.has(metric) ? 2 : 4;
+}
+
+/** The setting a group's rows are compared with: the study's reference if in the group, else the group's first. */
+function groupReference(study: Study, group: string | null): string {
+  const members = study.settings.filter((s) => s.group === group);
+  return members.some((s) => s.name === study.reference) ? study.reference : members[0].name;
 }
 
 /** The table, in the layout of the paper's ablation tables: group, setting, losses, metric. */

@@ -75,6 +75,12 @@ export const studySchema = z
     higher_is_better: z.boolean().optional(),
     /** The setting every other is compared with; default the first. */
     reference: z.string().optional(),
+    /**
+     * 'all': every setting is compared with the reference. 'group': each setting only with the
+     * first setting of its own group (the reference where it is in that group), for studies whose
+     * groups are separate experiments (e.g. one GLUE task each).
+     */
+    reference_scope: z.enum(['all', 'group']).default('all'),
     /** Further pairs to compare, e.g. [[masking-single, masksub]]. */
     compare: z.array(z.tuple([z.string(), z.string()])).default([]),
     measure: measureSchema,
@@ -109,6 +115,7 @@ export interface Study {
   metric: string | null;
   higherIsBetter: boolean | null;
   reference: string;
+  referenceScope: 'all' | 'group';
   compare: [string, string][];
 }
 
@@ -177,6 +184,7 @@ export function parseStudy(input: unknown, source = 'study'): Study {
     metric: s.metric ?? null,
     higherIsBetter: s.higher_is_better ?? null,
     reference,
+    referenceScope: s.reference_scope,
     compare: s.compare,
   };
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { MaskSubError } from '@masksub/core';
 import { describeShared, sharedPath } from '../../../core/src/testing/shared.js';
-import { aggregateStudy, compareStats, stat } from './aggregate.js';
+import { aggregateStudy, compareStats, stat, studyTable } from './aggregate.js';
 import { recipeDifferences, studyCells } from './cells.js';
 import { readStudy, parseStudy } from './schema.js';
 import { readRunHistory, readSummary, type CellSummary } from './summary.js';
@@ -212,6 +212,34 @@ describe('generic metrics and statistics', () => {
     expect(c.exceeds).toBe(true);
     expect(compareStats(stat([1, 2, 3]), stat([1.5, 2.5, 3.5])).exceeds).toBe(false);
     expect(compareStats(stat([1]), stat([5])).exceeds).toBeNull();
+  });
+
+  it('reference_scope: group compares each row with its own group\'s first setting, and fractions keep 4 decimals', () => {
+    const study = parseStudy(
+      {
+        ...base(),
+        seeds: [0, 1],
+        metric: 'accuracy',
+        reference_scope: 'group',
+        settings: [
+          { name: 'sst2-base', group: 'SST-2' },
+          { name: 'sst2-ms', group: 'SST-2' },
+          { name: 'rte-base', group: 'RTE' },
+          { name: 'rte-ms', group: 'RTE' },
+        ],
+      },
+      's.yaml',
+    );
+    const cell = (setting: string, seed: number, v: number): CellSummary => ({
+      version: 1, study: study.name, setting, seed, recipe: {}, steps: 2, final: { accuracy: v }, best: { accuracy: { value: v, step: 2 } },
+      train_loss: { clean: 1, drop: 2, drop_kind: 'token-masking', ratio: 0.15, samples: 4, seed: 0 }, wall_time_s: 1, img_per_s: 1,
+      curves: { eval: [{ step: 2, metrics: { accuracy: v } }], train: [] }, provenance,
+    });
+    const agg = aggregateStudy(study, [cell('sst2-base', 0, 0.741), cell('sst2-base', 1, 0.743), cell('sst2-ms', 0, 0.749), cell('sst2-ms', 1, 0.751), cell('rte-base', 0, 0.52), cell('rte-base', 1, 0.53), cell('rte-ms', 0, 0.53), cell('rte-ms', 1, 0.54)]);
+    const pairs = [...new Set(agg.comparisons.map((c) => `${c.a}>${c.b}`))];
+    expect(pairs).toEqual(['sst2-base>sst2-ms', 'rte-base>rte-ms']);
+    expect(studyTable(agg)).toContain('0.7420 ± 0.0014');
+    expect(parseStudy({ ...base(), settings: [{ name: 'a' }, { name: 'b' }] }, 's.yaml').referenceScope).toBe('all');
   });
 
   it('aggregates with a primary metric the study names (GLUE-style) and loss-like metrics downwards', () => {
