@@ -169,7 +169,7 @@ export function aggregateStudy(study: Study, summaries: CellSummary[]): StudyAgg
     const note =
       g.mean === null
         ? 'unknown: the reference has no evaluation in the first 3/4 of its run (set run.eval_every)'
-        : `the reference (${study.reference}) changed its final ${metric} by ${signed(g.mean, 2)} over the last quarter of its steps (mean over ${g.n} seeds${se === null ? '' : `, SE ${se.toFixed(2)}`}): ${
+        : `the reference (${study.reference}) changed its final ${metric} by ${signed(g.mean, metricDigits(metric))} over the last quarter of its steps (mean over ${g.n} seeds${se === null ? '' : `, SE ${se.toFixed(metricDigits(metric))}`}): ${
             stillImproving === null ? 'cannot tell with one seed' : stillImproving ? 'still improving, NOT converged' : 'flat within noise (converged at this schedule)'
           }`;
     convergence = { setting: study.reference, lastQuarterGain: g, stillImproving, note };
