@@ -45,7 +45,15 @@ function withWarmup(baseLr: number, w: WarmupOptions, after: (stepAfterWarmup: n
  * Linear warm-up, then half a cosine from baseLr (end of warm-up) to minLr (at totalSteps,
  * and after it).
  */
-export function warmupCosine(o: { baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions): Schedule {
+export function warmupCosine(o: DecayOptions): Schedule {
+  return withDecay(o, (progress, minLr) => minLr + 0.5 * (o.baseLr - minLr) * (1 + Math.cos(Math.PI * progress)));
+}
+
+/** What a decaying schedule takes: the peak, the run's length, the floor, and the warm-up. */
+type DecayOptions = { baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions;
+
+/** Warm-up, then `decay(progress in [0, 1], minLr)` over the steps after it (validated once here). */
+function withDecay(o: DecayOptions, decay: (progress: number, minLr: number) => number): Schedule {
   const minLr = o.minLr ?? 0;
   const warmupSteps = o.warmupSteps ?? 0;
   checkNonNegative('lr', o.baseLr);
@@ -54,10 +62,7 @@ export function warmupCosine(o: { baseLr: number; totalSteps: number; minLr?: nu
     throw new OptionError('totalSteps', `must be an integer > warmupSteps (${warmupSteps}), got ${o.totalSteps}`);
   }
   const decaySteps = o.totalSteps - warmupSteps;
-  return withWarmup(o.baseLr, o, (t) => {
-    const progress = Math.min(1, t / decaySteps);
-    return minLr + 0.5 * (o.baseLr - minLr) * (1 + Math.cos(Math.PI * progress));
-  });
+  return withWarmup(o.baseLr, o, (t) => decay(Math.min(1, t / decaySteps), minLr));
 }
 
 /**
@@ -65,16 +70,8 @@ export function warmupCosine(o: { baseLr: number; totalSteps: number; minLr?: nu
  * after it): HF transformers' get_linear_schedule_with_warmup (the Trainer default, run_glue)
  * when minLr is 0.
  */
-export function warmupLinear(o: { baseLr: number; totalSteps: number; minLr?: number } & WarmupOptions): Schedule {
-  const minLr = o.minLr ?? 0;
-  const warmupSteps = o.warmupSteps ?? 0;
-  checkNonNegative('lr', o.baseLr);
-  checkNonNegative('minLr', minLr);
-  if (!(Number.isInteger(o.totalSteps) && o.totalSteps > warmupSteps)) {
-    throw new OptionError('totalSteps', `must be an integer > warmupSteps (${warmupSteps}), got ${o.totalSteps}`);
-  }
-  const decaySteps = o.totalSteps - warmupSteps;
-  return withWarmup(o.baseLr, o, (t) => minLr + (o.baseLr - minLr) * Math.max(0, 1 - t / decaySteps));
+export function warmupLinear(o: DecayOptions): Schedule {
+  return withDecay(o, (progress, minLr) => minLr + (o.baseLr - minLr) * (1 - progress));
 }
 
 export function constantLr(o: { baseLr: number } & WarmupOptions): Schedule {
