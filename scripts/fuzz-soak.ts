@@ -14,7 +14,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CORE_FUZZ_PROPERTIES, FUZZ_RSS_BUDGET, type FuzzProperty } from '../packages/core/src/testing/fuzz-properties.js';
-import { DATA_FUZZ_PROPERTIES } from '../packages/train/src/data/fuzz-properties.js';
+import { DATA_FUZZ_PROPERTIES } from '../packages/train/src/testing/fuzz-properties.js';
 
 function positiveInt(flag: string, value: string | undefined, dflt: number): number {
   if (value === undefined) return dflt;

@@ -5,7 +5,7 @@
  * `pnpm fuzz:soak` runs them longer.
  */
 import { describe, expect, it } from 'vitest';
-import { DATA_FUZZ_PROPERTIES } from './fuzz-properties.js';
+import { DATA_FUZZ_PROPERTIES } from '../testing/fuzz-properties.js';
 
 const RSS_BUDGET = 512 * 2 ** 20;
 

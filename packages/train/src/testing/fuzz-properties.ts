@@ -13,20 +13,13 @@ import fc from 'fast-check';
 import { MaskSubError } from '@masksub/core';
 import { loadCheckpoint } from '../checkpoint/checkpoint.js';
 import { parseRunConfig } from '../config.js';
-import { parseIdx } from './idx.js';
-import { buildTar } from './tar-writer.js';
-import { readShardSamples } from './webdataset.js';
+import { parseIdx } from '../data/idx.js';
+import { buildTar } from '../data/tar-writer.js';
+import { readShardSamples } from '../data/webdataset.js';
 
-export interface FuzzRun {
-  seed: number;
-  numRuns: number;
-}
+import type { FuzzProperty, FuzzRun } from '../../../core/src/testing/fuzz-properties.js';
 
-export interface FuzzProperty {
-  name: string;
-  defaults: FuzzRun;
-  run(options: FuzzRun): void | Promise<void>;
-}
+export type { FuzzProperty, FuzzRun };
 
 async function refusesOrWorks(run: () => Promise<unknown> | unknown): Promise<void> {
   try {
