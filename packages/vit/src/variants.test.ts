@@ -15,6 +15,22 @@ describe('ViT sub-pass variants', () => {
   const labels = tf.tensor1d([0, 1, 4], 'int32');
   const batch = { inputs: { pixel_values: x }, targets: { labels } };
 
+  it('DropSub drops where the official sub pass does: after the attention projection, the MLP activation and fc2, never the attention probabilities', async () => {
+    await tf.setBackend('cpu');
+    // On cpu a dropout is a GreaterEqual over a uniform draw of the dropped tensor's shape.
+    const dropped = async (options: { training: boolean; dropoutRate?: number }) => {
+      const prof = await tf.profile(() => tf.dispose(model.forward(batch.inputs, options)));
+      return prof.kernels.filter((k) => k.name === 'GreaterEqual').map((k) => k.outputShapes[0].join('x'));
+    };
+    const tokens = (16 / 4) ** 2 + 1;
+    const sub = await dropped({ training: true, dropoutRate: 0.3 });
+    const perLayer = [`3x${tokens}x16`, `3x${tokens}x32`, `3x${tokens}x16`];
+    expect(sub).toEqual([...perLayer, ...perLayer]);
+    expect(sub).not.toContain(`3x2x${tokens}x${tokens}`);
+    // The main pass of a config without dropout draws nothing.
+    expect(await dropped({ training: true })).toEqual([]);
+  });
+
   for (const variant of ['dropsub', 'pathsub'] as const) {
     it(`${variant}: the sub pass is stochastic, the main pass deterministic`, async () => {
       await tf.setBackend('cpu');
