@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "sgemm.h"
+#include "tile_avx2.h"
 
 namespace masksub {
 namespace {
@@ -149,34 +150,8 @@ int over_blocks(const ConvShape& s, int threads, Body body) {
 // kh pointers each ("segments"); only pixels whose window crosses the left/right edge get a
 // small zero-padded copy, and rows above/below the image point at a zero segment.
 
-constexpr long kTileRows = 6;
-constexpr long kStrip = 16;
-
-// Stores a 6x16 accumulator tile into C (partial tiles through a local tile).
-inline void store_tile(const __m256 (&acc)[kTileRows][2], float* c, long ldc, long mr, long nr, bool accumulate) {
-  if (mr == kTileRows && nr == kStrip) {
-    for (long r = 0; r < kTileRows; r++) {
-      float* row = c + r * ldc;
-      __m256 v0 = acc[r][0], v1 = acc[r][1];
-      if (accumulate) {
-        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
-        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row + 8));
-      }
-      _mm256_storeu_ps(row, v0);
-      _mm256_storeu_ps(row + 8, v1);
-    }
-    return;
-  }
-  alignas(32) float tile[kTileRows * kStrip];
-  for (long r = 0; r < kTileRows; r++) {
-    _mm256_store_ps(tile + r * kStrip, acc[r][0]);
-    _mm256_store_ps(tile + r * kStrip + 8, acc[r][1]);
-  }
-  for (long r = 0; r < mr; r++) {
-    float* row = c + r * ldc;
-    for (long j = 0; j < nr; j++) row[j] = accumulate ? row[j] + tile[r * kStrip + j] : tile[r * kStrip + j];
-  }
-}
+// Output channels per strip: the tile's 16 columns (tile_avx2.h).
+constexpr long kStrip = kTileCols;
 
 // C[0:mr, 0:nr] = sum_s sum_p a[r * nseg + s][p] * bp[(s * seg + p) * 16 + j]: 6 output pixels
 // times one 16-column strip of packed weights. Rows r >= mr point at valid memory (ignored).

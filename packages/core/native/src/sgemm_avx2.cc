@@ -6,6 +6,7 @@
 // Compiled with -mavx2 -mfma in its own static library: binding.cc checks the CPU before any of
 // this code runs, so a CPU without AVX2/FMA gets an error instead of SIGILL.
 #include "sgemm.h"
+#include "tile_avx2.h"
 
 #include <immintrin.h>
 
@@ -23,8 +24,8 @@
 namespace masksub {
 namespace {
 
-constexpr long MR = 6;
-constexpr long NR = 16;
+constexpr long MR = kTileRows;
+constexpr long NR = kTileCols;
 constexpr long MC = 144;
 constexpr long KC = 256;
 constexpr long NC = 4080;
@@ -136,28 +137,7 @@ void kernel_6x16(long kc, const float* __restrict ap, const float* __restrict bp
     bp += NR;
   }
   const __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-  if (mr == MR && nr == NR) {
-    for (long r = 0; r < MR; r++) {
-      float* row = c + r * ldc;
-      __m256 v0 = acc[r][0], v1 = acc[r][1];
-      if (accumulate) {
-        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
-        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row + 8));
-      }
-      _mm256_storeu_ps(row, v0);
-      _mm256_storeu_ps(row + 8, v1);
-    }
-    return;
-  }
-  alignas(32) float tile[MR * NR];
-  for (long r = 0; r < MR; r++) {
-    _mm256_store_ps(tile + r * NR, acc[r][0]);
-    _mm256_store_ps(tile + r * NR + 8, acc[r][1]);
-  }
-  for (long r = 0; r < mr; r++) {
-    float* row = c + r * ldc;
-    for (long j = 0; j < nr; j++) row[j] = accumulate ? row[j] + tile[r * NR + j] : tile[r * NR + j];
-  }
+  store_tile(acc, c, ldc, mr, nr, accumulate);
 }
 
 // One batch slice, restricted to output rows [i_begin, i_end) and columns [j_begin, j_end).
