@@ -142,21 +142,17 @@ function depthwiseInfo(inShape: number[], filterShape: number[], a: DepthwiseAtt
   );
 }
 
-/** dW[ky, kx, c, m] = Σ x[n, iy, ix, c] · dy[n, oy, ox, c·mult + m] (NHWC). */
-export const depthwiseConv2dBackpropFilter: KernelCall = ({ inputs, backend, attrs }) => {
-  const x = inputs.x as TensorInfo;
-  const dy = inputs.dy as TensorInfo;
-  const a = (attrs ?? {}) as unknown as DepthwiseAttrs & { filterShape: number[] };
-  const info = depthwiseInfo(x.shape, a.filterShape, a);
+/**
+ * Visits every (output pixel, filter tap) pair of a depthwise conv whose input pixel lies inside
+ * the image, with the element offsets of that input pixel, output pixel and tap: both backward
+ * kernels walk the same taps and differ only in what they accumulate.
+ */
+function forEachDepthwiseTap(info: Conv2DInfo, visit: (xOff: number, dyOff: number, wOff: number) => void): void {
   const { batchSize, inHeight, inWidth, inChannels: ch, outHeight, outWidth, outChannels } = info;
   const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
   const { dilationHeight: dh, dilationWidth: dw } = info;
-  const mult = outChannels / ch;
   const top = info.padInfo.top;
   const left = info.padInfo.left;
-  const acc = new Float64Array(fh * fw * outChannels);
-  const xs = heapF32(backend, x);
-  const dys = heapF32(backend, dy);
   for (let n = 0; n < batchSize; n++) {
     for (let oy = 0; oy < outHeight; oy++) {
       for (let ky = 0; ky < fh; ky++) {
@@ -167,22 +163,36 @@ export const depthwiseConv2dBackpropFilter: KernelCall = ({ inputs, backend, att
           for (let kx = 0; kx < fw; kx++) {
             const ix = ox * sw - left + kx * dw;
             if (ix < 0 || ix >= inWidth) continue;
-            const xOff = ((n * inHeight + iy) * inWidth + ix) * ch;
-            const wOff = (ky * fw + kx) * outChannels;
-            if (mult === 1) {
-              for (let c = 0; c < ch; c++) acc[wOff + c] += xs[xOff + c] * dys[dyOff + c];
-            } else {
-              for (let c = 0; c < ch; c++) {
-                const xv = xs[xOff + c];
-                for (let m = 0; m < mult; m++) acc[wOff + c * mult + m] += xv * dys[dyOff + c * mult + m];
-              }
-            }
+            visit(((n * inHeight + iy) * inWidth + ix) * ch, dyOff, (ky * fw + kx) * outChannels);
           }
         }
       }
     }
   }
-  const out = allocate(backend, [fh, fw, ch, mult], 'float32');
+}
+
+/** dW[ky, kx, c, m] = Σ x[n, iy, ix, c] · dy[n, oy, ox, c·mult + m] (NHWC). */
+export const depthwiseConv2dBackpropFilter: KernelCall = ({ inputs, backend, attrs }) => {
+  const x = inputs.x as TensorInfo;
+  const dy = inputs.dy as TensorInfo;
+  const a = (attrs ?? {}) as unknown as DepthwiseAttrs & { filterShape: number[] };
+  const info = depthwiseInfo(x.shape, a.filterShape, a);
+  const ch = info.inChannels;
+  const mult = info.outChannels / ch;
+  const acc = new Float64Array(info.filterHeight * info.filterWidth * info.outChannels);
+  const xs = heapF32(backend, x);
+  const dys = heapF32(backend, dy);
+  forEachDepthwiseTap(info, (xOff, dyOff, wOff) => {
+    if (mult === 1) {
+      for (let c = 0; c < ch; c++) acc[wOff + c] += xs[xOff + c] * dys[dyOff + c];
+    } else {
+      for (let c = 0; c < ch; c++) {
+        const xv = xs[xOff + c];
+        for (let m = 0; m < mult; m++) acc[wOff + c * mult + m] += xv * dys[dyOff + c * mult + m];
+      }
+    }
+  });
+  const out = allocate(backend, [info.filterHeight, info.filterWidth, ch, mult], 'float32');
   heapF32(backend, out).set(acc);
   return out;
 };
@@ -193,41 +203,22 @@ export const depthwiseConv2dBackpropInput: KernelCall = ({ inputs, backend, attr
   const filter = inputs.filter as TensorInfo;
   const a = (attrs ?? {}) as unknown as DepthwiseAttrs & { inputShape: number[] };
   const info = depthwiseInfo(a.inputShape, filter.shape, a);
-  const { batchSize, inHeight, inWidth, inChannels: ch, outHeight, outWidth, outChannels } = info;
-  const { filterHeight: fh, filterWidth: fw, strideHeight: sh, strideWidth: sw } = info;
-  const { dilationHeight: dh, dilationWidth: dw } = info;
-  const mult = outChannels / ch;
-  const top = info.padInfo.top;
-  const left = info.padInfo.left;
+  const ch = info.inChannels;
+  const mult = info.outChannels / ch;
   const out = allocate(backend, info.inShape.slice(), 'float32', true);
   const dx = heapF32(backend, out);
   const dys = heapF32(backend, dy);
   const ws = heapF32(backend, filter);
-  for (let n = 0; n < batchSize; n++) {
-    for (let oy = 0; oy < outHeight; oy++) {
-      for (let ky = 0; ky < fh; ky++) {
-        const iy = oy * sh - top + ky * dh;
-        if (iy < 0 || iy >= inHeight) continue;
-        for (let ox = 0; ox < outWidth; ox++) {
-          const dyOff = ((n * outHeight + oy) * outWidth + ox) * outChannels;
-          for (let kx = 0; kx < fw; kx++) {
-            const ix = ox * sw - left + kx * dw;
-            if (ix < 0 || ix >= inWidth) continue;
-            const xOff = ((n * inHeight + iy) * inWidth + ix) * ch;
-            const wOff = (ky * fw + kx) * outChannels;
-            if (mult === 1) {
-              for (let c = 0; c < ch; c++) dx[xOff + c] += dys[dyOff + c] * ws[wOff + c];
-            } else {
-              for (let c = 0; c < ch; c++) {
-                let s = 0;
-                for (let m = 0; m < mult; m++) s += dys[dyOff + c * mult + m] * ws[wOff + c * mult + m];
-                dx[xOff + c] += s;
-              }
-            }
-          }
-        }
+  forEachDepthwiseTap(info, (xOff, dyOff, wOff) => {
+    if (mult === 1) {
+      for (let c = 0; c < ch; c++) dx[xOff + c] += dys[dyOff + c] * ws[wOff + c];
+    } else {
+      for (let c = 0; c < ch; c++) {
+        let s = 0;
+        for (let m = 0; m < mult; m++) s += dys[dyOff + c * mult + m] * ws[wOff + c * mult + m];
+        dx[xOff + c] += s;
       }
     }
-  }
+  });
   return out;
 };
