@@ -4,6 +4,15 @@
  * once on clean inputs and once through a drop operator, for every setting whatever it trained
  * on. Same samples (first N, no augmentation, fixed order) and same drop draws (fixed seed) for
  * every setting, so the columns compare models, not draws.
+ *
+ * Image-text contrastive runs (CLIP) are measured with the contrastive loss they train with
+ * (symmetric CE over the image-text similarity matrix, scaled by the model's logit scale), on
+ * clean images and on dropped images (the captions are never dropped: the sub pass drops only
+ * images too). That loss depends on the batch composition (every other pair of a batch is a
+ * negative), so it is measured over fixed batches of exactly `measure.batch_size` pairs: the first
+ * floor(samples / batch_size) full batches in file order; a partial last batch is left out, as a
+ * batch of fewer negatives would not be comparable. Template captions take each class's first
+ * template (as evaluation does), not the per-step random template of training.
  */
 import {
   type AdapterModel,
@@ -23,7 +32,8 @@ import {
 import { join } from 'node:path';
 import type { RunConfig } from '../config.js';
 import { readGlueTask } from '../data/glue.js';
-import { parseGlueSpec, type GlueSpec } from '../tasks/index.js';
+import { batchCaptions, openImageTextSplit, parseGlueSpec, taskKindOf, type GlueSpec } from '../tasks/index.js';
+import { requireImageTextModel } from '../tasks/zero-shot.js';
 import { DataLoader } from '../data/loader.js';
 import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
@@ -85,18 +95,63 @@ async function* textBatches(config: RunConfig, glue: GlueSpec, adapter: Architec
 }
 
 /**
+ * The first `floor(spec.samples / spec.batch_size)` full batches of training image-text pairs in
+ * file order, unaugmented, with their caption groups as targets (the task's contrastive targets).
+ */
+async function* contrastiveBatches(config: RunConfig, model: AdapterModel, adapter: ArchitectureAdapter, modelDir: string, spec: MeasureSpec): AsyncGenerator<MeasureBatch> {
+  checkMeasureSpec(config, spec);
+  const m = requireImageTextModel(model);
+  const text = textCapabilityOf(adapter);
+  if (!text) throw new OptionError('model', `the ${adapter.name} adapter offers no tokenizer: the contrastive measurement encodes captions with one`);
+  // The saved folder carries the tokenizer files and preprocessing the run trained with.
+  const tokenizer = await text.loadTokenizer(config.data.tokenizer ?? modelDir);
+  const maxLength = Math.min(config.data.max_length, m.textContextLength ?? config.data.max_length);
+  const preprocess = await preprocessForModel(model, modelDir);
+  const split = await openImageTextSplit(config.data.train, 'data.train', config.data.train_limit, { classes: config.data.classes, templates: config.data.templates });
+  const train = limitDataset(split.data, spec.samples);
+  const numClasses = split.captions.kind === 'templates' ? split.captions.classNames.length : undefined;
+  const loader = new DataLoader(train, { batchSize: spec.batch_size, preprocess, shuffle: false, dropLast: true, numClasses });
+  for await (const batch of loader.epochBatches()) {
+    const { captions, groups } = batchCaptions(batch, split.captions, split.data.description);
+    const pixels = tf.tensor4d(batch.images, batch.shape);
+    const encoded = tokenizer.encode(captions, { maxLength, padding: 'longest' });
+    const labels = tf.tensor1d(groups, 'int32');
+    yield { inputs: { pixel_values: pixels, ...encoded }, targets: { labels }, size: batch.shape[0], tensors: [pixels, ...Object.values(encoded), labels] };
+  }
+}
+
+/**
+ * What can be checked about a measurement before the run trains (so a bad study file fails in
+ * seconds, not after the cell's training): a contrastive measurement needs batches of at least 2
+ * pairs and at least one full batch.
+ */
+export function checkMeasureSpec(config: RunConfig, spec: MeasureSpec): void {
+  if (taskKindOf(config) !== 'image-text-contrastive') return;
+  if (spec.batch_size < 2) throw new OptionError('measure.batch_size', `${spec.batch_size}: the contrastive loss needs at least 2 image-text pairs a batch (the others are the negatives)`);
+  if (spec.samples < spec.batch_size) {
+    throw new OptionError('measure.samples', `${spec.samples} is fewer than measure.batch_size ${spec.batch_size}: the contrastive loss is measured over full batches of batch_size pairs`);
+  }
+}
+
+/**
  * Measure the final model of a finished run folder (`<run>/model`, saved by the trainer with the
- * preprocessing or tokenizer it was trained with): image classification and GLUE text tasks.
+ * preprocessing or tokenizer it was trained with): image classification, GLUE text tasks and
+ * image-text contrastive training (every task kind the trainer runs).
  */
 export async function measureTrainLoss(config: RunConfig, spec: MeasureSpec): Promise<TrainLossMeasurement> {
   const modelDir = join(config.run.dir, 'model');
   const { model, adapter } = await loadPretrained(modelDir, { seed: config.train.seed, log: () => undefined });
   try {
     const glue = parseGlueSpec(config.data.train);
-    const batches = glue ? textBatches(config, glue, adapter, modelDir, spec) : imageBatches(config, model, modelDir, spec);
+    const batches = glue
+      ? textBatches(config, glue, adapter, modelDir, spec)
+      : taskKindOf(config) === 'image-text-contrastive'
+        ? contrastiveBatches(config, model, adapter, modelDir, spec)
+        : imageBatches(config, model, modelDir, spec);
     const op = measureDropOperator(model, spec.drop);
     const rng = new Rng(spec.seed);
-    // The trainer's recipe loss (train.loss, else the model's own), without smoothing or mixing.
+    // The trainer's recipe loss (train.loss, else the model's own: CLIP's is the contrastive
+    // loss), without smoothing or mixing.
     const loss = config.train.loss ? relaxedLoss(config.train.loss) : (model.recipeLoss?.({}) ?? relaxedLoss('ce'));
     let clean = 0;
     let drop = 0;

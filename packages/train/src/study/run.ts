@@ -11,13 +11,13 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, hostname, totalmem, type as osType, release } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { OptionError } from '@masksub/core';
+import { MaskSubError, OptionError } from '@masksub/core';
 import { latestCheckpoint } from '../checkpoint/checkpoint.js';
 import { renderSvg } from '../report/plots.js';
 import { readRunConfig, trainRun, type TrainRunOptions } from '../trainer.js';
 import { aggregateStudy, comparisonTable, findings, RULE, studyTable, type StudyAggregate } from './aggregate.js';
 import { CELLS_DIR, recipeDifferences, recipeOf, studyCells, type Cell } from './cells.js';
-import { measureTrainLoss } from './measure.js';
+import { checkMeasureSpec, measureTrainLoss, type TrainLossMeasurement } from './measure.js';
 import { lossBandSpec, metricBandSpec } from './plots.js';
 import type { Study } from './schema.js';
 import { buildSummary, readRunHistory, readSummary, writeSummary, type CellSummary, type Provenance } from './summary.js';
@@ -124,7 +124,21 @@ function checkRecipe(cell: Cell, recipe: unknown, where: string): void {
   }
 }
 
+/**
+ * A measurement problem named by the study file and setting: the `measure` keys belong to the
+ * study, not to the run config the error would otherwise point at.
+ */
+function measureError(study: Study, cell: Cell, e: unknown): unknown {
+  if (!(e instanceof MaskSubError)) return e;
+  return new MaskSubError(`${study.source}, setting '${cell.setting.name}' (measure: drop ${cell.setting.measure.drop}), cell ${cell.id}: ${e.message}`);
+}
+
 async function runCell(study: Study, cell: Cell, opts: StudyRunOptions, log: (m: string) => void): Promise<CellSummary> {
+  try {
+    checkMeasureSpec(cell.config, cell.setting.measure);
+  } catch (e) {
+    throw measureError(study, cell, e);
+  }
   const resumable = existsSync(join(cell.runDir, 'config.resolved.yaml')) && (await latestCheckpoint(cell.runDir)) !== null;
   if (resumable) {
     checkRecipe(cell, recipeOf(readRunConfig(cell.runDir)), `run folder ${cell.runDir}`);
@@ -136,7 +150,12 @@ async function runCell(study: Study, cell: Cell, opts: StudyRunOptions, log: (m:
     log(`${cell.id}: training (${cell.runDir})`);
   }
   await trainRun(cell.config, { ...opts.train, resume: resumable, log: opts.train?.log ?? (() => undefined) });
-  const trainLoss = await measureTrainLoss(cell.config, cell.setting.measure);
+  let trainLoss: TrainLossMeasurement;
+  try {
+    trainLoss = await measureTrainLoss(cell.config, cell.setting.measure);
+  } catch (e) {
+    throw measureError(study, cell, e);
+  }
   const summary = buildSummary({
     study: study.name,
     setting: cell.setting.name,
