@@ -117,3 +117,40 @@ export async function estimateStepMemory(trainer: MaskSubTrainer, batch: Batch, 
   const optimizerStateBytes = options.optimizerStateBytes ?? 0;
   return { peakBytes: peaks[0] + (size - n1) * perExample + optimizerStateBytes, bytesPerExample: perExample, probeBytes: peaks[0], probeExamples: n1 };
 }
+
+/** How an update of `totalExamples` runs under a memory limit: micro-batches with gradient accumulation. */
+export interface MicroBatchPlan {
+  /** Examples per forward/backward (divides totalExamples). */
+  microBatch: number;
+  /** Micro-batches per optimizer update (microBatch * accumSteps = totalExamples). */
+  accumSteps: number;
+  /** The most examples one step can hold under the limit (0: not even one; the plan is then micro-batch 1 and will not fit). */
+  fitsExamples: number;
+  /** Estimated peak bytes of a step at microBatch (optimizer state and, with accumulation, the gradient sum included). */
+  stepBytes: number;
+}
+
+/**
+ * The largest micro-batch that runs an update of `totalExamples` under `limitBytes`, from a
+ * measured estimate (estimateStepMemory at any batch size: its probes give the fixed bytes and
+ * the bytes per example). The whole batch when it fits; else the largest divisor of the total
+ * that fits with a 10 % margin (extrapolation error, heap growth steps), plus the gradient sum
+ * accumulation holds across micro-batches (`accumulationBytes`, 4 bytes per trainable parameter).
+ * The one place that picks micro-batch x accumulation: the trainer's error message and the bench use it.
+ */
+export function planMicroBatch(
+  estimate: StepMemoryEstimate,
+  options: { limitBytes: number; totalExamples: number; optimizerStateBytes?: number; accumulationBytes?: number },
+): MicroBatchPlan {
+  const total = options.totalExamples;
+  if (!(Number.isInteger(total) && total >= 1)) throw new Error(`planMicroBatch: totalExamples must be a positive integer, got ${total}`);
+  const fixed = estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample + (options.optimizerStateBytes ?? 0);
+  const perExample = Math.max(estimate.bytesPerExample, 1);
+  const stepBytes = (n: number) => fixed + n * estimate.bytesPerExample + (n < total ? (options.accumulationBytes ?? 0) : 0);
+  const fitsWhole = stepBytes(total) <= options.limitBytes;
+  const fitsExamples = fitsWhole ? Math.max(total, Math.floor((options.limitBytes - fixed) / perExample)) : Math.max(0, Math.floor((options.limitBytes - fixed - (options.accumulationBytes ?? 0)) / perExample));
+  if (fitsWhole) return { microBatch: total, accumSteps: 1, fitsExamples, stepBytes: stepBytes(total) };
+  let micro = 1;
+  for (let d = 1; d <= Math.min(total, Math.floor(fitsExamples * 0.9)); d++) if (total % d === 0) micro = d;
+  return { microBatch: micro, accumSteps: total / micro, fitsExamples, stepBytes: stepBytes(micro) };
+}

@@ -35,7 +35,7 @@ const quiet = { log: () => undefined, stream: { write: () => true } as unknown a
 
 describe('the memory check before the first update', () => {
   it('refuses a batch whose measured step exceeds the limit, naming train.batch_size and the micro-batch that fits', async () => {
-    process.env[MEMORY_LIMIT_ENV] = '0.05';
+    process.env[MEMORY_LIMIT_ENV] = '1';
     const c = config();
     const err = await trainRun(c, quiet).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OptionError);
@@ -43,9 +43,18 @@ describe('the memory check before the first update', () => {
     expect((err as Error).message).toMatch(/train\.batch_size (\d+) with train\.accum_steps (\d+) \(the same 16 examples per update\)/);
     const [, micro, steps] = /train\.batch_size (\d+) with train\.accum_steps (\d+)/.exec((err as Error).message)!;
     expect(Number(micro) * Number(steps)).toBe(16);
+    expect(Number(micro)).toBeLessThan(16);
     // Nothing was trained: no train line, no checkpoint.
     expect(readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8')).not.toMatch(/"type":"train"/);
     expect(existsSync(join(c.run.dir, 'checkpoints'))).toBe(false);
+  });
+
+  it('says so when not even one example per micro-batch fits (the weights, optimizer state and gradient sum alone exceed the limit)', async () => {
+    process.env[MEMORY_LIMIT_ENV] = '0.05';
+    const err = await trainRun(config(), quiet).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OptionError);
+    expect((err as Error).message).toMatch(/even one example per micro-batch does not fit/);
+    expect((err as Error).message).toMatch(/run\.backend: tensorflow/);
   });
 
   it('lets the run through under a limit it fits, or with run.memory_check: false', async () => {

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, withMaskSub } from '@masksub/core';
+import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
@@ -101,28 +101,6 @@ export function resolveLearningRate(config: RunConfig): number {
 interface StreamPosition {
   dataLoader: JsonValue;
   rng: RngState;
-}
-
-/** a + b per parameter (both maps' tensors are consumed; a parameter in only one keeps its gradient). */
-function addGrads(a: Map<string, tf.Tensor>, b: Map<string, tf.Tensor>): Map<string, tf.Tensor> {
-  for (const [name, g] of b) {
-    const prev = a.get(name);
-    if (prev) {
-      a.set(name, tf.add(prev, g));
-      tf.dispose([prev, g]);
-    } else a.set(name, g);
-  }
-  return a;
-}
-
-/** Every gradient times `factor` (the inputs are consumed). */
-function scaleGrads(grads: Map<string, tf.Tensor>, factor: number): Map<string, tf.Tensor> {
-  const out = new Map<string, tf.Tensor>();
-  for (const [name, g] of grads) {
-    out.set(name, tf.mul(g, factor));
-    g.dispose();
-  }
-  return out;
 }
 
 /** Runs `f`, reporting a library option's error under the run-config key that set it. */
@@ -279,7 +257,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       if (!memoryChecked) {
         memoryChecked = true;
         try {
-          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, model.params.count()), config.train.batch_size, accum, log);
+          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, model.params.count()), model.params.count(), config.train.batch_size, accum, log);
         } catch (e) {
           tf.dispose(batch.tensors);
           throw e;
@@ -287,14 +265,14 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       }
       const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
       tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
-      sum = sum ? addGrads(sum, r.grads) : r.grads;
+      sum = sum ? addGradients(sum, r.grads) : r.grads;
       losses.loss += r.loss / accum;
       losses.main += r.lossMain / accum;
       losses.sub += r.lossSub / accum;
       ratio = r.ratio;
       size += batch.size;
     }
-    let grads = accum > 1 ? scaleGrads(sum!, 1 / accum) : sum!;
+    let grads = accum > 1 ? scaleGradients(sum!, 1 / accum) : sum!;
     // Checked before the update, as a loss scaler does: a non-finite loss or gradient never
     // reaches the weights (or the optimizer's moments).
     const gradNorm = Number.isFinite(losses.loss) ? globalGradNormValue(grads) : Number.NaN;
@@ -366,18 +344,23 @@ export function optimizerStateBytes(kind: string, momentum: number | undefined, 
  * Refuses, before the first update, a step whose measured memory exceeds the backend's limit
  * (the 32-bit wasm heap): at that size the heap grows until the process crawls or is killed.
  */
-async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateBytes: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
+async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateBytes: number, parameters: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
   const limit = backendMemoryLimitBytes();
   if (limit === null) return;
   const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes });
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeExamples} and ${2 * estimate.probeExamples} examples; the backend holds ${gib(limit)} GiB)`);
   if (estimate.peakBytes <= limit) return;
-  const fits = Math.max(1, Math.floor((limit - (estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample)) / Math.max(estimate.bytesPerExample, 1)));
-  // The largest micro-batch that divides the update's examples and fits with a 10 % margin.
   const total = batchSize * accum;
-  let micro = 1;
-  for (let d = 1; d <= Math.min(total, Math.floor(fits * 0.9)); d++) if (total % d === 0) micro = d;
+  const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
+  const micro = plan.microBatch;
+  if (plan.fitsExamples === 0) {
+    throw new OptionError(
+      'train.batch_size',
+      `a training step needs about ${gib(estimate.peakBytes)} GiB of tensor memory at batch ${batchSize}, and even one example per micro-batch does not fit the ${gib(limit)} GiB the wasm backend can address. ` +
+        `Use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit, or a smaller model. (run.memory_check: false skips this check.)`,
+    );
+  }
   throw new OptionError(
     'train.batch_size',
     `a training step at batch ${batchSize} needs about ${gib(estimate.peakBytes)} GiB of tensor memory, more than the ${gib(limit)} GiB the wasm backend can address. ` +
