@@ -7,9 +7,12 @@
  *     installed, and tfjs / PyTorch;
  *   - matmul GFLOP/s for the four transpose forms and the batched forms.
  * `--quick` (about a minute): batch 8, median of 3 timed steps, 30 drift steps.
- * `--arch vit,resnet20` picks architectures (default: all); `architectures` in results.json has,
- * per architecture, ms_standard, ms_masksub, masksub_ratio, the PyTorch step's times and ratio,
- * over_pytorch and peak RSS growth of both (bench/arch/compare.ts).
+ * `--arch vit,resnet20` picks architectures (default: all but the real sizes); `architectures` in
+ * results.json has, per architecture, ms_standard, ms_masksub, masksub_ratio, the PyTorch step's
+ * times and ratio, over_pytorch and peak RSS growth of both (bench/arch/compare.ts).
+ * `--arch vit-b16,bert-base`: the real sizes (bench/arch/big.ts), effective batches 8 and 16 as
+ * micro-batches that fit the 4 GiB wasm heap, each case in a child process; about 20 minutes, so
+ * not in the default set. Their entries add `cases`, one per effective batch.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -19,18 +22,23 @@ import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { ARCHS, benchArch, type ArchResult } from './arch/compare.js';
+import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
 import { benchPipeline } from './pipeline.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
   .option('--quick', 'smoke check in under a minute')
   .option('--backends <list>', 'comma-separated backends to measure (default: wasm, and tensorflow when installed)')
-  .option('--steps <n>', 'timed steps per case (median)')
+  .option('--steps <n>', 'timed steps per case (median; vit-b16 / bert-base: timed updates per case, default 1)')
   .option('--batch <n>', 'batch size')
   .option('--drift-steps <n>', 'MaskSub steps for the leak check')
   .option('--no-torch', 'skip the PyTorch comparison')
   .option('--no-pipeline', 'skip the input-pipeline measurement (CIFAR-10 JPEG shards)')
-  .option('--arch <list>', `comma-separated architectures: vit, ${Object.keys(ARCHS).join(', ')}`, ['vit', ...Object.keys(ARCHS)].join(','))
+  .option(
+    '--arch <list>',
+    `comma-separated architectures: vit, ${Object.keys(ARCHS).join(', ')}; and the real sizes ${Object.keys(BIG_ARCHS).join(', ')} (ViT-B/16 at 224, BERT-base; batches 8 and 16, standard and MaskSub, against PyTorch; minutes each, not in the default)`,
+    ['vit', ...Object.keys(ARCHS)].join(','),
+  )
   .option('--out <file>', 'results file', join(here, 'results.json'));
 program.parse(process.argv);
 const opts = program.opts<{ arch: string; quick?: boolean; backends?: string; steps?: string; batch?: string; driftSteps?: string; torch: boolean; pipeline: boolean; out: string }>();
@@ -42,7 +50,7 @@ const steps = Number(opts.steps ?? (quick ? 3 : 7));
 const HEADLINE_CASE = 'masksub token-removal';
 const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
 const archs = opts.arch.split(',').map((a) => a.trim()).filter((a) => a !== '');
-for (const a of archs) if (a !== 'vit' && !(a in ARCHS)) throw new Error(`--arch: unknown architecture '${a}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
+for (const a of archs) if (a !== 'vit' && !(a in ARCHS) && !(a in BIG_ARCHS)) throw new Error(`--arch: unknown architecture '${a}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 const benchVit = archs.includes('vit');
 
 function median(xs: number[]): number {
@@ -149,7 +157,7 @@ const torchHalf = opts.torch && torch ? torchStep(32) : null;
 const main = backends[0];
 
 // The other architectures, on the wasm backend (masksub's default), each against its PyTorch step.
-const architectures: Record<string, ArchResult | Record<string, unknown>> = {};
+const architectures: Record<string, ArchResult | BigArchResult | Record<string, unknown>> = {};
 if (main) {
   const std = main.cases[0];
   const tr = main.cases.find((c) => c.name === HEADLINE_CASE)!;
@@ -168,7 +176,7 @@ if (main) {
     pytorch_peak_rss_mib: null,
   };
 }
-const otherArchs = archs.filter((a) => a !== 'vit');
+const otherArchs = archs.filter((a) => a !== 'vit' && !(a in BIG_ARCHS));
 if (otherArchs.length > 0) {
   const info = await initBackend({ prefer: 'wasm', log: () => {} });
   if (info.name !== 'wasm') throw new Error(`--arch ${otherArchs.join(',')}: needs the wasm backend, got ${info.name}`);
@@ -176,6 +184,14 @@ if (otherArchs.length > 0) {
     process.stderr.write(`architecture ${a}:\n`);
     architectures[a] = benchArch(a, { quick, pairs: steps, torch: opts.torch, log: (m) => process.stderr.write(m) });
   }
+}
+// The real sizes: every case in a child process of its own (bench/arch/big.ts says why).
+const bigResults: BigArchResult[] = [];
+for (const a of archs.filter((x) => x in BIG_ARCHS)) {
+  process.stderr.write(`architecture ${a} (real size, a child process per case):\n`);
+  const r = benchBigArch(a, { quick, updates: opts.steps !== undefined ? steps : undefined, torch: opts.torch, log: (m) => process.stderr.write(m) });
+  architectures[a] = r;
+  bigResults.push(r);
 }
 // The input pipeline, against the fastest standard step measured above (in images per second).
 let pipeline: Record<string, unknown> | string = 'skipped (--no-pipeline)';
@@ -241,6 +257,10 @@ if (Object.keys(architectures).length > 0) {
   for (const [a, r] of Object.entries(architectures) as [string, Record<string, unknown>][]) {
     console.log(`${pad(a, 10)} ${f(r.ms_standard).padStart(9)} ${f(r.ms_masksub).padStart(9)} ${f(r.masksub_ratio, 2).padStart(6)} ${f(r.pytorch_ms_standard).padStart(10)} ${f(r.pytorch_ms_masksub).padStart(9)} ${f(r.pytorch_masksub_ratio, 2).padStart(6)} ${f(r.over_pytorch, 2).padStart(7)} ${f(r.peak_rss_mib).padStart(8)} ${f(r.pytorch_peak_rss_mib).padStart(10)}`);
   }
+}
+if (bigResults.length > 0) {
+  console.log('\nreal sizes (masksub: largest micro-batch that fits the wasm heap x gradient accumulation, one update per effective batch; PyTorch: the full batch):');
+  for (const line of formatBigArchTable(bigResults)) console.log(line);
 }
 if (typeof pipeline === 'string') console.log(`\ninput pipeline: ${pipeline}`);
 else {

@@ -16,16 +16,20 @@ export function torchUnavailable(script: string): string | null {
   return probe.status === 0 ? null : 'torch does not import (apt-get install python3-torch libopenblas0-pthread)';
 }
 
-// argv[1] is the script, the rest its arguments; the script's JSON line, then ours.
+// argv[1] is the script, the rest its arguments; the script's JSON line, then ours (peak RSS and
+// the parameter count of the script's model, read from its globals).
 const WRAPPER = `
 import json, os, resource, runpy, sys
 import torch
 page = os.sysconf('SC_PAGE_SIZE')
 base = int(open('/proc/self/statm').read().split()[1]) * page
 sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name='__main__')
+g = runpy.run_path(sys.argv[0], run_name='__main__')
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({'peak_rss_mib': (peak - base) / 2**20}))
+# The scripts name their model m; not every one prints its parameter count.
+m = g.get('m')
+params = sum(p.numel() for p in m.parameters()) if isinstance(m, torch.nn.Module) else None
+print(json.dumps({'peak_rss_mib': (peak - base) / 2**20, 'params': params}))
 `;
 
 export interface TorchRun {
@@ -39,6 +43,8 @@ export function runTorch(script: string, args: string[]): TorchRun {
     env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' },
   });
   const lines = out.trim().split('\n');
-  const rss = JSON.parse(lines.pop()!) as { peak_rss_mib: number };
-  return { result: JSON.parse(lines.pop()!) as Record<string, unknown>, peakRssMiB: rss.peak_rss_mib };
+  const own = JSON.parse(lines.pop()!) as { peak_rss_mib: number; params: number | null };
+  const result = JSON.parse(lines.pop()!) as Record<string, unknown>;
+  if (result.params === undefined && own.params !== null) result.params = own.params;
+  return { result, peakRssMiB: own.peak_rss_mib };
 }

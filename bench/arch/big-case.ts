@@ -1,0 +1,126 @@
+/**
+ * One case of the real-size bench (bench/arch/big.ts), run in a child process of its own:
+ *   tsx --conditions=source bench/arch/big-case.ts <arch> <effective batch> <standard|masksub> <timed updates>
+ * It plans the update as the largest micro-batch that fits the backend's memory (core's
+ * estimateStepMemory + planMicroBatch, the trainer's own check), runs one warm-up and the timed
+ * updates with gradient accumulation (core's addGradients / scaleGradients: one optimizer update
+ * per effective batch, as train.accum_steps), and prints one JSON line (BigCaseResult).
+ * A case that cannot fit even at micro-batch 1 prints status 'does-not-fit' without stepping.
+ *
+ * Why a process per case: the wasm heap only grows, so in one long process the second case's RSS
+ * and heap readings would be the first case's high-water mark; a fresh process measures each
+ * case's own peak over its own pre-model RSS.
+ */
+import {
+  addGradients,
+  backendMemoryLimitBytes,
+  createOptimizer,
+  estimateStepMemory,
+  initBackend,
+  planMicroBatch,
+  scaleGradients,
+  tf,
+  wasmHeapBytes,
+  withMaskSub,
+  type Batch,
+} from '@masksub/core';
+import { BIG_ARCHS, type BigCaseResult } from './big-spec.js';
+
+const [archName, batchArg, variantArg, updatesArg] = process.argv.slice(2);
+const spec = BIG_ARCHS[archName];
+if (spec === undefined) throw new Error(`big-case: unknown architecture '${archName}' (known: ${Object.keys(BIG_ARCHS).join(', ')})`);
+const batchSize = Number(batchArg);
+const masksub = variantArg === 'masksub';
+const updates = Number(updatesArg);
+if (!(batchSize >= 1 && updates >= 1 && (masksub || variantArg === 'standard'))) throw new Error(`big-case: usage: <arch> <batch> <standard|masksub> <updates>, got ${process.argv.slice(2).join(' ')}`);
+
+const info = await initBackend({ prefer: 'wasm', log: () => {} });
+if (info.name !== 'wasm') throw new Error(`big-case: needs the wasm backend, got ${info.name}`);
+const mib = (b: number) => b / 2 ** 20;
+// Growth over the process before the model exists (backend and modules loaded), as compare.ts.
+const rss0 = process.memoryUsage().rss;
+let peakRss = rss0;
+let peakTensorBytes = 0;
+const sample = () => {
+  peakRss = Math.max(peakRss, process.memoryUsage().rss);
+  peakTensorBytes = Math.max(peakTensorBytes, tf.memory().numBytes);
+};
+
+const w = spec.make(batchSize);
+const parameters = w.model.params.count();
+const trainer = withMaskSub(w.model, masksub ? { variant: 'masksub', seed: 1, ...spec.masksub } : { variant: 'none', seed: 1 });
+const optimizer = createOptimizer(spec.optimizer, w.model.params.trainable());
+const stateBytes = 2 * 4 * parameters; // AdamW's two moments, created by the first update
+const rows = (b: Batch, start: number, n: number): Batch =>
+  tf.tidy(() => ({
+    inputs: Object.fromEntries(Object.entries(b.inputs).map(([k, t]) => [k, tf.slice(t, start, n)])) as Batch['inputs'],
+    targets: { labels: tf.slice((b.targets as { labels: tf.Tensor1D }).labels, start, n) },
+  }));
+const disposeBatch = (b: Batch) => tf.dispose([...Object.values(b.inputs), (b.targets as { labels: tf.Tensor1D }).labels]);
+
+// Probed on at most 8 examples (steps at 2 and 4): probing at a quarter and a half of batch 16
+// would itself run a step of 8, which may be what does not fit.
+const probe = rows(w.batch, 0, Math.min(batchSize, 8));
+const estimate = await estimateStepMemory(trainer, probe, { optimizerStateBytes: stateBytes });
+disposeBatch(probe);
+const limit = backendMemoryLimitBytes() ?? 2 ** 32;
+const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: batchSize, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
+const base: BigCaseResult = {
+  status: 'ok',
+  arch: archName,
+  batch: batchSize,
+  variant: masksub ? 'masksub' : 'standard',
+  parameters,
+  micro_batch: plan.microBatch,
+  accum_steps: plan.accumSteps,
+  planned_step_mib: mib(plan.stepBytes),
+  limit_mib: mib(limit),
+  ms_per_update: null,
+  ms_per_update_all: [],
+  peak_rss_mib: null,
+  heap_high_water_mib: null,
+  peak_tensor_mib: null,
+};
+if (plan.fitsExamples === 0) {
+  console.log(JSON.stringify({ ...base, status: 'does-not-fit', message: `a step needs about ${mib(plan.stepBytes).toFixed(0)} MiB even at micro-batch 1, more than the ${mib(limit).toFixed(0)} MiB the wasm heap can address; use tfjs-node (run.backend: tensorflow)` }));
+  process.exit(0);
+}
+const micros = Array.from({ length: plan.accumSteps }, (_, k) => rows(w.batch, k * plan.microBatch, plan.microBatch));
+const lr = spec.lr;
+const update = (i: number) => {
+  let sum: Map<string, tf.Tensor> | null = null;
+  for (const mb of micros) {
+    const r = trainer.computeGradients(mb, i);
+    tf.dispose([r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+    sum = sum ? addGradients(sum, r.grads) : r.grads;
+    sample();
+  }
+  const grads = plan.accumSteps > 1 ? scaleGradients(sum!, 1 / plan.accumSteps) : sum!;
+  optimizer.step(grads, lr);
+  tf.dispose([...grads.values()]);
+  sample();
+};
+// No separate warm-up update: the memory probe above already ran the step's forward and backward
+// twice (same kernels, smaller batch), and an update here takes 10-60 s on 2 cores; the first
+// timed update also creates AdamW's zeroed moments (milliseconds against that).
+const times: number[] = [];
+for (let i = 1; i <= updates; i++) {
+  const t0 = performance.now();
+  update(i);
+  times.push(performance.now() - t0);
+}
+const sorted = [...times].sort((a, b) => a - b);
+const median = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+console.log(
+  JSON.stringify({
+    ...base,
+    ms_per_update: median,
+    ms_per_update_all: times,
+    peak_rss_mib: mib(peakRss - rss0),
+    heap_high_water_mib: mib(wasmHeapBytes() ?? 0),
+    peak_tensor_mib: mib(peakTensorBytes),
+  } satisfies BigCaseResult),
+);
+tf.dispose(micros.flatMap((b) => [...Object.values(b.inputs), (b.targets as { labels: tf.Tensor1D }).labels]));
+optimizer.dispose();
+w.dispose();
