@@ -111,7 +111,7 @@ export function benchBigArch(name: string, opts: { quick: boolean; updates?: num
     if (missing !== null) c.pytorch_note = missing;
     else {
       try {
-        const runs = spec.torchRuns(batch, opts.quick ? 1 : Math.max(2, updates));
+        const runs = spec.torchRuns(batch, updates);
         const std: TorchRun = runTorch(spec.torchScript, runs.standard);
         const sub: TorchRun | null = runs.sub ? runTorch(spec.torchScript, runs.sub) : null;
         if (sub) {
@@ -137,6 +137,8 @@ export function benchBigArch(name: string, opts: { quick: boolean; updates?: num
       }
     }
     cases.push(c);
+    // The whole case on stderr too: a run stopped part-way still leaves every finished case's numbers.
+    opts.log(`  ${name} batch ${batch} case: ${JSON.stringify(c)}\n`);
   }
   const params = cases.flatMap((c) => [c.standard.parameters, c.masksub.parameters]).find((p) => p !== null) ?? null;
   const first = cases[0];
