@@ -5,12 +5,16 @@
  * around the call is the kernel's), runs a few steps of each requested case of the bench
  * workload and prints calls and ms per step for each kernel, plus the time spent outside
  * kernels (tfjs' engine, autodiff bookkeeping, ops computed in JS such as random numbers).
- * `--shapes` splits matmuls, transposes and copies by input shapes and attributes.
+ * `--shapes` splits matmuls, transposes and copies by input shapes and attributes. `--phases`
+ * (with --arch other than vit) splits each case's time into the main pass, the sub pass and what
+ * lies around them: forward wall time, backward kernel time, and the kernels after each pass
+ * (after the main pass: mask sampling, the dropped view, the teacher; after the sub pass: the
+ * gradient sum and the optimizer).
  */
 import { Command } from 'commander';
 import { initBackend, tf } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
-import { makeResNetWorkload } from './arch/resnet.js';
+import { ARCHS } from './arch/compare.js';
 
 const program = new Command('bench:profile')
   .option('--batch <n>', 'batch size', '64')
@@ -18,9 +22,10 @@ const program = new Command('bench:profile')
   .option('--cases <list>', `comma-separated cases: ${CASES.map((c) => c.name).join(', ')}`, 'standard,masksub token-removal')
   .option('--top <n>', 'kernels listed per case', '25')
   .option('--shapes', 'split matmul / transpose / copy kernels by shape')
-  .option('--arch <name>', 'vit (the bench ViT; --cases apply) or resnet20 (batch 128 unless --batch; cases standard, masksub)', 'vit');
+  .option('--phases', 'split each step into main pass, sub pass and the work around them (not with --arch vit)')
+  .option('--arch <name>', `vit (the bench ViT; --cases apply) or ${Object.keys(ARCHS).join(', ')} (the bench's batch unless --batch; cases standard, masksub)`, 'vit');
 program.parse(process.argv);
-const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean }>();
+const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean; phases?: boolean }>();
 
 const info = await initBackend({ prefer: 'wasm', log: () => {} });
 if (info.name !== 'wasm') throw new Error(`bench:profile needs the wasm backend, got ${info.name}`);
@@ -31,21 +36,49 @@ interface Profiled {
 }
 let cases: Profiled[];
 let dispose: () => void;
-if (opts.arch === 'resnet20') {
-  const batch = program.getOptionValueSource('batch') === 'default' ? 128 : Number(opts.batch);
-  const w = makeResNetWorkload(batch);
-  cases = [false, true].map((ms) => ({ name: ms ? 'masksub zero-fill' : 'standard', step: (i: number) => void w.step(ms, i) }));
-  dispose = () => w.dispose();
-} else if (opts.arch === 'vit') {
+/** The phase kernels are charged to with --phases: '<pass> fwd', '<pass> bwd', 'after <pass>'. */
+let forwards = 0;
+let inForward = false;
+const passName = () => (forwards <= 1 ? 'main' : 'sub');
+const phaseWall = new Map<string, number>();
+function phaseOf(): string {
+  if (forwards === 0) return 'before main';
+  if (inForward) return `${passName()} fwd`;
+  const backward = tf.engine().state.scopeStack.some((s) => s.name === 'backward');
+  return backward ? `${passName()} bwd` : `after ${passName()}`;
+}
+const archSpec = ARCHS[opts.arch];
+if (opts.arch === 'vit') {
+  if (opts.phases) throw new Error('--phases: needs --arch other than vit');
   const workload = makeWorkload(Number(opts.batch));
   cases = opts.cases.split(',').map((name) => {
     const c = CASES.find((x) => x.name === name.trim());
     if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
     return { name: c.name, step: (i: number) => void workload.step(c, i) };
   });
-  dispose = () => dispose();
+  dispose = () => workload.dispose();
+} else if (archSpec !== undefined) {
+  const batch = program.getOptionValueSource('batch') === 'default' ? archSpec.batch(false) : Number(opts.batch);
+  const w = archSpec.make(batch);
+  // The trainer calls model.forward once per pass: the first call of a step is the main pass.
+  const model = w.model;
+  const forward = model.forward.bind(model);
+  model.forward = (inputs, options) => {
+    forwards++;
+    inForward = true;
+    const t0 = performance.now();
+    try {
+      return forward(inputs, options);
+    } finally {
+      inForward = false;
+      const key = `${passName()} fwd`;
+      if (recording) phaseWall.set(key, (phaseWall.get(key) ?? 0) + performance.now() - t0);
+    }
+  };
+  cases = [false, true].map((ms) => ({ name: ms ? 'masksub' : 'standard', step: (i: number) => void w.step(ms, i) }));
+  dispose = () => w.dispose();
 } else {
-  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, resnet20)`);
+  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
 }
 
 const stats = new Map<string, { calls: number; ms: number }>();
@@ -65,7 +98,7 @@ for (const config of tf.getKernelsForBackend('wasm')) {
     if (!recording) return inner(args);
     const t0 = performance.now();
     const out = inner(args);
-    const key = keyOf(config.kernelName, args);
+    const key = opts.phases ? `${phaseOf()}: ${keyOf(config.kernelName, args)}` : keyOf(config.kernelName, args);
     const s = stats.get(key) ?? { calls: 0, ms: 0 };
     s.calls++;
     s.ms += performance.now() - t0;
@@ -83,13 +116,36 @@ for (const c of cases) {
   stats.clear();
   recording = true;
   const t0 = performance.now();
-  for (let i = 0; i < steps; i++) c.step(2 + i);
+  phaseWall.clear();
+  for (let i = 0; i < steps; i++) {
+    forwards = 0;
+    c.step(2 + i);
+  }
   const stepMs = (performance.now() - t0) / steps;
   recording = false;
   const rows = [...stats].sort((a, b) => b[1].ms - a[1].ms);
   const kernelMs = rows.reduce((acc, [, s]) => acc + s.ms, 0) / steps;
   const calls = rows.reduce((acc, [, s]) => acc + s.calls, 0) / steps;
   console.log(`\n${c.name}: ${stepMs.toFixed(0)} ms/step = ${kernelMs.toFixed(0)} ms in ${calls.toFixed(0)} kernel calls + ${(stepMs - kernelMs).toFixed(0)} ms outside kernels`);
+  if (opts.phases) {
+    // Kernel time per phase, and the forward's wall time (kernels + tfjs bookkeeping + JS ops).
+    const byPhase = new Map<string, { calls: number; ms: number }>();
+    for (const [key, st] of rows) {
+      const phase = key.slice(0, key.indexOf(':'));
+      const acc = byPhase.get(phase) ?? { calls: 0, ms: 0 };
+      acc.calls += st.calls;
+      acc.ms += st.ms;
+      byPhase.set(phase, acc);
+    }
+    const order = ['before main', 'main fwd', 'main bwd', 'after main', 'sub fwd', 'sub bwd', 'after sub'];
+    for (const phase of order) {
+      const st = byPhase.get(phase);
+      if (!st) continue;
+      const wall = phaseWall.get(phase);
+      const wallText = wall === undefined ? '' : `, ${(wall / steps).toFixed(1)} ms wall`;
+      console.log(`  [${phase}] ${(st.ms / steps).toFixed(1)} ms in ${(st.calls / steps).toFixed(0)} kernel calls${wallText}`);
+    }
+  }
   const width = Math.max(28, ...rows.slice(0, Number(opts.top)).map(([k]) => k.length + 2));
   for (const [kernel, s] of rows.slice(0, Number(opts.top))) {
     const share = ((100 * s.ms) / steps / stepMs).toFixed(1);

@@ -8,6 +8,8 @@ import { createOptimizer, tf, withMaskSub, type Batch, type AdapterModel, type M
 export interface ArchStep {
   /** Trainable parameters (checked against the PyTorch twin's count: same model, same arithmetic). */
   readonly parameters: number;
+  /** The model both steps train (the profiler wraps its forward to tell the main pass from the sub pass). */
+  readonly model: AdapterModel;
   step(masksub: boolean, i: number): number;
   /** A standard step on another batch (the input-pipeline bench feeds real data). */
   stepOn(batch: Batch, i: number): number;
@@ -20,6 +22,7 @@ export function twoStepWorkload(model: AdapterModel, batch: Batch, spec: { optim
   const masksub = withMaskSub(model, { variant: 'masksub', seed: 1, ...spec.masksub });
   return {
     parameters: model.params.count(),
+    model,
     step: (ms, i) => (ms ? masksub : standard).step(batch, optimizer, spec.lr, i).loss,
     stepOn: (other, i) => standard.step(other, optimizer, spec.lr, i).loss,
     dispose() {
