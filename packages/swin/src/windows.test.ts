@@ -103,6 +103,24 @@ describe('window partition, reverse and cyclic shift', () => {
     tf.dispose([windows, back]);
   });
 
+  it('roll2d back-propagates as the reverse roll, without padding the map', async () => {
+    for (const s of [-2, 3]) {
+      const weights = tf.randomNormal(shape, 0, 1, 'float32', 7);
+      const grad = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(roll2d(t, s), weights)));
+      let dx: tf.Tensor | null = null;
+      const info = await tf.profile(() => {
+        dx = grad(x);
+        return dx;
+      });
+      // d/dx sum(roll(x, s) * w) = roll(w, -s)
+      const expected = roll2d(weights, -s);
+      expect(Array.from(dx!.dataSync())).toEqual(Array.from(expected.dataSync()));
+      // Autodiff through the slices would pad each slice's gradient to the whole map.
+      expect(info.kernelNames).not.toContain('PadV2');
+      tf.dispose([weights, dx!, expected]);
+    }
+  });
+
   it('roll2d is torch.roll over H and W, both directions', () => {
     const xd = x.dataSync();
     for (const s of [-2, 3]) {

@@ -105,8 +105,21 @@ export function windowReverse(windows: tf.Tensor, window: number, height: number
   return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, height, width, c]);
 }
 
-/** torch.roll(x, shifts=(s, s), dims=(1, 2)) on [B, H, W, C]: two slice + concat pairs. */
+/**
+ * torch.roll(x, shifts=(s, s), dims=(1, 2)) on [B, H, W, C]: two slice + concat pairs. Its
+ * gradient is the roll back by -s, written as such: autodiff through the slices and concats
+ * would pad each slice's gradient to the full map (four PadV2 of the whole map per roll) and
+ * split and add them again.
+ */
 export function roll2d(x: tf.Tensor, shift: number): tf.Tensor {
+  const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const input = args[0] as tf.Tensor;
+    return { value: rollPlain(input, shift), gradFunc: (dy: tf.Tensor) => [rollPlain(dy, -shift)] };
+  });
+  return op(x);
+}
+
+function rollPlain(x: tf.Tensor, shift: number): tf.Tensor {
   const rollAxis = (t: tf.Tensor, axis: 1 | 2): tf.Tensor => {
     const size = t.shape[axis] as number;
     const s = ((shift % size) + size) % size;
