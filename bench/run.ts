@@ -14,8 +14,7 @@
  * micro-batches that fit the 4 GiB wasm heap, each case in a child process; about 20 minutes, so
  * not in the default set. Their entries add `cases`, one per effective batch.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
@@ -24,6 +23,7 @@ import { CASES, makeWorkload } from './workload.js';
 import { ARCHS, benchArch, type ArchResult } from './arch/compare.js';
 import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
 import { benchPipeline } from './pipeline.js';
+import { runTorch, torchUnavailable } from './arch/torch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -128,16 +128,13 @@ async function benchBackend(name: BackendName) {
   return { backend: name, detail: info.detail, cases: results, drift, matmul, peakRssMiB };
 }
 
-function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; torch: string } | null {
+/** The PyTorch ViT step (keep = tokens kept), with its peak RSS growth measured as masksub's (bench/arch/torch.ts). */
+function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; torch: string; peakRssMiB: number } | null {
   const script = resolve(here, '../../shared/bench/vit_step_torch.py');
-  if (!existsSync(script) || !existsSync('/usr/bin/python3')) return null;
-  const probe = spawnSync('/usr/bin/python3', ['-c', 'import torch'], { encoding: 'utf8' });
-  if (probe.status !== 0) return null;
-  const out = execFileSync('/usr/bin/python3', [script, '--threads', '2', '--steps', String(quick ? 2 : 10), '--batch', String(batch), '--keep', String(keep)], {
-    encoding: 'utf8',
-    env: { ...process.env, OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_NUM_THREADS: '2' },
-  });
-  return JSON.parse(out.trim().split('\n').pop()!);
+  if (torchUnavailable(script) !== null) return null;
+  const run = runTorch(script, ['--steps', String(quick ? 2 : 10), '--batch', String(batch), '--keep', String(keep)]);
+  const r = run.result as { msPerStepMedian: number; imgPerSec: number; torch: string };
+  return { ...r, peakRssMiB: run.peakRssMiB };
 }
 
 const wanted: BackendName[] = opts.backends ? (opts.backends.split(',') as BackendName[]) : ['tensorflow', 'wasm'];
@@ -173,7 +170,7 @@ if (main) {
     pytorch_masksub_ratio: torch && torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null,
     over_pytorch: torch ? std.msPerStep / torch.msPerStepMedian : null,
     peak_rss_mib: main.peakRssMiB,
-    pytorch_peak_rss_mib: null,
+    pytorch_peak_rss_mib: torch?.peakRssMiB ?? null,
   };
 }
 const otherArchs = archs.filter((a) => a !== 'vit' && !(a in BIG_ARCHS));
