@@ -26,7 +26,7 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Te
     const outDim = weight.shape[1] as number;
     const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
     let y: tf.Tensor;
-    if (bias && bias.rank === 1) y = tf.fused.matMul({ a: flat as tf.Tensor2D, b: weight as tf.Tensor2D, bias });
+    if (bias && bias.rank === 1) y = linearWithBias(flat, weight, bias) as tf.Tensor;
     else {
       y = tf.matMul(flat, weight);
       if (bias) y = tf.add(y, bias);
@@ -34,6 +34,25 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Te
     return x.rank === 2 ? y : tf.reshape(y, [...x.shape.slice(0, -1), outDim]);
   });
 }
+
+/**
+ * tf.fused.matMul with a bias, keeping for the backward only x and W: tfjs' fused op also saves
+ * its output y (for an activation's gradient; there is none here), which holds one tensor of
+ * every linear layer's output until the backward reaches it (in the bench ViT, the qkv, proj
+ * and fc2 outputs: a fifth of the step's peak).
+ */
+const linearWithBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const [a, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+  save([a, w]);
+  return {
+    value: tf.fused.matMul({ a, b: w, bias: b }),
+    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+      const [x, weight] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const g = dy as tf.Tensor2D;
+      return [tf.matMul(g, weight, false, true), tf.matMul(x, g, true, false), tf.sum(g, 0)];
+    },
+  };
+});
 
 /**
  * LayerNorm over the last axis (biased variance, as PyTorch), with a hand-written gradient.
