@@ -10,6 +10,11 @@
  * the map holds the same tensor: an op whose gradient returns dy itself passes it on). The
  * arithmetic, the order of the ops and the results are tfjs' own.
  *
+ * Reshape saves nothing: tfjs' Reshape gradient keeps its input alive from the forward to the
+ * backward only to read its shape, which holds every reshaped tensor (in the ViT, each linear
+ * layer's output: q, k, v, proj, fc2; a fifth of the step's peak); the walk takes the shape from
+ * the tape node's input instead.
+ *
  * Higher-order gradients (gradientDepth > 0: a gradient computed inside another gradient) keep
  * tfjs' behaviour: the outer tape still needs the saved tensors.
  */
@@ -119,11 +124,28 @@ class GradientMap {
   }
 }
 
+function accumulate(grads: GradientMap, x: tf.Tensor, dx: tf.Tensor): void {
+  const current = grads.get(x.id);
+  if (current === undefined) {
+    grads.set(x.id, dx);
+  } else {
+    grads.set(x.id, tf.add(current, dx));
+    grads.disposeIfUnheld(dx);
+  }
+}
+
 function backpropagate(grads: GradientMap, tape: TapeNode[], xIds: ReadonlySet<number>, tidy: (f: () => tf.Tensor) => tf.Tensor, releaseSaved: boolean): void {
   for (let i = tape.length - 1; i >= 0; i--) {
     const node = tape[i];
     const dys = node.outputs.map((o) => grads.get(o.id) ?? null);
     if (node.gradient == null) throw new Error(`Cannot compute gradient: gradient function not found for ${node.kernelName}.`);
+    if (node.kernelName === tf.Reshape) {
+      // The gradient of a reshape is dy in the input's shape (the input itself was not saved).
+      const x = node.inputs.x;
+      if (x !== undefined && dys[0] !== null) accumulate(grads, x, tidy(() => tf.reshape(dys[0]!, x.shape)));
+      for (const o of node.outputs) if (!xIds.has(o.id)) grads.release(o.id);
+      continue;
+    }
     const inputGradients = node.gradient(dys);
     for (const inputName in node.inputs) {
       if (!(inputName in inputGradients)) {
@@ -139,13 +161,7 @@ function backpropagate(grads: GradientMap, tape: TapeNode[], xIds: ReadonlySet<n
           `Error in gradient for op ${node.kernelName}. The gradient of input '${inputName}' has shape '${dx.shape}', which does not match the shape of the input '${x.shape}'`,
         );
       }
-      const current = grads.get(x.id);
-      if (current === undefined) {
-        grads.set(x.id, dx);
-      } else {
-        grads.set(x.id, tf.add(current, dx));
-        grads.disposeIfUnheld(dx);
-      }
+      accumulate(grads, x, dx);
     }
     // This op's outputs have no consumer left on the tape (it is walked in reverse order).
     // (An output that is also one of xs keeps its gradient: it is returned.)
@@ -160,6 +176,13 @@ export function installLeanGradients(engine: object = tf.engine()): void {
   if (e.leanGradientsInstalled) return;
   e.leanGradientsInstalled = true;
   e.tfjsGradients = e.gradients;
+  tf.registerGradient({
+    kernelName: tf.Reshape,
+    inputsToSave: [],
+    gradFunc: () => {
+      throw new Error("Reshape's gradient is computed inside masksub's gradient walk (core/src/lean-gradients.ts); tfjs' own Engine.gradients cannot run it");
+    },
+  });
   e.gradients = function leanGradients(f, xs, dy, allowNoGradients = false) {
     tf.util.assert(xs.length > 0, () => 'gradients() received an empty list of xs.');
     if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
