@@ -4,7 +4,8 @@
  * Follows one step (after `--warmup` steps) allocation by allocation: every `_malloc` / `_free`
  * the wasm backend makes for tensor data is counted (the live bytes on the heap and their
  * high-water mark), every kernel call is tagged with the phase it runs in (forward; backward,
- * i.e. inside tfjs' 'backward' scope; after, i.e. the optimizer update and gradient disposal),
+ * i.e. inside tfjs' 'backward' scope; after: everything once the first backward has ended, the
+ * optimizer update and, in two-pass MaskSub steps, the sub pass),
  * and after each kernel tfjs' numBytes, the heap size and the process RSS are sampled. At the
  * peak of live heap bytes it prints what is live, grouped by the phase and kernel that
  * allocated it, so "the peak is in the backward of MatMul, with N MiB of forward activations
