@@ -92,8 +92,10 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
       // The script has no two-pass mode: PyTorch's MaskSub step = a standard step + a keep-98 step (as the small ViT bench).
       return { standard: [...common, '--keep', '196'], sub: [...common, '--keep', String(v.keep)] };
     },
-    // HF's ViT gives the CLS token a position embedding too; vit_step_torch.py's pos covers the 196 patches only.
-    parameterNote: (ours, theirs) => (ours - theirs === VIT_B16.hidden ? `masksub has ${VIT_B16.hidden} more: the CLS token's position embedding (HF layout), which vit_step_torch.py omits` : null),
+    // HF's ViT gives the CLS token a position embedding and holds a mask token (used by the
+    // mask-token drop kind only; token removal never reads it); vit_step_torch.py has neither.
+    parameterNote: (ours, theirs) =>
+      ours - theirs === 2 * VIT_B16.hidden ? `masksub has ${2 * VIT_B16.hidden} more: the CLS token's position embedding and the mask token (HF layout), which vit_step_torch.py omits; the arithmetic is the same` : null,
   },
   'bert-base': {
     workload: 'BERT-base (hidden 768, 12 layers, 12 heads, inter 3072, random init), seq 128, 2 labels, AdamW lr 1e-4 wd 0.01; MaskSub token masking 15 %',
