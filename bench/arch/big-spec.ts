@@ -6,7 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { Rng, tf, type AdapterModel, type Batch, type MaskSubOptions, type OptimizerSpec } from '@masksub/core';
-import { BertModel } from '@masksub/bert';
+import { makeBertModelAndBatch } from './bert.js';
 import { ViTModel } from '@masksub/vit';
 
 export interface BigWorkload {
@@ -104,31 +104,8 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     // minutes-long bench on 2 cores for no new information (it is two micro-batches of 16).
     batches: (quick) => (quick ? [2, 4] : [8, 16]),
     make(batch) {
-      const b = BERT_BASE;
-      const model = new BertModel(
-        {
-          model_type: 'bert',
-          vocab_size: b.vocab,
-          hidden_size: b.hidden,
-          num_hidden_layers: b.layers,
-          num_attention_heads: b.heads,
-          intermediate_size: b.inter,
-          max_position_embeddings: 512,
-          num_labels: 2,
-          hidden_dropout_prob: 0,
-          attention_probs_dropout_prob: 0,
-        },
-        { rng: new Rng(0) },
-      );
-      const rng = new Rng(1);
-      const ids = tf.tensor2d(Int32Array.from({ length: batch * b.seq }, () => 1000 + Math.floor(rng.next() * (b.vocab - 1000))), [batch, b.seq], 'int32');
-      const attention = tf.ones([batch, b.seq], 'int32');
-      const labels = tf.tensor1d(Array.from({ length: batch }, (_, i) => i % 2), 'int32');
-      return {
-        model,
-        batch: { inputs: { input_ids: ids, attention_mask: attention }, targets: { labels } },
-        dispose: () => (model.dispose(), tf.dispose([ids, attention, labels])),
-      };
+      const w = makeBertModelAndBatch(BERT_BASE, batch, BERT_BASE.seq);
+      return { model: w.model, batch: w.batch, dispose: () => (w.model.dispose(), tf.dispose(w.tensors)) };
     },
     optimizer: { kind: 'adamw', weightDecay: 0.01 },
     lr: 1e-4,
