@@ -20,7 +20,8 @@ import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
-import { ARCHS, benchArch, type ArchResult } from './arch/compare.js';
+import { ARCHS, type ArchResult } from './arch/compare.js';
+import { runChildJson } from './arch/child.js';
 import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
 import { benchPipeline } from './pipeline.js';
 import { runTorch, torchUnavailable } from './arch/torch.js';
@@ -174,13 +175,14 @@ if (main) {
   };
 }
 const otherArchs = archs.filter((a) => a !== 'vit' && !(a in BIG_ARCHS));
-if (otherArchs.length > 0) {
-  const info = await initBackend({ prefer: 'wasm', log: () => {} });
-  if (info.name !== 'wasm') throw new Error(`--arch ${otherArchs.join(',')}: needs the wasm backend, got ${info.name}`);
-  for (const a of otherArchs) {
-    process.stderr.write(`architecture ${a}:\n`);
-    architectures[a] = benchArch(a, { quick, pairs: steps, torch: opts.torch, log: (m) => process.stderr.write(m) });
-  }
+// Each in a child process of its own (bench/arch/arch-case.ts): its RSS growth is then its own
+// step's, not the heap high-water mark the ViT cases or an earlier architecture left behind.
+const ARCH_CASE = join(here, 'arch', 'arch-case.ts');
+for (const a of otherArchs) {
+  process.stderr.write(`architecture ${a}:\n`);
+  const r = runChildJson<ArchResult>(ARCH_CASE, [a, String(steps), quick ? 'quick' : 'full', opts.torch ? 'torch' : 'no-torch'], 30 * 60_000);
+  if (!r.ok) throw new Error(`--arch ${a}: the bench case failed (${r.why})`);
+  architectures[a] = r.value;
 }
 // The real sizes: every case in a child process of its own (bench/arch/big.ts says why).
 const bigResults: BigArchResult[] = [];

@@ -47,7 +47,7 @@ const sample = () => {
 };
 
 const w = spec.make(batchSize);
-const parameters = w.model.params.count();
+const parameters = w.model.params.countTrainable();
 const trainer = withMaskSub(w.model, masksub ? { variant: 'masksub', seed: 1, ...spec.masksub } : { variant: 'none', seed: 1 });
 const optimizer = createOptimizer(spec.optimizer, w.model.params.trainable());
 const stateBytes = 2 * 4 * parameters; // AdamW's two moments, created by the first update

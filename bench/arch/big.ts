@@ -7,10 +7,10 @@
  * heap into every later one); PyTorch runs after masksub's cases of the same batch.
  * Not in the default --arch set: a full run takes about 20 minutes on 2 cores.
  */
-import { spawnSync } from 'node:child_process';
 import { resolve } from 'node:path';
 import type { ArchResult } from './compare.js';
 import { BIG_ARCHS, type BigCaseResult } from './big-spec.js';
+import { runChildJson } from './child.js';
 import { runTorch, torchUnavailable, type TorchRun } from './torch.js';
 
 export { BIG_ARCHS };
@@ -48,11 +48,9 @@ const CHILD = resolve(import.meta.dirname, 'big-case.ts');
 const CASE_TIMEOUT_MS = 20 * 60_000;
 
 function runCase(arch: string, batch: number, variant: 'standard' | 'masksub', updates: number, log: (s: string) => void): BigCaseResult {
-  // The same node and loader as this process (tsx with --conditions=source rides in execArgv).
-  const child = spawnSync(process.execPath, [...process.execArgv, CHILD, arch, String(batch), variant, String(updates)], { encoding: 'utf8', timeout: CASE_TIMEOUT_MS, maxBuffer: 1 << 24 });
-  const last = child.stdout?.trim().split('\n').pop() ?? '';
-  if (child.status === 0 && last.startsWith('{')) return JSON.parse(last) as BigCaseResult;
-  const why = child.error ? `${child.error.message}${child.signal ? ` (${child.signal})` : ''}` : `exit ${child.status ?? child.signal}: ${(child.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`;
+  const child = runChildJson<BigCaseResult>(CHILD, [arch, String(batch), variant, String(updates)], CASE_TIMEOUT_MS);
+  if (child.ok) return child.value;
+  const why = child.why;
   log(`  ${arch} batch ${batch} ${variant}: FAILED (${why})\n`);
   return {
     status: 'failed',

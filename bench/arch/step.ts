@@ -21,7 +21,7 @@ export function twoStepWorkload(model: AdapterModel, batch: Batch, spec: { optim
   const standard = withMaskSub(model, { variant: 'none', seed: 1 });
   const masksub = withMaskSub(model, { variant: 'masksub', seed: 1, ...spec.masksub });
   return {
-    parameters: model.params.count(),
+    parameters: model.params.countTrainable(),
     model,
     step: (ms, i) => (ms ? masksub : standard).step(batch, optimizer, spec.lr, i).loss,
     stepOn: (other, i) => standard.step(other, optimizer, spec.lr, i).loss,

@@ -63,6 +63,9 @@ describe('ParameterStore.replaceSpecs', () => {
     // 'linear' is stored [in, out]: the checkpoint's [out=2, in=3] arrives transposed.
     expect(store.get('d').shape).toEqual([3, 2]);
     expect([...store.trainable().keys()]).toEqual(['a', 'c']);
+    // count() has every element (the non-trainable d's 6 too); countTrainable() as torch's m.parameters().
+    expect(store.count()).toBe(10);
+    expect(store.countTrainable()).toBe(4);
     expect(tf.memory().numTensors).toBe(before + 1); // b gone, c and d new
     store.replaceSpecs([a, c, d], (name) => (name === 'a' ? Float32Array.of(7, 8) : undefined));
     expect(Array.from(store.get('a').dataSync())).toEqual([7, 8]);

@@ -324,9 +324,20 @@ export class ParameterStore {
     return { name, dtype: 'float32', shape: [...spec.shape], data: toCheckpoint(spec, grad.dataSync() as Float32Array) };
   }
 
+  /** Elements of every variable, buffers such as batch-norm running statistics included. */
   count(): number {
     let n = 0;
     for (const spec of this.specs.values()) n += numel(spec.shape);
+    return n;
+  }
+
+  /**
+   * Elements of the trainable variables only: what PyTorch's `sum(p.numel() for p in
+   * m.parameters())` counts (buffers excluded), and what optimizer state and gradients scale with.
+   */
+  countTrainable(): number {
+    let n = 0;
+    for (const spec of this.specs.values()) if (spec.trainable ?? true) n += numel(spec.shape);
     return n;
   }
 

@@ -257,7 +257,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
       if (!memoryChecked) {
         memoryChecked = true;
         try {
-          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, model.params.count()), model.params.count(), config.train.batch_size, accum, log);
+          // Optimizer state and accumulated gradients exist for trainable variables only.
+          const trainable = model.params.countTrainable();
+          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, trainable), trainable, config.train.batch_size, accum, log);
         } catch (e) {
           tf.dispose(batch.tensors);
           throw e;
