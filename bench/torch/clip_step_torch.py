@@ -6,8 +6,12 @@ exp(logit_scale) * cosine similarity, symmetric CE; AdamW. MaskSub: the sub pass
 half of the image patches (MAE token removal) and mimics the detached main similarity matrix
 row- and column-wise. Standard and MaskSub steps are timed in interleaved pairs. Prints one JSON
 line."""
-import argparse, json, math, time
+import argparse, json, math, os, sys
 import torch, torch.nn as nn, torch.nn.functional as F
+
+# The bench runs this file through runpy, which does not put its folder on the path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pairs import time_pairs  # noqa: E402
 
 p = argparse.ArgumentParser()
 for k, v in dict(batch=64, img=32, patch=4, width=128, layers=4, heads=4, inter=512, proj=128, seq=16, vocab=49408, steps=8, threads=2).items():
@@ -65,16 +69,4 @@ def step(masksub):
         s2 = m(x, ids, keep); d = s1.detach()
         ((soft_ce(s2, d.softmax(-1)) + soft_ce(s2.t(), d.t().softmax(-1))) / 2 / 2).backward()
     opt.step()
-# Standard and MaskSub steps timed in interleaved pairs, as masksub's side of the bench times
-# them (bench/arch/compare.ts): timed in two blocks, a drifting shared VM moves the ratio.
-for _ in range(2): step(False); step(True)
-ts = {'standard': [], 'masksub': []}; pair_ratios = []
-for _ in range(a.steps):
-    for name, ms in [('standard', False), ('masksub', True)]:
-        t0 = time.perf_counter(); step(ms); ts[name].append((time.perf_counter() - t0) * 1000)
-    pair_ratios.append(ts['masksub'][-1] / ts['standard'][-1])
-median = lambda xs: sorted(xs)[len(xs) // 2]
-res = {name: median(v) for name, v in ts.items()}
-res['ratio'] = median(pair_ratios); res.update(vars(a)); res['torch'] = torch.__version__
-res['params'] = sum(p.numel() for p in m.parameters())
-print(json.dumps(res))
+print(json.dumps(time_pairs(step, m, a)))

@@ -4,8 +4,12 @@ relative position bias, patch merging, final LayerNorm, mean pool, linear head; 
 Standard step and MaskSub mask-token (half of the 32 px squares of patch tokens replaced by a
 learned mask token after the embedding norm, as the official augsub Swin does; two passes, the
 sub pass toward the detached main softmax), timed in interleaved pairs. Prints one JSON line."""
-import argparse, json, time
+import argparse, json, os, sys
 import torch, torch.nn as nn, torch.nn.functional as F
+
+# The bench runs this file through runpy, which does not put its folder on the path.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pairs import time_pairs  # noqa: E402
 
 p = argparse.ArgumentParser()
 for k, v in dict(batch=32, img=64, patch=4, embed=64, window=4, classes=10, steps=8, threads=2).items():
@@ -104,16 +108,4 @@ def step(masksub):
         o2 = m(x, masked)
         (-(F.softmax(o1.detach(), -1) * F.log_softmax(o2, -1)).sum(-1).mean() / 2).backward()
     opt.step()
-# Standard and MaskSub steps timed in interleaved pairs, as masksub's side of the bench times
-# them (bench/arch/compare.ts): timed in two blocks, a drifting shared VM moves the ratio.
-for _ in range(2): step(False); step(True)
-ts = {'standard': [], 'masksub': []}; pair_ratios = []
-for _ in range(a.steps):
-    for name, ms in [('standard', False), ('masksub', True)]:
-        t0 = time.perf_counter(); step(ms); ts[name].append((time.perf_counter() - t0) * 1000)
-    pair_ratios.append(ts['masksub'][-1] / ts['standard'][-1])
-median = lambda xs: sorted(xs)[len(xs) // 2]
-res = {name: median(v) for name, v in ts.items()}
-res['ratio'] = median(pair_ratios); res.update(vars(a)); res['torch'] = torch.__version__
-res['params'] = sum(p.numel() for p in m.parameters())
-print(json.dumps(res))
+print(json.dumps(time_pairs(step, m, a)))

@@ -1,0 +1,22 @@
+"""The timing loop both PyTorch twins share (swin_step_torch.py, clip_step_torch.py): standard and
+MaskSub steps in interleaved pairs, as masksub's side of the bench times them
+(bench/arch/compare.ts). Timed in two blocks, a drifting shared VM moves the ratio."""
+import time
+import torch
+
+
+def time_pairs(step, model, args):
+    """Two warm-up pairs, then args.steps timed pairs; the JSON-ready result (median ms of each,
+    median of the per-pair ratios, the arguments, torch's version, the parameter count)."""
+    for _ in range(2):
+        step(False); step(True)
+    ts = {'standard': [], 'masksub': []}; pair_ratios = []
+    for _ in range(args.steps):
+        for name, masksub in [('standard', False), ('masksub', True)]:
+            t0 = time.perf_counter(); step(masksub); ts[name].append((time.perf_counter() - t0) * 1000)
+        pair_ratios.append(ts['masksub'][-1] / ts['standard'][-1])
+    median = lambda xs: sorted(xs)[len(xs) // 2]
+    res = {name: median(v) for name, v in ts.items()}
+    res['ratio'] = median(pair_ratios); res.update(vars(args)); res['torch'] = torch.__version__
+    res['params'] = sum(p.numel() for p in model.parameters())
+    return res
