@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
-import { DEFAULT_LR, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
+import { DEFAULT_LR, labelConfig, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
 import { emaMetrics, ModelEma } from './ema.js';
 import { MetricsWriter } from './report/metrics.js';
@@ -320,11 +320,13 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   progress.stop();
   const finalEval = await runEval();
   const modelDir = join(runDir, 'model');
-  saveModel(model, modelDir);
+  // The data's class names travel with the head (id2label / label2id), as an HF fine-tune saves them.
+  const labels = labelConfig(task.labelNames, model.numClasses);
+  saveModel(model, modelDir, labels);
   task.completeFolder(modelDir);
   const emaModelDir = ema ? join(runDir, EMA_MODEL_DIR) : null;
   if (ema && emaModelDir) {
-    await ema.swapIn(() => saveModel(model, emaModelDir));
+    await ema.swapIn(() => saveModel(model, emaModelDir, labels));
     task.completeFolder(emaModelDir);
     ema.dispose();
   }

@@ -60,7 +60,12 @@ describeShared('fixtures/hf-tiny', 'masksub train --recipe (hf-tiny ViT on CIFAR
     expect(resolved.train.ema_decay).toBe(0.99996);
     expect(resolved.model_config).toEqual({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
     // The model was built with the recipe's drop-path (the saved config.json shows it), and the EMA copy was kept.
-    expect(JSON.parse(readFileSync(join(runDir, 'model', 'config.json'), 'utf8'))).toMatchObject({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
+    const saved = JSON.parse(readFileSync(join(runDir, 'model', 'config.json'), 'utf8')) as Record<string, Record<string, unknown>>;
+    expect(saved).toMatchObject({ drop_path_rate: 0.1, drop_path_rule: 'uniform' });
+    // The head's classes are named from classes.txt beside the shards (the fixture had LABEL_0..9).
+    expect(saved.id2label).toMatchObject({ '0': 'airplane', '3': 'cat', '9': 'truck' });
+    expect(saved.label2id).toMatchObject({ airplane: 0, truck: 9 });
+    expect(JSON.parse(readFileSync(join(runDir, 'model-ema', 'config.json'), 'utf8')).id2label['1']).toBe('automobile');
     expect(existsSync(join(runDir, 'model-ema', 'model.safetensors'))).toBe(true);
     // 5 warm-up epochs of 4 steps do not fit a 2-step run: cut to 1, so step 1 runs at DeiT's warmup_lr and step 2 at the recipe's peak.
     expect(r.stderr).toMatch(/warm-up of 20 steps \(5 epochs x 4 steps\) is not shorter than the run's 2 steps: warming up over 1/);

@@ -30,16 +30,27 @@ interface TaskLayout {
   parse(label: string): number | undefined;
   /** Classes (1 for regression). */
   numLabels: number;
+  /** The label names in index order, as HF's glue dataset has them (none for regression). */
+  labelNames?: readonly string[];
 }
 
 const binary = (s: string): number | undefined => (s === '0' ? 0 : s === '1' ? 1 : undefined);
 
 const LAYOUTS: Record<GlueTask, TaskLayout> = {
-  sst2: { folder: 'SST-2', header: true, a: 'sentence', label: 'label', parse: binary, numLabels: 2 },
-  cola: { folder: 'CoLA', header: false, a: 3, label: 1, parse: binary, numLabels: 2 },
-  mrpc: { folder: 'MRPC', header: true, a: '#1 String', b: '#2 String', label: 'Quality', parse: binary, numLabels: 2 },
+  sst2: { folder: 'SST-2', header: true, a: 'sentence', label: 'label', parse: binary, numLabels: 2, labelNames: ['negative', 'positive'] },
+  cola: { folder: 'CoLA', header: false, a: 3, label: 1, parse: binary, numLabels: 2, labelNames: ['unacceptable', 'acceptable'] },
+  mrpc: { folder: 'MRPC', header: true, a: '#1 String', b: '#2 String', label: 'Quality', parse: binary, numLabels: 2, labelNames: ['not_equivalent', 'equivalent'] },
   // HF glue: entailment = 0, not_entailment = 1.
-  rte: { folder: 'RTE', header: true, a: 'sentence1', b: 'sentence2', label: -1, parse: (s) => (s === 'entailment' ? 0 : s === 'not_entailment' ? 1 : undefined), numLabels: 2 },
+  rte: {
+    folder: 'RTE',
+    header: true,
+    a: 'sentence1',
+    b: 'sentence2',
+    label: -1,
+    parse: (s) => (s === 'entailment' ? 0 : s === 'not_entailment' ? 1 : undefined),
+    numLabels: 2,
+    labelNames: ['entailment', 'not_entailment'],
+  },
   stsb: {
     folder: 'STS-B',
     header: true,
@@ -58,6 +69,11 @@ export function glueTaskName(name: string): GlueTask {
   const t = ALIASES[name.toLowerCase()];
   if (!t) throw new OptionError('task', `unknown GLUE task '${name}'; known: SST-2, CoLA, MRPC, RTE, STS-B`);
   return t;
+}
+
+/** The label names of a classification task in index order (undefined for STS-B's regression). */
+export function glueLabelNames(task: GlueTask): readonly string[] | undefined {
+  return LAYOUTS[task].labelNames;
 }
 
 /** Number of labels of a task (1 = regression). */

@@ -61,6 +61,7 @@ describeShared('data/glue', 'masksub train / eval on GLUE (BERT, token masking)'
     expect(Number(evalLine.accuracy)).toBeGreaterThanOrEqual(0);
     expect(Number(evalLine.accuracy)).toBeLessThanOrEqual(1);
     for (const f of ['vocab.txt', 'tokenizer_config.json', 'config.json', 'model.safetensors']) expect(existsSync(join(run, 'model', f)), f).toBe(true);
+    expect(JSON.parse(readFileSync(join(run, 'model', 'config.json'), 'utf8'))).toMatchObject({ id2label: { '0': 'negative', '1': 'positive' }, label2id: { negative: 0, positive: 1 } });
     // The saved folder tokenizes by itself (no --tokenizer) and gives the logged metric.
     const e = masksub('eval', '--model', join(run, 'model'), '--data', `glue:${join(glue, 'SST-2')}:dev`, '--limit', '48', '--max-length', '64', '--backend', 'wasm');
     expect(e.status, e.stderr).toBe(0);

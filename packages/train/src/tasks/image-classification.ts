@@ -19,6 +19,8 @@ export interface ImageTaskOptions {
   numClasses: number;
   /** The folder the model came from (its image processor type is kept in the saved folder). */
   checkpointDir: string;
+  /** The classes' names in label order, when the data names them (tasks/labels.ts). */
+  labelNames?: readonly string[];
 }
 
 function batchOf(batch: ImageBatch): TaskBatch {
@@ -54,8 +56,11 @@ export class ImageClassificationTask implements Task {
   readonly unit = 'img';
   private readonly loader: DataLoader;
 
+  readonly labelNames: readonly string[] | undefined;
+
   constructor(private readonly o: ImageTaskOptions) {
     const { config } = o;
+    this.labelNames = o.labelNames;
     const aug = config.augment;
     const mixing = aug.mixup > 0 || aug.cutmix > 0 || aug.label_smoothing > 0;
     if (o.train.size !== undefined && o.train.size < config.train.batch_size) {

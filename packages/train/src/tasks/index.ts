@@ -20,12 +20,14 @@ import type { AnyImageDataset } from '../data/types.js';
 import { ImageTextContrastiveTask, type ImageTextSplit } from './image-text.js';
 import { isImageTextModel, requireImageTextModel } from './zero-shot.js';
 import { TextTask } from './text.js';
+import { imageLabelNames } from './labels.js';
 import type { Task, TaskKind } from './types.js';
 
 export * from './types.js';
 export * from './glue-metrics.js';
 export { ImageClassificationTask } from './image-classification.js';
 export { TextTask, evaluateText } from './text.js';
+export { imageLabelNames, labelConfig } from './labels.js';
 export { ImageTextContrastiveTask, RETRIEVAL_METRIC_KEYS, ZERO_SHOT_METRIC_KEYS, batchCaptions, evaluateImageText, evaluateImageTextSplit, retrievalRecalls, type ImageTextSplit } from './image-text.js';
 
 export interface GlueSpec {
@@ -184,9 +186,11 @@ export async function openTask({ config, model, adapter, checkpointDir }: OpenTa
   if (config.data.classes) {
     readClassNames(config.data.classes, { count: numClasses, key: config.data.num_classes !== undefined ? 'data.num_classes' : `the model's num_labels` });
   }
-  const train = limitDataset(await openDataSpec(config.data.train, { numClasses }), config.data.train_limit);
+  const trainData = await openDataSpec(config.data.train, { numClasses });
+  const labelNames = imageLabelNames(config, trainData, model.numClasses);
+  const train = limitDataset(trainData, config.data.train_limit);
   const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
-  return new ImageClassificationTask({ config, train, eval: evalData, preprocess, numClasses, checkpointDir });
+  return new ImageClassificationTask({ config, train, eval: evalData, preprocess, numClasses, checkpointDir, labelNames });
 }
 
 async function openImageTextTask({ config, model, adapter, checkpointDir }: OpenTaskOptions): Promise<Task> {

@@ -7,7 +7,7 @@ import { copyFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { OptionError, Rng, tf, type MaskSubModel, type RngState, type TextInput, type TextTokenizer } from '@masksub/core';
 import type { JsonValue } from '../checkpoint/checkpoint.js';
-import type { GlueRow, GlueTask } from '../data/glue.js';
+import { glueLabelNames, type GlueRow, type GlueTask } from '../data/glue.js';
 import { GLUE_METRIC_KEYS, glueMetrics } from './glue-metrics.js';
 import type { Task, TaskBatch, TaskEval } from './types.js';
 
@@ -40,8 +40,11 @@ export class TextTask implements Task {
   readonly unit = 'ex';
   private position: TextLoaderState;
 
+  readonly labelNames: readonly string[] | undefined;
+
   constructor(private readonly o: TextTaskOptions) {
     this.kind = o.task === 'stsb' ? 'text-regression' : 'text-classification';
+    this.labelNames = glueLabelNames(o.task);
     this.metricKeys = GLUE_METRIC_KEYS[o.task];
     if (o.train.length < o.batchSize) {
       throw new OptionError('train.batch_size', `${o.batchSize} is larger than the ${o.train.length} training rows of ${o.description}`);

@@ -60,4 +60,9 @@ export interface Task {
   evaluate(model: MaskSubModel): Promise<TaskEval | null>;
   /** Writes what the fine-tuned folder needs besides the weights (after saveModel). */
   completeFolder(modelDir: string): void;
+  /**
+   * The names of the head's classes in label order, when the training data names them; the
+   * saved config.json carries them as id2label / label2id (tasks/labels.ts).
+   */
+  readonly labelNames?: readonly string[];
 }
