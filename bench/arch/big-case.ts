@@ -61,9 +61,9 @@ const disposeBatch = (b: Batch) => tf.dispose([...Object.values(b.inputs), (b.ta
 // Probed on at most 8 examples (steps at 2 and 4): probing at a quarter and a half of batch 16
 // would itself run a step of 8, which may be what does not fit.
 const probe = rows(w.batch, 0, Math.min(batchSize, 8));
-const estimate = await estimateStepMemory(trainer, probe, { optimizerStateBytes: stateBytes });
-disposeBatch(probe);
 const limit = backendMemoryLimitBytes() ?? 2 ** 32;
+const estimate = await estimateStepMemory(trainer, probe, { optimizerStateBytes: stateBytes, limitBytes: limit });
+disposeBatch(probe);
 const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: batchSize, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
 const base: BigCaseResult = {
   status: 'ok',

@@ -43,6 +43,54 @@ describe('estimateStepMemory', () => {
   });
 });
 
+describe('estimateStepMemory when the fixed gradient phase hides the activations', () => {
+  // Wide dense layers, few activations per example: with a sub pass, the two passes' gradients
+  // (2 x the parameters) set the peak at 4 and 8 examples alike, so those probes measure no growth.
+  async function flatPhaseModel() {
+    await tf.setBackend('cpu');
+    const net = tf.sequential({
+      layers: [
+        tf.layers.flatten({ inputShape: [8, 8, 1] }),
+        tf.layers.dense({ units: 320, activation: 'relu' }),
+        tf.layers.dense({ units: 320, activation: 'relu' }),
+        tf.layers.dense({ units: 320, activation: 'relu' }),
+        tf.layers.dense({ units: 10 }),
+      ],
+    });
+    const model = fromLayersModel(net, { patch: 4 });
+    const trainer = withMaskSub(model, { seed: 5 });
+    const n = 16;
+    const x = tf.randomNormal([n, 8, 8, 1], 0, 1, 'float32', 3);
+    const labels = tf.tensor1d(Array.from({ length: n }, (_, i) => i % 10), 'int32');
+    const batch = { inputs: { pixel_values: x }, targets: { labels } };
+    const measured = await tf.profile(() => {
+      const r = trainer.computeGradients(batch, 0);
+      tf.dispose([...r.grads.values(), r.mainLogits, r.subLogits!]);
+    });
+    return { model, trainer, batch, measuredPeak: measured.peakBytes, dispose: () => (tf.dispose([x, labels]), model.dispose()) };
+  }
+
+  it('takes a larger probe, at the batch size when that is safe, instead of extrapolating no growth', async () => {
+    const m = await flatPhaseModel();
+    const estimate = await estimateStepMemory(m.trainer, m.batch);
+    expect(estimate.probeExamples).toBe(16); // the quarter and half probes (4, 8) were flat
+    expect(Math.abs(estimate.peakBytes - m.measuredPeak) / m.measuredPeak).toBeLessThan(0.02);
+    m.dispose();
+  });
+
+  it('where no larger probe is safe under the limit, returns an upper bound, never less than the step needs', async () => {
+    const m = await flatPhaseModel();
+    const tensorsBefore = tf.memory().numTensors;
+    // A limit below what the bound gives 9 examples: the third probe is not taken.
+    const estimate = await estimateStepMemory(m.trainer, m.batch, { limitBytes: m.measuredPeak });
+    expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expect(estimate.probeExamples).toBe(8);
+    expect(estimate.peakBytes).toBeGreaterThanOrEqual(m.measuredPeak);
+    expect(estimate.peakBytes).toBeLessThan(3 * m.measuredPeak);
+    m.dispose();
+  });
+});
+
 describe('estimateStepMemory on wasm', () => {
   it('measures the wasm heap and predicts a larger batch within 25 % of the heap it then needs', async () => {
     const { initBackend } = await import('./backend/index.js');

@@ -351,7 +351,7 @@ export function optimizerStateBytes(kind: string, momentum: number | undefined, 
 async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateBytes: number, parameters: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
   const limit = backendMemoryLimitBytes();
   if (limit === null) return;
-  const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes });
+  const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes, limitBytes: limit });
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeExamples} and ${2 * estimate.probeExamples} examples; the backend holds ${gib(limit)} GiB)`);
   if (estimate.peakBytes <= limit) return;
