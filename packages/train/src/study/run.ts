@@ -50,9 +50,9 @@ export interface StudyRunResult {
   files: string[];
 }
 
-function git(args: string[]): string | null {
+function git(args: string[], cwd?: string): string | null {
   try {
-    return execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    return execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], cwd }).trim();
   } catch {
     return null;
   }
@@ -63,9 +63,16 @@ export function machineDescription(): string {
   return `${c.length} x ${c[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${osType()} ${release()}, node ${process.version}, host ${hostname()}`;
 }
 
-export function currentProvenance(): Provenance {
-  const status = git(['status', '--porcelain', '--untracked-files=no']);
-  return { commit: git(['rev-parse', 'HEAD']) ?? 'unknown', dirty: status === null ? false : status !== '', machine: machineDescription(), date: new Date().toISOString() };
+/**
+ * The commit a cell ran on and whether the checkout had uncommitted changes. `exclude` names
+ * paths whose changes do not count: the study's own results folder, which every finished cell
+ * changes (its summary, the report), so that a study run on a clean commit is not reported as
+ * run "with uncommitted changes" from its second cell on.
+ */
+export function currentProvenance(options: { exclude?: readonly string[]; cwd?: string } = {}): Provenance {
+  const pathspec = (options.exclude ?? []).map((p) => `:(exclude)${p}`);
+  const status = git(['status', '--porcelain', '--untracked-files=no', '--', ':/', ...pathspec], options.cwd);
+  return { commit: git(['rev-parse', 'HEAD'], options.cwd) ?? 'unknown', dirty: status === null ? false : status !== '', machine: machineDescription(), date: new Date().toISOString() };
 }
 
 function processAlive(pid: number): boolean {
@@ -163,7 +170,7 @@ async function runCell(study: Study, cell: Cell, opts: StudyRunOptions, log: (m:
     recipe: recipeOf(cell.config) as unknown as Record<string, unknown>,
     history: readRunHistory(cell.runDir),
     trainLoss,
-    provenance: opts.provenance ?? currentProvenance(),
+    provenance: opts.provenance ?? currentProvenance({ exclude: [study.results] }),
   });
   writeSummary(cell.summaryPath, summary);
   return summary;
