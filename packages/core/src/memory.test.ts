@@ -73,7 +73,8 @@ describe('estimateStepMemory when the fixed gradient phase hides the activations
   it('takes a larger probe, at the batch size when that is safe, instead of extrapolating no growth', async () => {
     const m = await flatPhaseModel();
     const estimate = await estimateStepMemory(m.trainer, m.batch);
-    expect(estimate.probeExamples).toBe(16); // the quarter and half probes (4, 8) were flat
+    expect(estimate.probeSizes).toEqual([4, 8, 16]); // the quarter and half probes were flat
+    expect(estimate.probeExamples).toBe(16);
     expect(Math.abs(estimate.peakBytes - m.measuredPeak) / m.measuredPeak).toBeLessThan(0.02);
     m.dispose();
   });
@@ -84,6 +85,7 @@ describe('estimateStepMemory when the fixed gradient phase hides the activations
     // A limit below what the bound gives 9 examples: the third probe is not taken.
     const estimate = await estimateStepMemory(m.trainer, m.batch, { limitBytes: m.measuredPeak });
     expect(tf.memory().numTensors).toBe(tensorsBefore);
+    expect(estimate.probeSizes).toEqual([4, 8]);
     expect(estimate.probeExamples).toBe(8);
     expect(estimate.peakBytes).toBeGreaterThanOrEqual(m.measuredPeak);
     expect(estimate.peakBytes).toBeLessThan(3 * m.measuredPeak);
@@ -125,7 +127,7 @@ describe('estimateStepMemory on wasm', () => {
 
 describe('planMicroBatch', () => {
   // 100 bytes fixed (weights), 10 per example: a probe at 2 examples peaked at 120.
-  const estimate = { peakBytes: 0, bytesPerExample: 10, probeBytes: 120, probeExamples: 2 };
+  const estimate = { peakBytes: 0, bytesPerExample: 10, probeBytes: 120, probeExamples: 2, probeSizes: [1, 2] };
   it('keeps the whole batch when its step fits, with no accumulation', () => {
     expect(planMicroBatch(estimate, { limitBytes: 180, totalExamples: 8 })).toMatchObject({ microBatch: 8, accumSteps: 1, stepBytes: 180 });
   });

@@ -51,9 +51,14 @@ export interface StepMemoryEstimate {
   peakBytes: number;
   /** What each example adds. */
   bytesPerExample: number;
-  /** Peak of the smaller probe step, and its number of examples. */
+  /**
+   * A point of the estimate's line: the largest probe's number of examples and the bytes the line
+   * gives there (its measured peak, or the upper bound when the probes measured no growth).
+   */
   probeBytes: number;
   probeExamples: number;
+  /** The examples of each probe step that ran, in order (2 or 3 of them; 1 for a batch of 1). */
+  probeSizes: number[];
 }
 
 function firstRows(t: tf.Tensor, n: number): tf.Tensor {
@@ -148,13 +153,14 @@ export async function estimateStepMemory(
   const last = probes[probes.length - 1];
   if (probes.length === 1) {
     // One example: no growth to measure; all of the probe's bytes per example (an upper bound).
-    return { peakBytes: size * last.peak + optimizerStateBytes, bytesPerExample: last.peak, probeBytes: last.peak, probeExamples: 1 };
+    return { peakBytes: size * last.peak + optimizerStateBytes, bytesPerExample: last.peak, probeBytes: last.peak, probeExamples: 1, probeSizes: [1] };
   }
   const prev = probes[probes.length - 2];
   const perExample = resolved(prev, last) ? (last.peak - prev.peak) / (last.n - prev.n) : boundPerExample(last);
   // Extrapolated from the largest probe (at the batch's size itself, when it was safe to run it).
   const fixed = resolved(prev, last) ? last.peak - last.n * perExample : floor;
-  return { peakBytes: fixed + size * perExample + optimizerStateBytes, bytesPerExample: perExample, probeBytes: fixed + last.n * perExample, probeExamples: last.n };
+  const probeSizes = probes.map((p) => p.n);
+  return { peakBytes: fixed + size * perExample + optimizerStateBytes, bytesPerExample: perExample, probeBytes: fixed + last.n * perExample, probeExamples: last.n, probeSizes };
 }
 
 /** A larger probe is taken only when an upper bound puts it below this share of the memory limit. */

@@ -353,7 +353,7 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateByt
   if (limit === null) return;
   const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes, limitBytes: limit });
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
-  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeExamples} and ${2 * estimate.probeExamples} examples; the backend holds ${gib(limit)} GiB)`);
+  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeSizes.join(', ')} examples; the backend holds ${gib(limit)} GiB)`);
   if (estimate.peakBytes <= limit) return;
   const total = batchSize * accum;
   const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
