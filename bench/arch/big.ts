@@ -50,7 +50,7 @@ const CASE_TIMEOUT_MS = 20 * 60_000;
 function runCase(arch: string, batch: number, variant: 'standard' | 'masksub', updates: number, log: (s: string) => void): BigCaseResult {
   const child = runChildJson<BigCaseResult>(CHILD, [arch, String(batch), variant, String(updates)], CASE_TIMEOUT_MS);
   if (child.ok) return child.value;
-  const why = child.why;
+  const { why } = child;
   log(`  ${arch} batch ${batch} ${variant}: FAILED (${why})\n`);
   return {
     status: 'failed',

@@ -13,14 +13,14 @@ import { openDataSpec } from '../data/spec.js';
 import { preprocessForModel } from '../model-preprocess.js';
 import { limitDataset } from '../subset.js';
 import { ImageClassificationTask } from './image-classification.js';
-import { CaptionedWebDataset, captionSourceFor, defaultClassFile, readClassNames, resolveTemplates, type CaptionSource } from '../data/image-text.js';
+import { CaptionedWebDataset, captionSourceFor, readClassNames, resolveTemplates, type CaptionSource } from '../data/image-text.js';
 import { ImageFolderDataset } from '../data/folder.js';
 import { parseDataSpec } from '../data/spec.js';
 import type { AnyImageDataset } from '../data/types.js';
 import { ImageTextContrastiveTask, type ImageTextSplit } from './image-text.js';
 import { isImageTextModel, requireImageTextModel } from './zero-shot.js';
 import { TextTask } from './text.js';
-import { imageLabelNames } from './labels.js';
+import { classFileOf, imageLabelNames } from './labels.js';
 import type { Task, TaskKind } from './types.js';
 
 export * from './types.js';
@@ -84,11 +84,6 @@ export function taskKindOf(config: RunConfig): TaskKind {
   const modelConfig = modelConfigOf(config);
   if (modelConfig && isImageTextConfig(modelConfig, config.architecture)) return 'image-text-contrastive';
   return 'image-classification';
-}
-
-/** The class names file of an image spec: data.classes, else classes.txt beside the shards. */
-function classFileOf(config: RunConfig, spec: string): string | undefined {
-  return config.data.classes ?? defaultClassFile(spec);
 }
 
 /**

@@ -10,6 +10,11 @@ import { defaultClassFile, readClassNames } from '../data/image-text.js';
 import { ImageFolderDataset } from '../data/folder.js';
 import type { AnyImageDataset } from '../data/types.js';
 
+/** The class names file of an image spec: data.classes, else classes.txt beside the shards. */
+export function classFileOf(config: RunConfig, spec: string): string | undefined {
+  return config.data.classes ?? defaultClassFile(spec);
+}
+
 /** `id2label` / `label2id` for a head of `numClasses` outputs; nothing when the names do not cover it. */
 export function labelConfig(names: readonly string[] | undefined, numClasses: number): { id2label?: Record<string, string>; label2id?: Record<string, number> } {
   if (names === undefined || names.length !== numClasses) return {};
@@ -28,7 +33,7 @@ export function labelConfig(names: readonly string[] | undefined, numClasses: nu
 export function imageLabelNames(config: RunConfig, train: AnyImageDataset, numClasses: number): readonly string[] | undefined {
   if (config.data.classes) return readClassNames(config.data.classes);
   if (train instanceof ImageFolderDataset) return train.classes.length === numClasses ? train.classes : undefined;
-  const file = defaultClassFile(config.data.train);
+  const file = classFileOf(config, config.data.train);
   if (file === undefined) return undefined;
   const names = readClassNames(file);
   return names.length === numClasses ? names : undefined;
