@@ -4,7 +4,8 @@ pre-LN, pre-norm encoder, post-LN on the class token, projection) and text tower
 positions, causal mask, encoder, final LN, pooled at EOS = last position, projection),
 exp(logit_scale) * cosine similarity, symmetric CE; AdamW. MaskSub: the sub pass keeps a random
 half of the image patches (MAE token removal) and mimics the detached main similarity matrix
-row- and column-wise. Standard and MaskSub steps are timed in interleaved pairs. Prints one JSON
+row- and column-wise; the text embeddings are computed once and both passes' gradients go back
+through one text forward + backward, as masksub's SharedBranch does. Standard and MaskSub steps are timed in interleaved pairs. Prints one JSON
 line."""
 import argparse, json, math, os, sys
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -53,8 +54,8 @@ class Clip(nn.Module):
         causal = torch.full((T, T), float('-inf')).triu(1)
         for l in s.tL: h = l(h, causal)
         return s.tproj(s.fin(h)[:, -1])
-    def forward(s, x, ids, keep=None):
-        i = F.normalize(s.image(x, keep), dim=-1); t = F.normalize(s.text(ids), dim=-1)
+    def forward(s, x, ids, keep=None, text=None):
+        i = F.normalize(s.image(x, keep), dim=-1); t = F.normalize(s.text(ids) if text is None else text, dim=-1)
         return s.scale.exp() * i @ t.t()
 
 m = Clip(); opt = torch.optim.AdamW(m.parameters(), lr=1e-4, weight_decay=0.1)
@@ -63,10 +64,17 @@ y = torch.arange(a.batch); n = (a.img // a.patch) ** 2
 soft_ce = lambda s, t: -(t * F.log_softmax(s, -1)).sum(-1).mean()
 def step(masksub):
     opt.zero_grad(set_to_none=True)
-    s1 = m(x, ids); ((F.cross_entropy(s1, y) + F.cross_entropy(s1.t(), y)) / 2 / (2 if masksub else 1)).backward()
-    if masksub:
+    if not masksub:
+        s1 = m(x, ids); ((F.cross_entropy(s1, y) + F.cross_entropy(s1.t(), y)) / 2).backward()
+    else:
+        # As masksub's withMaskSub does with CLIP's SharedBranch: the text embeddings once, off the
+        # graph; both passes backpropagate into them; one text forward + backward with the sum.
+        with torch.no_grad(): t = m.text(ids)
+        t.requires_grad_()
+        s1 = m(x, ids, text=t); ((F.cross_entropy(s1, y) + F.cross_entropy(s1.t(), y)) / 2 / 2).backward()
         keep = torch.rand(a.batch, n).argsort(1)[:, : n // 2]
-        s2 = m(x, ids, keep); d = s1.detach()
+        s2 = m(x, ids, keep, text=t); d = s1.detach()
         ((soft_ce(s2, d.softmax(-1)) + soft_ce(s2.t(), d.t().softmax(-1))) / 2 / 2).backward()
+        m.text(ids).backward(t.grad)
     opt.step()
 print(json.dumps(time_pairs(step, m, a)))

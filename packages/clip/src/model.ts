@@ -29,6 +29,7 @@ import {
   type HFConfig,
   type ModelInputs,
   type RelaxedLoss,
+  type SharedBranch,
 } from '@masksub/core';
 import { LEGACY_EOS_TOKEN_ID, parseClipConfig, type ClipConfig } from './config.js';
 import { clipParamSpecs } from './weights.js';
@@ -115,13 +116,27 @@ export class ClipModel implements AdapterModel {
 
   /** logits_per_image [B, B]: row i scores image i against every text. */
   forward(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor {
+    return tf.tidy(() => this.forwardWithText(inputs, this.textFeatures(inputs, options), options));
+  }
+
+  /**
+   * The text tower is the part both passes of a MaskSub step compute identically (the drop
+   * operators change only the images, the sub pass's rates are the vision tower's), so withMaskSub
+   * embeds the captions once per step and backpropagates both passes' gradients through it once.
+   */
+  readonly sharedBranch: SharedBranch = {
+    inputs: ['input_ids', 'attention_mask'],
+    encode: (inputs, options) => this.textFeatures(inputs, options),
+    forwardWith: (inputs, textEmbeds, options) => this.forwardWithText(inputs, textEmbeds, options),
+  };
+
+  private forwardWithText(inputs: ModelInputs, textEmbeds: tf.Tensor, options: ForwardOptions): tf.Tensor {
     return tf.tidy(() => {
       const image = this.imageFeatures(inputs, options);
-      const text = this.textFeatures(inputs, options);
-      if (image.shape[0] !== text.shape[0]) {
-        throw new OptionError('input_ids', `${text.shape[0]} captions for ${image.shape[0]} images: the contrastive loss pairs image i with caption i`);
+      if (image.shape[0] !== textEmbeds.shape[0]) {
+        throw new OptionError('input_ids', `${textEmbeds.shape[0]} captions for ${image.shape[0]} images: the contrastive loss pairs image i with caption i`);
       }
-      return this.similarity(image, text);
+      return this.similarity(image, textEmbeds);
     });
   }
 

@@ -23,25 +23,29 @@ describeShared('fixtures/hf-tiny/clip', 'CLIP text noise', () => {
     const text = (stepSeed: number) => tf.tidy(() => model.textFeatures({ input_ids: ids }, { training: true, stepSeed }).dataSync());
     expect(text(7)).toEqual(text(7));
     expect(text(7)).not.toEqual(text(8));
-    // withMaskSub hands both passes of one step the same stepSeed, and a new one next step.
-    const seen: (number | undefined)[] = [];
-    const forward = model.forward.bind(model);
-    model.forward = (inputs: ModelInputs, options?: ForwardOptions) => {
-      seen.push(options?.stepSeed);
-      return forward(inputs, options);
-    };
+    // withMaskSub hands every text embedding of one step the same stepSeed, and a new one next
+    // step: both passes' forward() calls, or (the text tower once per step, SharedBranch) its
+    // off-tape embedding and its forward + backward with both passes' gradients.
     const size = Number(config.vision_config.image_size);
     const pixels = tf.randomNormal([2, 3, size, size], 0, 1, 'float32', 3);
     const twoIds = tf.tensor2d([[1, 5, 63, 0], [1, 9, 11, 63]], [2, 4], 'int32');
-    const trainer = withMaskSub(model, { seed: 5 });
-    for (let step = 0; step < 2; step++) {
-      const r = trainer.computeGradients({ inputs: { pixel_values: pixels, input_ids: twoIds }, targets: { labels: tf.tensor1d([0, 1], 'int32') } }, step);
-      tf.dispose([r.mainLogits, r.subLogits!, ...r.grads.values()]);
+    const textFeatures = model.textFeatures.bind(model);
+    for (const shareBranch of [true, false]) {
+      const seen: (number | undefined)[] = [];
+      model.textFeatures = (inputs: ModelInputs, options?: ForwardOptions) => {
+        seen.push(options?.stepSeed);
+        return textFeatures(inputs, options);
+      };
+      const trainer = withMaskSub(model, { seed: 5, shareBranch });
+      for (let step = 0; step < 2; step++) {
+        const r = trainer.computeGradients({ inputs: { pixel_values: pixels, input_ids: twoIds }, targets: { labels: tf.tensor1d([0, 1], 'int32') } }, step);
+        tf.dispose([r.mainLogits, r.subLogits!, ...r.grads.values()]);
+      }
+      expect(seen, `shareBranch ${shareBranch}`).toHaveLength(4);
+      expect(seen[0]).toBe(seen[1]);
+      expect(seen[2]).toBe(seen[3]);
+      expect(seen[0]).not.toBe(seen[2]);
     }
-    expect(seen).toHaveLength(4);
-    expect(seen[0]).toBe(seen[1]);
-    expect(seen[2]).toBe(seen[3]);
-    expect(seen[0]).not.toBe(seen[2]);
     tf.dispose([ids, pixels, twoIds]);
     model.dispose();
   });

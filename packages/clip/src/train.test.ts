@@ -150,3 +150,68 @@ describe('CLIP sub-pass variants', () => {
     model.dispose();
   });
 });
+
+describe('CLIP text tower computed once per MaskSub step (SharedBranch)', () => {
+  let batch: { inputs: ModelInputs; targets: { labels: tf.Tensor1D } };
+  beforeAll(async () => {
+    await tf.setBackend('cpu');
+    const inputs = {
+      pixel_values: tf.randomNormal([4, 3, 16, 16], 0, 1, 'float32', 5),
+      input_ids: tf.tensor2d([[1, 5, 7, 9], [1, 8, 6, 9], [1, 4, 4, 9], [1, 2, 3, 9]], [4, 4], 'int32'),
+      attention_mask: tf.tensor2d([[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]], [4, 4], 'int32'),
+    };
+    batch = { inputs, targets: { labels: tf.range(0, 4, 1, 'int32') as tf.Tensor1D } };
+  });
+  afterAll(() => tf.dispose([...Object.values(batch.inputs), batch.targets.labels]));
+
+  const maxDiff = (x: tf.Tensor, y: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(tf.sub(x, y))).dataSync()[0]);
+  const maxAbs = (x: tf.Tensor) => tf.tidy(() => tf.max(tf.abs(x)).dataSync()[0]);
+
+  for (const [variant, drop] of [['masksub', 'token-removal'], ['masksub', 'zero-fill'], ['dropsub', undefined], ['pathsub', undefined]] as const) {
+    it(`${variant}${drop ? ` (${drop})` : ''}: the same losses, logits and gradients as two full passes`, async () => {
+      await tf.setBackend('cpu');
+      const model = tinyClip(10, 9, 4);
+      const options = { variant, drop, loss: 'contrastive' as const, ratio: 0.5, seed: 3 };
+      const once = withMaskSub(model, options).computeGradients(batch);
+      const twice = withMaskSub(model, { ...options, shareBranch: false }).computeGradients(batch);
+      expect(once.lossMain).toBeCloseTo(twice.lossMain, 5);
+      expect(once.lossSub).toBeCloseTo(twice.lossSub, 5);
+      expect(once.lossSub).toBeGreaterThan(0);
+      expect(maxDiff(once.mainLogits, twice.mainLogits)).toBeLessThan(1e-5);
+      expect(maxDiff(once.subLogits!, twice.subLogits!)).toBeLessThan(1e-5);
+      expect([...once.grads.keys()].sort()).toEqual([...twice.grads.keys()].sort());
+      // The text tower's parameters get the gradients of both losses, the vision tower's too.
+      for (const name of ['text_model.embeddings.token_embedding.weight', 'text_model.encoder.layers.0.mlp.fc1.weight', 'text_projection.weight', 'vision_model.encoder.layers.0.self_attn.q_proj.weight', 'logit_scale']) {
+        expect(once.grads.has(name), name).toBe(true);
+      }
+      for (const [name, g] of twice.grads) {
+        const scale = Math.max(1e-3, maxAbs(g));
+        expect(maxDiff(once.grads.get(name)!, g) / scale, name).toBeLessThan(1e-4);
+      }
+      tf.dispose([once, twice].flatMap((r) => [r.mainLogits, r.subLogits!, ...r.grads.values()]));
+      model.dispose();
+    });
+  }
+
+  it('a drop operator that changes the captions runs the text tower again in the sub pass', async () => {
+    await tf.setBackend('cpu');
+    const model = tinyClip(10, 9, 4);
+    const padOp = model.dropOperator('zero-fill');
+    // A custom operator: zero-fill on the images and the last caption token replaced by 0.
+    const captionOp = {
+      ...padOp,
+      apply: (inputs: ModelInputs, mask: Parameters<typeof padOp.apply>[1]) => {
+        const view = padOp.apply(inputs, mask);
+        const ids = tf.tidy(() => tf.concat([tf.slice(inputs.input_ids!, [0, 0], [4, 3]), tf.zeros([4, 1], 'int32')], 1));
+        return { ...view, inputs: { ...view.inputs, input_ids: ids } };
+      },
+    };
+    const options = { drop: captionOp, loss: 'contrastive' as const, ratio: 0.5, seed: 3 };
+    const once = withMaskSub(model, options).computeGradients(batch);
+    const twice = withMaskSub(model, { ...options, shareBranch: false }).computeGradients(batch);
+    expect(maxDiff(once.subLogits!, twice.subLogits!)).toBeLessThan(1e-5);
+    for (const [name, g] of twice.grads) expect(maxDiff(once.grads.get(name)!, g) / Math.max(1e-3, maxAbs(g)), name).toBeLessThan(1e-4);
+    tf.dispose([once, twice].flatMap((r) => [r.mainLogits, r.subLogits!, ...r.grads.values()]));
+    model.dispose();
+  });
+});

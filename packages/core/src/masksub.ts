@@ -14,7 +14,7 @@ import { relaxedLoss } from './contract/loss.js';
 import type { RatioScheduleSpec, WeightSchedule } from './contract/schedule.js';
 import { weightSchedule } from './contract/schedule.js';
 import { OptionError } from './errors.js';
-import type { ForwardOptions, MaskSubModel, ModelInputs } from './model.js';
+import type { ForwardOptions, MaskSubModel, ModelInputs, SharedBranch } from './model.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -87,6 +87,11 @@ export interface MaskSubOptions {
    * model's own mode, 'train' for ResNets as in the official step).
    */
   bnMode?: 'train' | 'eval';
+  /**
+   * Compute the model's {@link SharedBranch} (CLIP's text tower) once per step instead of in both
+   * passes: the same gradients, less arithmetic. True by default; false runs forward() twice.
+   */
+  shareBranch?: boolean;
 }
 
 export interface Batch {
@@ -128,6 +133,7 @@ export class MaskSubTrainer {
   readonly rng: Rng;
   private readonly drop: DropOperator | null;
   private readonly passOptions: ForwardOptions;
+  private readonly branch: SharedBranch | undefined;
 
   constructor(
     readonly model: MaskSubModel,
@@ -158,6 +164,7 @@ export class MaskSubTrainer {
     }
     this.rng = new Rng(options.seed ?? 0);
     this.passOptions = options.bnMode ? { bnMode: options.bnMode } : {};
+    this.branch = options.shareBranch === false ? undefined : model.sharedBranch;
   }
 
   private resolveDrop(drop: MaskSubOptions['drop'], provider?: DropOperatorProvider): DropOperator | null {
@@ -195,6 +202,7 @@ export class MaskSubTrainer {
     const mainSeed = this.rng.nextUint32();
     const subSeed = this.rng.nextUint32();
     if (isSinglePass(this.variant)) return this.singlePass(batch, wMain, ratio, mainSeed, mask);
+    if (this.branch && this.drop && wSub !== 0) return this.sharingPasses(this.branch, batch, wMain, wSub, ratio, mainSeed, subSeed, mask);
 
     // Main pass: its graph is released when variableGrads returns; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
@@ -229,18 +237,81 @@ export class MaskSubTrainer {
     teacher.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
 
-    for (const [name, v] of vars) {
-      const g = sub.grads[v.name];
-      if (!g) continue;
-      const prev = grads.get(name);
-      if (prev) {
-        grads.set(name, tf.add(prev, g));
-        prev.dispose();
-        g.dispose();
+    addGrads(grads, vars, (v) => sub.grads[v.name]);
+    return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+  }
+
+  /**
+   * Both passes with the model's shared branch computed once: its output S, off the tape, is an
+   * input both passes differentiate with respect to (dS_main, dS_sub); then one forward and
+   * backward of the branch with dS_main + dS_sub gives its parameters' gradients of both losses.
+   * The same random draws in the same order as the other path, so a run is replayable either way.
+   */
+  private sharingPasses(branch: SharedBranch, batch: Batch, wMain: number, wSub: number, ratio: number, mainSeed: number, subSeed: number, mask?: DropMask): GradientResult {
+    if (!this.drop) throw new Error(`variant ${this.variant} has no drop operator`);
+    const vars = this.model.params.trainable();
+    const xs = [...vars.values()];
+    const engine = tf.engine();
+    const mainOptions: ForwardOptions = { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed };
+    const shared = tf.tidy(() => branch.encode(batch.inputs, mainOptions));
+
+    let mainLogits: tf.Tensor | null = null;
+    const main = engine.gradients(
+      () => {
+        const logits = branch.forwardWith(batch.inputs, shared, mainOptions);
+        mainLogits = tf.keep(logits);
+        return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
+      },
+      [...xs, shared],
+      undefined,
+      true,
+    );
+    const lossMain = wMain === 0 ? 0 : main.value.dataSync()[0] / wMain;
+    main.value.dispose();
+    if (!mainLogits) throw new Error('main forward produced no logits');
+    const mainOut: tf.Tensor = mainLogits;
+    const grads = new Map<string, tf.Tensor>();
+    addGrads(grads, vars, (_, i) => main.grads[i]);
+    let branchDy: tf.Tensor | null = main.grads[xs.length] ?? null;
+
+    const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
+    const view = this.drop.apply(batch.inputs, theMask);
+    const teacher = this.loss.teacher(mainOut);
+    const subOptions: ForwardOptions = { ...this.passOptions, seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
+    // A view that changed an input of the branch (a custom drop operator) needs the branch recomputed.
+    const viewKeepsBranch = branch.inputs.every((k) => view.inputs[k] === batch.inputs[k]);
+    let subLogits: tf.Tensor | null = null;
+    const subLoss = (): tf.Scalar => {
+      const logits = viewKeepsBranch ? branch.forwardWith(view.inputs, shared, subOptions) : this.model.forward(view.inputs, subOptions);
+      subLogits = tf.keep(logits);
+      return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
+    };
+    const sub = engine.gradients(subLoss, viewKeepsBranch ? [...xs, shared] : xs, undefined, true);
+    const lossSub = sub.value.dataSync()[0] / wSub;
+    sub.value.dispose();
+    teacher.dispose();
+    disposeView(batch.inputs, view.inputs, view.forward);
+    addGrads(grads, vars, (_, i) => sub.grads[i]);
+    const subDy = viewKeepsBranch ? sub.grads[xs.length] : undefined;
+    if (subDy) {
+      if (branchDy) {
+        const sum = tf.add(branchDy, subDy);
+        branchDy.dispose();
+        subDy.dispose();
+        branchDy = sum;
       } else {
-        grads.set(name, g);
+        branchDy = subDy;
       }
     }
+
+    if (branchDy) {
+      const dy = branchDy;
+      const back = engine.gradients(() => branch.encode(batch.inputs, mainOptions), xs, dy, true);
+      back.value.dispose();
+      dy.dispose();
+      addGrads(grads, vars, (_, i) => back.grads[i]);
+    }
+    shared.dispose();
     return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
   }
 
@@ -285,6 +356,23 @@ function renameGrads(vars: Map<string, tf.Variable>, grads: tf.NamedTensorMap): 
     if (g) out.set(name, g);
   }
   return out;
+}
+
+/** Adds each variable's gradient (taken by `gradOf`, then owned here) into `into`, keyed by checkpoint name. */
+function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, gradOf: (v: tf.Variable, index: number) => tf.Tensor | null | undefined): void {
+  let i = 0;
+  for (const [name, v] of vars) {
+    const g = gradOf(v, i++);
+    if (!g) continue;
+    const prev = into.get(name);
+    if (prev) {
+      into.set(name, tf.add(prev, g));
+      prev.dispose();
+      g.dispose();
+    } else {
+      into.set(name, g);
+    }
+  }
 }
 
 function disposeView(original: ModelInputs, inputs: ModelInputs, forward: ForwardOptions): void {

@@ -347,6 +347,23 @@ export class ParameterStore {
   }
 }
 
+/**
+ * A part of a network that both passes of a MaskSub step compute identically: it reads only inputs
+ * the drop operators leave alone and ignores the sub pass's instructions (CLIP's text tower, which
+ * the reference embeds once per step). withMaskSub then runs it once, off the tape, and each pass
+ * differentiates with respect to its output; one forward and backward of the part with the summed
+ * output gradient replaces the second pass's forward and backward. The gradients are the same sum
+ * (up to float rounding) as running forward() twice.
+ */
+export interface SharedBranch {
+  /** The input keys the part reads (a sub-pass view that changes one of them runs forward() instead). */
+  readonly inputs: readonly string[];
+  /** The part's output for the batch (e.g. [B, D] text embeddings), from the main pass's options. */
+  encode(inputs: ModelInputs, options: ForwardOptions): tf.Tensor;
+  /** What forward() returns, from the rest of the network and the part's output `shared`. */
+  forwardWith(inputs: ModelInputs, shared: tf.Tensor, options: ForwardOptions): tf.Tensor;
+}
+
 /** A trainable network as masksub sees it. */
 export interface MaskSubModel {
   /** The adapter's name (e.g. 'vit'). */
@@ -363,6 +380,8 @@ export interface MaskSubModel {
    * regression head (HF problem_type), the contrastive loss for CLIP. Absent: cross-entropy.
    */
   recipeLoss?(options: LossOptions): RelaxedLoss;
+  /** The part both passes compute identically, when the model has one (see {@link SharedBranch}). */
+  readonly sharedBranch?: SharedBranch;
   /**
    * How the parameters group for the optimizer: layer ids for layer-wise lr decay and the
    * parameters without weight decay (timm's `group_matcher` / `no_weight_decay`). Absent: timm's
