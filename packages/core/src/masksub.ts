@@ -202,18 +202,31 @@ export class MaskSubTrainer {
     const mainSeed = this.rng.nextUint32();
     const subSeed = this.rng.nextUint32();
     if (isSinglePass(this.variant)) return this.singlePass(batch, wMain, ratio, mainSeed, mask);
-    if (this.branch && this.drop && wSub !== 0) return this.sharingPasses(this.branch, batch, wMain, wSub, ratio, mainSeed, subSeed, mask);
+    const mainOptions: ForwardOptions = { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed };
 
-    // Main pass: its graph is released when variableGrads returns; only the logits survive.
+    // With a sub pass, the model's shared branch (SharedBranch) runs once, off the tape: both
+    // passes differentiate with respect to its output, and one forward + backward of the branch
+    // with the sum of those gradients gives its parameters' gradients of both losses.
+    const branch = this.drop && wSub !== 0 ? this.branch : undefined;
+    const shared = branch ? tf.tidy(() => branch.encode(batch.inputs, mainOptions)) : null;
+    const forward = (inputs: ModelInputs, options: ForwardOptions, branchOutput: tf.Tensor | null): tf.Tensor =>
+      branch && branchOutput ? branch.forwardWith(inputs, branchOutput, options) : this.model.forward(inputs, options);
+
+    // Main pass: its graph is released when the gradients return; only the logits survive.
     let mainLogits: tf.Tensor | null = null;
-    const main = tf.variableGrads(() => {
-      const logits = this.model.forward(batch.inputs, { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed });
-      mainLogits = tf.keep(logits);
-      return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
-    }, varList);
+    const main = passGradients(
+      () => {
+        const logits = forward(batch.inputs, mainOptions, shared);
+        mainLogits = tf.keep(logits);
+        return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
+      },
+      varList,
+      shared,
+    );
     const lossMain = wMain === 0 ? 0 : main.value.dataSync()[0] / wMain;
     main.value.dispose();
-    const grads = renameGrads(vars, main.grads);
+    const grads = new Map<string, tf.Tensor>();
+    addGrads(grads, vars, main.grads);
     if (!mainLogits) throw new Error('main forward produced no logits');
     const mainOut: tf.Tensor = mainLogits;
 
@@ -225,93 +238,35 @@ export class MaskSubTrainer {
     const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
     const view = this.drop.apply(batch.inputs, theMask);
     const teacher = this.loss.teacher(mainOut);
-    let subLogits: tf.Tensor | null = null;
-    const sub = tf.variableGrads(() => {
-      const forward: ForwardOptions = { ...this.passOptions, seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
-      const logits = this.model.forward(view.inputs, forward);
-      subLogits = tf.keep(logits);
-      return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
-    }, varList);
-    const lossSub = sub.value.dataSync()[0] / wSub;
-    sub.value.dispose();
-    teacher.dispose();
-    disposeView(batch.inputs, view.inputs, view.forward);
-
-    addGrads(grads, vars, (v) => sub.grads[v.name]);
-    return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
-  }
-
-  /**
-   * Both passes with the model's shared branch computed once: its output S, off the tape, is an
-   * input both passes differentiate with respect to (dS_main, dS_sub); then one forward and
-   * backward of the branch with dS_main + dS_sub gives its parameters' gradients of both losses.
-   * The same random draws in the same order as the other path, so a run is replayable either way.
-   */
-  private sharingPasses(branch: SharedBranch, batch: Batch, wMain: number, wSub: number, ratio: number, mainSeed: number, subSeed: number, mask?: DropMask): GradientResult {
-    if (!this.drop) throw new Error(`variant ${this.variant} has no drop operator`);
-    const vars = this.model.params.trainable();
-    const xs = [...vars.values()];
-    const engine = tf.engine();
-    const mainOptions: ForwardOptions = { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed };
-    const shared = tf.tidy(() => branch.encode(batch.inputs, mainOptions));
-
-    let mainLogits: tf.Tensor | null = null;
-    const main = engine.gradients(
-      () => {
-        const logits = branch.forwardWith(batch.inputs, shared, mainOptions);
-        mainLogits = tf.keep(logits);
-        return tf.mul(this.loss.main(logits, batch.targets), wMain) as tf.Scalar;
-      },
-      [...xs, shared],
-      undefined,
-      true,
-    );
-    const lossMain = wMain === 0 ? 0 : main.value.dataSync()[0] / wMain;
-    main.value.dispose();
-    if (!mainLogits) throw new Error('main forward produced no logits');
-    const mainOut: tf.Tensor = mainLogits;
-    const grads = new Map<string, tf.Tensor>();
-    addGrads(grads, vars, (_, i) => main.grads[i]);
-    let branchDy: tf.Tensor | null = main.grads[xs.length] ?? null;
-
-    const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
-    const view = this.drop.apply(batch.inputs, theMask);
-    const teacher = this.loss.teacher(mainOut);
     const subOptions: ForwardOptions = { ...this.passOptions, seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
-    // A view that changed an input of the branch (a custom drop operator) needs the branch recomputed.
-    const viewKeepsBranch = branch.inputs.every((k) => view.inputs[k] === batch.inputs[k]);
+    // A view that changed an input of the branch (a custom drop operator) recomputes the branch.
+    const subShared = branch && branch.inputs.every((k) => view.inputs[k] === batch.inputs[k]) ? shared : null;
     let subLogits: tf.Tensor | null = null;
-    const subLoss = (): tf.Scalar => {
-      const logits = viewKeepsBranch ? branch.forwardWith(view.inputs, shared, subOptions) : this.model.forward(view.inputs, subOptions);
-      subLogits = tf.keep(logits);
-      return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
-    };
-    const sub = engine.gradients(subLoss, viewKeepsBranch ? [...xs, shared] : xs, undefined, true);
+    const sub = passGradients(
+      () => {
+        const logits = forward(view.inputs, subOptions, subShared);
+        subLogits = tf.keep(logits);
+        return tf.mul(this.loss.sub(logits, teacher), wSub) as tf.Scalar;
+      },
+      varList,
+      subShared,
+    );
     const lossSub = sub.value.dataSync()[0] / wSub;
     sub.value.dispose();
     teacher.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
-    addGrads(grads, vars, (_, i) => sub.grads[i]);
-    const subDy = viewKeepsBranch ? sub.grads[xs.length] : undefined;
-    if (subDy) {
-      if (branchDy) {
-        const sum = tf.add(branchDy, subDy);
-        branchDy.dispose();
-        subDy.dispose();
-        branchDy = sum;
-      } else {
-        branchDy = subDy;
-      }
-    }
+    addGrads(grads, vars, sub.grads);
 
-    if (branchDy) {
-      const dy = branchDy;
-      const back = engine.gradients(() => branch.encode(batch.inputs, mainOptions), xs, dy, true);
-      back.value.dispose();
-      dy.dispose();
-      addGrads(grads, vars, (_, i) => back.grads[i]);
+    if (branch && shared) {
+      const dy = sumOwned(main.wrtGrad, sub.wrtGrad);
+      if (dy) {
+        const back = tf.engine().gradients(() => branch.encode(batch.inputs, mainOptions), varList, dy, true);
+        back.value.dispose();
+        dy.dispose();
+        addGrads(grads, vars, back.grads);
+      }
+      shared.dispose();
     }
-    shared.dispose();
     return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
   }
 
@@ -325,16 +280,21 @@ export class MaskSubTrainer {
     const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
     const view = this.drop.apply(batch.inputs, theMask);
     let out: tf.Tensor | null = null;
-    const res = tf.variableGrads(() => {
-      const logits = this.model.forward(view.inputs, { ...this.passOptions, seed, ...view.forward, stepSeed: seed, training: true });
-      out = tf.keep(logits);
-      return tf.mul(this.loss.main(logits, batch.targets), weight) as tf.Scalar;
-    }, [...vars.values()]);
+    const res = passGradients(
+      () => {
+        const logits = this.model.forward(view.inputs, { ...this.passOptions, seed, ...view.forward, stepSeed: seed, training: true });
+        out = tf.keep(logits);
+        return tf.mul(this.loss.main(logits, batch.targets), weight) as tf.Scalar;
+      },
+      [...vars.values()],
+      null,
+    );
     const lossMain = weight === 0 ? 0 : res.value.dataSync()[0] / weight;
     res.value.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
     if (!out) throw new Error('forward produced no logits');
-    const grads = renameGrads(vars, res.grads);
+    const grads = new Map<string, tf.Tensor>();
+    addGrads(grads, vars, res.grads);
     return { loss: weight * lossMain, lossMain, lossSub: 0, weights: { main: weight, sub: 0 }, ratio, grads, mainLogits: out, subLogits: null, mask: theMask };
   }
 
@@ -349,20 +309,25 @@ export class MaskSubTrainer {
   }
 }
 
-function renameGrads(vars: Map<string, tf.Variable>, grads: tf.NamedTensorMap): Map<string, tf.Tensor> {
-  const out = new Map<string, tf.Tensor>();
-  for (const [name, v] of vars) {
-    const g = grads[v.name];
-    if (g) out.set(name, g);
+/**
+ * One pass's loss and gradients (tf.variableGrads' checks: a scalar loss that some variable
+ * reaches), by variable position; with `wrt`, also the gradient with respect to that tensor
+ * (a shared branch's output), or null when the loss does not depend on it.
+ */
+function passGradients(f: () => tf.Scalar, vars: tf.Variable[], wrt: tf.Tensor | null): { value: tf.Scalar; grads: (tf.Tensor | null)[]; wrtGrad: tf.Tensor | null } {
+  const { value, grads } = tf.engine().gradients(f, wrt ? [...vars, wrt] : vars, undefined, true);
+  if (!grads.some((g) => g != null)) {
+    throw new Error('Cannot find a connection between any variable and the result of the loss function: the forward pass must use the model\'s parameters');
   }
-  return out;
+  if (value.rank !== 0) throw new Error(`a pass's loss must be a scalar, got rank ${value.rank}`);
+  return { value, grads: grads.slice(0, vars.length), wrtGrad: wrt ? (grads[vars.length] ?? null) : null };
 }
 
-/** Adds each variable's gradient (taken by `gradOf`, then owned here) into `into`, keyed by checkpoint name. */
-function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, gradOf: (v: tf.Variable, index: number) => tf.Tensor | null | undefined): void {
+/** Adds each variable's gradient (by position in `vars`; owned from here on) into `into`, keyed by checkpoint name. */
+function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, byPosition: readonly (tf.Tensor | null | undefined)[]): void {
   let i = 0;
-  for (const [name, v] of vars) {
-    const g = gradOf(v, i++);
+  for (const name of vars.keys()) {
+    const g = byPosition[i++];
     if (!g) continue;
     const prev = into.get(name);
     if (prev) {
@@ -373,6 +338,15 @@ function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, 
       into.set(name, g);
     }
   }
+}
+
+/** a + b, either of which may be absent; the inputs are disposed. */
+function sumOwned(a: tf.Tensor | null, b: tf.Tensor | null): tf.Tensor | null {
+  if (!a || !b) return a ?? b;
+  const sum = tf.add(a, b);
+  a.dispose();
+  b.dispose();
+  return sum;
 }
 
 function disposeView(original: ModelInputs, inputs: ModelInputs, forward: ForwardOptions): void {
