@@ -2,7 +2,7 @@
  * Building blocks shared by the transformer adapters, as pure functions of tensors. Weights are
  * in masksub's internal layouts (Linear [in, out]), so the forward matmuls are untransposed.
  */
-import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedScaledSoftmax } from './backend/kernels/fused.js';
+import { fusedDropout, fusedGelu, fusedKernelsActive, fusedLayerNorm, fusedQuickGelu, fusedScaledSoftmax } from './backend/kernels/fused.js';
 import {
   batchNormEpilogueActive,
   batchNormKernelsActive,
@@ -162,6 +162,8 @@ export function geluTanh(x: tf.Tensor): tf.Tensor {
 
 /** x * sigmoid(1.702 x) (CLIP's "quick_gelu"). */
 export function quickGelu(x: tf.Tensor): tf.Tensor {
+  // Composed, the forward is 3 kernels and autodiff's backward 6 more, each a pass over memory.
+  if (fusedKernelsActive()) return fusedQuickGelu(x);
   return tf.tidy(() => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))));
 }
 

@@ -189,6 +189,29 @@ napi_value GeluBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// quickGeluForward(x, y) / quickGeluBackward(x, dy, dx): as geluForward / geluBackward.
+napi_value QuickGeluForward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "quickGeluForward", 2);
+  size_t nx, ny;
+  const float* x = a.f32(0, "x", &nx);
+  float* y = a.f32(1, "y", &ny);
+  a.same(nx, ny, "x and y differ in length");
+  if (a.ok) masksub::quick_gelu_forward(x, y, static_cast<long>(nx), g_threads);
+  return nullptr;
+}
+
+napi_value QuickGeluBackward(napi_env env, napi_callback_info info) {
+  Args a(env, info, "quickGeluBackward", 3);
+  size_t nx, ndy, ndx;
+  const float* x = a.f32(0, "x", &nx);
+  const float* dy = a.f32(1, "dy", &ndy);
+  float* dx = a.f32(2, "dx", &ndx);
+  a.same(nx, ndy, "x and dy differ in length");
+  a.same(nx, ndx, "x and dx differ in length");
+  if (a.ok) masksub::quick_gelu_backward(x, dy, dx, static_cast<long>(nx), g_threads);
+  return nullptr;
+}
+
 // layerNormForward(x, gamma, beta, eps, y, mean, rstd): rows = mean.length, cols = gamma.length.
 napi_value LayerNormForward(napi_env env, napi_callback_info info) {
   Args a(env, info, "layerNormForward", 7);
@@ -466,6 +489,8 @@ napi_value Init(napi_env env, napi_value exports) {
       {"setThreads", nullptr, SetThreads, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"geluForward", nullptr, GeluForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"geluBackward", nullptr, GeluBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quickGeluForward", nullptr, QuickGeluForward, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quickGeluBackward", nullptr, QuickGeluBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNormForward", nullptr, LayerNormForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"layerNormBackward", nullptr, LayerNormBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmaxForward", nullptr, SoftmaxForward, nullptr, nullptr, nullptr, napi_default, nullptr},

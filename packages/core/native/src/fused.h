@@ -9,6 +9,11 @@ void gelu_forward(const float* x, float* y, long n, int threads);
 // dx = dy * (Phi(x) + x phi(x)).
 void gelu_backward(const float* x, const float* dy, float* dx, long n, int threads);
 
+// y = x * sigmoid(1.702 x) (CLIP's quick_gelu, as HF's QuickGELUActivation).
+void quick_gelu_forward(const float* x, float* y, long n, int threads);
+// With s = sigmoid(1.702 x): dx = dy * (s + 1.702 x s (1 - s)).
+void quick_gelu_backward(const float* x, const float* dy, float* dx, long n, int threads);
+
 // Per row of `cols` values: mean, rstd = 1/sqrt(var + eps) (biased variance, as PyTorch), and
 // y = (x - mean) * rstd * gamma + beta. mean and rstd (rows values each) are kept for backward.
 void layer_norm_forward(const float* x, const float* gamma, const float* beta, float eps, long rows, long cols,

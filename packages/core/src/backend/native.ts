@@ -44,6 +44,10 @@ export interface NativeGemmAddon {
   geluForward?(x: Float32Array, y: Float32Array): void;
   /** dx = dy (Phi(x) + x phi(x)). */
   geluBackward?(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
+  /** y = x sigmoid(1.702 x) (CLIP's quick GELU). */
+  quickGeluForward?(x: Float32Array, y: Float32Array): void;
+  /** dx = dy (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x). */
+  quickGeluBackward?(x: Float32Array, dy: Float32Array, dx: Float32Array): void;
   /** LayerNorm over rows of gamma.length; writes y and each row's mean and 1/sqrt(var + eps). */
   layerNormForward?(x: Float32Array, gamma: Float32Array, beta: Float32Array, eps: number, y: Float32Array, mean: Float32Array, rstd: Float32Array): void;
   layerNormBackward?(
@@ -141,7 +145,7 @@ export type NativeBatchNormAddon = NativeGemmAddon & Required<Pick<NativeGemmAdd
 
 /** The addon's fused kernels, all present (a build that has them has every one). */
 export type NativeFusedAddon = NativeGemmAddon & Required<Pick<NativeGemmAddon,
-  'geluForward' | 'geluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums' | 'dropout' | 'adamwUpdate'>>;
+  'geluForward' | 'geluBackward' | 'quickGeluForward' | 'quickGeluBackward' | 'layerNormForward' | 'layerNormBackward' | 'softmaxForward' | 'softmaxBackward' | 'columnSums' | 'dropout' | 'adamwUpdate'>>;
 
 export interface NativeGemmStatus {
   gemm: NativeGemmAddon | null;
@@ -193,7 +197,7 @@ export function nativeFused(): NativeFusedAddon | null {
 
 function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null {
   if (gemm === null) return null;
-  const fused = [gemm.geluForward, gemm.geluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
+  const fused = [gemm.geluForward, gemm.geluBackward, gemm.quickGeluForward, gemm.quickGeluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
 }
 

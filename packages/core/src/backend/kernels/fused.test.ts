@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dropout, geluExact, layerNorm, scaledSoftmax } from '../../nn.js';
+import { dropout, geluExact, layerNorm, quickGelu, scaledSoftmax } from '../../nn.js';
 import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
 import { nativeFused, nativeGemmStatus, setNativeGemmEnabled } from '../native.js';
 import { initBackend } from '../select.js';
 import { expectClose, expectWasmMatchesCpu, randomInput, runOn } from '../testing/compare.js';
-import { FUSED_GELU, fusedKernelsActive } from './fused.js';
+import { FUSED_GELU, FUSED_QUICK_GELU, fusedKernelsActive } from './fused.js';
 
 const status = nativeGemmStatus();
 const haveFused = nativeFused() !== null;
@@ -41,6 +41,7 @@ if (haveFused) {
   describe('fused kernels on wasm (native addon) match composed ops on cpu', () => {
     it('are registered and active on wasm', () => {
       expect(tf.getKernel(FUSED_GELU, 'wasm')).toBeDefined();
+      expect(tf.getKernel(FUSED_QUICK_GELU, 'wasm')).toBeDefined();
       expect(fusedKernelsActive()).toBe(true);
     });
 
@@ -53,6 +54,18 @@ if (haveFused) {
           [x, randomInput(rng, shape)],
           (xt, w) => [geluExact(xt), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(geluExact(v), w)))(xt)],
           `gelu ${shape}`,
+          2e-6,
+        );
+      });
+
+      it(`quick GELU [${shape}]: forward and gradient`, async () => {
+        const rng = new Rng(shape.reduce((a, b) => a * 37 + b, 2));
+        const x = randomInput(rng, shape);
+        for (let i = 0; i < x.values.length; i += 5) x.values[i] *= 8; // reach the sigmoid's flat tails
+        await expectWasmMatchesCpu(
+          [x, randomInput(rng, shape)],
+          (xt, w) => [quickGelu(xt), tf.grad((v: tf.Tensor) => tf.sum(tf.mul(quickGelu(v), w)))(xt)],
+          `quick gelu ${shape}`,
           2e-6,
         );
       });
@@ -111,6 +124,24 @@ if (haveFused) {
       expect(worstDx).toBeLessThan(2e-6);
     });
 
+    it('quick GELU is within 1e-6 of double precision on [-120, 120], gradient within 2e-6, no NaN', async () => {
+      const xs = Float32Array.from({ length: 24001 }, (_, i) => -120 + i / 100);
+      const [y, dx] = await runOn('wasm', [{ shape: [xs.length], values: xs, dtype: 'float32' }], (x) => [
+        quickGelu(x),
+        tf.grad((v: tf.Tensor) => tf.sum(quickGelu(v)))(x),
+      ]);
+      let worstY = 0;
+      let worstDx = 0;
+      for (let i = 0; i < xs.length; i++) {
+        const x = xs[i];
+        const s = 1 / (1 + Math.exp(-1.702 * x));
+        worstY = Math.max(worstY, Math.abs(y[i] - x * s) / Math.max(1, Math.abs(x)));
+        worstDx = Math.max(worstDx, Math.abs(dx[i] - (s + 1.702 * x * s * (1 - s))));
+      }
+      expect(worstY).toBeLessThan(1e-6);
+      expect(worstDx).toBeLessThan(2e-6);
+    });
+
     it('softmax rows with very negative scores (masked positions) stay finite and sum to 1', async () => {
       const values = Float32Array.from([0, -1e9, 1, -1e9, -Infinity, 2, 3, 4]);
       const [y] = await runOn('wasm', [{ shape: [2, 4], values, dtype: 'float32' }], (x) => [scaledSoftmax(x, 1)]);
@@ -123,7 +154,7 @@ if (haveFused) {
     it('with the addon disabled, wasm composes tfjs ops again (same values)', async () => {
       const rng = new Rng(9);
       const inputs = [randomInput(rng, [6, 40]), randomInput(rng, [40]), randomInput(rng, [40])];
-      const fn = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => [geluExact(x), layerNorm(x, g, b, 1e-6), scaledSoftmax(x, 0.5)];
+      const fn = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => [geluExact(x), quickGelu(x), layerNorm(x, g, b, 1e-6), scaledSoftmax(x, 0.5)];
       const fused = await runOn('wasm', inputs, fn);
       setNativeGemmEnabled(false);
       try {

@@ -1,6 +1,6 @@
 /**
  * Fused training kernels on the wasm backend, computed by masksub's native addon on the wasm
- * heap: exact GELU, LayerNorm, scaled softmax and dropout, each forward and backward in one kernel.
+ * heap: exact and quick GELU, LayerNorm, scaled softmax and dropout, each forward and backward in one kernel.
  *
  * Why: composed from tfjs ops, these are 4-12 kernels each (erf, mul, add, mean, sub, sum, ...),
  * every one a full pass over memory and several of them scalar loops on wasm: about 40% of a ViT
@@ -17,13 +17,15 @@ import { allocate, heapF32, sizeOf, type KernelCall, type TensorInfo } from '../
 
 export const FUSED_GELU = 'MasksubGelu';
 export const FUSED_GELU_GRAD = 'MasksubGeluGrad';
+export const FUSED_QUICK_GELU = 'MasksubQuickGelu';
+export const FUSED_QUICK_GELU_GRAD = 'MasksubQuickGeluGrad';
 export const FUSED_LAYER_NORM = 'MasksubLayerNorm';
 export const FUSED_LAYER_NORM_GRAD = 'MasksubLayerNormGrad';
 export const FUSED_SOFTMAX = 'MasksubScaledSoftmax';
 export const FUSED_SOFTMAX_GRAD = 'MasksubScaledSoftmaxGrad';
 export const FUSED_DROPOUT = 'MasksubDropout';
 
-const FUSED_KERNELS = [FUSED_GELU, FUSED_GELU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_SOFTMAX, FUSED_SOFTMAX_GRAD, FUSED_DROPOUT];
+const FUSED_KERNELS = [FUSED_GELU, FUSED_GELU_GRAD, FUSED_QUICK_GELU, FUSED_QUICK_GELU_GRAD, FUSED_LAYER_NORM, FUSED_LAYER_NORM_GRAD, FUSED_SOFTMAX, FUSED_SOFTMAX_GRAD, FUSED_DROPOUT];
 
 function input(args: Parameters<KernelCall>[0], name: string, kernel: string): TensorInfo {
   const t = args.inputs[name] as TensorInfo | undefined;
@@ -39,22 +41,31 @@ function addon(kernel: string): NativeFusedAddon {
   return native;
 }
 
-const gelu: KernelCall = (args) => {
-  const native = addon(FUSED_GELU);
-  const x = input(args, 'x', FUSED_GELU);
-  const y = allocate(args.backend, x.shape, 'float32');
-  native.geluForward(heapF32(args.backend, x), heapF32(args.backend, y));
-  return y;
-};
+type ElementwiseForward = (native: NativeFusedAddon, x: Float32Array, y: Float32Array) => void;
+type ElementwiseBackward = (native: NativeFusedAddon, x: Float32Array, dy: Float32Array, dx: Float32Array) => void;
 
-const geluGrad: KernelCall = (args) => {
-  const native = addon(FUSED_GELU_GRAD);
-  const x = input(args, 'x', FUSED_GELU_GRAD);
-  const dy = input(args, 'dy', FUSED_GELU_GRAD);
-  const dx = allocate(args.backend, x.shape, 'float32');
-  native.geluBackward(heapF32(args.backend, x), heapF32(args.backend, dy), heapF32(args.backend, dx));
-  return dx;
-};
+/** An activation's forward kernel: y = f(x), element-wise. */
+function activationKernel(kernel: string, compute: ElementwiseForward): KernelCall {
+  return (args) => {
+    const native = addon(kernel);
+    const x = input(args, 'x', kernel);
+    const y = allocate(args.backend, x.shape, 'float32');
+    compute(native, heapF32(args.backend, x), heapF32(args.backend, y));
+    return y;
+  };
+}
+
+/** An activation's gradient kernel: dx = dy f'(x), element-wise. */
+function activationGradKernel(kernel: string, compute: ElementwiseBackward): KernelCall {
+  return (args) => {
+    const native = addon(kernel);
+    const x = input(args, 'x', kernel);
+    const dy = input(args, 'dy', kernel);
+    const dx = allocate(args.backend, x.shape, 'float32');
+    compute(native, heapF32(args.backend, x), heapF32(args.backend, dy), heapF32(args.backend, dx));
+    return dx;
+  };
+}
 
 const layerNorm: KernelCall = (args) => {
   const native = addon(FUSED_LAYER_NORM);
@@ -115,8 +126,10 @@ const dropout: KernelCall = (args) => {
 };
 
 const IMPLEMENTATIONS: Record<string, KernelCall> = {
-  [FUSED_GELU]: gelu,
-  [FUSED_GELU_GRAD]: geluGrad,
+  [FUSED_GELU]: activationKernel(FUSED_GELU, (n, x, y) => n.geluForward(x, y)),
+  [FUSED_GELU_GRAD]: activationGradKernel(FUSED_GELU_GRAD, (n, x, dy, dx) => n.geluBackward(x, dy, dx)),
+  [FUSED_QUICK_GELU]: activationKernel(FUSED_QUICK_GELU, (n, x, y) => n.quickGeluForward(x, y)),
+  [FUSED_QUICK_GELU_GRAD]: activationGradKernel(FUSED_QUICK_GELU_GRAD, (n, x, dy, dx) => n.quickGeluBackward(x, dy, dx)),
   [FUSED_LAYER_NORM]: layerNorm,
   [FUSED_LAYER_NORM_GRAD]: layerNormGrad,
   [FUSED_SOFTMAX]: softmax,
@@ -145,18 +158,28 @@ function run(kernel: string, inputs: tf.NamedTensorMap, attrs: tf.NamedAttrMap =
   return tf.engine().runKernel(kernel, inputs, attrs) as tf.Tensor | tf.Tensor[];
 }
 
-/** Exact GELU through the fused kernels (caller checks `fusedKernelsActive()`). */
-export function fusedGelu(x: tf.Tensor): tf.Tensor {
+/** An element-wise activation as one autodiff node: its forward kernel, its gradient kernel on the saved x. */
+function fusedActivation(forward: string, backward: string, x: tf.Tensor): tf.Tensor {
   const op = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
     const xt = args[0] as tf.Tensor;
     const save = args[1] as tf.GradSaveFunc;
     save([xt]);
     return {
-      value: run(FUSED_GELU, { x: xt }) as tf.Tensor,
-      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run(FUSED_GELU_GRAD, { x: saved[0], dy }) as tf.Tensor,
+      value: run(forward, { x: xt }) as tf.Tensor,
+      gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => run(backward, { x: saved[0], dy }) as tf.Tensor,
     };
   });
   return op(x);
+}
+
+/** Exact GELU through the fused kernels (caller checks `fusedKernelsActive()`). */
+export function fusedGelu(x: tf.Tensor): tf.Tensor {
+  return fusedActivation(FUSED_GELU, FUSED_GELU_GRAD, x);
+}
+
+/** Quick GELU, x sigmoid(1.702 x), through the fused kernels (caller checks `fusedKernelsActive()`). */
+export function fusedQuickGelu(x: tf.Tensor): tf.Tensor {
+  return fusedActivation(FUSED_QUICK_GELU, FUSED_QUICK_GELU_GRAD, x);
 }
 
 /**
