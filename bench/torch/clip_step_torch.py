@@ -4,8 +4,8 @@ pre-LN, pre-norm encoder, post-LN on the class token, projection) and text tower
 positions, causal mask, encoder, final LN, pooled at EOS = last position, projection),
 exp(logit_scale) * cosine similarity, symmetric CE; AdamW. MaskSub: the sub pass keeps a random
 half of the image patches (MAE token removal) and mimics the detached main similarity matrix
-row- and column-wise; the text embeddings are computed once and both passes' gradients go back
-through one text forward + backward, as masksub's SharedBranch does. Standard and MaskSub steps are timed in interleaved pairs. Prints one JSON
+row- and column-wise; the text embeddings are computed once (their graph kept) and the sum of both
+passes' gradients goes back through one text backward, as masksub's SharedBranch does. Standard and MaskSub steps are timed in interleaved pairs. Prints one JSON
 line."""
 import argparse, json, math, os, sys
 import torch, torch.nn as nn, torch.nn.functional as F
@@ -67,14 +67,13 @@ def step(masksub):
     if not masksub:
         s1 = m(x, ids); ((F.cross_entropy(s1, y) + F.cross_entropy(s1.t(), y)) / 2).backward()
     else:
-        # As masksub's withMaskSub does with CLIP's SharedBranch: the text embeddings once, off the
-        # graph; both passes backpropagate into them; one text forward + backward with the sum.
-        with torch.no_grad(): t = m.text(ids)
-        t.requires_grad_()
+        # As masksub's withMaskSub does with CLIP's SharedBranch: the text embeddings once, their
+        # graph kept; both passes backpropagate into a detached copy; one text backward with the sum.
+        tg = m.text(ids); t = tg.detach().requires_grad_()
         s1 = m(x, ids, text=t); ((F.cross_entropy(s1, y) + F.cross_entropy(s1.t(), y)) / 2 / 2).backward()
         keep = torch.rand(a.batch, n).argsort(1)[:, : n // 2]
         s2 = m(x, ids, keep, text=t); d = s1.detach()
         ((soft_ce(s2, d.softmax(-1)) + soft_ce(s2.t(), d.t().softmax(-1))) / 2 / 2).backward()
-        m.text(ids).backward(t.grad)
+        tg.backward(t.grad)
     opt.step()
 print(json.dumps(time_pairs(step, m, a)))

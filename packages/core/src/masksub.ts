@@ -16,6 +16,7 @@ import { weightSchedule } from './contract/schedule.js';
 import { OptionError } from './errors.js';
 import type { ForwardOptions, MaskSubModel, ModelInputs, SharedBranch } from './model.js';
 import { Rng } from './rng.js';
+import { outsideTape } from './tape.js';
 import { tf } from './tf.js';
 
 /**
@@ -204,11 +205,43 @@ export class MaskSubTrainer {
     if (isSinglePass(this.variant)) return this.singlePass(batch, wMain, ratio, mainSeed, mask);
     const mainOptions: ForwardOptions = { ...this.passOptions, training: true, seed: mainSeed, stepSeed: mainSeed };
 
-    // With a sub pass, the model's shared branch (SharedBranch) runs once, off the tape: both
-    // passes differentiate with respect to its output, and one forward + backward of the branch
-    // with the sum of those gradients gives its parameters' gradients of both losses.
     const branch = this.drop && wSub !== 0 ? this.branch : undefined;
-    const shared = branch ? tf.tidy(() => branch.encode(batch.inputs, mainOptions)) : null;
+    const ctx: PassContext = { batch, vars, varList, wMain, wSub, ratio, mainOptions, subSeed, mask, branch };
+    if (!branch) return this.bothPasses(ctx, null).result;
+
+    // With a sub pass, the model's shared branch (SharedBranch) runs once, on a tape of its own
+    // that stays open across both passes: each pass differentiates with respect to its output,
+    // and one backward of the branch with the summed output gradient gives its parameters'
+    // gradients of both losses. The passes run with that tape suspended, so their graphs are
+    // still released one after the other (only the branch's activations wait).
+    let passes: PassesResult | null = null;
+    const back = tf.engine().gradients(
+      () => {
+        const shared = branch.encode(batch.inputs, mainOptions);
+        const done = outsideTape(() => keepPasses(this.bothPasses(ctx, shared)));
+        passes = done;
+        // d/dshared of sum(shared * dy) is dy: the backward of the branch with the summed gradient.
+        return done.branchGrad ? tf.sum(tf.mul(shared, done.branchGrad)) : tf.scalar(0);
+      },
+      varList,
+      undefined,
+      true,
+    );
+    back.value.dispose();
+    if (!passes) throw new Error('the MaskSub passes did not run');
+    const { result, branchGrad } = passes as PassesResult;
+    branchGrad?.dispose();
+    addGrads(result.grads, vars, back.grads);
+    return result;
+  }
+
+  /**
+   * The main pass, then the sub pass, each forward and backward with its graph released before
+   * the next; with `shared` (the shared branch's output), both read it and also return the
+   * summed gradient with respect to it.
+   */
+  private bothPasses(ctx: PassContext, shared: tf.Tensor | null): PassesResult {
+    const { batch, vars, varList, wMain, wSub, ratio, mainOptions, branch } = ctx;
     const forward = (inputs: ModelInputs, options: ForwardOptions, branchOutput: tf.Tensor | null): tf.Tensor =>
       branch && branchOutput ? branch.forwardWith(inputs, branchOutput, options) : this.model.forward(inputs, options);
 
@@ -231,16 +264,17 @@ export class MaskSubTrainer {
     const mainOut: tf.Tensor = mainLogits;
 
     if (!this.drop || wSub === 0) {
-      return { loss: wMain * lossMain, lossMain, lossSub: 0, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
+      const result = { loss: wMain * lossMain, lossMain, lossSub: 0, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
+      return { result, branchGrad: main.wrtGrad };
     }
 
     // Sub pass toward a constant teacher: no path back into the main pass.
-    const theMask = mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
+    const theMask = ctx.mask ?? this.drop.sample(batch.inputs, ratio, this.rng);
     const view = this.drop.apply(batch.inputs, theMask);
     const teacher = this.loss.teacher(mainOut);
-    const subOptions: ForwardOptions = { ...this.passOptions, seed: subSeed, ...view.forward, stepSeed: mainSeed, training: true };
-    // A view that changed an input of the branch (a custom drop operator) recomputes the branch.
-    const subShared = branch && branch.inputs.every((k) => view.inputs[k] === batch.inputs[k]) ? shared : null;
+    const subOptions: ForwardOptions = { ...this.passOptions, seed: ctx.subSeed, ...view.forward, stepSeed: mainOptions.stepSeed, training: true };
+    // A view that changed an input of the branch (a custom drop operator) runs the whole forward.
+    const subShared = branch && shared && branch.inputs.every((k) => view.inputs[k] === batch.inputs[k]) ? shared : null;
     let subLogits: tf.Tensor | null = null;
     const sub = passGradients(
       () => {
@@ -256,18 +290,8 @@ export class MaskSubTrainer {
     teacher.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
     addGrads(grads, vars, sub.grads);
-
-    if (branch && shared) {
-      const dy = sumOwned(main.wrtGrad, sub.wrtGrad);
-      if (dy) {
-        const back = tf.engine().gradients(() => branch.encode(batch.inputs, mainOptions), varList, dy, true);
-        back.value.dispose();
-        dy.dispose();
-        addGrads(grads, vars, back.grads);
-      }
-      shared.dispose();
-    }
-    return { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+    const result = { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
+    return { result, branchGrad: sumOwned(main.wrtGrad, sub.wrtGrad) };
   }
 
   /**
@@ -307,6 +331,35 @@ export class MaskSubTrainer {
     r.subLogits?.dispose();
     return { loss: r.loss, lossMain: r.lossMain, lossSub: r.lossSub, weights: r.weights, ratio: r.ratio };
   }
+}
+
+/** What both passes of one step share (computeGradients hands it to bothPasses). */
+interface PassContext {
+  batch: Batch;
+  vars: Map<string, tf.Variable>;
+  varList: tf.Variable[];
+  wMain: number;
+  wSub: number;
+  ratio: number;
+  mainOptions: ForwardOptions;
+  subSeed: number;
+  mask: DropMask | undefined;
+  branch: SharedBranch | undefined;
+}
+
+interface PassesResult {
+  result: GradientResult;
+  /** The summed gradient of both losses with respect to the shared branch's output (null without one). */
+  branchGrad: tf.Tensor | null;
+}
+
+/** Marks every tensor a step returns as kept, so the enclosing tape's scope does not dispose them. */
+function keepPasses(p: PassesResult): PassesResult {
+  for (const g of p.result.grads.values()) tf.keep(g);
+  tf.keep(p.result.mainLogits);
+  if (p.result.subLogits) tf.keep(p.result.subLogits);
+  if (p.branchGrad) tf.keep(p.branchGrad);
+  return p;
 }
 
 /**

@@ -350,10 +350,11 @@ export class ParameterStore {
 /**
  * A part of a network that both passes of a MaskSub step compute identically: it reads only inputs
  * the drop operators leave alone and ignores the sub pass's instructions (CLIP's text tower, which
- * the reference embeds once per step). withMaskSub then runs it once, off the tape, and each pass
- * differentiates with respect to its output; one forward and backward of the part with the summed
- * output gradient replaces the second pass's forward and backward. The gradients are the same sum
- * (up to float rounding) as running forward() twice.
+ * the reference embeds once per step). withMaskSub then runs it once per step on a tape of its own,
+ * each pass differentiates with respect to its output, and one backward of the part with the
+ * summed output gradient replaces the second pass's forward and backward. The gradients are the
+ * same sum (up to float rounding) as running forward() twice; the part's activations are held
+ * across both passes (the passes' own graphs are still released one after the other).
  */
 export interface SharedBranch {
   /** The input keys the part reads (a sub-pass view that changes one of them runs forward() instead). */

@@ -1,0 +1,40 @@
+/**
+ * Suspending tfjs' gradient tape.
+ *
+ * tfjs keeps one tape per outermost `gradients()` call: a nested call records onto it and its
+ * saved tensors live until the outermost call ends (that is how higher-order gradients work).
+ * MaskSub's shared branch needs the opposite: the branch's tape stays open across both passes,
+ * while each pass takes its gradients on a tape of its own and releases its graph at once.
+ * `outsideTape` runs a function as if no tape were open, then puts the open one back.
+ *
+ * This reads two fields of the engine's state (tfjs-core 4.x: `activeTape`, `gradientDepth`);
+ * a tfjs without them is refused with an error rather than recorded onto silently.
+ */
+import { tf } from './tf.js';
+
+interface TapeState {
+  activeTape: unknown[] | null;
+  gradientDepth: number;
+}
+
+function tapeState(): TapeState {
+  const state = (tf.engine() as unknown as { state?: Partial<TapeState> }).state;
+  if (!state || typeof state.gradientDepth !== 'number' || !('activeTape' in state)) {
+    throw new Error(`outsideTape: this tfjs-core (${tf.version_core}) has no engine.state.activeTape / gradientDepth; masksub needs tfjs-core 4.x`);
+  }
+  return state as TapeState;
+}
+
+/** Runs `f` with the open gradient tape (if any) suspended: `f`'s ops are not recorded on it. */
+export function outsideTape<T>(f: () => T): T {
+  const state = tapeState();
+  const { activeTape, gradientDepth } = state;
+  state.activeTape = null;
+  state.gradientDepth = 0;
+  try {
+    return f();
+  } finally {
+    state.activeTape = activeTape;
+    state.gradientDepth = gradientDepth;
+  }
+}
