@@ -60,21 +60,24 @@ if (opts.arch === 'vit') {
 } else if (archSpec !== undefined) {
   const batch = program.getOptionValueSource('batch') === 'default' ? archSpec.batch(false) : Number(opts.batch);
   const w = archSpec.make(batch);
-  // The trainer calls model.forward once per pass: the first call of a step is the main pass.
+  // The trainer calls model.forward (or, with a shared branch, its forwardWith) once per pass:
+  // the first call of a step is the main pass.
   const model = w.model;
-  const forward = model.forward.bind(model);
-  model.forward = (inputs, options) => {
+  const counted = <A extends unknown[]>(f: (...args: A) => tf.Tensor) => (...args: A): tf.Tensor => {
     forwards++;
     inForward = true;
     const t0 = performance.now();
     try {
-      return forward(inputs, options);
+      return f(...args);
     } finally {
       inForward = false;
       const key = `${passName()} fwd`;
       if (recording) phaseWall.set(key, (phaseWall.get(key) ?? 0) + performance.now() - t0);
     }
   };
+  model.forward = counted(model.forward.bind(model));
+  const branch = model.sharedBranch;
+  if (branch) branch.forwardWith = counted(branch.forwardWith.bind(branch));
   cases = [false, true].map((ms) => ({ name: ms ? 'masksub' : 'standard', step: (i: number) => void w.step(ms, i) }));
   dispose = () => w.dispose();
 } else {
