@@ -1,6 +1,8 @@
 /**
  * The input pipeline against the step it feeds: CIFAR-10 JPEG shards (../shared/data/cifar10)
- * decoded, pad-crop 4 + flip augmented and normalised by masksub's DataLoader, batch 128.
+ * decoded, pad-crop 4 + flip augmented and normalised by masksub's DataLoader, batch 128, both
+ * ways the trainer can run it: on a worker thread (its default, `data.loader_worker`) and on the
+ * main thread between steps.
  *   - alone: images/s the loader delivers when nothing else runs;
  *   - overlapped: the loader feeding real ResNet-20 standard steps, with the time the step loop
  *     waited for its next batch (what the trainer's progress line reports as data wait).
@@ -12,20 +14,26 @@ import { tf } from '@masksub/core';
 import { DataLoader, explicitPreprocessSpec, openDataSpec } from '@masksub/train';
 import { makeResNetWorkload } from './arch/resnet.js';
 
-export interface PipelineResult {
-  source: string;
-  batch: number;
-  batches: number;
+/** One way of running the loader, alone and feeding steps. */
+export interface PipelineMode {
   img_per_s_alone: number;
-  overlapped_steps: number;
   overlapped_ms_per_step: number;
   overlapped_wait_ms_per_step: number;
   wait_fraction: number;
 }
 
+/** The worker thread's numbers at the top level (what the trainer runs), the main thread's beside them. */
+export interface PipelineResult extends PipelineMode {
+  source: string;
+  batch: number;
+  batches: number;
+  overlapped_steps: number;
+  main_thread: PipelineMode;
+}
+
 const CIFAR = resolve(import.meta.dirname, '../../shared/data/cifar10');
 
-function loaderFor(source: Awaited<ReturnType<typeof openDataSpec>>, batch: number): DataLoader {
+function loaderFor(source: Awaited<ReturnType<typeof openDataSpec>>, batch: number, worker: boolean): DataLoader {
   return new DataLoader(source, {
     batchSize: batch,
     preprocess: explicitPreprocessSpec({ size: 32, mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] }),
@@ -33,33 +41,30 @@ function loaderFor(source: Awaited<ReturnType<typeof openDataSpec>>, batch: numb
     dropLast: true,
     seed: 0,
     augment: { padCrop: 4, hflip: 0.5 },
+    worker,
   });
 }
 
-export async function benchPipeline(opts: { quick: boolean; log: (s: string) => void }): Promise<PipelineResult | string> {
-  if (!existsSync(CIFAR)) return `${CIFAR} not found`;
-  const spec = `webdataset:${CIFAR}/train-{000000..000004}.tar.gz`;
-  const batch = opts.quick ? 32 : 128;
-  const batches = opts.quick ? 8 : 40;
-  const source = await openDataSpec(spec);
-
-  let loader = loaderFor(source, batch);
+async function measure(
+  source: Awaited<ReturnType<typeof openDataSpec>>,
+  work: ReturnType<typeof makeResNetWorkload>,
+  o: { batch: number; batches: number; steps: number; worker: boolean },
+): Promise<PipelineMode> {
+  let loader = loaderFor(source, o.batch, o.worker);
   let it = loader.epochBatches()[Symbol.asyncIterator]();
-  await it.next(); // shard index, first decode
+  await it.next(); // shard index, first decode (and the worker's start)
   const t0 = performance.now();
-  for (let i = 0; i < batches; i++) if ((await it.next()).done) break;
-  const alone = (batches * batch * 1000) / (performance.now() - t0);
+  for (let i = 0; i < o.batches; i++) if ((await it.next()).done) break;
+  const alone = (o.batches * o.batch * 1000) / (performance.now() - t0);
   await it.return?.(undefined);
+  await loader.close();
 
-  const steps = opts.quick ? 3 : 10;
-  const work = makeResNetWorkload(batch);
-  loader = loaderFor(source, batch);
+  loader = loaderFor(source, o.batch, o.worker);
   it = loader.epochBatches()[Symbol.asyncIterator]();
   await it.next();
-  work.step(false, 0);
   let wait = 0;
   const s0 = performance.now();
-  for (let i = 1; i <= steps; i++) {
+  for (let i = 1; i <= o.steps; i++) {
     const w0 = performance.now();
     const next = await it.next();
     wait += performance.now() - w0;
@@ -71,17 +76,28 @@ export async function benchPipeline(opts: { quick: boolean; log: (s: string) => 
   }
   const total = performance.now() - s0;
   await it.return?.(undefined);
-  work.dispose();
-  const r: PipelineResult = {
-    source: spec,
-    batch,
-    batches,
-    img_per_s_alone: alone,
-    overlapped_steps: steps,
-    overlapped_ms_per_step: total / steps,
-    overlapped_wait_ms_per_step: wait / steps,
-    wait_fraction: wait / total,
+  await loader.close();
+  return { img_per_s_alone: alone, overlapped_ms_per_step: total / o.steps, overlapped_wait_ms_per_step: wait / o.steps, wait_fraction: wait / total };
+}
+
+export async function benchPipeline(opts: { quick: boolean; log: (s: string) => void }): Promise<PipelineResult | string> {
+  if (!existsSync(CIFAR)) return `${CIFAR} not found`;
+  const spec = `webdataset:${CIFAR}/train-{000000..000004}.tar.gz`;
+  const batch = opts.quick ? 32 : 128;
+  const batches = opts.quick ? 8 : 40;
+  const steps = opts.quick ? 3 : 12;
+  const source = await openDataSpec(spec);
+  const work = makeResNetWorkload(batch);
+  work.step(false, 0);
+  const modes: Record<'worker' | 'main', PipelineMode> = {
+    worker: await measure(source, work, { batch, batches, steps, worker: true }),
+    main: await measure(source, work, { batch, batches, steps, worker: false }),
   };
-  opts.log(`  pipeline alone: ${alone.toFixed(0)} img/s; feeding ResNet-20: ${r.overlapped_ms_per_step.toFixed(0)} ms/step, waiting ${r.overlapped_wait_ms_per_step.toFixed(0)} ms/step for data (${(100 * r.wait_fraction).toFixed(1)} %)\n`);
-  return r;
+  work.dispose();
+  for (const [name, m] of Object.entries(modes)) {
+    opts.log(
+      `  pipeline on the ${name === 'worker' ? 'worker thread' : 'main thread'}: ${m.img_per_s_alone.toFixed(0)} img/s alone; feeding ResNet-20: ${m.overlapped_ms_per_step.toFixed(0)} ms/step, waiting ${m.overlapped_wait_ms_per_step.toFixed(0)} ms/step for data (${(100 * m.wait_fraction).toFixed(1)} %)\n`,
+    );
+  }
+  return { source: spec, batch, batches, overlapped_steps: steps, ...modes.worker, main_thread: modes.main };
 }

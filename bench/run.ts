@@ -23,7 +23,7 @@ import { CASES, makeWorkload } from './workload.js';
 import { ARCHS, type ArchResult } from './arch/compare.js';
 import { runChildJson } from './arch/child.js';
 import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
-import { benchPipeline } from './pipeline.js';
+import { benchPipeline, type PipelineResult } from './pipeline.js';
 import { runTorch, torchUnavailable } from './arch/torch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -196,7 +196,7 @@ for (const a of archs.filter((x) => x in BIG_ARCHS)) {
   bigResults.push(r);
 }
 // The input pipeline, against the fastest standard step measured above (in images per second).
-let pipeline: Record<string, unknown> | string = 'skipped (--no-pipeline)';
+let pipeline: (PipelineResult & { fastest_step_img_per_s: number | null; over_fastest_step: number | null }) | string = 'skipped (--no-pipeline)';
 if (opts.pipeline) {
   await initBackend({ prefer: 'wasm', log: () => {} });
   process.stderr.write('input pipeline:\n');
@@ -267,7 +267,7 @@ if (bigResults.length > 0) {
 if (typeof pipeline === 'string') console.log(`\ninput pipeline: ${pipeline}`);
 else {
   const f = (v: unknown, d = 0) => (typeof v === 'number' ? v.toFixed(d) : '-');
-  console.log(`\ninput pipeline (CIFAR-10 JPEG, pad-crop + flip, batch ${pipeline.batch}): ${f(pipeline.img_per_s_alone)} img/s alone, ${f(pipeline.over_fastest_step, 1)}x the fastest step's consumption (${f(pipeline.fastest_step_img_per_s)} img/s); feeding ResNet-20 it kept the step waiting ${f(pipeline.overlapped_wait_ms_per_step)} of ${f(pipeline.overlapped_ms_per_step)} ms`);
+  console.log(`\ninput pipeline (CIFAR-10 JPEG, pad-crop + flip, batch ${pipeline.batch}): ${f(pipeline.img_per_s_alone)} img/s alone, ${f(pipeline.over_fastest_step, 1)}x the fastest step's consumption (${f(pipeline.fastest_step_img_per_s)} img/s); feeding ResNet-20 from its worker thread it kept the step waiting ${f(pipeline.overlapped_wait_ms_per_step)} of ${f(pipeline.overlapped_ms_per_step)} ms (main thread: ${f(pipeline.main_thread.overlapped_wait_ms_per_step)} of ${f(pipeline.main_thread.overlapped_ms_per_step)} ms)`);
 }
 console.log(`\nmasksub_ratio_token_removal: ${results.masksub_ratio_token_removal?.toFixed(2) ?? 'null'}  tfjs_over_pytorch: ${results.tfjs_over_pytorch?.toFixed(2) ?? 'null'}`);
 console.log(`results: ${opts.out}`);

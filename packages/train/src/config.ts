@@ -44,6 +44,11 @@ export const runConfigSchema = z
         /** Use only the first N samples (quick runs). */
         train_limit: positiveInt.optional(),
         eval_limit: positiveInt.optional(),
+        /**
+         * Image training data: read, decode and augment on a worker thread, overlapped with the
+         * (synchronous) training step; false assembles batches between steps on the main thread.
+         */
+        loader_worker: z.boolean().default(true),
         /** Model input size; default: the model config's image_size. */
         image_size: positiveInt.optional(),
         /** Normalisation; default: preprocessor_config.json beside the model, else ImageNet statistics. */

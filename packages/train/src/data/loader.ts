@@ -10,7 +10,9 @@
  *
  * Throughput: up to `prefetch` batches are assembled ahead while the trainer works; each batch
  * decodes its images concurrently (sharp runs on libuv's thread pool). Memory stays bounded by
- * `prefetch` batches (plus the shuffle buffer of a streamed source).
+ * `prefetch` batches (plus the shuffle buffer of a streamed source). With `worker`, all of it
+ * (reading shards, decoding, augmenting) runs on a worker thread: the training step is
+ * synchronous, and on the main thread the pipeline's JavaScript only moves between steps.
  */
 import { FileFormatError, OptionError, Rng, type RngState } from '@masksub/core';
 import { augmentImage, mixBatch, type AugmentOptions, type MixupOptions } from './augment.js';
@@ -20,6 +22,7 @@ import type { AnyImageDataset, ImageBatch, ImageSample, LoaderState, RawSample }
 import { randomErase, type RandomErasingOptions } from './random-erasing.js';
 import { applyRecipeAugment, recipeAugmentActive, type RecipeAugmentOptions } from './recipe-augment.js';
 import { repeatedEpochSize, repeatedOrder, type RepeatedAugmentation } from './repeat-sampler.js';
+import { LoaderWorker } from './worker-client.js';
 
 export interface DataLoaderOptions {
   batchSize: number;
@@ -45,6 +48,11 @@ export interface DataLoaderOptions {
   prefetch?: number;
   /** Overrides the dataset's class count (needed for targets). */
   numClasses?: number;
+  /**
+   * Assemble batches on a worker thread (default false). Needs a dataset that records how it was
+   * opened (openDataSpec's `source`); others are assembled in this thread. Same batches either way.
+   */
+  worker?: boolean;
 }
 
 /** Mix of 32-bit words (murmur3 fmix32), for deriving independent streams from one state. */
@@ -85,6 +93,8 @@ export class DataLoader {
   private epochSeed: RngState;
   /** Bumped by restore() so an iteration in flight notices it is stale. */
   private generation = 0;
+  /** The worker thread, started with the first epoch when `worker` is on. */
+  private thread: LoaderWorker | null = null;
 
   constructor(
     readonly dataset: AnyImageDataset,
@@ -150,6 +160,10 @@ export class DataLoader {
   async *epochBatches(): AsyncGenerator<ImageBatch> {
     // A position saved right after the last batch of an epoch belongs to the next epoch.
     if (this.epochComplete(this.index)) this.advanceEpoch();
+    if (this.options.worker && this.dataset.source) {
+      yield* this.workerBatches(this.dataset.source);
+      return;
+    }
     const generation = this.generation;
     const seed = this.epochSeed;
     const start = this.index;
@@ -186,6 +200,26 @@ export class DataLoader {
     }
     // Streams of unknown size only learn here that the epoch is over.
     if (!advanced && generation === this.generation) this.advanceEpoch();
+  }
+
+  /** The same epoch as the in-thread path, assembled by the worker; its positions become ours. */
+  private async *workerBatches(source: NonNullable<AnyImageDataset['source']>): AsyncGenerator<ImageBatch> {
+    this.thread ??= new LoaderWorker(source, { ...this.options, worker: false });
+    const generation = this.generation;
+    for await (const { batch, state } of this.thread.epoch(this.state(), this.prefetch)) {
+      if (generation !== this.generation) throw new OptionError('loader', 'restore() was called while an epoch was being iterated; start a new epochBatches()');
+      this.epochNumber = state.epoch;
+      this.index = state.index;
+      this.epochSeed = [...state.rng] as RngState;
+      if (batch) yield batch;
+    }
+  }
+
+  /** Stops the worker thread, if one was started (an idle one does not keep the process alive either). */
+  async close(): Promise<void> {
+    const thread = this.thread;
+    this.thread = null;
+    await thread?.close();
   }
 
   /** Whether no batch is left in the epoch after `index` samples (only decidable with a known size). */

@@ -17,15 +17,10 @@
 import { OptionError } from '@masksub/core';
 import { ImageFolderDataset } from './folder.js';
 import { IdxImageDataset, openIdxFolder, openMnistData, type IdxSplit } from './idx.js';
-import type { AnyImageDataset } from './types.js';
+import type { AnyImageDataset, DataSpec, DatasetSource } from './types.js';
 import { expandBraces, openWebDataset, type WebDatasetOptions } from './webdataset.js';
 
-export type DataSpec =
-  | { kind: 'webdataset'; shards: string[] }
-  | { kind: 'folder'; root: string }
-  | { kind: 'idx'; images: string; labels: string }
-  | { kind: 'mnist'; split: IdxSplit }
-  | { kind: 'idx-folder'; dir: string; split: IdxSplit };
+export type { DataSpec } from './types.js';
 
 const KINDS = ['webdataset', 'folder', 'idx', 'mnist', 'fashion-mnist', 'mnist-folder'];
 
@@ -66,9 +61,17 @@ export function parseDataSpec(spec: string, option = 'data'): DataSpec {
   }
 }
 
-/** Open the dataset a spec names. */
+/** Open the dataset a spec names; it records how (`source`), so a loader's worker can open it too. */
 export async function openDataSpec(spec: string | DataSpec, options: WebDatasetOptions & { mnistFrom?: string[] } = {}): Promise<AnyImageDataset> {
   const s = typeof spec === 'string' ? parseDataSpec(spec) : spec;
+  const dataset = await openParsed(s, options);
+  const { shuffleBuffer, count, numClasses, stream, mnistFrom } = options;
+  const source: DatasetSource = { spec: s, options: { shuffleBuffer, count, numClasses, stream, mnistFrom } };
+  dataset.source = source;
+  return dataset;
+}
+
+async function openParsed(s: DataSpec, options: WebDatasetOptions & { mnistFrom?: string[] }): Promise<AnyImageDataset> {
   switch (s.kind) {
     case 'webdataset':
       return openWebDataset(s.shards, options);

@@ -33,6 +33,27 @@ export type RawSample = (
   caption?: string;
 };
 
+/** A parsed data spec string (see spec.ts for the grammar). */
+export type DataSpec =
+  | { kind: 'webdataset'; shards: string[] }
+  | { kind: 'folder'; root: string }
+  | { kind: 'idx'; images: string; labels: string }
+  | { kind: 'mnist'; split: 'train' | 'test' }
+  | { kind: 'idx-folder'; dir: string; split: 'train' | 'test' };
+
+/**
+ * How a dataset was opened, as plain data: enough for another thread (the loader's worker) to
+ * open the same samples again. Set by openDataSpec; wrappers that change the samples (a limit)
+ * record themselves here or drop it.
+ */
+export interface DatasetSource {
+  spec: DataSpec;
+  /** The options openDataSpec was given (WebDataset shuffle buffer, class count, ...). */
+  options: { shuffleBuffer?: number; count?: boolean; numClasses?: number; stream?: boolean; mnistFrom?: string[] };
+  /** Only the first `limit` samples (limitDataset). */
+  limit?: number;
+}
+
 /** Random access source (map-style, as a PyTorch `Dataset`). */
 export interface ImageDataset {
   readonly kind: 'map';
@@ -42,6 +63,8 @@ export interface ImageDataset {
   readonly numClasses?: number;
   /** Where the data comes from, for messages. */
   readonly description: string;
+  /** How to open it again elsewhere (absent for datasets built in code). */
+  source?: DatasetSource;
   /** The raw (possibly still encoded) sample `i`, 0 <= i < size. */
   raw(i: number): Promise<RawSample>;
   /** The decoded sample `i`. */
@@ -55,6 +78,8 @@ export interface StreamingImageDataset {
   readonly size?: number;
   readonly numClasses?: number;
   readonly description: string;
+  /** How to open it again elsewhere (absent for datasets built in code). */
+  source?: DatasetSource;
   /**
    * The samples of one epoch. With `shuffle`, shard order and a shuffle buffer are drawn from
    * `rng`; the same rng state gives the same order, which is what makes resuming exact.

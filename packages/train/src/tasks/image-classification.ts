@@ -41,6 +41,7 @@ export function imageTrainLoaderOptions(config: RunConfig, preprocess: Preproces
     dropLast: true,
     seed: config.train.seed,
     numClasses,
+    worker: config.data.loader_worker,
     augment: {
       randomResizedCrop: aug.random_resized_crop === false ? undefined : { scale: aug.random_resized_crop.scale },
       padCrop: aug.pad_crop || undefined,
