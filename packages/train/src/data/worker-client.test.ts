@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { limitDataset } from '../subset.js';
 import { DataLoader, type DataLoaderOptions } from './loader.js';
 import { explicitPreprocessSpec } from './preprocess.js';
+import { recipeLoaderOptions } from './recipe-augment.js';
 import { openDataSpec } from './spec.js';
 import { buildTar } from './tar-writer.js';
 import type { AnyImageDataset, ImageBatch, LoaderState } from './types.js';
@@ -102,6 +103,32 @@ describe('DataLoader on a worker thread', () => {
       expectSame({ batches: reference.batches.slice(0, 3), states: reference.states.slice(0, 3) }, head);
     } finally {
       await Promise.all([first.close(), second.close()]);
+    }
+  });
+
+  it("a recipe's augmentations (RandAugment, colour jitter, random erasing, repeats) cross to the worker and give the same batches", async () => {
+    const recipe = recipeLoaderOptions(
+      {
+        rand_augment: 'rand-m9-mstd0.5-inc1',
+        rand_augment_interpolation: 'random',
+        three_augment: false,
+        color_jitter: 0.3,
+        random_erasing: 0.25,
+        random_erasing_mode: 'pixel',
+        random_erasing_count: 1,
+        repeated_aug: 2,
+        repeated_aug_round: 1,
+      },
+      options.preprocess,
+    );
+    expect(recipe.recipe && recipe.erasing && recipe.repeat).toBeTruthy();
+    const withRecipe = { ...options, ...recipe };
+    const here = await run(new DataLoader(folder, withRecipe), 6);
+    const threaded = new DataLoader(folder, { ...withRecipe, worker: true });
+    try {
+      expectSame(here, await run(threaded, 6));
+    } finally {
+      await threaded.close();
     }
   });
 
