@@ -166,50 +166,40 @@ struct Args {
   }
 };
 
-// geluForward(x, y) / geluBackward(x, dy, dx): element-wise, equal lengths.
-napi_value GeluForward(napi_env env, napi_callback_info info) {
-  Args a(env, info, "geluForward", 2);
+// An activation's forward f(x, y, n, threads) / backward f(x, dy, dx, n, threads): element-wise,
+// equal lengths. geluForward / geluBackward (exact GELU), quickGeluForward / quickGeluBackward.
+using ActivationForward = void (*)(const float*, float*, long, int);
+using ActivationBackward = void (*)(const float*, const float*, float*, long, int);
+
+napi_value RunActivationForward(napi_env env, napi_callback_info info, const char* name, ActivationForward fn) {
+  Args a(env, info, name, 2);
   size_t nx, ny;
   const float* x = a.f32(0, "x", &nx);
   float* y = a.f32(1, "y", &ny);
   a.same(nx, ny, "x and y differ in length");
-  if (a.ok) masksub::gelu_forward(x, y, static_cast<long>(nx), g_threads);
+  if (a.ok) fn(x, y, static_cast<long>(nx), g_threads);
   return nullptr;
 }
 
-napi_value GeluBackward(napi_env env, napi_callback_info info) {
-  Args a(env, info, "geluBackward", 3);
+napi_value RunActivationBackward(napi_env env, napi_callback_info info, const char* name, ActivationBackward fn) {
+  Args a(env, info, name, 3);
   size_t nx, ndy, ndx;
   const float* x = a.f32(0, "x", &nx);
   const float* dy = a.f32(1, "dy", &ndy);
   float* dx = a.f32(2, "dx", &ndx);
   a.same(nx, ndy, "x and dy differ in length");
   a.same(nx, ndx, "x and dx differ in length");
-  if (a.ok) masksub::gelu_backward(x, dy, dx, static_cast<long>(nx), g_threads);
+  if (a.ok) fn(x, dy, dx, static_cast<long>(nx), g_threads);
   return nullptr;
 }
 
-// quickGeluForward(x, y) / quickGeluBackward(x, dy, dx): as geluForward / geluBackward.
+napi_value GeluForward(napi_env env, napi_callback_info info) { return RunActivationForward(env, info, "geluForward", masksub::gelu_forward); }
+napi_value GeluBackward(napi_env env, napi_callback_info info) { return RunActivationBackward(env, info, "geluBackward", masksub::gelu_backward); }
 napi_value QuickGeluForward(napi_env env, napi_callback_info info) {
-  Args a(env, info, "quickGeluForward", 2);
-  size_t nx, ny;
-  const float* x = a.f32(0, "x", &nx);
-  float* y = a.f32(1, "y", &ny);
-  a.same(nx, ny, "x and y differ in length");
-  if (a.ok) masksub::quick_gelu_forward(x, y, static_cast<long>(nx), g_threads);
-  return nullptr;
+  return RunActivationForward(env, info, "quickGeluForward", masksub::quick_gelu_forward);
 }
-
 napi_value QuickGeluBackward(napi_env env, napi_callback_info info) {
-  Args a(env, info, "quickGeluBackward", 3);
-  size_t nx, ndy, ndx;
-  const float* x = a.f32(0, "x", &nx);
-  const float* dy = a.f32(1, "dy", &ndy);
-  float* dx = a.f32(2, "dx", &ndx);
-  a.same(nx, ndy, "x and dy differ in length");
-  a.same(nx, ndx, "x and dx differ in length");
-  if (a.ok) masksub::quick_gelu_backward(x, dy, dx, static_cast<long>(nx), g_threads);
-  return nullptr;
+  return RunActivationBackward(env, info, "quickGeluBackward", masksub::quick_gelu_backward);
 }
 
 // layerNormForward(x, gamma, beta, eps, y, mean, rstd): rows = mean.length, cols = gamma.length.

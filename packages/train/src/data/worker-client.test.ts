@@ -48,6 +48,17 @@ function expectSame(a: { batches: ImageBatch[]; states: LoaderState[] }, b: { ba
   }
 }
 
+/** `n` batches from a worker-thread loader equal `n` from an in-thread one (then the worker is stopped). */
+async function expectWorkerMatches(ds: AnyImageDataset, opts: DataLoaderOptions, n: number): Promise<void> {
+  const here = await run(new DataLoader(ds, opts), n);
+  const threaded = new DataLoader(ds, { ...opts, worker: true });
+  try {
+    expectSame(here, await run(threaded, n));
+  } finally {
+    await threaded.close();
+  }
+}
+
 describe('DataLoader on a worker thread', () => {
   const dir = mkdtempSync(join(tmpdir(), 'masksub-worker-'));
   let stream: AnyImageDataset;
@@ -80,13 +91,7 @@ describe('DataLoader on a worker thread', () => {
     it(`${kind}: the same batches and positions as in-thread, over three epochs`, async () => {
       const ds = kind === 'stream' ? stream : folder;
       expect(ds.source).toBeDefined();
-      const here = await run(new DataLoader(ds, options), 14);
-      const threaded = new DataLoader(ds, { ...options, worker: true });
-      try {
-        expectSame(here, await run(threaded, 14));
-      } finally {
-        await threaded.close();
-      }
+      await expectWorkerMatches(ds, options, 14);
     });
   }
 
@@ -122,25 +127,11 @@ describe('DataLoader on a worker thread', () => {
       options.preprocess,
     );
     expect(recipe.recipe && recipe.erasing && recipe.repeat).toBeTruthy();
-    const withRecipe = { ...options, ...recipe };
-    const here = await run(new DataLoader(folder, withRecipe), 6);
-    const threaded = new DataLoader(folder, { ...withRecipe, worker: true });
-    try {
-      expectSame(here, await run(threaded, 6));
-    } finally {
-      await threaded.close();
-    }
+    await expectWorkerMatches(folder, { ...options, ...recipe }, 6);
   });
 
   it('a limit is reopened in the worker too', async () => {
-    const limited = limitDataset(stream, 9);
-    const here = await run(new DataLoader(limited, options), 5);
-    const threaded = new DataLoader(limited, { ...options, worker: true });
-    try {
-      expectSame(here, await run(threaded, 5));
-    } finally {
-      await threaded.close();
-    }
+    await expectWorkerMatches(limitDataset(stream, 9), options, 5);
   });
 
   it('a corrupt image fails with a FileFormatError naming it, as in-thread', async () => {

@@ -105,41 +105,53 @@ if (haveFused) {
       });
     }
 
-    it('GELU is within 1e-6 of double-precision GELU on [-12, 12], gradient within 2e-6', async () => {
-      const xs = Float32Array.from({ length: 24001 }, (_, i) => -12 + i / 1000);
-      const [y, dx] = await runOn('wasm', [{ shape: [xs.length], values: xs, dtype: 'float32' }], (x) => [
-        geluExact(x),
-        tf.grad((v: tf.Tensor) => tf.sum(geluExact(v)))(x),
-      ]);
-      let worstY = 0;
-      let worstDx = 0;
+    /**
+     * The largest errors of an activation on wasm against double precision over [from, to]: the
+     * value's relative to max(1, |x|), the derivative's absolute. NaN counts as infinitely wrong.
+     */
+    async function worstActivationErrors(
+      act: (x: tf.Tensor) => tf.Tensor,
+      exact: (x: number) => { y: number; dy: number },
+      from: number,
+      to: number,
+    ): Promise<{ y: number; dx: number }> {
+      const xs = Float32Array.from({ length: 24001 }, (_, i) => from + (i * (to - from)) / 24000);
+      const [y, dx] = await runOn('wasm', [{ shape: [xs.length], values: xs, dtype: 'float32' }], (x) => [act(x), tf.grad((v: tf.Tensor) => tf.sum(act(v)))(x)]);
+      const worst = { y: 0, dx: 0 };
       for (let i = 0; i < xs.length; i++) {
-        const x = xs[i];
-        const cdf = 0.5 * (1 + erf64(x / Math.SQRT2));
-        const pdf = Math.exp(-0.5 * x * x) / Math.sqrt(2 * Math.PI);
-        worstY = Math.max(worstY, Math.abs(y[i] - x * cdf) / Math.max(1, Math.abs(x)));
-        worstDx = Math.max(worstDx, Math.abs(dx[i] - (cdf + x * pdf)));
+        const e = exact(xs[i]);
+        worst.y = Math.max(worst.y, Math.abs(y[i] - e.y) / Math.max(1, Math.abs(xs[i])) || (Number.isNaN(y[i]) ? Infinity : 0));
+        worst.dx = Math.max(worst.dx, Math.abs(dx[i] - e.dy) || (Number.isNaN(dx[i]) ? Infinity : 0));
       }
-      expect(worstY).toBeLessThan(1e-6);
-      expect(worstDx).toBeLessThan(2e-6);
+      return worst;
+    }
+
+    it('GELU is within 1e-6 of double-precision GELU on [-12, 12], gradient within 2e-6', async () => {
+      const worst = await worstActivationErrors(
+        geluExact,
+        (x) => {
+          const cdf = 0.5 * (1 + erf64(x / Math.SQRT2));
+          return { y: x * cdf, dy: cdf + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI) };
+        },
+        -12,
+        12,
+      );
+      expect(worst.y).toBeLessThan(1e-6);
+      expect(worst.dx).toBeLessThan(2e-6);
     });
 
     it('quick GELU is within 1e-6 of double precision on [-120, 120], gradient within 2e-6, no NaN', async () => {
-      const xs = Float32Array.from({ length: 24001 }, (_, i) => -120 + i / 100);
-      const [y, dx] = await runOn('wasm', [{ shape: [xs.length], values: xs, dtype: 'float32' }], (x) => [
-        quickGelu(x),
-        tf.grad((v: tf.Tensor) => tf.sum(quickGelu(v)))(x),
-      ]);
-      let worstY = 0;
-      let worstDx = 0;
-      for (let i = 0; i < xs.length; i++) {
-        const x = xs[i];
-        const s = 1 / (1 + Math.exp(-1.702 * x));
-        worstY = Math.max(worstY, Math.abs(y[i] - x * s) / Math.max(1, Math.abs(x)));
-        worstDx = Math.max(worstDx, Math.abs(dx[i] - (s + 1.702 * x * s * (1 - s))));
-      }
-      expect(worstY).toBeLessThan(1e-6);
-      expect(worstDx).toBeLessThan(2e-6);
+      const worst = await worstActivationErrors(
+        quickGelu,
+        (x) => {
+          const s = 1 / (1 + Math.exp(-1.702 * x));
+          return { y: x * s, dy: s + 1.702 * x * s * (1 - s) };
+        },
+        -120,
+        120,
+      );
+      expect(worst.y).toBeLessThan(1e-6);
+      expect(worst.dx).toBeLessThan(2e-6);
     });
 
     it('softmax rows with very negative scores (masked positions) stay finite and sum to 1', async () => {
