@@ -93,7 +93,7 @@ export class DataLoader {
   private epochSeed: RngState;
   /** Bumped by restore() so an iteration in flight notices it is stale. */
   private generation = 0;
-  /** The worker thread, started with the first epoch when `worker` is on. */
+  /** The worker thread when `worker` is on (started with the loader, so it opens the data meanwhile). */
   private thread: LoaderWorker | null = null;
 
   constructor(
@@ -114,6 +114,8 @@ export class DataLoader {
     }
     if (options.mixup && this.numClasses === undefined) throw new OptionError('numClasses', `mixup/label smoothing needs the class count and ${dataset.description} does not know it`);
     this.epochSeed = new Rng(options.seed ?? 0).getState();
+    // Started now: reopening (and for WebDataset counting) the data overlaps the trainer's set-up.
+    if (options.worker && dataset.source) this.thread = new LoaderWorker(dataset.source, { ...options, worker: false });
   }
 
   /** Samples per epoch, when the dataset knows its size (repeated augmentation changes it). */
@@ -204,7 +206,7 @@ export class DataLoader {
 
   /** The same epoch as the in-thread path, assembled by the worker; its positions become ours. */
   private async *workerBatches(source: NonNullable<AnyImageDataset['source']>): AsyncGenerator<ImageBatch> {
-    this.thread ??= new LoaderWorker(source, { ...this.options, worker: false });
+    this.thread ??= new LoaderWorker(source, { ...this.options, worker: false }); // after close()
     const generation = this.generation;
     for await (const { batch, state } of this.thread.epoch(this.state(), this.prefetch)) {
       if (generation !== this.generation) throw new OptionError('loader', 'restore() was called while an epoch was being iterated; start a new epochBatches()');
