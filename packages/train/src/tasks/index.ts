@@ -178,11 +178,12 @@ export async function openTask({ config, model, adapter, checkpointDir }: OpenTa
   }
   const preprocess = await preprocessForModel(model, checkpointDir, { imageSize: config.data.image_size, mean: config.data.mean, std: config.data.std });
   const numClasses = config.data.num_classes ?? model.numClasses;
-  if (config.data.classes) {
-    readClassNames(config.data.classes, { count: numClasses, key: config.data.num_classes !== undefined ? 'data.num_classes' : `the model's num_labels` });
-  }
+  // An explicit class-names file is read once: checked against the class count, then the labels.
+  const namedClasses = config.data.classes
+    ? readClassNames(config.data.classes, { count: numClasses, key: config.data.num_classes !== undefined ? 'data.num_classes' : `the model's num_labels` })
+    : undefined;
   const trainData = await openDataSpec(config.data.train, { numClasses });
-  const labelNames = imageLabelNames(config, trainData, model.numClasses);
+  const labelNames = namedClasses ?? imageLabelNames(config, trainData, model.numClasses);
   const train = limitDataset(trainData, config.data.train_limit);
   const evalData = config.data.eval ? limitDataset(await openDataSpec(config.data.eval, { numClasses }), config.data.eval_limit) : null;
   return new ImageClassificationTask({ config, train, eval: evalData, preprocess, numClasses, checkpointDir, labelNames });
