@@ -15,6 +15,8 @@ import { Command } from 'commander';
 import { initBackend, tf } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { ARCHS } from './arch/compare.js';
+import { BIG_ARCHS } from './arch/big-spec.js';
+import { twoStepWorkload } from './arch/step.js';
 
 const program = new Command('bench:profile')
   .option('--batch <n>', 'batch size', '64')
@@ -23,7 +25,11 @@ const program = new Command('bench:profile')
   .option('--top <n>', 'kernels listed per case', '25')
   .option('--shapes', 'split matmul / transpose / copy kernels by shape')
   .option('--phases', 'split each step into main pass, sub pass and the work around them (not with --arch vit)')
-  .option('--arch <name>', `vit (the bench ViT; --cases apply) or ${Object.keys(ARCHS).join(', ')} (the bench's batch unless --batch; cases standard, masksub)`, 'vit');
+  .option(
+    '--arch <name>',
+    `vit (the bench ViT; --cases apply), ${Object.keys(ARCHS).join(', ')} (the bench's batch unless --batch; cases standard, masksub) or the real sizes ${Object.keys(BIG_ARCHS).join(', ')} (batch 8 unless --batch, one micro-batch)`,
+    'vit',
+  );
 program.parse(process.argv);
 const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean; phases?: boolean }>();
 
@@ -57,9 +63,16 @@ if (opts.arch === 'vit') {
     return { name: c.name, step: (i: number) => void workload.step(c, i) };
   });
   dispose = () => workload.dispose();
-} else if (archSpec !== undefined) {
-  const batch = program.getOptionValueSource('batch') === 'default' ? archSpec.batch(false) : Number(opts.batch);
-  const w = archSpec.make(batch);
+} else if (archSpec !== undefined || opts.arch in BIG_ARCHS) {
+  const defaultBatch = program.getOptionValueSource('batch') === 'default';
+  let w: ReturnType<NonNullable<typeof archSpec>['make']>;
+  if (archSpec !== undefined) w = archSpec.make(defaultBatch ? archSpec.batch(false) : Number(opts.batch));
+  else {
+    const big = BIG_ARCHS[opts.arch];
+    const made = big.make(defaultBatch ? 8 : Number(opts.batch));
+    // (twoStepWorkload disposes the model; the batch's tensors go with the process.)
+    w = twoStepWorkload(made.model, made.batch, { optimizer: big.optimizer, lr: big.lr, masksub: big.masksub, tensors: [] });
+  }
   // The trainer calls model.forward (or, with a shared branch, its forwardWith) once per pass:
   // the first call of a step is the main pass.
   const model = w.model;
@@ -81,7 +94,7 @@ if (opts.arch === 'vit') {
   cases = [false, true].map((ms) => ({ name: ms ? 'masksub' : 'standard', step: (i: number) => void w.step(ms, i) }));
   dispose = () => w.dispose();
 } else {
-  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
+  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 }
 
 const stats = new Map<string, { calls: number; ms: number }>();
