@@ -9,6 +9,7 @@
  */
 import sharp from 'sharp';
 import { FileFormatError } from '@masksub/core';
+import { dropAlpha } from './image-ops.js';
 import { decodePlainJpeg, isPlainJpeg } from './jpeg-wasm.js';
 import type { DecodedImage, ImageSample, RawSample } from './types.js';
 
@@ -32,14 +33,6 @@ export async function decodeImage(bytes: Uint8Array, source: string): Promise<De
   } catch (e) {
     throw new FileFormatError(source, `cannot decode image: ${(e as Error).message}`);
   }
-}
-
-function dropAlpha(pixels: Uint8Array, channels: 2 | 4): Uint8Array {
-  const keep = channels - 1;
-  const n = pixels.length / channels;
-  const out = new Uint8Array(n * keep);
-  for (let p = 0; p < n; p++) for (let c = 0; c < keep; c++) out[p * keep + c] = pixels[p * channels + c];
-  return out;
 }
 
 /** A raw sample as a decoded one (decoding when it is still encoded). */

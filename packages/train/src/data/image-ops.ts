@@ -337,3 +337,12 @@ export function gaussianBlur(img: DecodedImage, radius: number, passes = 3): Dec
   }
   return withPixels(img, a);
 }
+
+/** The colour channels of gray+alpha (2) or RGBA (4) pixels: the alpha channel dropped. */
+export function dropAlpha(pixels: Uint8Array | Uint8ClampedArray, channels: 2 | 4): Uint8Array {
+  const keep = channels - 1;
+  const n = pixels.length / channels;
+  const out = new Uint8Array(n * keep);
+  for (let p = 0; p < n; p++) for (let c = 0; c < keep; c++) out[p * keep + c] = pixels[p * channels + c];
+  return out;
+}

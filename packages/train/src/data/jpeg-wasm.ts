@@ -14,6 +14,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import decodeWasm, { init } from '@jsquash/jpeg/decode.js';
+import { dropAlpha } from './image-ops.js';
 
 interface RgbaImage {
   data: Uint8ClampedArray;
@@ -77,11 +78,5 @@ export async function decodePlainJpeg(bytes: Uint8Array): Promise<{ pixels: Uint
   }
   const { data, width, height } = image;
   if (data.length !== width * height * 4) return null;
-  const pixels = new Uint8Array(width * height * 3);
-  for (let p = 0, q = 0; q < pixels.length; p += 4, q += 3) {
-    pixels[q] = data[p];
-    pixels[q + 1] = data[p + 1];
-    pixels[q + 2] = data[p + 2];
-  }
-  return { pixels, height, width };
+  return { pixels: dropAlpha(data, 4), height, width };
 }

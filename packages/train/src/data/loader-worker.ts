@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { DataLoader, type DataLoaderOptions } from './loader.js';
 import { openDataSpec } from './spec.js';
 import { limitDataset } from '../subset.js';
-import type { DatasetSource, ImageBatch } from './types.js';
+import type { DatasetSource } from './types.js';
 import { transferablesOf, wireError, type ToWorker, type FromWorker } from './worker-protocol.js';
 
 interface Job {
@@ -36,7 +36,7 @@ async function run(job: Job, state: Parameters<DataLoader['restore']>[0]): Promi
     loader.restore(state);
     for await (const batch of loader.epochBatches()) {
       if (job.stopped) break;
-      post({ type: 'batch', id: job.id, batch, state: loader.state() }, transferablesOf(batch as ImageBatch));
+      post({ type: 'batch', id: job.id, batch, state: loader.state() }, transferablesOf(batch));
       job.credits--;
       while (job.credits <= 0 && !job.stopped) await new Promise<void>((resolve) => (job.wake = resolve));
       if (job.stopped) break;

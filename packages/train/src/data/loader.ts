@@ -115,7 +115,7 @@ export class DataLoader {
     if (options.mixup && this.numClasses === undefined) throw new OptionError('numClasses', `mixup/label smoothing needs the class count and ${dataset.description} does not know it`);
     this.epochSeed = new Rng(options.seed ?? 0).getState();
     // Started now: reopening (and for WebDataset counting) the data overlaps the trainer's set-up.
-    if (options.worker && dataset.source) this.thread = new LoaderWorker(dataset.source, { ...options, worker: false });
+    if (options.worker && dataset.source) this.thread = this.startThread(dataset.source);
   }
 
   /** Samples per epoch, when the dataset knows its size (repeated augmentation changes it). */
@@ -206,7 +206,7 @@ export class DataLoader {
 
   /** The same epoch as the in-thread path, assembled by the worker; its positions become ours. */
   private async *workerBatches(source: NonNullable<AnyImageDataset['source']>): AsyncGenerator<ImageBatch> {
-    this.thread ??= new LoaderWorker(source, { ...this.options, worker: false }); // after close()
+    this.thread ??= this.startThread(source); // after close()
     const generation = this.generation;
     for await (const { batch, state } of this.thread.epoch(this.state(), this.prefetch)) {
       if (generation !== this.generation) throw new OptionError('loader', 'restore() was called while an epoch was being iterated; start a new epochBatches()');
@@ -215,6 +215,11 @@ export class DataLoader {
       this.epochSeed = [...state.rng] as RngState;
       if (batch) yield batch;
     }
+  }
+
+  /** The worker runs an in-thread loader with the same options. */
+  private startThread(source: NonNullable<AnyImageDataset['source']>): LoaderWorker {
+    return new LoaderWorker(source, { ...this.options, worker: false });
   }
 
   /** Stops the worker thread, if one was started (an idle one does not keep the process alive either). */

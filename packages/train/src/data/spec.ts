@@ -65,8 +65,9 @@ export function parseDataSpec(spec: string, option = 'data'): DataSpec {
 export async function openDataSpec(spec: string | DataSpec, options: WebDatasetOptions & { mnistFrom?: string[] } = {}): Promise<AnyImageDataset> {
   const s = typeof spec === 'string' ? parseDataSpec(spec) : spec;
   const dataset = await openParsed(s, options);
-  const { shuffleBuffer, count, numClasses, stream, mnistFrom } = options;
-  const source: DatasetSource = { spec: s, options: { shuffleBuffer, count, numClasses, stream, mnistFrom } };
+  // A streamed WebDataset was counted just now: opening it again (a loader's worker) need not.
+  const counted = dataset.kind === 'stream' && dataset.size !== undefined ? { knownSize: dataset.size, numClasses: dataset.numClasses } : {};
+  const source: DatasetSource = { spec: s, options: { ...options, ...counted } };
   dataset.source = source;
   return dataset;
 }

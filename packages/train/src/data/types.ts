@@ -41,6 +41,20 @@ export type DataSpec =
   | { kind: 'mnist'; split: 'train' | 'test' }
   | { kind: 'idx-folder'; dir: string; split: 'train' | 'test' };
 
+/** How WebDataset shards are opened (openDataSpec passes these on). */
+export interface WebDatasetOptions {
+  /** Shuffle buffer size for streamed shards (default 2000 samples). */
+  shuffleBuffer?: number;
+  /** Count the samples (and classes) at open time with one streaming pass (default true). */
+  count?: boolean;
+  /** Known class count; otherwise max label + 1 from the counting pass. */
+  numClasses?: number;
+  /** Stream even uncompressed tars instead of indexing them. */
+  stream?: boolean;
+  /** Samples of the streamed shards, counted by an earlier open of them: no counting pass. */
+  knownSize?: number;
+}
+
 /**
  * How a dataset was opened, as plain data: enough for another thread (the loader's worker) to
  * open the same samples again. Set by openDataSpec; wrappers that change the samples (a limit)
@@ -48,8 +62,8 @@ export type DataSpec =
  */
 export interface DatasetSource {
   spec: DataSpec;
-  /** The options openDataSpec was given (WebDataset shuffle buffer, class count, ...). */
-  options: { shuffleBuffer?: number; count?: boolean; numClasses?: number; stream?: boolean; mnistFrom?: string[] };
+  /** The options to open it with (with what the first open counted, so it is not counted again). */
+  options: WebDatasetOptions & { mnistFrom?: string[] };
   /** Only the first `limit` samples (limitDataset). */
   limit?: number;
 }

@@ -51,6 +51,12 @@ async function keysOf(stream: AsyncIterable<RawSample>): Promise<string[]> {
 }
 
 describe('WebDataset sources', () => {
+  it('a known sample count skips the counting pass (nothing is read at open), and must be a positive integer', async () => {
+    const stream = await WebDatasetStream.open([join(tmpdir(), 'masksub-no-such-shard.tar.gz')], { knownSize: 5, numClasses: 2 });
+    expect([stream.size, stream.numClasses]).toEqual([5, 2]);
+    await expect(WebDatasetStream.open(['x.tar.gz'], { knownSize: 0 })).rejects.toThrow(/option 'knownSize': must be a positive integer, got 0/);
+  });
+
   it('indexes plain tars, streams gzipped ones, both with the same samples', async () => {
     const base = await writeShards();
     const indexed = await openWebDataset([`${dir}/shard-{0..1}.tar`]);

@@ -11,7 +11,7 @@ import { open } from 'node:fs/promises';
 import { FileFormatError, OptionError, type Rng } from '@masksub/core';
 import { decodeSample } from './decode.js';
 import { fileIsGzip, indexTar, MAX_TAR_MEMBER_BYTES, readTarMembers, type TarEntry } from './tar.js';
-import type { ImageDataset, ImageSample, RawSample, StreamingImageDataset } from './types.js';
+import type { ImageDataset, ImageSample, RawSample, StreamingImageDataset, WebDatasetOptions } from './types.js';
 
 export const IMAGE_EXTENSIONS = ['jpg', 'jpeg', 'png', 'webp'] as const;
 
@@ -100,16 +100,7 @@ export async function* readShardSamples(shard: string, numClasses?: number): Asy
   else if (count === 0) throw new FileFormatError(shard, 'the shard holds no samples');
 }
 
-export interface WebDatasetOptions {
-  /** Shuffle buffer size for streamed shards (default 2000 samples). */
-  shuffleBuffer?: number;
-  /** Count the samples (and classes) at open time with one streaming pass (default true). */
-  count?: boolean;
-  /** Known class count; otherwise max label + 1 from the counting pass. */
-  numClasses?: number;
-  /** Stream even uncompressed tars instead of indexing them. */
-  stream?: boolean;
-}
+export type { WebDatasetOptions } from './types.js';
 
 /** Streamed (gzipped) WebDataset shards. */
 export class WebDatasetStream implements StreamingImageDataset {
@@ -130,9 +121,10 @@ export class WebDatasetStream implements StreamingImageDataset {
     if (shards.length === 0) throw new OptionError('data', 'no WebDataset shards given');
     const shuffleBuffer = options.shuffleBuffer ?? 2000;
     if (!Number.isInteger(shuffleBuffer) || shuffleBuffer < 1) throw new OptionError('shuffleBuffer', `must be a positive integer, got ${shuffleBuffer}`);
-    let size: number | undefined;
+    let size: number | undefined = options.knownSize;
     let numClasses = options.numClasses;
-    if (options.count ?? true) {
+    if (size !== undefined && (!Number.isInteger(size) || size < 1)) throw new OptionError('knownSize', `must be a positive integer, got ${size}`);
+    if (size === undefined && (options.count ?? true)) {
       size = 0;
       let maxLabel = -1;
       for (const shard of shards) {
