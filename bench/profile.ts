@@ -6,13 +6,13 @@
  * workload and prints calls and ms per step for each kernel, plus the time spent outside
  * kernels (tfjs' engine, autodiff bookkeeping, ops computed in JS such as random numbers).
  * `--shapes` splits matmuls, transposes and copies by input shapes and attributes. `--phases`
- * (with --arch other than vit) splits each case's time into the main pass, the sub pass and what
+ * splits each case's time into the main pass, the sub pass and what
  * lies around them: forward wall time, backward kernel time, and the kernels after each pass
  * (after the main pass: mask sampling, the dropped view, the teacher; after the sub pass: the
  * gradient sum and the optimizer).
  */
 import { Command } from 'commander';
-import { initBackend, tf } from '@masksub/core';
+import { initBackend, tf, type AdapterModel } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { ARCHS } from './arch/compare.js';
 import { BIG_ARCHS } from './arch/big-spec.js';
@@ -24,14 +24,15 @@ const program = new Command('bench:profile')
   .option('--cases <list>', `comma-separated cases: ${CASES.map((c) => c.name).join(', ')}`, 'standard,masksub token-removal')
   .option('--top <n>', 'kernels listed per case', '25')
   .option('--shapes', 'split matmul / transpose / copy kernels by shape')
-  .option('--phases', 'split each step into main pass, sub pass and the work around them (not with --arch vit)')
+  .option('--all-shapes', 'split every kernel by shape (with --shapes)')
+  .option('--phases', 'split each step into main pass, sub pass and the work around them')
   .option(
     '--arch <name>',
     `vit (the bench ViT; --cases apply), ${Object.keys(ARCHS).join(', ')} (the bench's batch unless --batch; cases standard, masksub) or the real sizes ${Object.keys(BIG_ARCHS).join(', ')} (batch 8 unless --batch, one micro-batch)`,
     'vit',
   );
 program.parse(process.argv);
-const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean; phases?: boolean }>();
+const opts = program.opts<{ arch: string; batch: string; steps: string; cases: string; top: string; shapes?: boolean; allShapes?: boolean; phases?: boolean }>();
 
 const info = await initBackend({ prefer: 'wasm', log: () => {} });
 if (info.name !== 'wasm') throw new Error(`bench:profile needs the wasm backend, got ${info.name}`);
@@ -54,9 +55,10 @@ function phaseOf(): string {
   return backward ? `${passName()} bwd` : `after ${passName()}`;
 }
 const archSpec = ARCHS[opts.arch];
+let model: AdapterModel;
 if (opts.arch === 'vit') {
-  if (opts.phases) throw new Error('--phases: needs --arch other than vit');
   const workload = makeWorkload(Number(opts.batch));
+  model = workload.model;
   cases = opts.cases.split(',').map((name) => {
     const c = CASES.find((x) => x.name === name.trim());
     if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
@@ -73,33 +75,33 @@ if (opts.arch === 'vit') {
     // (twoStepWorkload disposes the model; the batch's tensors go with the process.)
     w = twoStepWorkload(made.model, made.batch, { optimizer: big.optimizer, lr: big.lr, masksub: big.masksub, tensors: [] });
   }
-  // The trainer calls model.forward (or, with a shared branch, its forwardWith) once per pass:
-  // the first call of a step is the main pass.
-  const model = w.model;
-  const counted = <A extends unknown[]>(f: (...args: A) => tf.Tensor) => (...args: A): tf.Tensor => {
-    forwards++;
-    inForward = true;
-    const t0 = performance.now();
-    try {
-      return f(...args);
-    } finally {
-      inForward = false;
-      const key = `${passName()} fwd`;
-      if (recording) phaseWall.set(key, (phaseWall.get(key) ?? 0) + performance.now() - t0);
-    }
-  };
-  model.forward = counted(model.forward.bind(model));
-  const branch = model.sharedBranch;
-  if (branch) branch.forwardWith = counted(branch.forwardWith.bind(branch));
+  model = w.model;
   cases = [false, true].map((ms) => ({ name: ms ? 'masksub' : 'standard', step: (i: number) => void w.step(ms, i) }));
   dispose = () => w.dispose();
 } else {
   throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 }
+// The trainer calls model.forward (or, with a shared branch, its forwardWith) once per pass:
+// the first call of a step is the main pass.
+const counted = <A extends unknown[]>(f: (...args: A) => tf.Tensor) => (...args: A): tf.Tensor => {
+  forwards++;
+  inForward = true;
+  const t0 = performance.now();
+  try {
+    return f(...args);
+  } finally {
+    inForward = false;
+    const key = `${passName()} fwd`;
+    if (recording) phaseWall.set(key, (phaseWall.get(key) ?? 0) + performance.now() - t0);
+  }
+};
+model.forward = counted(model.forward.bind(model));
+const branch = model.sharedBranch;
+if (branch) branch.forwardWith = counted(branch.forwardWith.bind(branch));
 
 const stats = new Map<string, { calls: number; ms: number }>();
 let recording = false;
-const SHAPED = /MatMul|Transpose|Gather|Split|Slice|Concat/;
+const SHAPED = opts.allShapes ? /./ : /MatMul|Transpose|Gather|Split|Slice|Concat/;
 type Call = (args: { inputs: Record<string, { shape: number[] } | undefined>; attrs?: Record<string, unknown> }) => unknown;
 
 function keyOf(kernel: string, args: Parameters<Call>[0]): string {
