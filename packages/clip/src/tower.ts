@@ -5,6 +5,7 @@
  * patch tokens of the un-normalised last hidden state. One implementation keeps the two in step.
  */
 import {
+  batchToken,
   blockDropPathRate,
   dropPath,
   dropout,
@@ -83,7 +84,7 @@ export function visionHiddenStates(
     const b = x.shape[0];
     const d = v.hiddenSize;
     const embed = (raw: tf.Tensor) => linear(raw, params.get('vision_model.embeddings.patch_embedding.weight'));
-    const cls = tf.tile(tf.reshape(params.get('vision_model.embeddings.class_embedding'), [1, 1, d]), [b, 1, 1]);
+    const cls = batchToken(params.get('vision_model.embeddings.class_embedding'), b);
     const positions = params.get('vision_model.embeddings.position_embedding.weight'); // [1 + N, D]
     const n = positions.shape[0] - 1;
     const clsPos = tf.slice(positions, [0, 0], [1, d]);

@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { blockDropPathRate, embedKeptPatches, embedding, geluExact, layerNorm, linear, passDropoutRates, patchify, removeTokens } from './nn.js';
+import { batchToken, blockDropPathRate, embedKeptPatches, embedding, geluExact, layerNorm, linear, passDropoutRates, patchify, removeTokens } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -157,5 +157,19 @@ describe('drop rules', () => {
     expect(passDropoutRates({}, cfg)).toEqual({ attentionProbs: 0, attentionOutput: 0, mlpHidden: 0, mlpOutput: 0, other: 0 });
     // HF Swin drops its attention output with the probabilities' rate.
     expect(passDropoutRates({ training: true }, { ...cfg, attentionOutput: 0.05 }).attentionOutput).toBe(0.05);
+  });
+});
+
+describe('batchToken (a learned token repeated over the batch)', () => {
+  it("gives tf.tile's values and gradient, with a row sum instead of per-row slices", () => {
+    const token = tf.tensor3d([[[0.5, -1.25, 2]]]);
+    const upstream = tf.randomNormal([5, 1, 3], 0, 1, 'float32', 3);
+    const ours = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(batchToken(t, 5), upstream)))(token);
+    const tiled = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(tf.tile(t, [5, 1, 1]), upstream)))(token);
+    expect(batchToken(token, 5).shape).toEqual([5, 1, 3]);
+    expect(Array.from(batchToken(token, 5).dataSync())).toEqual(Array.from(tf.tile(token, [5, 1, 1]).dataSync()));
+    expect(batchToken(tf.tensor1d([0.5, -1.25, 2]), 2).shape).toEqual([2, 1, 3]);
+    const a = ours.dataSync(), b = tiled.dataSync();
+    for (let i = 0; i < 3; i++) expect(a[i]).toBeCloseTo(b[i], 5);
   });
 });

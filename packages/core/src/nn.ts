@@ -16,6 +16,16 @@ import { FileFormatError, OptionError } from './errors.js';
 import { tf } from './tf.js';
 
 /**
+ * A learned token [1, 1, D] (or [D]) repeated over a batch: [batch, 1, D]. An add onto zeros, not
+ * tf.tile / tf.broadcastTo: tfjs' Tile gradient is one slice and one add per batch row (128
+ * kernel calls per pass at batch 64), the add's is one row sum.
+ */
+export function batchToken(token: tf.Tensor, batch: number): tf.Tensor3D {
+  const d = token.shape[token.shape.length - 1];
+  return tf.add(tf.zeros([batch, 1, d]), tf.reshape(token, [1, 1, d]));
+}
+
+/**
  * y = x W + b over the last axis; W is [in, out]. A 1-D bias rides in the matmul (_FusedMatMul:
  * XNNPACK starts its accumulators from the bias on wasm), saving a full pass over y forward;
  * its gradient is the same row sum as for a separate add.

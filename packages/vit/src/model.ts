@@ -6,6 +6,7 @@
  * style: the encoder runs on 1+K tokens) or swaps them for a learnable mask token (BEiT style).
  */
 import {
+  batchToken,
   OptionError,
   ParameterStore,
   Rng,
@@ -120,8 +121,8 @@ export class ViTModel implements AdapterModel {
       const n = this.numPatches;
       const embed = (raw: tf.Tensor) =>
         linear(raw, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
-      const prefix = [tf.tile(this.p('embeddings.cls_token'), [b, 1, 1])];
-      if (cfg.modelType === 'deit') prefix.push(tf.tile(this.p('embeddings.distillation_token'), [b, 1, 1]));
+      const prefix = [batchToken(this.p('embeddings.cls_token'), b)];
+      if (cfg.modelType === 'deit') prefix.push(batchToken(this.p('embeddings.distillation_token'), b));
       const pos = this.p('embeddings.position_embeddings');
       let h: tf.Tensor;
       if (options.keepIndices && !options.maskedPositions) {

@@ -7,6 +7,7 @@
  * name for name with timm. The official DeiT release names (`gamma_1`, `gamma_2`) are aliases.
  */
 import {
+  batchToken,
   FileFormatError,
   OptionError,
   ParameterStore,
@@ -266,7 +267,7 @@ export class TimmViTModel implements AdapterModel {
       const d = cfg.embedDim;
       const n = this.numPatches;
       const embed = (raw: tf.Tensor) => linear(raw, this.p('patch_embed.proj.weight'), this.p('patch_embed.proj.bias'));
-      const cls = tf.tile(this.p('cls_token'), [b, 1, 1]);
+      const cls = batchToken(this.p('cls_token'), b);
       const pos = this.p('pos_embed');
       // no_embed_class: the class token has no position; otherwise it takes pos_embed[0].
       const patchPos = cfg.noEmbedClass ? tf.reshape(pos, [n, d]) : tf.reshape(tf.slice(pos, [0, 1, 0], [1, n, d]), [n, d]);
