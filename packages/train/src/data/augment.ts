@@ -4,7 +4,7 @@
  * and timm's `Mixup` (batch mode: mixup or cutmix with switch probability, area-corrected lam,
  * label-smoothed soft targets).
  */
-import { OptionError, type Rng } from '@masksub/core';
+import { OptionError, type Rng } from '@masksub/core/base';
 import { applyGeometry, outputSize, type PreprocessSpec } from './preprocess.js';
 import { cropImage, flipHorizontal, resizeImage, type Resample } from './resample.js';
 import type { DecodedImage } from './types.js';

@@ -4,7 +4,7 @@
  * permutation of its four; hue is not supported here, as timm's scalar jitter and DeiT-III use
  * none). Pixels follow Pillow's ImageEnhance (image-ops.ts).
  */
-import { OptionError, type Rng } from '@masksub/core';
+import { OptionError, type Rng } from '@masksub/core/base';
 import { adjustBrightness, adjustContrast, adjustSaturation } from './image-ops.js';
 import type { DecodedImage } from './types.js';
 

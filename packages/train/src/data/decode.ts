@@ -8,7 +8,7 @@
  * take a faster path with the same pixels (jpeg-wasm.ts).
  */
 import sharp from 'sharp';
-import { FileFormatError } from '@masksub/core';
+import { FileFormatError } from '@masksub/core/base';
 import { dropAlpha } from './image-ops.js';
 import { decodePlainJpeg, isPlainJpeg } from './jpeg-wasm.js';
 import type { DecodedImage, ImageSample, RawSample } from './types.js';

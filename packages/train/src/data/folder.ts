@@ -4,7 +4,7 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { FileFormatError, OptionError } from '@masksub/core/base';
 import { decodeSample } from './decode.js';
 import type { ImageDataset, ImageSample, RawSample } from './types.js';
 import { IMAGE_EXTENSIONS } from './webdataset.js';

@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { FileFormatError, OptionError } from '@masksub/core/base';
 
 export type GlueTask = 'sst2' | 'cola' | 'rte' | 'mrpc' | 'stsb';
 

@@ -13,7 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { gunzip } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { FileFormatError, OptionError } from '@masksub/core/base';
 import { isGzip } from './tar.js';
 import type { ImageDataset, ImageSample, RawSample } from './types.js';
 

@@ -9,7 +9,7 @@
  * pixels; affine transforms sample at pixel centres with Pillow's bilinear/bicubic filters and
  * fill what falls outside; Gaussian blur is Pillow's three-pass extended box blur.
  */
-import { OptionError } from '@masksub/core';
+import { OptionError } from '@masksub/core/base';
 import type { DecodedImage } from './types.js';
 
 const f32 = Math.fround;

@@ -10,7 +10,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { FileFormatError, OptionError, type Rng } from '@masksub/core';
+import { FileFormatError, OptionError, type Rng } from '@masksub/core/base';
 import { readTarMembers } from './tar.js';
 import type { RawSample, StreamingImageDataset } from './types.js';
 import { expandBraces, IMAGE_EXTENSIONS, shuffleBuffered, splitMemberName } from './webdataset.js';

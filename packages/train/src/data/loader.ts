@@ -14,7 +14,7 @@
  * (reading shards, decoding, augmenting) runs on a worker thread: the training step is
  * synchronous, and on the main thread the pipeline's JavaScript only moves between steps.
  */
-import { FileFormatError, OptionError, Rng, type RngState } from '@masksub/core';
+import { FileFormatError, OptionError, Rng, type RngState } from '@masksub/core/base';
 import { augmentImage, mixBatch, type AugmentOptions, type MixupOptions } from './augment.js';
 import { decodeSample } from './decode.js';
 import { applyGeometry, outputSize, writeNormalizedCHW, type PreprocessSpec } from './preprocess.js';

@@ -13,7 +13,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { FileFormatError, OptionError } from '@masksub/core/base';
 import { cropImage, resampleFromPil, resampleToPil, resizeImage, type Resample } from './resample.js';
 import type { DecodedImage } from './types.js';
 

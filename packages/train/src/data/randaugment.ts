@@ -12,7 +12,7 @@
  * The draws come from the caller's Rng in this order: op choice, then per op: apply?, magnitude,
  * sign, interpolation. Pixels follow Pillow (see image-ops.ts).
  */
-import { OptionError, type Rng } from '@masksub/core';
+import { OptionError, type Rng } from '@masksub/core/base';
 import {
   adjustBrightness,
   adjustContrast,

@@ -7,7 +7,7 @@
  * recipes, `--remode pixel`), 'rand' one N(0, 1) colour per channel, 'const' zeros. The values
  * live on the normalised scale, as timm erases after Normalize.
  */
-import { OptionError, type Rng } from '@masksub/core';
+import { OptionError, type Rng } from '@masksub/core/base';
 
 export const RANDOM_ERASING_MODES = ['pixel', 'rand', 'const'] as const;
 export type RandomErasingMode = (typeof RANDOM_ERASING_MODES)[number];

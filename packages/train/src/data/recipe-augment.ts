@@ -3,7 +3,7 @@
  * DeiT-III's ThreeAugment, then colour jitter (on uint8 pixels, Pillow semantics); random erasing
  * runs later on the normalised tensor (random-erasing.ts). All draws come from the sample's Rng.
  */
-import type { Rng } from '@masksub/core';
+import type { Rng } from '@masksub/core/base';
 import { colorJitter, colorJitterStrength, type ColorJitterStrength } from './color-jitter.js';
 import type { PreprocessSpec } from './preprocess.js';
 import type { RandomErasingMode, RandomErasingOptions } from './random-erasing.js';

@@ -7,7 +7,7 @@
  * permutation comes from the loader's epoch seed (the run's seed and epoch), not from the epoch
  * number alone as in timm, so different seeds give different orders.
  */
-import { OptionError } from '@masksub/core';
+import { OptionError } from '@masksub/core/base';
 
 export interface RepeatedAugmentation {
   /** Copies of each image per epoch (DeiT: 3). */

@@ -7,7 +7,7 @@
  * rounded to uint8; when shrinking, the filter is widened by the scale factor (antialiasing);
  * weights in 22-bit fixed point. NEAREST samples the source pixel under each output centre.
  */
-import { OptionError } from '@masksub/core';
+import { OptionError } from '@masksub/core/base';
 import type { DecodedImage } from './types.js';
 
 export type Resample = 'nearest' | 'bilinear' | 'bicubic' | 'lanczos' | 'box';

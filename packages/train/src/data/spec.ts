@@ -14,7 +14,7 @@
  * Only the first `:` separates the kind (paths may contain `:` later, e.g. Windows drives); for
  * `fashion-mnist` the split is after the last `:`.
  */
-import { OptionError } from '@masksub/core';
+import { OptionError } from '@masksub/core/base';
 import { ImageFolderDataset } from './folder.js';
 import { IdxImageDataset, openIdxFolder, openMnistData, type IdxSplit } from './idx.js';
 import type { AnyImageDataset, DataSpec, DatasetSource } from './types.js';

@@ -3,7 +3,7 @@
  * WebDataset shards: mode 0644, mtime 0, two zero blocks, padding to the 10,240-byte record.
  * Used to build small shards (tests, `masksub` data tooling); names must fit the 100-byte field.
  */
-import { OptionError } from '@masksub/core';
+import { OptionError } from '@masksub/core/base';
 import { TAR_BLOCK, tarPadding } from './tar.js';
 
 export interface TarInput {

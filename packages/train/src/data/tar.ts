@@ -10,7 +10,7 @@
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
-import { FileFormatError } from '@masksub/core';
+import { FileFormatError } from '@masksub/core/base';
 
 export const TAR_BLOCK = 512;
 

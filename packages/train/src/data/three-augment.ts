@@ -4,7 +4,7 @@
  * blur (radius uniform in [0.1, 2]) is chosen uniformly; colour jitter follows when its strength
  * is non-zero (DeiT-III: 0.3).
  */
-import type { Rng } from '@masksub/core';
+import type { Rng } from '@masksub/core/base';
 import { gaussianBlur, grayscale, solarize } from './image-ops.js';
 import type { DecodedImage } from './types.js';
 

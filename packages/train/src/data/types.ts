@@ -5,7 +5,7 @@
  * uncompressed tar can be read at any index (`ImageDataset`), while a gzipped WebDataset shard can
  * only be read front to back (`StreamingImageDataset`). The `DataLoader` accepts both.
  */
-import type { Rng, RngState } from '@masksub/core';
+import type { Rng, RngState } from '@masksub/core/base';
 
 /** One decoded image: `pixels` is HWC, row-major, uint8, with 1 (gray) or 3 (RGB) channels. */
 export interface DecodedImage {

@@ -8,7 +8,7 @@
  * become a random-access `ImageDataset`, which allows a full per-epoch permutation.
  */
 import { open } from 'node:fs/promises';
-import { FileFormatError, OptionError, type Rng } from '@masksub/core';
+import { FileFormatError, OptionError, type Rng } from '@masksub/core/base';
 import { decodeSample } from './decode.js';
 import { fileIsGzip, indexTar, MAX_TAR_MEMBER_BYTES, readTarMembers, type TarEntry } from './tar.js';
 import type { ImageDataset, ImageSample, RawSample, StreamingImageDataset, WebDatasetOptions } from './types.js';

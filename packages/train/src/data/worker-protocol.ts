@@ -1,5 +1,5 @@
 /** Messages between a DataLoader and its worker thread (worker-client.ts, loader-worker.ts). */
-import { FileFormatError, MaskSubError, OptionError } from '@masksub/core';
+import { FileFormatError, MaskSubError, OptionError } from '@masksub/core/base';
 import type { ImageBatch, LoaderState } from './types.js';
 
 export type ToWorker =

@@ -1,0 +1,10 @@
+/**
+ * `@masksub/core/base`: the errors and the seeded RNG, without TensorFlow.js.
+ *
+ * The data pipeline (decoding, augmentation, the loader's worker thread) needs only these; the
+ * package's main entry loads tfjs and its backends (~0.7 s), which a loader worker would
+ * otherwise pay before its first batch. The classes are the main entry's own (both re-export
+ * the same modules), so `instanceof` holds across the two.
+ */
+export * from './errors.js';
+export * from './rng.js';
