@@ -100,9 +100,11 @@ const update = (i: number) => {
   tf.dispose([...grads.values()]);
   sample();
 };
-// No separate warm-up update: the memory probe above already ran the step's forward and backward
-// twice (same kernels, smaller batch), and an update here takes 10-60 s on 2 cores; the first
-// timed update also creates AdamW's zeroed moments (milliseconds against that).
+// One untimed update first: the probe above ran the kernels, but not at this batch, and the first
+// update creates AdamW's moments (2 x 4 bytes per parameter on heap pages touched for the first
+// time). Without it the timed updates still fell from one to the next (BERT-base at batch 16:
+// 10.3, 9.1, 6.4 s), so a median of three measured the warm-up.
+update(0);
 const times: number[] = [];
 for (let i = 1; i <= updates; i++) {
   const t0 = performance.now();
