@@ -1,7 +1,7 @@
 /** @masksub/core: the sub-model contract, withMaskSub, the adapter registry, checkpoint I/O, backends. */
 export { tf } from './tf.js';
-export * from './errors.js';
-export * from './rng.js';
+// The tfjs-free part (errors, seeded RNG), also its own entry: @masksub/core/base.
+export * from './base.js';
 export * from './model.js';
 export * from './nn.js';
 export * from './contract/drop.js';
