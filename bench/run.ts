@@ -3,8 +3,9 @@
  *   - per backend present: ms/step and img/s of a standard ViT step and of each MaskSub kind,
  *     their ratio to standard steps timed interleaved with them, peak tensor memory of each (tf.profile), RSS;
  *   - tensor-count and RSS drift over many MaskSub steps (leaks);
- *   - the identical step in PyTorch (../shared/bench/vit_step_torch.py) when Debian's torch is
- *     installed, and tfjs / PyTorch;
+ *   - the identical steps in PyTorch (the model of ../shared/bench/vit_step_torch.py, standard and
+ *     two-pass MaskSub in interleaved pairs: bench/torch/vit_masksub_torch.py) when Debian's torch
+ *     is installed, and tfjs / PyTorch;
  *   - matmul GFLOP/s for the four transpose forms and the batched forms.
  * `--quick` (about a minute): batch 8, median of 3 timed steps, 30 drift steps.
  * `--arch vit,resnet20` picks architectures (default: all but the real sizes); `architectures` in
@@ -129,12 +130,28 @@ async function benchBackend(name: BackendName) {
   return { backend: name, detail: info.detail, cases: results, drift, matmul, peakRssMiB };
 }
 
-/** The PyTorch ViT step (keep = tokens kept), with its peak RSS growth measured as masksub's (bench/arch/torch.ts). */
-function torchStep(keep: number): { msPerStepMedian: number; imgPerSec: number; torch: string; peakRssMiB: number } | null {
+interface TorchVitPairs {
+  standard: number;
+  masksub: number;
+  /** Median of the per-pair ratios, as masksub's side computes its own. */
+  ratio: number;
+  keep: number;
+  torch: string;
+  params: number;
+  peakRssMiB: number;
+}
+
+/**
+ * The PyTorch ViT (the model, data and Adam of ../shared/bench/vit_step_torch.py) timed as
+ * masksub's ViT cases are: standard and real two-pass MaskSub steps in interleaved pairs
+ * (bench/torch/vit_masksub_torch.py), peak RSS growth measured as masksub's (bench/arch/torch.ts).
+ */
+function torchVitPairs(): TorchVitPairs | null {
   const script = resolve(here, '../../shared/bench/vit_step_torch.py');
   if (torchUnavailable(script) !== null) return null;
-  const run = runTorch(script, ['--steps', String(quick ? 2 : 10), '--batch', String(batch), '--keep', String(keep)]);
-  const r = run.result as { msPerStepMedian: number; imgPerSec: number; torch: string };
+  const pairs = quick ? 2 : steps * 3;
+  const run = runTorch(join(here, 'torch', 'vit_masksub_torch.py'), ['--script', script, '--steps', String(pairs), '--batch', String(batch)]);
+  const r = run.result as Omit<TorchVitPairs, 'peakRssMiB'>;
   return { ...r, peakRssMiB: run.peakRssMiB };
 }
 
@@ -150,8 +167,7 @@ for (const b of benchVit ? wanted : []) {
     process.stderr.write(`backend ${b}: not available (${(e as Error).message.split('\n')[0]}), skipped\n`);
   }
 }
-const torch = opts.torch && benchVit ? torchStep(64) : null;
-const torchHalf = opts.torch && torch ? torchStep(32) : null;
+const torch = opts.torch && benchVit ? torchVitPairs() : null;
 const main = backends[0];
 
 // The other architectures, on the wasm backend (masksub's default), each against its PyTorch step.
@@ -165,11 +181,10 @@ if (main) {
     ms_standard: std.msPerStep,
     ms_masksub: tr.msPerStep,
     masksub_ratio: tr.ratio,
-    pytorch_ms_standard: torch?.msPerStepMedian ?? null,
-    // PyTorch's MaskSub step = a standard step + a keep-32 step (its script has no two-pass mode).
-    pytorch_ms_masksub: torch && torchHalf ? torch.msPerStepMedian + torchHalf.msPerStepMedian : null,
-    pytorch_masksub_ratio: torch && torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null,
-    over_pytorch: torch ? std.msPerStep / torch.msPerStepMedian : null,
+    pytorch_ms_standard: torch?.standard ?? null,
+    pytorch_ms_masksub: torch?.masksub ?? null,
+    pytorch_masksub_ratio: torch?.ratio ?? null,
+    over_pytorch: torch ? std.msPerStep / torch.standard : null,
     peak_rss_mib: main.peakRssMiB,
     pytorch_peak_rss_mib: torch?.peakRssMiB ?? null,
   };
@@ -219,9 +234,9 @@ const results = {
   machine: { cpus: (await import('node:os')).cpus().map((c) => c.model)[0], cores: (await import('node:os')).cpus().length, node: process.version },
   workload: { batch, steps, quick },
   masksub_ratio_token_removal: main ? main.cases.find((c) => c.name === HEADLINE_CASE)!.ratio : null,
-  tfjs_over_pytorch: main && torch ? main.cases[0].msPerStep / torch.msPerStepMedian : null,
+  tfjs_over_pytorch: main && torch ? main.cases[0].msPerStep / torch.standard : null,
   pytorch: torch
-    ? { standard: torch, keep32: torchHalf, masksub_estimate_ratio: torchHalf ? 1 + torchHalf.msPerStepMedian / torch.msPerStepMedian : null }
+    ? torch
     : opts.torch
       ? 'not installed (apt-get install python3-torch libopenblas0-pthread)'
       : 'skipped (--no-torch)',
@@ -243,7 +258,7 @@ for (const b of backends) {
   console.log(formatMatmulRows(b.matmul));
 }
 if (torch) {
-  console.log(`\nPyTorch ${torch.torch} (2 threads): ${torch.msPerStepMedian.toFixed(0)} ms/step, ${torch.imgPerSec.toFixed(1)} img/s; keep 32: ${torchHalf?.msPerStepMedian.toFixed(0)} ms`);
+  console.log(`\nPyTorch ${torch.torch} (2 threads), interleaved pairs: ${torch.standard.toFixed(0)} ms/step, ${((batch * 1000) / torch.standard).toFixed(1)} img/s; MaskSub (two passes, keep ${torch.keep}) ${torch.masksub.toFixed(0)} ms, x${torch.ratio.toFixed(2)}`);
   if (main) console.log(`tfjs ${main.backend} / PyTorch: ${results.tfjs_over_pytorch!.toFixed(2)}x`);
 } else if (benchVit) {
   console.log(

@@ -25,8 +25,12 @@ export interface BigArchSpec {
   lr: number;
   masksub: Partial<MaskSubOptions>;
   torchScript: string;
-  /** The PyTorch step at the full batch: standard (and, for ViT, the kept-token pass MaskSub adds). */
-  torchRuns(batch: number, steps: number): { standard: string[]; sub?: string[] };
+  /** Files the PyTorch script reads besides itself (the shared script a twin loads its model from). */
+  torchReads?: string[];
+  /** Arguments of the PyTorch run at the full batch: it prints its standard and two-pass MaskSub step. */
+  torchArgs(batch: number, steps: number): string[];
+  /** How that run times its steps (results.json's pytorch_note). */
+  torchNote: string;
   /** Why the two parameter counts may differ by a known, named amount (null: they must be equal). */
   parameterNote?: (masksub: number, pytorch: number) => string | null;
 }
@@ -85,12 +89,14 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     optimizer: { kind: 'adamw', weightDecay: 0, eps: 1e-8 },
     lr: 1e-3,
     masksub: { drop: 'token-removal', ratio: 0.5 },
-    torchScript: SHARED('vit_step_torch.py'),
-    torchRuns: (batch, steps) => {
+    // The shared script's model, standard and two-pass MaskSub steps in interleaved pairs (as the small ViT bench).
+    torchScript: resolve(import.meta.dirname, '../torch/vit_masksub_torch.py'),
+    torchReads: [SHARED('vit_step_torch.py')],
+    torchNote: "vit_step_torch.py's model; standard and two-pass MaskSub steps in interleaved pairs (bench/torch/vit_masksub_torch.py); RSS is the peak of both",
+    torchArgs: (batch, steps) => {
       const v = VIT_B16;
-      const common = ['--img', String(v.image), '--patch', String(v.patch), '--dim', String(v.hidden), '--depth', String(v.layers), '--heads', String(v.heads), '--classes', String(v.classes), '--batch', String(batch), '--warmup', '1', '--steps', String(steps)];
-      // The script has no two-pass mode: PyTorch's MaskSub step = a standard step + a keep-98 step (as the small ViT bench).
-      return { standard: [...common, '--keep', '196'], sub: [...common, '--keep', String(v.keep)] };
+      const sizes = ['--img', String(v.image), '--patch', String(v.patch), '--dim', String(v.hidden), '--depth', String(v.layers), '--heads', String(v.heads), '--classes', String(v.classes)];
+      return ['--script', SHARED('vit_step_torch.py'), ...sizes, '--keep', String(v.keep), '--batch', String(batch), '--warmup', '1', '--steps', String(steps)];
     },
     // HF's ViT gives the CLS token a position embedding and holds a mask token (used by the
     // mask-token drop kind only; token removal never reads it); vit_step_torch.py has neither.
@@ -111,9 +117,7 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     lr: 1e-4,
     masksub: { drop: 'token-masking', ratio: 0.15 },
     torchScript: SHARED('bert_step_torch.py'),
-    // bert_step_torch.py times its standard and its two-pass MaskSub step in one process.
-    torchRuns: (batch, steps) => ({
-      standard: ['--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
-    }),
+    torchNote: 'bert_step_torch.py: its standard steps, then its two-pass MaskSub steps, in one process; RSS is the peak of both',
+    torchArgs: (batch, steps) => ['--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
   },
 };

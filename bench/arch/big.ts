@@ -82,7 +82,7 @@ export function benchBigArch(name: string, opts: { quick: boolean; updates?: num
   // One timed update per case by default: each is 10-60 s here and every case pays a fresh
   // process, model and memory probe; --steps asks for more (the median is reported).
   const updates = opts.updates ?? 1;
-  const missing = !opts.torch ? 'skipped (--no-torch)' : torchUnavailable(spec.torchScript);
+  const missing = !opts.torch ? 'skipped (--no-torch)' : torchUnavailable(spec.torchScript, ...(spec.torchReads ?? []));
   const cases: BigBatchCase[] = [];
   let torchParams: number | null = null;
   for (const batch of spec.batches(opts.quick)) {
@@ -109,21 +109,11 @@ export function benchBigArch(name: string, opts: { quick: boolean; updates?: num
     if (missing !== null) c.pytorch_note = missing;
     else {
       try {
-        const runs = spec.torchRuns(batch, updates);
-        const std: TorchRun = runTorch(spec.torchScript, runs.standard);
-        const sub: TorchRun | null = runs.sub ? runTorch(spec.torchScript, runs.sub) : null;
-        if (sub) {
-          // vit_step_torch.py: one pass per run; MaskSub = the full pass + the kept-token pass.
-          c.pytorch_ms_standard = Number(std.result.msPerStepMedian);
-          c.pytorch_ms_masksub = c.pytorch_ms_standard + Number(sub.result.msPerStepMedian);
-          c.pytorch_peak_rss_mib = std.peakRssMiB;
-          c.pytorch_note = `MaskSub = standard step + keep-${sub.result.keep} step (the script has no two-pass mode); RSS of the standard step`;
-        } else {
-          c.pytorch_ms_standard = Number(std.result.standard);
-          c.pytorch_ms_masksub = Number(std.result.masksub);
-          c.pytorch_peak_rss_mib = std.peakRssMiB;
-          c.pytorch_note = 'standard and two-pass MaskSub timed in one process; RSS is the peak of both';
-        }
+        const std: TorchRun = runTorch(spec.torchScript, spec.torchArgs(batch, updates));
+        c.pytorch_ms_standard = Number(std.result.standard);
+        c.pytorch_ms_masksub = Number(std.result.masksub);
+        c.pytorch_peak_rss_mib = std.peakRssMiB;
+        c.pytorch_note = spec.torchNote;
         c.pytorch_masksub_ratio = c.pytorch_ms_masksub / c.pytorch_ms_standard;
         if (c.ms_standard !== null) c.over_pytorch = c.ms_standard / c.pytorch_ms_standard;
         if (c.ms_masksub !== null) c.over_pytorch_masksub = c.ms_masksub / c.pytorch_ms_masksub;

@@ -8,9 +8,9 @@ import { existsSync } from 'node:fs';
 
 const PYTHON = '/usr/bin/python3';
 
-/** Why PyTorch is unavailable, or null when it can run. */
-export function torchUnavailable(script: string): string | null {
-  if (!existsSync(script)) return `${script} not found`;
+/** Why PyTorch is unavailable, or null when it can run (`reads`: other files the script needs). */
+export function torchUnavailable(script: string, ...reads: string[]): string | null {
+  for (const file of [script, ...reads]) if (!existsSync(file)) return `${file} not found`;
   if (!existsSync(PYTHON)) return `${PYTHON} not found`;
   const probe = spawnSync(PYTHON, ['-c', 'import torch'], { encoding: 'utf8' });
   return probe.status === 0 ? null : 'torch does not import (apt-get install python3-torch libopenblas0-pthread)';

@@ -6,9 +6,9 @@ import torch
 
 
 def time_pairs(step, model, args):
-    """Two warm-up pairs, then args.steps timed pairs; the JSON-ready result (median ms of each,
+    """args.warmup warm-up pairs (2 when the script has no such flag), then args.steps timed pairs; the JSON-ready result (median ms of each,
     median of the per-pair ratios, the arguments, torch's version, the parameter count)."""
-    for _ in range(2):
+    for _ in range(getattr(args, 'warmup', 2)):
         step(False); step(True)
     ts = {'standard': [], 'masksub': []}; pair_ratios = []
     for _ in range(args.steps):
