@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fromLayersModel } from './layers-model.js';
 import { withMaskSub } from './masksub.js';
-import { backendMemoryLimitBytes, estimateStepMemory, planMicroBatch } from './memory.js';
+import { backendMemoryLimitBytes, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, planMicroBatch } from './memory.js';
 import { tf } from './tf.js';
 
 describe('estimateStepMemory', () => {
@@ -128,18 +128,26 @@ describe('estimateStepMemory on wasm', () => {
 describe('planMicroBatch', () => {
   // 100 bytes fixed (weights), 10 per example: a probe at 2 examples peaked at 120.
   const estimate = { peakBytes: 0, bytesPerExample: 10, probeBytes: 120, probeExamples: 2, probeSizes: [1, 2] };
-  it('keeps the whole batch when its step fits, with no accumulation', () => {
-    expect(planMicroBatch(estimate, { limitBytes: 180, totalExamples: 8 })).toMatchObject({ microBatch: 8, accumSteps: 1, stepBytes: 180 });
+  it('keeps the whole batch when its step fits with the headroom, with no accumulation', () => {
+    // 180 bytes x 1.15 = 207 <= 207.
+    expect(planMicroBatch(estimate, { limitBytes: 207, totalExamples: 8 })).toMatchObject({ microBatch: 8, accumSteps: 1, stepBytes: 180 });
+    // Under 207 the whole batch would sit inside the estimate's error: planned as micro-batches.
+    expect(planMicroBatch(estimate, { limitBytes: 200, totalExamples: 8 })).toMatchObject({ microBatch: 4, accumSteps: 2 });
+    expect(fitsWithMargin(180, 207)).toBe(true);
+    expect(fitsWithMargin(180, 206)).toBe(false);
   });
-  it('else picks the largest divisor of the batch that fits with a 10 % margin, counting optimizer state and the gradient sum', () => {
-    // The whole batch needs 100 + 20 state + 80 = 200 > 190. With the 10-byte sum, 60 bytes are
-    // left for examples: 6 fit, 0.9 x 6 = 5.4, and the largest divisor of 8 up to 5 is 4.
-    const plan = planMicroBatch(estimate, { limitBytes: 190, totalExamples: 8, optimizerStateBytes: 20, accumulationBytes: 10 });
+  it('else picks the largest divisor of the batch that fits with the same headroom, counting optimizer state and the gradient sum', () => {
+    // The whole batch needs 100 + 20 state + 80 = 200, x 1.15 = 230 > 220. 220 / 1.15 = 191.3
+    // bytes usable; with the 10-byte sum 61.3 are left for examples: 6 fit, and the largest
+    // divisor of 8 up to 6 is 4 (100 + 20 + 40 + 10 = 170 bytes).
+    const plan = planMicroBatch(estimate, { limitBytes: 220, totalExamples: 8, optimizerStateBytes: 20, accumulationBytes: 10 });
     expect(plan).toMatchObject({ microBatch: 4, accumSteps: 2, fitsExamples: 6, stepBytes: 170 });
-    // Without the state and the sum the whole batch (180 bytes) would wrongly be planned.
-    expect(planMicroBatch(estimate, { limitBytes: 190, totalExamples: 8 }).microBatch).toBe(8);
+    expect(MEMORY_PLAN_MARGIN).toBe(0.15);
+    // Without the state and the sum the whole batch (180 x 1.15 = 207 bytes) would wrongly be planned.
+    expect(planMicroBatch(estimate, { limitBytes: 220, totalExamples: 8 }).microBatch).toBe(8);
   });
   it('says when not even one example fits', () => {
-    expect(planMicroBatch(estimate, { limitBytes: 105, totalExamples: 8 })).toMatchObject({ microBatch: 1, accumSteps: 8, fitsExamples: 0 });
+    // 110 x 1.15 = 126.5 > 120.
+    expect(planMicroBatch(estimate, { limitBytes: 120, totalExamples: 8 })).toMatchObject({ microBatch: 1, accumSteps: 8, fitsExamples: 0 });
   });
 });
