@@ -116,8 +116,10 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     optimizer: { kind: 'adamw', weightDecay: 0.01 },
     lr: 1e-4,
     masksub: { drop: 'token-masking', ratio: 0.15 },
-    torchScript: SHARED('bert_step_torch.py'),
-    torchNote: 'bert_step_torch.py: its standard steps, then its two-pass MaskSub steps, in one process; RSS is the peak of both',
-    torchArgs: (batch, steps) => ['--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
+    // The shared script's own step, timed in interleaved pairs (bench/torch/shared_pairs.py).
+    torchScript: resolve(import.meta.dirname, '../torch/shared_pairs.py'),
+    torchReads: [SHARED('bert_step_torch.py')],
+    torchNote: "bert_step_torch.py's step, standard and two-pass MaskSub in interleaved pairs (bench/torch/shared_pairs.py); RSS is the peak of both",
+    torchArgs: (batch, steps) => ['--script', SHARED('bert_step_torch.py'), '--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
   },
 };

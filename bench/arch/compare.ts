@@ -35,27 +35,39 @@ interface ArchSpec {
   batch(quick: boolean): number;
   make(batch: number): ArchStep;
   torchScript: string;
+  /** Files the PyTorch script reads besides itself (the shared script it times). */
+  torchReads?: string[];
   torchArgs(batch: number, steps: number): string[];
 }
 
 const SHARED = (name: string) => resolve(import.meta.dirname, '../../../shared/bench', name);
 /** PyTorch steps written for this bench (the shared folder has ViT, ResNet-20 and BERT). */
 const OWN = (name: string) => resolve(import.meta.dirname, '../torch', name);
+/**
+ * A shared script's own step(masksub), timed in interleaved pairs by bench/torch/shared_pairs.py
+ * (the scripts time their standard steps, then their MaskSub steps: the VM's drift in between
+ * moved their ratio by up to 0.2).
+ */
+function sharedStepInPairs(script: string): Pick<ArchSpec, 'torchScript' | 'torchReads' | 'torchArgs'> {
+  return {
+    torchScript: OWN('shared_pairs.py'),
+    torchReads: [SHARED(script)],
+    torchArgs: (batch, steps) => ['--script', SHARED(script), '--batch', String(batch), '--steps', String(steps)],
+  };
+}
 
 export const ARCHS: Record<string, ArchSpec> = {
   resnet20: {
     workload: 'ResNet-20 CIFAR (option A), BN train mode, SGD momentum 0.9 wd 1e-4; MaskSub zero-fill 8 px 50 %',
     batch: (quick) => (quick ? 16 : 128),
     make: (batch) => makeResNetWorkload(batch),
-    torchScript: SHARED('resnet20_step_torch.py'),
-    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+    ...sharedStepInPairs('resnet20_step_torch.py'),
   },
   bert: {
     workload: 'BERT hidden 256, 4 layers, seq 128, AdamW; MaskSub token masking 15 %',
     batch: (quick) => (quick ? 4 : 32),
     make: (batch) => makeBertWorkload(batch),
-    torchScript: SHARED('bert_step_torch.py'),
-    torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
+    ...sharedStepInPairs('bert_step_torch.py'),
   },
   swin: {
     workload: 'Swin 64 px, patch 4, embed 64, depths 2-2-2, window 4 (shifted), AdamW; MaskSub mask-token 50 %',
@@ -81,7 +93,7 @@ function median(xs: number[]): number {
 export function benchArch(name: string, opts: { quick: boolean; pairs: number; torch: boolean; log: (s: string) => void }): ArchResult {
   const spec = ARCHS[name];
   if (spec === undefined) throw new Error(`--arch: unknown architecture '${name}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
-  const missing = !opts.torch ? 'skipped (--no-torch)' : torchUnavailable(spec.torchScript);
+  const missing = !opts.torch ? 'skipped (--no-torch)' : torchUnavailable(spec.torchScript, ...(spec.torchReads ?? []));
   const torchRuns: TorchRun[] = [];
   const torchSteps = opts.quick ? 3 : Math.max(5, opts.pairs);
   const batch = spec.batch(opts.quick);
@@ -134,7 +146,9 @@ export function benchArch(name: string, opts: { quick: boolean; pairs: number; t
   const mean = (f: (t: TorchRun) => number) => torchRuns.reduce((a, t) => a + f(t), 0) / torchRuns.length;
   r.pytorch_ms_standard = mean((t) => Number(t.result.standard));
   r.pytorch_ms_masksub = mean((t) => Number(t.result.masksub));
-  r.pytorch_masksub_ratio = mean((t) => Number(t.result.masksub) / Number(t.result.standard));
+  // Every PyTorch step here is timed in interleaved pairs: its ratio is the median of the pair
+  // ratios, as masksub's own (bench/torch/pairs.py).
+  r.pytorch_masksub_ratio = mean((t) => Number(t.result.ratio));
   r.over_pytorch = r.ms_standard / r.pytorch_ms_standard;
   r.over_pytorch_masksub = r.ms_masksub / r.pytorch_ms_masksub;
   r.pytorch_peak_rss_mib = Math.max(...torchRuns.map((t) => t.peakRssMiB));
