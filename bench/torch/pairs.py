@@ -1,8 +1,19 @@
-"""The timing loop both PyTorch twins share (swin_step_torch.py, clip_step_torch.py): standard and
-MaskSub steps in interleaved pairs, as masksub's side of the bench times them
+"""The timing loop every PyTorch step of the bench shares (the Swin and CLIP twins, the ViT twin,
+shared_pairs.py for the shared scripts): standard and MaskSub steps in interleaved pairs, as masksub's side of the bench times them
 (bench/arch/compare.ts). Timed in two blocks, a drifting shared VM moves the ratio."""
-import time
+import contextlib, io, runpy, sys, time
 import torch
+
+
+def run_script(path, argv):
+    """Runs a reference script as it is, with `argv` as its command line and its output swallowed;
+    returns its globals (its model, data, optimizer and step, to be timed here)."""
+    saved, sys.argv = sys.argv, [path, *argv]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return runpy.run_path(path, run_name='reference_step')
+    finally:
+        sys.argv = saved
 
 
 def time_pairs(step, model, args):

@@ -8,10 +8,10 @@ usage: shared_pairs.py --script <path> [--steps N] [--warmup W] [--threads T] <t
 
 The script runs first as it is, with one timed step per kind (after its own two warm-up steps of
 each: the warm-up here), its output swallowed; then its `step` is timed. Prints one JSON line."""
-import argparse, contextlib, io, json, os, runpy, sys
+import argparse, json, os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pairs import time_pairs  # noqa: E402
+from pairs import run_script, time_pairs  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument('--script', required=True)
@@ -19,10 +19,7 @@ p.add_argument('--steps', type=int, default=21); p.add_argument('--warmup', type
 p.add_argument('--threads', type=int, default=2)
 a, script_args = p.parse_known_args()
 
-saved, sys.argv = sys.argv, [a.script, *script_args, '--steps', '1', '--threads', str(a.threads)]
-with contextlib.redirect_stdout(io.StringIO()):
-    g = runpy.run_path(a.script, run_name='shared_step')
-sys.argv = saved
+g = run_script(a.script, [*script_args, '--steps', '1', '--threads', str(a.threads)])
 m = g['m']
 res = time_pairs(g['step'], m, a)
 res['script_args'] = script_args

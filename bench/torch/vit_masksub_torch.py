@@ -7,11 +7,11 @@ softmax, soft CE / 2, backward; one Adam update. The shared script has no two-pa
 as "a standard step + a keep-32 step" from two processes minutes apart, its ratio counted a
 second Adam update and zero_grad, and the VM's drift between the two runs moved it by +-0.1.
 Prints one JSON line."""
-import argparse, contextlib, io, json, os, runpy, sys
+import argparse, json, os, sys
 import torch, torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pairs import time_pairs  # noqa: E402
+from pairs import run_script, time_pairs  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument('--script', required=True, help='path of the shared vit_step_torch.py')
@@ -27,10 +27,7 @@ a = p.parse_args()
 argv = ['--batch', str(a.batch), '--threads', str(a.threads), '--warmup', '0', '--steps', '1']
 for k in SIZES:
     if getattr(a, k) is not None: argv += ['--' + k, str(getattr(a, k))]
-saved, sys.argv = sys.argv, [a.script] + argv
-with contextlib.redirect_stdout(io.StringIO()):
-    g = runpy.run_path(a.script, run_name='vit_step_torch')
-sys.argv = saved
+g = run_script(a.script, argv)
 m, opt, x, y, NP = g['m'], g['opt'], g['x'], g['y'], g['NP']
 keep = a.keep or NP // 2
 B = x.shape[0]
