@@ -3,12 +3,14 @@
  * and the train lines carry the share of time the loop waited for data.
  */
 import '@masksub/vit';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { MEMORY_LIMIT_ENV, OptionError } from '@masksub/core';
-import { parseRunConfig } from './config.js';
+import { configToYaml, parseRunConfig } from './config.js';
 import { optimizerStateBytes, trainRun } from './trainer.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'masksub-memory-'));
@@ -47,6 +49,25 @@ describe('the memory check before the first update', () => {
     // Nothing was trained: no train line, no checkpoint.
     expect(readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8')).not.toMatch(/"type":"train"/);
     expect(existsSync(join(c.run.dir, 'checkpoints'))).toBe(false);
+  });
+
+  it('from the CLI: exit code 2 with the message, and the process ends (the loader worker is stopped too)', () => {
+    const c = config({ quiet: false });
+    expect(c.data.loader_worker).toBe(true);
+    const file = join(tmp, 'refused.yaml');
+    writeFileSync(file, configToYaml(c));
+    const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--conditions=source', join(repo, 'packages/train/src/cli/main.ts'), 'train', '--config', file], {
+      cwd: repo,
+      encoding: 'utf8',
+      timeout: 120_000,
+      env: { ...process.env, [MEMORY_LIMIT_ENV]: '0.05' },
+    });
+    // Before the loop's finally the error was printed and the worker kept the process alive: no exit code.
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(2);
+    expect(r.stderr + r.stdout).toMatch(/error: option 'train\.batch_size': .*even one example per micro-batch does not fit/);
+    expect(r.stderr + r.stdout).not.toMatch(/\n\s+at /);
   });
 
   it('says so when not even one example per micro-batch fits (the weights, optimizer state and gradient sum alone exceed the limit)', async () => {

@@ -237,86 +237,91 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   // checkpoint of the last finite step must resume from exactly there.
   let position: StreamPosition = { dataLoader: task.state(), rng: trainer.rng.getState() };
   let lastCheckpointStep = options.resume ? step : -1;
-  training: while (step < totalSteps) {
-    const lr = lrAt(step);
-    // One optimizer update: accum_steps micro-batches, each main then sub pass (as the official
-    // MAE/Swin accum_iter loops), their gradients averaged, as one batch of accum_steps times the size.
-    let sum: Map<string, tf.Tensor> | null = null;
-    const losses = { loss: 0, main: 0, sub: 0 };
-    let ratio = 0;
-    let size = 0;
-    for (let micro = 0; micro < accum; micro++) {
-      const waitStart = performance.now();
-      const next = await batches.next();
-      intervalWait += performance.now() - waitStart;
-      if (next.done) {
-        if (sum) tf.dispose([...sum.values()]);
-        break training;
-      }
-      const batch = next.value;
-      if (!memoryChecked) {
-        memoryChecked = true;
-        try {
-          // Optimizer state and accumulated gradients exist for trainable variables only.
-          const trainable = model.params.countTrainable();
-          await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, trainable), trainable, config.train.batch_size, accum, log);
-        } catch (e) {
-          tf.dispose(batch.tensors);
-          throw e;
+  // Whatever leaves the loop (the end, the memory check, any error) stops the loader: its worker
+  // thread would otherwise keep the process alive after the error was reported.
+  try {
+    training: while (step < totalSteps) {
+      const lr = lrAt(step);
+      // One optimizer update: accum_steps micro-batches, each main then sub pass (as the official
+      // MAE/Swin accum_iter loops), their gradients averaged, as one batch of accum_steps times the size.
+      let sum: Map<string, tf.Tensor> | null = null;
+      const losses = { loss: 0, main: 0, sub: 0 };
+      let ratio = 0;
+      let size = 0;
+      for (let micro = 0; micro < accum; micro++) {
+        const waitStart = performance.now();
+        const next = await batches.next();
+        intervalWait += performance.now() - waitStart;
+        if (next.done) {
+          if (sum) tf.dispose([...sum.values()]);
+          break training;
         }
+        const batch = next.value;
+        if (!memoryChecked) {
+          memoryChecked = true;
+          try {
+            // Optimizer state and accumulated gradients exist for trainable variables only.
+            const trainable = model.params.countTrainable();
+            await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, trainable), trainable, config.train.batch_size, accum, log);
+          } catch (e) {
+            tf.dispose(batch.tensors);
+            throw e;
+          }
+        }
+        const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
+        tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+        sum = sum ? addGradients(sum, r.grads) : r.grads;
+        losses.loss += r.loss / accum;
+        losses.main += r.lossMain / accum;
+        losses.sub += r.lossSub / accum;
+        ratio = r.ratio;
+        size += batch.size;
       }
-      const r = trainer.computeGradients({ inputs: batch.inputs, targets: batch.targets }, step);
-      tf.dispose([...batch.tensors, r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
-      sum = sum ? addGradients(sum, r.grads) : r.grads;
-      losses.loss += r.loss / accum;
-      losses.main += r.lossMain / accum;
-      losses.sub += r.lossSub / accum;
-      ratio = r.ratio;
-      size += batch.size;
-    }
-    let grads = accum > 1 ? scaleGradients(sum!, 1 / accum) : sum!;
-    // Checked before the update, as a loss scaler does: a non-finite loss or gradient never
-    // reaches the weights (or the optimizer's moments).
-    const gradNorm = Number.isFinite(losses.loss) ? globalGradNormValue(grads) : Number.NaN;
-    if (!Number.isFinite(losses.loss) || !Number.isFinite(gradNorm)) {
+      let grads = accum > 1 ? scaleGradients(sum!, 1 / accum) : sum!;
+      // Checked before the update, as a loss scaler does: a non-finite loss or gradient never
+      // reaches the weights (or the optimizer's moments).
+      const gradNorm = Number.isFinite(losses.loss) ? globalGradNormValue(grads) : Number.NaN;
+      if (!Number.isFinite(losses.loss) || !Number.isFinite(gradNorm)) {
+        tf.dispose([...grads.values()]);
+        if (step > 0 && lastCheckpointStep !== step) await checkpoint(position);
+        const what = Number.isFinite(losses.loss) ? `the gradient norm is ${gradNorm} (loss ${losses.loss})` : `the loss is ${losses.loss}`;
+        throw new OptionError(
+          'optimizer.lr',
+          `update ${step + 1} diverged: ${what}. The update was skipped and the run stopped; ${step > 0 ? `checkpoints/latest holds step ${step}, the last finite one` : 'no update had been made'}. ` +
+            `Likely causes: the learning rate is too high (optimizer.lr ${o.lr !== undefined ? o.lr : `unset, resolved to ${resolveLearningRate(config)}`}, ${lr} at this step; lower it, or add warm-up or optimizer.clip_grad), or bad data (NaN/Inf inputs or targets in ${task.description})`,
+        );
+      }
+      if (o.clip_grad) {
+        const clipped = clipGradNorm(grads, o.clip_grad, gradNorm);
+        tf.dispose([...grads.values()]);
+        grads = clipped.grads;
+      }
+      optimizer.step(grads, lr);
       tf.dispose([...grads.values()]);
-      if (step > 0 && lastCheckpointStep !== step) await checkpoint(position);
-      const what = Number.isFinite(losses.loss) ? `the gradient norm is ${gradNorm} (loss ${losses.loss})` : `the loss is ${losses.loss}`;
-      throw new OptionError(
-        'optimizer.lr',
-        `update ${step + 1} diverged: ${what}. The update was skipped and the run stopped; ${step > 0 ? `checkpoints/latest holds step ${step}, the last finite one` : 'no update had been made'}. ` +
-          `Likely causes: the learning rate is too high (optimizer.lr ${o.lr !== undefined ? o.lr : `unset, resolved to ${resolveLearningRate(config)}`}, ${lr} at this step; lower it, or add warm-up or optimizer.clip_grad), or bad data (NaN/Inf inputs or targets in ${task.description})`,
-      );
+      ema?.update();
+      step++;
+      position = { dataLoader: task.state(), rng: trainer.rng.getState() };
+      intervalImages += size;
+      totalImages += size;
+      const elapsedMs = performance.now() - intervalStart;
+      const imgPerS = intervalImages / Math.max(elapsedMs / 1000, 1e-9);
+      const dataWait = intervalWait / Math.max(elapsedMs, 1e-9);
+      progress.update({ step, epoch: epochAt(step), loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, lr, img_per_s: imgPerS, data_wait: dataWait });
+      if (step % config.run.log_every === 0 || step === totalSteps) {
+        metrics.logTrain({ step, epoch: epochAt(step), lr, loss: losses.loss, loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, ratio: trainer.variant !== 'none' ? ratio : null, img_per_s: imgPerS, data_wait: dataWait });
+        intervalImages = 0;
+        intervalWait = 0;
+        intervalStart = performance.now();
+      }
+      if (config.run.eval_every && step % config.run.eval_every === 0 && step < totalSteps) await runEval();
+      if (step % config.run.checkpoint_every === 0 || step === totalSteps) {
+        await checkpoint(position);
+        lastCheckpointStep = step;
+      }
     }
-    if (o.clip_grad) {
-      const clipped = clipGradNorm(grads, o.clip_grad, gradNorm);
-      tf.dispose([...grads.values()]);
-      grads = clipped.grads;
-    }
-    optimizer.step(grads, lr);
-    tf.dispose([...grads.values()]);
-    ema?.update();
-    step++;
-    position = { dataLoader: task.state(), rng: trainer.rng.getState() };
-    intervalImages += size;
-    totalImages += size;
-    const elapsedMs = performance.now() - intervalStart;
-    const imgPerS = intervalImages / Math.max(elapsedMs / 1000, 1e-9);
-    const dataWait = intervalWait / Math.max(elapsedMs, 1e-9);
-    progress.update({ step, epoch: epochAt(step), loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, lr, img_per_s: imgPerS, data_wait: dataWait });
-    if (step % config.run.log_every === 0 || step === totalSteps) {
-      metrics.logTrain({ step, epoch: epochAt(step), lr, loss: losses.loss, loss_main: losses.main, loss_sub: hasSub ? losses.sub : null, ratio: trainer.variant !== 'none' ? ratio : null, img_per_s: imgPerS, data_wait: dataWait });
-      intervalImages = 0;
-      intervalWait = 0;
-      intervalStart = performance.now();
-    }
-    if (config.run.eval_every && step % config.run.eval_every === 0 && step < totalSteps) await runEval();
-    if (step % config.run.checkpoint_every === 0 || step === totalSteps) {
-      await checkpoint(position);
-      lastCheckpointStep = step;
-    }
+  } finally {
+    await batches.return(undefined);
   }
-  await batches.return(undefined);
   progress.stop();
   const finalEval = await runEval();
   const modelDir = join(runDir, 'model');
