@@ -16,7 +16,7 @@
  * not in the default set. Their entries add `cases`, one per effective batch.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
@@ -25,7 +25,7 @@ import { ARCHS, type ArchResult } from './arch/compare.js';
 import { runChildJson } from './arch/child.js';
 import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
 import { benchPipeline, type PipelineResult } from './pipeline.js';
-import { runTorch, torchUnavailable } from './arch/torch.js';
+import { benchScript, runTorch, sharedScript, torchUnavailable } from './arch/torch.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -147,10 +147,10 @@ interface TorchVitPairs {
  * (bench/torch/vit_masksub_torch.py), peak RSS growth measured as masksub's (bench/arch/torch.ts).
  */
 function torchVitPairs(): TorchVitPairs | null {
-  const script = resolve(here, '../../shared/bench/vit_step_torch.py');
+  const script = sharedScript('vit_step_torch.py');
   if (torchUnavailable(script) !== null) return null;
   const pairs = quick ? 2 : steps * 3;
-  const run = runTorch(join(here, 'torch', 'vit_masksub_torch.py'), ['--script', script, '--steps', String(pairs), '--batch', String(batch)]);
+  const run = runTorch(benchScript('vit_masksub_torch.py'), ['--script', script, '--steps', String(pairs), '--batch', String(batch)]);
   const r = run.result as Omit<TorchVitPairs, 'peakRssMiB'>;
   return { ...r, peakRssMiB: run.peakRssMiB };
 }

@@ -4,7 +4,7 @@
  * ../shared/bench runs it. Shared by the parent (bench/arch/big.ts) and each case's child
  * process (bench/arch/big-case.ts).
  */
-import { resolve } from 'node:path';
+import { benchScript, sharedScript } from './torch.js';
 import { Rng, tf, type AdapterModel, type Batch, type MaskSubOptions, type OptimizerSpec } from '@masksub/core';
 import { makeBertModelAndBatch } from './bert.js';
 import { ViTModel } from '@masksub/vit';
@@ -58,7 +58,6 @@ export interface BigCaseResult {
   message?: string;
 }
 
-const SHARED = (name: string) => resolve(import.meta.dirname, '../../../shared/bench', name);
 
 export const VIT_B16 = { image: 224, patch: 16, hidden: 768, layers: 12, heads: 12, inter: 3072, classes: 1000, keep: 98 };
 export const BERT_BASE = { seq: 128, hidden: 768, layers: 12, heads: 12, inter: 3072, vocab: 30522 };
@@ -90,13 +89,13 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     lr: 1e-3,
     masksub: { drop: 'token-removal', ratio: 0.5 },
     // The shared script's model, standard and two-pass MaskSub steps in interleaved pairs (as the small ViT bench).
-    torchScript: resolve(import.meta.dirname, '../torch/vit_masksub_torch.py'),
-    torchReads: [SHARED('vit_step_torch.py')],
+    torchScript: benchScript('vit_masksub_torch.py'),
+    torchReads: [sharedScript('vit_step_torch.py')],
     torchNote: "vit_step_torch.py's model; standard and two-pass MaskSub steps in interleaved pairs (bench/torch/vit_masksub_torch.py); RSS is the peak of both",
     torchArgs: (batch, steps) => {
       const v = VIT_B16;
       const sizes = ['--img', String(v.image), '--patch', String(v.patch), '--dim', String(v.hidden), '--depth', String(v.layers), '--heads', String(v.heads), '--classes', String(v.classes)];
-      return ['--script', SHARED('vit_step_torch.py'), ...sizes, '--keep', String(v.keep), '--batch', String(batch), '--warmup', '1', '--steps', String(steps)];
+      return ['--script', sharedScript('vit_step_torch.py'), ...sizes, '--keep', String(v.keep), '--batch', String(batch), '--warmup', '1', '--steps', String(steps)];
     },
     // HF's ViT gives the CLS token a position embedding and holds a mask token (used by the
     // mask-token drop kind only; token removal never reads it); vit_step_torch.py has neither.
@@ -117,9 +116,9 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     lr: 1e-4,
     masksub: { drop: 'token-masking', ratio: 0.15 },
     // The shared script's own step, timed in interleaved pairs (bench/torch/shared_pairs.py).
-    torchScript: resolve(import.meta.dirname, '../torch/shared_pairs.py'),
-    torchReads: [SHARED('bert_step_torch.py')],
+    torchScript: benchScript('shared_pairs.py'),
+    torchReads: [sharedScript('bert_step_torch.py')],
     torchNote: "bert_step_torch.py's step, standard and two-pass MaskSub in interleaved pairs (bench/torch/shared_pairs.py); RSS is the peak of both",
-    torchArgs: (batch, steps) => ['--script', SHARED('bert_step_torch.py'), '--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
+    torchArgs: (batch, steps) => ['--script', sharedScript('bert_step_torch.py'), '--hidden', String(BERT_BASE.hidden), '--layers', String(BERT_BASE.layers), '--heads', String(BERT_BASE.heads), '--inter', String(BERT_BASE.inter), '--seq', String(BERT_BASE.seq), '--batch', String(batch), '--steps', String(steps)],
   },
 };

@@ -3,13 +3,12 @@
  * in interleaved pairs, peak RSS growth over the pre-step process, and the identical PyTorch step
  * (its own standard / MaskSub pair) run right after in the same bench run.
  */
-import { resolve } from 'node:path';
 import { makeBertWorkload } from './bert.js';
 import { makeClipWorkload } from './clip.js';
 import { makeResNetWorkload } from './resnet.js';
 import type { ArchStep } from './step.js';
 import { makeSwinWorkload } from './swin.js';
-import { runTorch, torchUnavailable, type TorchRun } from './torch.js';
+import { benchScript, runTorch, sharedScript, torchUnavailable, type TorchRun } from './torch.js';
 
 export interface ArchResult {
   arch: string;
@@ -40,9 +39,6 @@ interface ArchSpec {
   torchArgs(batch: number, steps: number): string[];
 }
 
-const SHARED = (name: string) => resolve(import.meta.dirname, '../../../shared/bench', name);
-/** PyTorch steps written for this bench (the shared folder has ViT, ResNet-20 and BERT). */
-const OWN = (name: string) => resolve(import.meta.dirname, '../torch', name);
 /**
  * A shared script's own step(masksub), timed in interleaved pairs by bench/torch/shared_pairs.py
  * (the scripts time their standard steps, then their MaskSub steps: the VM's drift in between
@@ -50,9 +46,9 @@ const OWN = (name: string) => resolve(import.meta.dirname, '../torch', name);
  */
 function sharedStepInPairs(script: string): Pick<ArchSpec, 'torchScript' | 'torchReads' | 'torchArgs'> {
   return {
-    torchScript: OWN('shared_pairs.py'),
-    torchReads: [SHARED(script)],
-    torchArgs: (batch, steps) => ['--script', SHARED(script), '--batch', String(batch), '--steps', String(steps)],
+    torchScript: benchScript('shared_pairs.py'),
+    torchReads: [sharedScript(script)],
+    torchArgs: (batch, steps) => ['--script', sharedScript(script), '--batch', String(batch), '--steps', String(steps)],
   };
 }
 
@@ -73,14 +69,14 @@ export const ARCHS: Record<string, ArchSpec> = {
     workload: 'Swin 64 px, patch 4, embed 64, depths 2-2-2, window 4 (shifted), AdamW; MaskSub mask-token 50 %',
     batch: (quick) => (quick ? 4 : 32),
     make: (batch) => makeSwinWorkload(batch),
-    torchScript: OWN('swin_step_torch.py'),
+    torchScript: benchScript('swin_step_torch.py'),
     torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
   },
   clip: {
     workload: 'CLIP both towers 128 wide x 4 layers, 32 px / patch 4, 16 text tokens, contrastive, AdamW; MaskSub token removal 50 %',
     batch: (quick) => (quick ? 8 : 64),
     make: (batch) => makeClipWorkload(batch),
-    torchScript: OWN('clip_step_torch.py'),
+    torchScript: benchScript('clip_step_torch.py'),
     torchArgs: (batch, steps) => ['--batch', String(batch), '--steps', String(steps)],
   },
 };

@@ -5,8 +5,14 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 
 const PYTHON = '/usr/bin/python3';
+
+/** A reference step script of the shared folder (../shared/bench: ViT, ResNet-20, BERT). */
+export const sharedScript = (name: string): string => resolve(import.meta.dirname, '../../../shared/bench', name);
+/** A PyTorch script of this bench (bench/torch: the Swin and CLIP twins, the ViT twin, shared_pairs.py). */
+export const benchScript = (name: string): string => resolve(import.meta.dirname, '../torch', name);
 
 /** Why PyTorch is unavailable, or null when it can run (`reads`: other files the script needs). */
 export function torchUnavailable(script: string, ...reads: string[]): string | null {
