@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
+import { gradientsOnto } from './lean-gradients.js';
 
 /**
  * Tensor bytes live when the last op of a deep chain's backward runs (the op next to the input):
@@ -89,5 +90,78 @@ describe('lean gradients (the engine gradients installed by core/tf.ts)', () => 
     expect(dy.isDisposed).toBe(false);
     expect(g[0].shape).toEqual([4, 5]);
     tf.dispose([dy, ...g, x, w]);
+  });
+
+  describe('gradientsOnto', () => {
+    // w is read twice (fan-out: its partial gradients are summed on the tape), b once through a
+    // reshape, u not at all; x is an input, not a variable.
+    const w = tf.variable(tf.randomNormal([6, 5], 0, 1, 'float32', 11));
+    const b = tf.variable(tf.randomNormal([5], 0, 1, 'float32', 12));
+    const u = tf.variable(tf.randomNormal([3], 0, 1, 'float32', 13));
+    const x = tf.randomNormal([4, 6], 0, 1, 'float32', 14);
+    const loss = () => {
+      const h = tf.tanh(tf.add(tf.matMul(x, w), tf.reshape(tf.reshape(b, [1, 5]), [5])));
+      return tf.sum(tf.mul(h, tf.sum(w))) as tf.Scalar;
+    };
+    const priorsOf = () => [tf.randomNormal([6, 5], 0, 1, 'float32', 21), tf.randomNormal([5], 0, 1, 'float32', 22), tf.randomNormal([3], 0, 1, 'float32', 23)];
+
+    it('returns prior + own, bit for bit the sum taken after the walk; the prior alone where the tape never reads the variable', () => {
+      const { value, grads: own } = tf.engine().gradients(loss, [w, b, u], undefined, true);
+      value.dispose();
+      const priors = priorsOf();
+      const expected = [tf.add(priors[0], own[0]), tf.add(priors[1], own[1]), tf.clone(priors[2])];
+      expect(own[2]).toBeUndefined(); // u gets no gradient of its own
+      const got = gradientsOnto(loss, [w, b, u], priors);
+      expect(got.reached).toBe(true);
+      for (let i = 0; i < 3; i++) expect(Array.from(got.grads[i].dataSync())).toEqual(Array.from(expected[i].dataSync()));
+      expect(got.grads[2]).toBe(priors[2]);
+      // The priors that were added onto are consumed.
+      expect(priors[0].isDisposed && priors[1].isDisposed).toBe(true);
+      tf.dispose([got.value, ...got.grads, ...own.filter((g) => g !== undefined), ...expected]);
+    });
+
+    it('leaves no tensors behind, and reports a loss that reads no variable', () => {
+      const before = tf.memory().numTensors;
+      const priors = priorsOf();
+      const got = gradientsOnto(loss, [w, b, u], [priors[0], null, priors[2]]);
+      tf.dispose([got.value, ...got.grads, priors[1]]);
+      expect(tf.memory().numTensors).toBe(before);
+      const none = gradientsOnto(() => tf.sum(x) as tf.Scalar, [u], [null]);
+      expect(none.reached).toBe(false);
+      none.value.dispose();
+    });
+
+    it('hold one set of gradients at the end of the walk: a prior is freed as soon as its variable is done', () => {
+      // A chain of layers: the first layer's weight is the last one the backward finishes; when its
+      // gradient arrives, every other layer's prior has already been added onto and freed.
+      const layers = Array.from({ length: 8 }, (_, i) => tf.variable(tf.randomNormal([64, 64], 0, 0.1, 'float32', 30 + i)));
+      const input = tf.randomNormal([16, 64], 0, 1, 'float32', 40);
+      const bytes = 64 * 64 * 4;
+      let seen = -1;
+      const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
+        value: tf.clone(args[0] as tf.Tensor),
+        gradFunc: (dy: tf.Tensor) => {
+          seen = tf.memory().numBytes;
+          return tf.clone(dy);
+        },
+      }));
+      const chain = () => {
+        let h: tf.Tensor = probe(tf.matMul(input, layers[0]));
+        for (const l of layers.slice(1)) h = tf.matMul(h, l);
+        return tf.sum(h) as tf.Scalar;
+      };
+      const priors = layers.map((l, i) => tf.randomNormal(l.shape, 0, 1, 'float32', 50 + i));
+      const base = tf.memory().numBytes - priors.length * bytes;
+      // The control: the walk's own gradients, the priors held beside them to be added afterwards.
+      const plain = tf.engine().gradients(chain, layers, undefined, true);
+      const held = seen - base;
+      tf.dispose([plain.value, ...plain.grads]);
+      const got = gradientsOnto(chain, layers, priors);
+      // At the probe (the backward's last op, before layer 0's weight gradient): 7 finished sums,
+      // layer 0's prior and a few 16 x 64 activations; the control holds 8 priors + 7 gradients.
+      expect(held).toBeGreaterThanOrEqual(15 * bytes);
+      expect(seen - base).toBeLessThan(10 * bytes);
+      tf.dispose([got.value, ...got.grads, ...layers, input]);
+    });
   });
 });

@@ -134,7 +134,57 @@ function accumulate(grads: GradientMap, x: tf.Tensor, dx: tf.Tensor): void {
   }
 }
 
-function backpropagate(grads: GradientMap, tape: TapeNode[], xIds: ReadonlySet<number>, tidy: (f: () => tf.Tensor) => tf.Tensor, releaseSaved: boolean): void {
+/**
+ * Gradients the walk adds its own onto (gradientsOnto): each x's prior gradient waits until the
+ * walk has visited the last tape node that reads x, then is added to x's finished gradient, so a
+ * prior gradient and its partial sum never both stay alive longer than that one add.
+ */
+class PriorGradients {
+  private readonly pending = new Map<number, { prior: tf.Tensor; uses: number }>();
+
+  constructor(xs: readonly tf.Tensor[], priors: readonly (tf.Tensor | null)[], tape: readonly TapeNode[]) {
+    xs.forEach((x, i) => {
+      const prior = priors[i];
+      if (prior) this.pending.set(x.id, { prior, uses: 0 });
+    });
+    for (const node of tape) for (const name in node.inputs) this.count(node.inputs[name].id, 1);
+  }
+
+  /** After the walk has run `node`'s gradient: adds the prior of every input now finished. */
+  visited(node: TapeNode, grads: GradientMap): void {
+    for (const name in node.inputs) {
+      const id = node.inputs[name].id;
+      if (this.count(id, -1) !== 0) continue;
+      const { prior } = this.pending.get(id)!;
+      this.pending.delete(id);
+      const own = grads.get(id);
+      // prior + own, in that order: the sum a caller would have taken after the walk, bit for bit.
+      grads.set(id, own === undefined ? prior : tf.add(prior, own));
+      if (own !== undefined) prior.dispose();
+    }
+  }
+
+  /** The prior of an x no tape node reads (its gradient is the prior alone), else undefined. */
+  unread(id: number): tf.Tensor | undefined {
+    return this.pending.get(id)?.prior;
+  }
+
+  private count(id: number, by: number): number | undefined {
+    const entry = this.pending.get(id);
+    if (entry === undefined) return undefined;
+    entry.uses += by;
+    return entry.uses;
+  }
+}
+
+function backpropagate(
+  grads: GradientMap,
+  tape: TapeNode[],
+  xIds: ReadonlySet<number>,
+  tidy: (f: () => tf.Tensor) => tf.Tensor,
+  releaseSaved: boolean,
+  priors: PriorGradients | null,
+): void {
   for (let i = tape.length - 1; i >= 0; i--) {
     const node = tape[i];
     const dys = node.outputs.map((o) => grads.get(o.id) ?? null);
@@ -144,6 +194,7 @@ function backpropagate(grads: GradientMap, tape: TapeNode[], xIds: ReadonlySet<n
       const x = node.inputs.x;
       if (x !== undefined && dys[0] !== null) accumulate(grads, x, tidy(() => tf.reshape(dys[0]!, x.shape)));
       for (const o of node.outputs) if (!xIds.has(o.id)) grads.release(o.id);
+      priors?.visited(node, grads);
       continue;
     }
     const inputGradients = node.gradient(dys);
@@ -167,7 +218,65 @@ function backpropagate(grads: GradientMap, tape: TapeNode[], xIds: ReadonlySet<n
     // (An output that is also one of xs keeps its gradient: it is returned.)
     for (const o of node.outputs) if (!xIds.has(o.id)) grads.release(o.id);
     if (releaseSaved) for (const t of node.saved ?? []) t.dispose();
+    priors?.visited(node, grads);
   }
+}
+
+/** The lean walk: tfjs' Engine.gradients, releasing as it goes; with `priors`, adding onto them. */
+function leanGradients(
+  e: EngineInternals,
+  f: () => tf.Tensor,
+  xs: tf.Tensor[],
+  dy: tf.Tensor | undefined,
+  allowNoGradients: boolean,
+  priors: readonly (tf.Tensor | null)[] | null,
+): { value: tf.Tensor; grads: tf.Tensor[]; reached: boolean } {
+  tf.util.assert(xs.length > 0, () => 'gradients() received an empty list of xs.');
+  if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
+  const y = e.scopedRun(
+    () => e.startTape(),
+    () => e.endTape(),
+    () => e.tidy('forward', f),
+  );
+  tf.util.assert(y instanceof tf.Tensor, () => 'The result y returned by f() must be a tensor.');
+  const filteredTape = filteredNodesXToY(e.state.activeTape!, xs, y);
+  if (!allowNoGradients && filteredTape.length === 0 && xs.length > 0) {
+    throw new Error('Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses all operations that lead from x to y.');
+  }
+  return e.tidy('backward', () => {
+    // The caller's dy stays the caller's; the gradient tensors of xs are what we return.
+    const grads = new GradientMap(new Set(dy != null ? [dy] : []));
+    grads.set(y.id, dy ?? tf.ones(y.shape));
+    const outermost = e.state.gradientDepth === 0;
+    const pending = priors ? new PriorGradients(xs, priors, filteredTape) : null;
+    backpropagate(grads, filteredTape, new Set(xs.map((x) => x.id)), (g) => e.tidy('gradient', g), outermost, pending);
+    const result = xs.map((x) => grads.get(x.id) ?? pending?.unread(x.id)) as tf.Tensor[];
+    if (outermost) {
+      for (const node of e.state.activeTape!) for (const t of node.saved ?? []) t.dispose();
+      e.state.activeTape = null;
+    }
+    // (With priors the result holds them even where the tape reached nothing: `reached` says whether it did.)
+    return { value: y, grads: result, reached: filteredTape.length > 0 };
+  }) as { value: tf.Tensor; grads: tf.Tensor[]; reached: boolean };
+}
+
+/**
+ * The gradients of `f` with respect to `xs`, each added onto `priors[i]` (null: nothing to add)
+ * as soon as the walk has finished xs[i]'s own: `prior + own`, the sum a caller would take after
+ * the walk, with the same result, without both sets of gradients alive at the end of the walk.
+ * MaskSub's sub pass adds onto the main pass's gradients this way (one set of parameter
+ * gradients held at the end of a step instead of two). The priors are consumed; `grads[i]` is
+ * the prior itself where the tape never reads xs[i], and `reached` says whether it read any x.
+ */
+export function gradientsOnto(
+  f: () => tf.Tensor,
+  xs: tf.Tensor[],
+  priors: readonly (tf.Tensor | null)[],
+): { value: tf.Tensor; grads: tf.Tensor[]; reached: boolean } {
+  if (priors.length !== xs.length) throw new Error(`gradientsOnto: ${priors.length} priors for ${xs.length} xs`);
+  const e = tf.engine() as unknown as EngineInternals;
+  if (!e.leanGradientsInstalled) throw new Error('gradientsOnto needs the lean gradients installed on the engine (core/src/tf.ts)');
+  return leanGradients(e, f, xs, undefined, true, priors);
 }
 
 /** Replaces the engine's `gradients` (used by tf.grad(s), tf.valueAndGrad(s), tf.variableGrads) with the lean one. Idempotent. */
@@ -183,31 +292,8 @@ export function installLeanGradients(engine: object = tf.engine()): void {
       throw new Error("Reshape's gradient is computed inside masksub's gradient walk (core/src/lean-gradients.ts); tfjs' own Engine.gradients cannot run it");
     },
   });
-  e.gradients = function leanGradients(f, xs, dy, allowNoGradients = false) {
-    tf.util.assert(xs.length > 0, () => 'gradients() received an empty list of xs.');
-    if (dy != null && dy.dtype !== 'float32') throw new Error(`dy must have 'float32' dtype, but has '${dy.dtype}'`);
-    const y = e.scopedRun(
-      () => e.startTape(),
-      () => e.endTape(),
-      () => e.tidy('forward', f),
-    );
-    tf.util.assert(y instanceof tf.Tensor, () => 'The result y returned by f() must be a tensor.');
-    const filteredTape = filteredNodesXToY(e.state.activeTape!, xs, y);
-    if (!allowNoGradients && filteredTape.length === 0 && xs.length > 0) {
-      throw new Error('Cannot compute gradient of y=f(x) with respect to x. Make sure that the f you passed encloses all operations that lead from x to y.');
-    }
-    return e.tidy('backward', () => {
-      // The caller's dy stays the caller's; the gradient tensors of xs are what we return.
-      const grads = new GradientMap(new Set(dy != null ? [dy] : []));
-      grads.set(y.id, dy ?? tf.ones(y.shape));
-      const outermost = e.state.gradientDepth === 0;
-      backpropagate(grads, filteredTape, new Set(xs.map((x) => x.id)), (g) => e.tidy('gradient', g), outermost);
-      const result = xs.map((x) => grads.get(x.id)) as tf.Tensor[];
-      if (outermost) {
-        for (const node of e.state.activeTape!) for (const t of node.saved ?? []) t.dispose();
-        e.state.activeTape = null;
-      }
-      return { value: y, grads: result };
-    });
+  e.gradients = function gradients(f, xs, dy, allowNoGradients = false) {
+    const { value, grads } = leanGradients(e, f, xs, dy, allowNoGradients, null);
+    return { value, grads };
   };
 }

@@ -16,6 +16,7 @@ import { weightSchedule } from './contract/schedule.js';
 import { OptionError } from './errors.js';
 import type { ForwardOptions, MaskSubModel, ModelInputs, SharedBranch } from './model.js';
 import { Rng } from './rng.js';
+import { gradientsOnto } from './lean-gradients.js';
 import { outsideTape } from './tape.js';
 import { tf } from './tf.js';
 
@@ -258,12 +259,12 @@ export class MaskSubTrainer {
     );
     const lossMain = wMain === 0 ? 0 : main.value.dataSync()[0] / wMain;
     main.value.dispose();
-    const grads = new Map<string, tf.Tensor>();
-    addGrads(grads, vars, main.grads);
     if (!mainLogits) throw new Error('main forward produced no logits');
     const mainOut: tf.Tensor = mainLogits;
 
     if (!this.drop || wSub === 0) {
+      const grads = new Map<string, tf.Tensor>();
+      addGrads(grads, vars, main.grads);
       const result = { loss: wMain * lossMain, lossMain, lossSub: 0, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits: null, mask: null };
       return { result, branchGrad: main.wrtGrad };
     }
@@ -284,11 +285,15 @@ export class MaskSubTrainer {
       },
       varList,
       subShared,
+      // Each sub-pass gradient is added onto the main pass's as soon as it is complete: one set
+      // of parameter gradients at the end of the step, not two (the sums are the same).
+      main.grads,
     );
     const lossSub = sub.value.dataSync()[0] / wSub;
     sub.value.dispose();
     teacher.dispose();
     disposeView(batch.inputs, view.inputs, view.forward);
+    const grads = new Map<string, tf.Tensor>();
     addGrads(grads, vars, sub.grads);
     const result = { loss: wMain * lossMain + wSub * lossSub, lossMain, lossSub, weights: { main: wMain, sub: wSub }, ratio, grads, mainLogits: mainOut, subLogits, mask: theMask };
     return { result, branchGrad: sumOwned(main.wrtGrad, sub.wrtGrad) };
@@ -365,15 +370,25 @@ function keepPasses(p: PassesResult): PassesResult {
 /**
  * One pass's loss and gradients (tf.variableGrads' checks: a scalar loss that some variable
  * reaches), by variable position; with `wrt`, also the gradient with respect to that tensor
- * (a shared branch's output), or null when the loss does not depend on it.
+ * (a shared branch's output), or null when the loss does not depend on it. With `onto` (an
+ * earlier pass's gradients, by the same positions, consumed), each variable's gradient is
+ * returned added onto its earlier one (lean-gradients' gradientsOnto).
  */
-function passGradients(f: () => tf.Scalar, vars: tf.Variable[], wrt: tf.Tensor | null): { value: tf.Scalar; grads: (tf.Tensor | null)[]; wrtGrad: tf.Tensor | null } {
-  const { value, grads } = tf.engine().gradients(f, wrt ? [...vars, wrt] : vars, undefined, true);
-  if (!grads.some((g) => g != null)) {
+function passGradients(
+  f: () => tf.Scalar,
+  vars: tf.Variable[],
+  wrt: tf.Tensor | null,
+  onto?: readonly (tf.Tensor | null)[],
+): { value: tf.Scalar; grads: (tf.Tensor | null)[]; wrtGrad: tf.Tensor | null } {
+  const xs = wrt ? [...vars, wrt] : vars;
+  const { value, grads, reached } = onto
+    ? gradientsOnto(f, xs, wrt ? [...onto, null] : onto)
+    : { ...tf.engine().gradients(f, xs, undefined, true), reached: undefined };
+  if (!(reached ?? grads.some((g) => g != null))) {
     throw new Error('Cannot find a connection between any variable and the result of the loss function: the forward pass must use the model\'s parameters');
   }
   if (value.rank !== 0) throw new Error(`a pass's loss must be a scalar, got rank ${value.rank}`);
-  return { value, grads: grads.slice(0, vars.length), wrtGrad: wrt ? (grads[vars.length] ?? null) : null };
+  return { value: value as tf.Scalar, grads: grads.slice(0, vars.length), wrtGrad: wrt ? (grads[vars.length] ?? null) : null };
 }
 
 /** Adds each variable's gradient (by position in `vars`; owned from here on) into `into`, keyed by checkpoint name. */

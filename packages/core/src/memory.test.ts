@@ -44,8 +44,9 @@ describe('estimateStepMemory', () => {
 });
 
 describe('estimateStepMemory when the fixed gradient phase hides the activations', () => {
-  // Wide dense layers, few activations per example: with a sub pass, the two passes' gradients
-  // (2 x the parameters) set the peak at 4 and 8 examples alike, so those probes measure no growth.
+  // Wide dense layers, few activations per example: the parameters' gradients (held from the main
+  // pass's backward to the end of the step) set the peak at 4 and 8 examples alike, so those
+  // probes measure no growth.
   async function flatPhaseModel() {
     await tf.setBackend('cpu');
     const net = tf.sequential({

@@ -87,10 +87,11 @@ export function batchSizeOf(batch: Batch): number {
  * bytes for AdamW before its first step).
  *
  * A step's peak is the larger of two phases: the activations of a pass (growing with the batch)
- * and the end of the backward passes, when every parameter's gradient exists at once (fixed: with
- * a sub pass, the main pass's gradients and the sub pass's, 2 x the parameters). At small sizes a
- * large model's fixed phase can hide the activations entirely: ViT-B/16 MaskSub peaks at 1,152
- * MiB at both 2 and 4 examples, then needs 3,579 MiB at 16, so the two probes' difference says
+ * and the end of the backward passes, when every parameter's gradient exists at once (fixed: the
+ * parameters' bytes, which a sub pass adds its own onto). At small sizes a large model's fixed
+ * phase can hide the activations entirely: ViT-B/16 MaskSub peaked at 1,152 MiB at both 2 and 4
+ * examples, then needed 3,579 MiB at 16 (when the step still held both passes' gradients, 2 x the
+ * parameters, at its end), so the two probes' difference says
  * nothing about the batch. Such probes (differing by less than a twentieth of what they hold above
  * the memory before probing) are not a measurement of growth; then a larger probe is taken, as
  * large as the batch but only as large as an upper bound says is safe under `limitBytes` (every
