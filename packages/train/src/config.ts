@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, MASK_DROP_KINDS, OptionError, VARIANTS, LR_SCHEDULES } from '@masksub/core';
+import { BACKEND_NAMES, BCE_THRESHOLD_SCOPES, FileFormatError, LOSS_KINDS, LR_SCHEDULES, MASK_DROP_KINDS, OPTIMIZER_KINDS, OptionError, RAMPS, VARIANTS } from '@masksub/core';
 import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js';
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 import { applyRecipe } from './recipes.js';
@@ -96,7 +96,7 @@ export const runConfigSchema = z
       .prefault({}),
     optimizer: z
       .object({
-        kind: z.enum(['adamw', 'sgd', 'lamb']).default('adamw'),
+        kind: z.enum(OPTIMIZER_KINDS).default('adamw'),
         /** Unset = the task kind's default (DEFAULT_LR: a fine-tuning rate for a pretrained checkpoint, a from-scratch one for a config.json). */
         lr: z.number().positive().optional(),
         /**
@@ -158,7 +158,7 @@ export const runConfigSchema = z
         ratio: ratio.optional(),
         ratio_end: ratio.optional(),
         ratio_steps: positiveInt.optional(),
-        ramp: z.enum(['constant', 'linear', 'cosine']).default('constant'),
+        ramp: z.enum(RAMPS).default('constant'),
         /**
          * Loss weights. Unset = the library's rule (defaultMainWeight): (1/2, 1/2) with a sub
          * pass, main 1 for 'none' and the single-pass variants, so a baseline is the plain recipe.

@@ -3,7 +3,7 @@ import { Rng } from '../rng.js';
 import { tf } from '../tf.js';
 import { keptCount, maskTokenSwap, sampleBlockMask, sampleKeepIndices, tokenMasking, tokenRemoval, zeroFill, dropoutSub, dropPathSub } from './drop.js';
 import { bceWithLogits, binaryCrossEntropyLoss, contrastiveLoss, crossEntropyLoss, denseTargets, logSoftmax, softCrossEntropy } from './loss.js';
-import { ratioSchedule, weightSchedule } from './schedule.js';
+import { ratioSchedule, weightSchedule, type RatioScheduleSpec } from './schedule.js';
 
 describe('drop operators', () => {
   it('one count rule: floor(N (1 - r)) units stay, as the official int(L * (1 - r))', () => {
@@ -179,5 +179,9 @@ describe('weight schedule', () => {
     expect(cos(5)).toBeCloseTo(0.4);
     expect(cos(2)).toBeLessThan(0.2 + 0.4 * 0.2);
     expect(() => ratioSchedule({ start: 0.1, end: 0.5, ramp: 'linear' })).toThrow(/ratio.steps/);
+  });
+  it('refuses a ramp it does not know, naming the option and the known ones (it would have run as cosine)', () => {
+    const misspelt = { start: 0.1, end: 0.5, steps: 10, ramp: 'cosin' } as unknown as RatioScheduleSpec;
+    expect(() => ratioSchedule(misspelt)).toThrow(/option 'ratio\.ramp': unknown ramp "cosin" \(constant, linear, cosine\)/);
   });
 });

@@ -5,7 +5,9 @@
 import { OptionError } from '../errors.js';
 import { checkRatio } from './drop.js';
 
-export type Ramp = 'constant' | 'linear' | 'cosine';
+/** How the drop ratio moves from `start` to `end` (the trainer's `masksub.ratio.ramp` takes the same list). */
+export const RAMPS = ['constant', 'linear', 'cosine'] as const;
+export type Ramp = (typeof RAMPS)[number];
 
 export interface RatioScheduleSpec {
   /** Ratio at the start (or the constant ratio). */
@@ -28,6 +30,8 @@ export function ratioSchedule(spec: number | RatioScheduleSpec): (step: number) 
   const s: RatioScheduleSpec = typeof spec === 'number' ? { start: spec } : spec;
   const ramp = s.ramp ?? (s.end === undefined ? 'constant' : 'linear');
   checkRatio(s.start, 'ratio.start');
+  // Checked here too: an API caller's misspelt ramp would otherwise run as a cosine one.
+  if (!RAMPS.includes(ramp)) throw new OptionError('ratio.ramp', `unknown ramp ${JSON.stringify(ramp)} (${RAMPS.join(', ')})`);
   if (ramp === 'constant') return () => s.start;
   if (s.end === undefined) throw new OptionError('ratio.end', `a ${ramp} ramp needs an end ratio`);
   checkRatio(s.end, 'ratio.end');

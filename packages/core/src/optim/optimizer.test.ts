@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { tf } from '../tf.js';
 import { OptionError, TensorMismatchError } from '../errors.js';
 import { Rng } from '../rng.js';
-import { createOptimizer, type OptimizerSpec } from './optimizer.js';
+import { createOptimizer, type OptimizerKind, type OptimizerSpec } from './optimizer.js';
 import { blockIndex, layeredParamGroups, type ParamGroupRules } from './param-groups.js';
 
 /** The ViT-shaped names of SHAPES grouped as a ViT declares them (2 blocks, tokens without decay). */
@@ -234,5 +234,6 @@ describe('optimizers against the PyTorch/timm formulas', () => {
     expect(() => opt.setState(st)).toThrow(/missing: momentum_buffer.classifier.weight/);
     expect(() => opt.setState({ ...st, kind: 'adamw' })).toThrow(/'adamw'/);
     expect(() => createOptimizer({ kind: 'sgd', nesterov: true, momentum: 0 }, params)).toThrow(/nesterov/);
+    expect(() => createOptimizer({ kind: 'adam' as OptimizerKind }, params)).toThrow(/option 'optimizer': unknown kind "adam" \(adamw, sgd, lamb\)/);
   });
 });

@@ -12,7 +12,9 @@ import { ADAMW_UPDATE, type AdamWUpdateAttrs } from '../backend/kernels/adamw.js
 import { globalGradNorm } from './clip.js';
 import { resolveParamHypers, type ParamGroupRules, type ParamHyper } from './param-groups.js';
 
-export type OptimizerKind = 'adamw' | 'sgd' | 'lamb';
+/** The optimizers masksub implements (the trainer's `optimizer.kind` takes the same list). */
+export const OPTIMIZER_KINDS = ['adamw', 'sgd', 'lamb'] as const;
+export type OptimizerKind = (typeof OPTIMIZER_KINDS)[number];
 
 export interface OptimizerSpec {
   kind: OptimizerKind;
@@ -89,8 +91,8 @@ interface ResolvedSpec {
 
 function resolveSpec(spec: OptimizerSpec): ResolvedSpec {
   const kind = spec.kind;
-  if (kind !== 'adamw' && kind !== 'sgd' && kind !== 'lamb') {
-    throw new OptionError('optimizer', `unknown kind ${JSON.stringify(kind)} (adamw, sgd, lamb)`);
+  if (!OPTIMIZER_KINDS.includes(kind)) {
+    throw new OptionError('optimizer', `unknown kind ${JSON.stringify(kind)} (${OPTIMIZER_KINDS.join(', ')})`);
   }
   const [beta1, beta2] = spec.betas ?? [0.9, 0.999];
   const r: ResolvedSpec = {
