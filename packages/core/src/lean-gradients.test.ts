@@ -2,12 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { tf } from './tf.js';
 import { gradientsOnto } from './lean-gradients.js';
 
-/**
- * Tensor bytes live when the last op of a deep chain's backward runs (the op next to the input):
- * tfjs' own walk still holds every op's gradient and saved tensors then, the lean walk has freed them.
- */
-function bytesAtLastBackwardOp(depth: number): number {
-  const x = tf.variable(tf.randomNormal([256, 256], 0, 1, 'float32', 3));
+/** An identity op whose gradient records the tensor bytes live when the backward reaches it. */
+function memoryProbe(): { probe: (x: tf.Tensor) => tf.Tensor; bytesSeen: () => number } {
   let seen = -1;
   const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
     value: tf.clone(args[0] as tf.Tensor),
@@ -16,14 +12,24 @@ function bytesAtLastBackwardOp(depth: number): number {
       return tf.clone(dy);
     },
   }));
+  return { probe: (x) => probe(x) as tf.Tensor, bytesSeen: () => seen };
+}
+
+/**
+ * Tensor bytes live when the last op of a deep chain's backward runs (the op next to the input):
+ * tfjs' own walk still holds every op's gradient and saved tensors then, the lean walk has freed them.
+ */
+function bytesAtLastBackwardOp(depth: number): number {
+  const x = tf.variable(tf.randomNormal([256, 256], 0, 1, 'float32', 3));
+  const { probe, bytesSeen } = memoryProbe();
   const base = tf.memory().numBytes;
   const { value, grads } = tf.variableGrads(() => {
-    let h: tf.Tensor = probe(x) as tf.Tensor;
+    let h = probe(x);
     for (let i = 0; i < depth; i++) h = tf.sin(tf.mul(h, 1.01));
     return tf.sum(h) as tf.Scalar;
   }, [x]);
   tf.dispose([value, ...Object.values(grads), x]);
-  return seen - base;
+  return bytesSeen() - base;
 }
 
 describe('lean gradients (the engine gradients installed by core/tf.ts)', () => {
@@ -137,14 +143,7 @@ describe('lean gradients (the engine gradients installed by core/tf.ts)', () => 
       const layers = Array.from({ length: 8 }, (_, i) => tf.variable(tf.randomNormal([64, 64], 0, 0.1, 'float32', 30 + i)));
       const input = tf.randomNormal([16, 64], 0, 1, 'float32', 40);
       const bytes = 64 * 64 * 4;
-      let seen = -1;
-      const probe = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => ({
-        value: tf.clone(args[0] as tf.Tensor),
-        gradFunc: (dy: tf.Tensor) => {
-          seen = tf.memory().numBytes;
-          return tf.clone(dy);
-        },
-      }));
+      const { probe, bytesSeen } = memoryProbe();
       const chain = () => {
         let h: tf.Tensor = probe(tf.matMul(input, layers[0]));
         for (const l of layers.slice(1)) h = tf.matMul(h, l);
@@ -154,13 +153,13 @@ describe('lean gradients (the engine gradients installed by core/tf.ts)', () => 
       const base = tf.memory().numBytes - priors.length * bytes;
       // The control: the walk's own gradients, the priors held beside them to be added afterwards.
       const plain = tf.engine().gradients(chain, layers, undefined, true);
-      const held = seen - base;
+      const held = bytesSeen() - base;
       tf.dispose([plain.value, ...plain.grads]);
       const got = gradientsOnto(chain, layers, priors);
       // At the probe (the backward's last op, before layer 0's weight gradient): 7 finished sums,
       // layer 0's prior and a few 16 x 64 activations; the control holds 8 priors + 7 gradients.
       expect(held).toBeGreaterThanOrEqual(15 * bytes);
-      expect(seen - base).toBeLessThan(10 * bytes);
+      expect(bytesSeen() - base).toBeLessThan(10 * bytes);
       tf.dispose([got.value, ...got.grads, ...layers, input]);
     });
   });
