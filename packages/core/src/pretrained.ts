@@ -166,7 +166,8 @@ export async function loadPretrained(dirOrFile: string, options: LoadPretrainedO
             ...(report.pth?.strippedPrefix ? { prefix: report.pth.strippedPrefix } : {}),
             fileNames,
             carried: new Map([...tensors].filter(([name]) => !model.params.specs.has(name) && ignore(name))),
-            notInSource: created,
+            // A head re-created for other labels keeps its place (the file had it, at another shape).
+            notInSource: created.filter((name) => !tensors.has(name)),
           }
         : { kind: 'safetensors' };
     return { model, adapter, config, format: found.format, dir: found.dir, weightsPath: found.weightsPath, created, layout };

@@ -65,6 +65,22 @@ describeShared('fixtures/zoo-layouts', 'load -> save -> load in the source layou
     first.model.dispose();
   });
 
+  it('a head re-created for other labels is written back under its source name, at its new shape (a fine-tune keeps its head)', async () => {
+    const first = await loadPretrained(zoo('deit3'), { ...quiet, weights: 'checkpoint.pth', numLabels: 3 });
+    expect(first.created).toEqual(['mask_token', 'head.weight', 'head.bias']);
+    const out = join(tmp, 'deit3-head');
+    saveModel(first.model, out, { num_classes: 3 }, { layout: first.layout });
+    const saved = readPth(join(out, 'checkpoint.pth')).tensors;
+    expect(saved.get('head.weight')?.shape).toEqual([3, 32]);
+    expect(saved.get('head.bias')?.shape).toEqual([3]);
+    expect(saved.has('mask_token')).toBe(false);
+    const again = await loadPretrained(out, quiet);
+    expect(again.created).toEqual(['mask_token']);
+    expectSameOutputs(first, again, 32);
+    first.model.dispose();
+    again.model.dispose();
+  });
+
   it('timm-vit: model.safetensors under timm names, config.json as it was', async () => {
     const first = await loadPretrained(zoo('timm-vit'), quiet);
     expect(first.layout).toEqual({ kind: 'safetensors' });
