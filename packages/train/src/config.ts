@@ -11,6 +11,9 @@ import { AUGMENT_INTERPOLATIONS, parseRandAugment } from './data/randaugment.js'
 import { RANDOM_ERASING_MODES } from './data/random-erasing.js';
 import { applyRecipe } from './recipes.js';
 
+/** run.model_format: how the trained model folder is written (see the schema). */
+export const MODEL_FORMATS = ['safetensors', 'source'] as const;
+
 const ratio = z.number().min(0).lt(1);
 const positiveInt = z.number().int().positive();
 
@@ -182,6 +185,14 @@ export const runConfigSchema = z
          * and refuse a batch that cannot fit the backend (wasm: 4 GiB) instead of crawling into it.
          */
         memory_check: z.boolean().default(true),
+        /**
+         * How `model/` (and `model-ema/`) is written: `safetensors` (model.safetensors + config.json,
+         * the checkpoint's parameter names), or `source`: a `.pth` checkpoint (timm, torchvision,
+         * the official DeiT-III `{'model': ...}`) written back as that file under its own names,
+         * so timm / torchvision load the fine-tune as they loaded the original (other sources:
+         * safetensors).
+         */
+        model_format: z.enum(MODEL_FORMATS).default('safetensors'),
       })
       .strict()
       .prefault({}),

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
+import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, type SaveLayout, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, labelConfig, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
@@ -60,7 +60,7 @@ function modelIsConfigOnly(path: string): boolean {
   return path.endsWith('.json');
 }
 
-async function openModel(config: RunConfig, log: (m: string) => void): Promise<{ model: AdapterModel; adapter: ArchitectureAdapter; checkpointDir: string }> {
+async function openModel(config: RunConfig, log: (m: string) => void): Promise<{ model: AdapterModel; adapter: ArchitectureAdapter; checkpointDir: string; layout: SaveLayout }> {
   // A new head (architecture) sizes itself from the data when num_labels is not given.
   const numLabels = await resolveNumLabels(config);
   // model_config: config.json keys overridden before the build, checked by the adapter's parser.
@@ -68,11 +68,11 @@ async function openModel(config: RunConfig, log: (m: string) => void): Promise<{
   if (modelIsConfigOnly(config.model)) {
     log(`model: ${config.model} (random initialisation, no pretrained weights)`);
     const built = buildFromConfig(numLabels === undefined ? config.model : withNumLabels(readConfig(config.model), numLabels), config.train.seed, { architecture: config.architecture, tokenizerDir: config.data.tokenizer, ...overrides });
-    return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model) };
+    return { model: built.model, adapter: built.adapter, checkpointDir: dirname(config.model), layout: { kind: 'safetensors' } };
   }
   const loaded = await loadPretrained(config.model, { weights: config.weights, arch: config.arch, seed: config.train.seed, log, numLabels, architecture: config.architecture, tokenizerDir: config.data.tokenizer, ...overrides });
   log(`model: ${loaded.adapter.name} from ${loaded.weightsPath} (${loaded.format}, ${loaded.model.params.count().toLocaleString()} parameters)`);
-  return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir };
+  return { model: loaded.model, adapter: loaded.adapter, checkpointDir: loaded.dir, layout: loaded.layout };
 }
 
 /** A config.json with another label count (its id2label/label2id no longer apply). */
@@ -127,7 +127,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   mkdirSync(runDir, { recursive: true });
   if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
 
-  const { model, adapter, checkpointDir } = await openModel(config, log);
+  const { model, adapter, checkpointDir, layout } = await openModel(config, log);
   const task = await openTask({ config, model, adapter, checkpointDir });
   const perEpoch = task.batchesPerEpoch;
   const accum = config.train.accum_steps;
@@ -327,11 +327,13 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   const modelDir = join(runDir, 'model');
   // The data's class names travel with the head (id2label / label2id), as an HF fine-tune saves them.
   const labels = labelConfig(task.labelNames, model.numClasses);
-  saveModel(model, modelDir, labels);
+  // run.model_format 'source': a .pth checkpoint is written back as that file, under its own names.
+  const saveOptions = config.run.model_format === 'source' ? { layout } : {};
+  saveModel(model, modelDir, labels, saveOptions);
   task.completeFolder(modelDir);
   const emaModelDir = ema ? join(runDir, EMA_MODEL_DIR) : null;
   if (ema && emaModelDir) {
-    await ema.swapIn(() => saveModel(model, emaModelDir, labels));
+    await ema.swapIn(() => saveModel(model, emaModelDir, labels, saveOptions));
     task.completeFolder(emaModelDir);
     ema.dispose();
   }
