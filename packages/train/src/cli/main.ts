@@ -15,7 +15,7 @@ import { Command, Option } from 'commander';
 import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, readConfig, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, OPTIMIZER_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, readConfig, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
 import { configToYaml, parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { listRecipes, readRecipe } from '../recipes.js';
 import { openDataSpec } from '../data/spec.js';
@@ -40,7 +40,7 @@ const ARCH_HELP = 'timm architecture of a lone .pth without config.json (e.g. re
 const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, help: string][] = [
   ['--recipe <name>', 'recipe', String, 'a named recipe underneath the config file and flags (masksub recipes lists them)'],
   ['--model <dir>', 'model', String, 'checkpoint folder, or a config.json to train from scratch'],
-  ['--weights <file>', 'weights', String, 'explicit weights file (safetensors or ONNX)'],
+  ['--weights <file>', 'weights', String, 'explicit weights file (safetensors, ONNX or .pth)'],
   ['--arch <name>', 'arch', String, ARCH_HELP],
   ['--data <spec>', 'data.train', String, 'training data (webdataset:, folder:, idx:, mnist:, fashion-mnist:)'],
   ['--eval-data <spec>', 'data.eval', String, 'evaluation data'],
@@ -48,7 +48,7 @@ const CONFIG_FLAGS: [flag: string, key: string, parse: (v: string) => unknown, h
   ['--epochs <n>', 'train.epochs', Number, 'epochs (when --steps is not given)'],
   ['--batch-size <n>', 'train.batch_size', Number, 'batch size'],
   ['--lr <x>', 'optimizer.lr', Number, 'peak learning rate'],
-  ['--optimizer <kind>', 'optimizer.kind', String, 'adamw | sgd | lamb'],
+  ['--optimizer <kind>', 'optimizer.kind', String, OPTIMIZER_KINDS.join(' | ')],
   ['--loss <kind>', 'train.loss', String, LOSS_KINDS.join(' | ')],
   ['--variant <v>', 'masksub.variant', String, VARIANTS.join(' | ')],
   ['--drop <kind>', 'masksub.drop', String, MASK_DROP_KINDS.join(' | ')],
@@ -208,7 +208,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--limit <n>', 'first N samples only')
     .option('--mean <list>', 'normalisation mean, comma-separated')
     .option('--std <list>', 'normalisation std, comma-separated')
-    .option('--backend <name>', 'wasm | cpu | tensorflow')
+    .option('--backend <name>', BACKEND_NAMES.join(' | '))
     .option('--zero-shot', 'zero-shot classification with an image-text model (CLIP): prompts over class names')
     .option('--classes <file>', 'zero-shot: class names, one a line (default: classes.txt beside the data, or the folder names)')
     .option('--templates <set or template...>', "zero-shot and image-text: 'simple', 'cifar' or templates with '{}' (default simple)")
@@ -265,7 +265,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tol-loss <x>', 'max abs error of each loss half', String(DEFAULT_TOLERANCES.loss))
     .option('--tol-grad <x>', 'max relative error of gradients', String(DEFAULT_TOLERANCES.gradRelative))
     .option('--tol-grad-abs <x>', 'gradient differences below this count as float noise', String(DEFAULT_TOLERANCES.gradAbsolute))
-    .option('--backend <name>', 'wasm | cpu | tensorflow', 'cpu')
+    .option('--backend <name>', BACKEND_NAMES.join(' | '), 'cpu')
     .action(async (opts: Record<string, string | undefined>) => {
       await plugins();
       await initBackend({ prefer: opts.backend as 'wasm' | 'cpu' | 'tensorflow', log });
