@@ -8,7 +8,7 @@ import '@masksub/vit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { initBackend, OptionError } from '@masksub/core';
 import { parseRunConfig } from './config.js';
-import { configChanges } from './run-guard.js';
+import { checkResumeChanges, configChanges } from './run-guard.js';
 import { RESOLVED_CONFIG, readRunConfig, trainRun } from './trainer.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -65,6 +65,12 @@ describe('run folders and resume (in process)', () => {
     expect((err as Error).message).toMatch(/weights diverged at step 1|loss diverged/);
     expect(() => readFileSync(join(dir, 'checkpoints', 'latest'))).toThrow();
   }, 120_000);
+
+  it('a resume may change how the run reports and writes its model, nothing that moves the weights', () => {
+    const safe = [{ key: 'run.model_format', from: 'safetensors', to: 'source' }, { key: 'run.quiet', from: false, to: true }];
+    expect(checkResumeChanges(safe, '--set')).toEqual(safe);
+    expect(() => checkResumeChanges([...safe, { key: 'optimizer.lr', from: 0.001, to: 0.002 }], '--set')).toThrow(/option 'resume': --set would change the recipe .*optimizer\.lr 0\.001 -> 0\.002/);
+  });
 
   it('configChanges lists leaf differences', () => {
     expect(configChanges({ a: { b: 1, c: [1] } }, { a: { b: 2, c: [1] }, d: true })).toEqual([

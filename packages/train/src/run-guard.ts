@@ -12,7 +12,7 @@ import { OptionError } from '@masksub/core';
 export const RUN_OUTPUTS = ['checkpoints', 'model', 'model-ema', 'metrics.jsonl', 'report.md', 'plots', 'config.resolved.yaml'] as const;
 
 /** Config keys a resume may change: they do not alter the weights a run reaches. */
-export const SAFE_ON_RESUME: readonly string[] = ['run.dir', 'run.backend', 'run.quiet', 'run.log_every'];
+export const SAFE_ON_RESUME: readonly string[] = ['run.dir', 'run.backend', 'run.quiet', 'run.log_every', 'run.model_format'];
 
 /**
  * Refuse to start a fresh run in a folder that holds anything, unless `force`: then the outputs of
