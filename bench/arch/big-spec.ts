@@ -95,7 +95,7 @@ export const BIG_ARCHS: Record<string, BigArchSpec> = {
     torchArgs: (batch, steps) => {
       const v = VIT_B16;
       const sizes = ['--img', String(v.image), '--patch', String(v.patch), '--dim', String(v.hidden), '--depth', String(v.layers), '--heads', String(v.heads), '--classes', String(v.classes)];
-      return ['--script', sharedScript('vit_step_torch.py'), ...sizes, '--keep', String(v.keep), '--batch', String(batch), '--warmup', '1', '--steps', String(steps)];
+      return ['--script', sharedScript('vit_step_torch.py'), ...sizes, '--keep', String(v.keep), '--batch', String(batch), '--warmup', '2', '--steps', String(steps)];
     },
     // HF's ViT gives the CLS token a position embedding and holds a mask token (used by the
     // mask-token drop kind only; token removal never reads it); vit_step_torch.py has neither.
