@@ -105,9 +105,9 @@ const update = (i: number) => {
 // Two untimed updates first. The probe above ran the kernels, but not at this batch; the first
 // update creates AdamW's moments (2 x 4 bytes per parameter) only after its passes, so the second
 // is the first whose passes run beside them, and it grows the heap again onto pages touched for
-// the first time (BERT-base batch 8, standard: heap 2,558 MiB after one update, 3,006 after two,
-// 3,184 after three and steady; those updates took 6.1, 6.3, 5.4, then 5.0 and 5.4 s). With one
-// warm-up update the first timed one was the slowest in 7 of 8 cases.
+// the first time (BERT-base batch 8, standard, with the heap printed after each update: 2,558 MiB
+// after one, 3,006 after two, 3,184 after three and steady; those updates took 6.1, 6.3, 5.4, then
+// 5.0 and 5.4 s). With one warm-up update the first timed one was the slowest in 7 of 8 cases.
 for (let i = 0; i < WARMUP_UPDATES; i++) update(0);
 const times: number[] = [];
 for (let i = 1; i <= updates; i++) {
