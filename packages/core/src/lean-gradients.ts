@@ -248,7 +248,7 @@ function leanGradients(
     const grads = new GradientMap(new Set(dy != null ? [dy] : []));
     grads.set(y.id, dy ?? tf.ones(y.shape));
     const outermost = e.state.gradientDepth === 0;
-    const pending = priors ? new PriorGradients(xs, priors, filteredTape) : null;
+    const pending = priors?.some((p) => p !== null) ? new PriorGradients(xs, priors, filteredTape) : null;
     backpropagate(grads, filteredTape, new Set(xs.map((x) => x.id)), (g) => e.tidy('gradient', g), outermost, pending);
     const result = xs.map((x) => grads.get(x.id) ?? pending?.unread(x.id)) as tf.Tensor[];
     if (outermost) {
@@ -267,6 +267,7 @@ function leanGradients(
  * MaskSub's sub pass adds onto the main pass's gradients this way (one set of parameter
  * gradients held at the end of a step instead of two). The priors are consumed; `grads[i]` is
  * the prior itself where the tape never reads xs[i], and `reached` says whether it read any x.
+ * With every prior null it is the engine's gradients (allowing no gradients) plus `reached`.
  */
 export function gradientsOnto(
   f: () => tf.Tensor,

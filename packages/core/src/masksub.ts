@@ -381,10 +381,8 @@ function passGradients(
   onto?: readonly (tf.Tensor | null)[],
 ): { value: tf.Scalar; grads: (tf.Tensor | null)[]; wrtGrad: tf.Tensor | null } {
   const xs = wrt ? [...vars, wrt] : vars;
-  const { value, grads, reached } = onto
-    ? gradientsOnto(f, xs, wrt ? [...onto, null] : onto)
-    : { ...tf.engine().gradients(f, xs, undefined, true), reached: undefined };
-  if (!(reached ?? grads.some((g) => g != null))) {
+  const { value, grads, reached } = gradientsOnto(f, xs, xs.map((_, i) => onto?.[i] ?? null));
+  if (!reached) {
     throw new Error('Cannot find a connection between any variable and the result of the loss function: the forward pass must use the model\'s parameters');
   }
   if (value.rank !== 0) throw new Error(`a pass's loss must be a scalar, got rank ${value.rank}`);
