@@ -44,6 +44,25 @@ describe('parameter layouts', () => {
   });
 });
 
+describe('ParameterStore', () => {
+  it('holds one copy of each parameter: reassigning every variable frees the initial values', async () => {
+    await tf.setBackend('cpu');
+    const specs: ParamSpec[] = [
+      { name: 'w', shape: [4, 8], layout: 'linear', init: { normal: 0.02 } },
+      { name: 'b', shape: [8], layout: 'identity', init: 'zeros' },
+    ];
+    const bytes = 4 * (4 * 8 + 8);
+    const before = tf.memory();
+    const store = new ParameterStore(specs, new Rng(0));
+    expect(tf.memory().numBytes - before.numBytes).toBe(bytes);
+    // What an optimizer update or a checkpoint load does to every parameter.
+    for (const v of store.variables.values()) tf.tidy(() => v.assign(tf.add(v, 1)));
+    expect(tf.memory().numBytes - before.numBytes).toBe(bytes);
+    expect(tf.memory().numTensors - before.numTensors).toBe(specs.length);
+    for (const v of store.variables.values()) v.dispose();
+  });
+});
+
 describe('ParameterStore.replaceSpecs', () => {
   it('disposes parameters that leave, creates new ones from values or zeros, keeps the rest', async () => {
     await tf.setBackend('cpu');

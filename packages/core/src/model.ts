@@ -203,8 +203,12 @@ export class ParameterStore {
     for (const spec of specs) {
       const values = toInternal(spec, initialValues(spec, rng));
       // tfjs variable names are global: prefix them so two models can live side by side.
-      const v = tf.variable(tf.tensor(values, internalShape(spec)), spec.trainable ?? true, `${this.prefix}/${spec.name}`);
-      this.variables.set(spec.name, v);
+      const init = tf.tensor(values, internalShape(spec));
+      this.variables.set(spec.name, tf.variable(init, spec.trainable ?? true, `${this.prefix}/${spec.name}`));
+      // The variable shares init's data: left alive, init would keep the initial values in memory
+      // after the first update (or a checkpoint load) replaced the variable's own: one whole copy
+      // of the model's parameters for the rest of the run.
+      init.dispose();
     }
   }
 
