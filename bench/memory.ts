@@ -15,7 +15,7 @@
  * only in the heap size, and the native addon's own buffers, which show only in the RSS.
  */
 import { Command } from 'commander';
-import { initBackend, tf } from '@masksub/core';
+import { initBackend, observeAllocations, tf, type AllocationObserver } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { makeResNetWorkload } from './arch/resnet.js';
 
@@ -57,12 +57,7 @@ interface Block {
   bytes: number;
   origin: string;
 }
-interface WasmModule {
-  _malloc(n: number): number;
-  _free(p: number): void;
-  HEAPU8: Uint8Array;
-}
-const wasm = (tf.backend() as unknown as { wasm: WasmModule }).wasm;
+const wasm = (tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm;
 const engineState = (tf.engine() as unknown as { state: { scopeStack: { name: string }[] } }).state;
 
 let tracing = false;
@@ -74,27 +69,17 @@ let peak = { bytes: 0, phase: 'forward' as Phase, kernel: '', index: 0, breakdow
 let kernelIndex = 0;
 const origin = () => `${phase} ${kernel}`;
 
-// Emscripten's exports bind lazily: the first call replaces Module._malloc / _free with the raw
-// wasm export, which would overwrite a wrapper installed before it. Resolve both first.
-wasm._free(wasm._malloc(16));
-const malloc = wasm._malloc.bind(wasm);
-const free = wasm._free.bind(wasm);
-wasm._malloc = (n: number) => {
-  const p = malloc(n);
-  if (tracing) {
-    live.set(p >>> 0, { bytes: n, origin: origin() });
-    liveBytes += n;
+/** Counts the traced step's blocks (core's observeAllocations reports each one). */
+const stepAllocations: AllocationObserver = {
+  allocated(pointer, bytes) {
+    live.set(pointer, { bytes, origin: origin() });
+    liveBytes += bytes;
     if (liveBytes > peak.bytes) peak = { bytes: liveBytes, phase, kernel, index: kernelIndex, breakdown: new Map() };
-  }
-  return p;
-};
-wasm._free = (p: number) => {
-  const b = live.get(p >>> 0);
-  if (b !== undefined) {
-    liveBytes -= b.bytes;
-    live.delete(p >>> 0);
-  }
-  free(p);
+  },
+  freed(pointer, bytes) {
+    live.delete(pointer);
+    liveBytes -= bytes;
+  },
 };
 
 /** What is live right now, by the phase and kernel that allocated it (blocks from before the traced step: "before"). */
@@ -144,7 +129,7 @@ const tfBefore = tf.memory().numBytes;
 tracing = true;
 phase = 'forward';
 const t0 = performance.now();
-step(warmup);
+observeAllocations(stepAllocations, () => step(warmup));
 const ms = performance.now() - t0;
 tracing = false;
 

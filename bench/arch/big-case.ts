@@ -50,7 +50,6 @@ const w = spec.make(batchSize);
 const parameters = w.model.params.countTrainable();
 const trainer = withMaskSub(w.model, masksub ? { variant: 'masksub', seed: 1, ...spec.masksub } : { variant: 'none', seed: 1 });
 const optimizer = createOptimizer(spec.optimizer, w.model.params.trainable());
-const stateBytes = 2 * 4 * parameters; // AdamW's two moments, created by the first update
 const rows = (b: Batch, start: number, n: number): Batch =>
   tf.tidy(() => ({
     inputs: Object.fromEntries(Object.entries(b.inputs).map(([k, t]) => [k, tf.slice(t, start, n)])) as Batch['inputs'],
@@ -62,9 +61,10 @@ const disposeBatch = (b: Batch) => tf.dispose([...Object.values(b.inputs), (b.ta
 // would itself run a step of 8, which may be what does not fit.
 const probe = rows(w.batch, 0, Math.min(batchSize, 8));
 const limit = backendMemoryLimitBytes() ?? 2 ** 32;
-const estimate = await estimateStepMemory(trainer, probe, { optimizerStateBytes: stateBytes, limitBytes: limit });
+// The optimizer exists (its moments are created with it): the probes count them.
+const estimate = await estimateStepMemory(trainer, probe, { limitBytes: limit });
 disposeBatch(probe);
-const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: batchSize, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
+const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: batchSize, accumulationBytes: 4 * parameters });
 const base: BigCaseResult = {
   status: 'ok',
   arch: archName,
@@ -103,11 +103,11 @@ const update = (i: number) => {
   sample();
 };
 // Two untimed updates first. The probe above ran the kernels, but not at this batch; the first
-// update creates AdamW's moments (2 x 4 bytes per parameter) only after its passes, so the second
-// is the first whose passes run beside them, and it grows the heap again onto pages touched for
-// the first time (BERT-base batch 8, standard, with the heap printed after each update: 2,558 MiB
-// after one, 3,006 after two, 3,184 after three and steady; those updates took 6.1, 6.3, 5.4, then
-// 5.0 and 5.4 s). With one warm-up update the first timed one was the slowest in 7 of 8 cases.
+// update's optimizer step gives every parameter and moment a new block, so the second update's
+// passes are the first on the heap's settled layout and may grow it again onto pages touched for
+// the first time (BERT-base batch 8 standard, the heap after each update, at 64b2c26: 2,558,
+// 3,006, 3,184 MiB, then steady; those updates took 6.1, 6.3, 5.4, then 5.0 and 5.4 s). With one
+// warm-up update the first timed one was the slowest in 7 of 8 cases.
 for (let i = 0; i < WARMUP_UPDATES; i++) update(0);
 const times: number[] = [];
 for (let i = 1; i <= updates; i++) {

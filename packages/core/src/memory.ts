@@ -5,18 +5,20 @@
  *
  * The estimate is measured, not modelled: the step's gradient computation runs on the first n
  * and 2n examples of the batch (n = max(1, floor(B / 4))); activation memory grows linearly with
- * the batch, so peak(B) = peak(n) + (B - n) * (peak(2n) - peak(n)) / n, plus the optimizer's state
- * (not yet created before the first update). Probing at a quarter and a half of the batch rather
- * than at 1 and 2 examples keeps the difference large against the heap's growth steps (Emscripten
- * grows by up to 20 %, at most 96 MiB, at a time). The peak is the backend's own heap high-water mark where it has one
- * (wasm: the heap only grows, and it is what hits the 4 GiB wall), else tf.profile's peak tensor
- * bytes. (tfjs' byte count is no measure of the wasm heap: views over one buffer, which masksub's
- * native kernels make, are counted once each; for ViT-B/16 it reads 2.7x the heap.)
+ * the batch, so peak(B) = peak(n) + (B - n) * (peak(2n) - peak(n)) / n. Everything alive before
+ * the probes counts as it is: the weights, the batch and the optimizer's state (masksub's
+ * optimizers create theirs with the optimizer, so create it first). A probe's peak is the tensor
+ * memory held at once: on wasm the allocations counted at the allocator (backend/wasm_heap.ts),
+ * not the heap's size, which grows in steps of up to 96 MiB and never shrinks (heap-size probes
+ * of ViT-B/16 at 2 and 4 examples read 98 MiB per example where the step holds 150); elsewhere
+ * tf.profile's peak bytes. (tfjs' byte count during a step is no measure on wasm: views over one
+ * buffer, which masksub's native kernels make, are counted once each; for ViT-B/16 it reads 2.7x.)
  * The probe leaves no trace: the trainer's RNG and every non-trainable variable (batch-norm
  * running statistics) are restored afterwards.
  */
 import { OptionError } from './errors.js';
 import { tf } from './tf.js';
+import { peakAllocationDuring } from './backend/wasm_heap.js';
 import type { Batch, MaskSubTrainer } from './masksub.js';
 import type { ModelInputs } from './model.js';
 import type { Targets } from './contract/loss.js';
@@ -83,8 +85,7 @@ export function batchSizeOf(batch: Batch): number {
 
 /**
  * Measures the step's peak tensor memory on the first quarter and half of the batch and
- * extrapolates to the batch's size. `optimizerStateBytes` is added as is (e.g. 2 x parameter
- * bytes for AdamW before its first step).
+ * extrapolates to the batch's size.
  *
  * A step's peak is the larger of two phases: the activations of a pass (growing with the batch)
  * and the end of the backward passes, when every parameter's gradient exists at once (fixed: the
@@ -102,17 +103,17 @@ export function batchSizeOf(batch: Batch): number {
 export async function estimateStepMemory(
   trainer: MaskSubTrainer,
   batch: Batch,
-  options: { optimizerStateBytes?: number; limitBytes?: number } = {},
+  options: { limitBytes?: number } = {},
 ): Promise<StepMemoryEstimate> {
   const size = batchSizeOf(batch);
-  const optimizerStateBytes = options.optimizerStateBytes ?? 0;
   const rngState = trainer.rng.getState();
   const store = trainer.model.params;
   const trainable = store.trainable();
   const buffers = [...store.variables].filter(([name]) => !trainable.has(name));
   const saved = buffers.map(([, v]) => tf.clone(v));
-  // What is held before any probe (weights, the batch): the floor the per-example bytes sit on.
-  const floor = wasmHeapBytes() ?? tf.memory().numBytes;
+  // What is held before any probe (weights, optimizer state, the batch): the floor the
+  // per-example bytes sit on. Between steps every tensor owns its block, so tfjs' count is exact.
+  const floor = tf.memory().numBytes;
   const probes: { n: number; peak: number }[] = [];
   const probe = async (n: number) => {
     const sub: Batch = tf.tidy(() => ({
@@ -123,13 +124,7 @@ export async function estimateStepMemory(
       const r = trainer.computeGradients(sub, 0);
       tf.dispose([...r.grads.values(), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
     };
-    let peak: number;
-    if (wasmHeapBytes() !== null) {
-      run();
-      peak = wasmHeapBytes()!;
-    } else {
-      peak = (await tf.profile(run)).peakBytes;
-    }
+    const peak = tf.getBackend() === 'wasm' ? floor + peakAllocationDuring(run) : (await tf.profile(run)).peakBytes;
     tf.dispose([...Object.values(sub.inputs), 'soft' in sub.targets ? sub.targets.soft : sub.targets.labels]);
     probes.push({ n, peak });
   };
@@ -141,7 +136,7 @@ export async function estimateStepMemory(
     for (const n of size >= 2 ? [n1, 2 * n1] : [1]) await probe(n);
     const [a, b] = probes;
     if (b !== undefined && !resolved(a, b) && size > b.n) {
-      const budget = (options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION - optimizerStateBytes - floor;
+      const budget = (options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION - floor;
       const pe = boundPerExample(b);
       const m = pe > 0 ? Math.min(size, Math.floor(budget / pe)) : size;
       if (m > b.n) await probe(m);
@@ -154,14 +149,14 @@ export async function estimateStepMemory(
   const last = probes[probes.length - 1];
   if (probes.length === 1) {
     // One example: no growth to measure; all of the probe's bytes per example (an upper bound).
-    return { peakBytes: size * last.peak + optimizerStateBytes, bytesPerExample: last.peak, probeBytes: last.peak, probeExamples: 1, probeSizes: [1] };
+    return { peakBytes: size * last.peak, bytesPerExample: last.peak, probeBytes: last.peak, probeExamples: 1, probeSizes: [1] };
   }
   const prev = probes[probes.length - 2];
   const perExample = resolved(prev, last) ? (last.peak - prev.peak) / (last.n - prev.n) : boundPerExample(last);
   // Extrapolated from the largest probe (at the batch's size itself, when it was safe to run it).
   const fixed = resolved(prev, last) ? last.peak - last.n * perExample : floor;
   const probeSizes = probes.map((p) => p.n);
-  return { peakBytes: fixed + size * perExample + optimizerStateBytes, bytesPerExample: perExample, probeBytes: fixed + last.n * perExample, probeExamples: last.n, probeSizes };
+  return { peakBytes: fixed + size * perExample, bytesPerExample: perExample, probeBytes: fixed + last.n * perExample, probeExamples: last.n, probeSizes };
 }
 
 /** A larger probe is taken only when an upper bound puts it below this share of the memory limit. */
@@ -188,7 +183,7 @@ export interface MicroBatchPlan {
   accumSteps: number;
   /** The most examples one step can hold under the limit with the plan's headroom (0: not even one; the plan is then micro-batch 1 and will not fit). */
   fitsExamples: number;
-  /** Estimated peak bytes of a step at microBatch (optimizer state and, with accumulation, the gradient sum included). */
+  /** Estimated peak bytes of a step at microBatch (with accumulation, the gradient sum included). */
   stepBytes: number;
 }
 
@@ -203,11 +198,11 @@ export interface MicroBatchPlan {
  */
 export function planMicroBatch(
   estimate: StepMemoryEstimate,
-  options: { limitBytes: number; totalExamples: number; optimizerStateBytes?: number; accumulationBytes?: number },
+  options: { limitBytes: number; totalExamples: number; accumulationBytes?: number },
 ): MicroBatchPlan {
   const total = options.totalExamples;
   if (!(Number.isInteger(total) && total >= 1)) throw new Error(`planMicroBatch: totalExamples must be a positive integer, got ${total}`);
-  const fixed = estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample + (options.optimizerStateBytes ?? 0);
+  const fixed = estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample;
   const accumulation = options.accumulationBytes ?? 0;
   const stepBytes = (n: number) => fixed + n * estimate.bytesPerExample + (n < total ? accumulation : 0);
   /** The most examples a step holding `extra` bytes besides them can take. */

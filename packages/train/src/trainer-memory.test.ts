@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { MEMORY_LIMIT_ENV, OptionError } from '@masksub/core';
 import { configToYaml, parseRunConfig } from './config.js';
-import { optimizerStateBytes, trainRun } from './trainer.js';
+import { trainRun } from './trainer.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'masksub-memory-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -86,12 +86,6 @@ describe('the memory check before the first update', () => {
     expect(logs.some((l) => /^memory: a step at batch 16 needs about/.test(l))).toBe(true);
     process.env[MEMORY_LIMIT_ENV] = '0.05';
     expect((await trainRun(config({ memory_check: false }), quiet)).steps).toBe(2);
-  });
-
-  it('counts the optimizer state the first update will create', () => {
-    expect(optimizerStateBytes('adamw', undefined, 1000)).toBe(8000);
-    expect(optimizerStateBytes('sgd', 0.9, 1000)).toBe(4000);
-    expect(optimizerStateBytes('sgd', 0, 1000)).toBe(0);
   });
 });
 

@@ -260,9 +260,9 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
         if (!memoryChecked) {
           memoryChecked = true;
           try {
-            // Optimizer state and accumulated gradients exist for trainable variables only.
-            const trainable = model.params.countTrainable();
-            await checkStepFits(trainer, batch, options.resume ? 0 : optimizerStateBytes(o.kind, o.momentum, trainable), trainable, config.train.batch_size, accum, log);
+            // The optimizer (its state created with it) exists by now: the probes count it.
+            // Accumulated gradients exist for trainable variables only.
+            await checkStepFits(trainer, batch, model.params.countTrainable(), config.train.batch_size, accum, log);
           } catch (e) {
             tf.dispose(batch.tensors);
             throw e;
@@ -345,28 +345,23 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   return { runDir, steps: step, backend, final: finalEval?.live ?? null, finalEma: finalEval?.ema ?? null, modelDir, emaModelDir, examplesPerSecond, unit: task.unit, metric: task.metricKeys[0] ?? null };
 }
 
-/** Bytes an optimizer's state takes once created: AdamW/LAMB two moments, SGD with momentum one buffer. */
-export function optimizerStateBytes(kind: string, momentum: number | undefined, parameters: number): number {
-  const buffers = kind === 'sgd' ? ((momentum ?? 0.9) > 0 ? 1 : 0) : 2;
-  return buffers * 4 * parameters;
-}
-
 /**
  * Refuses, before the first update, a step whose measured memory exceeds the backend's limit
  * (the 32-bit wasm heap): at that size the heap grows until the process crawls or is killed.
  */
-async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, stateBytes: number, parameters: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
+async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, parameters: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
   const limit = backendMemoryLimitBytes();
   if (limit === null) return;
-  const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { optimizerStateBytes: stateBytes, limitBytes: limit });
+  const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { limitBytes: limit });
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
   log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeSizes.join(', ')} examples; the backend holds ${gib(limit)} GiB)`);
   if (fitsWithMargin(estimate.peakBytes, limit)) return;
   const total = batchSize * accum;
-  // The estimate has come out up to 13 % under the heap a step then used: a step is planned
-  // only with MEMORY_PLAN_MARGIN of headroom, and the message says so when that is what failed.
+  // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
+  // module's own allocations): a step is planned only with MEMORY_PLAN_MARGIN of headroom, and
+  // the message says so when that is what failed.
   const needs = `about ${gib(estimate.peakBytes)} GiB of tensor memory${estimate.peakBytes <= limit ? ` (${gib(estimate.peakBytes * (1 + MEMORY_PLAN_MARGIN))} GiB with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
-  const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, optimizerStateBytes: stateBytes, accumulationBytes: 4 * parameters });
+  const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes: 4 * parameters });
   const micro = plan.microBatch;
   if (plan.fitsExamples === 0) {
     throw new OptionError(

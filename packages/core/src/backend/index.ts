@@ -2,3 +2,4 @@
 export { activateBackend, initBackend, BACKEND_ENV, BACKEND_NAMES, type BackendInfo, type BackendName, type InitBackendOptions } from './select.js';
 export { registerWasmKernels, restoreStockMatMul, type WasmKernelRegistration } from './wasm_kernels.js';
 export { ADAMW_UPDATE, type AdamWUpdateAttrs } from './kernels/adamw.js';
+export { observeAllocations, peakAllocationDuring, type AllocationObserver } from './wasm_heap.js';

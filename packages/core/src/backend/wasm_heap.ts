@@ -140,3 +140,81 @@ export function broadcastIndexer(operandDims: readonly number[], outDims: readon
     return idx;
   };
 }
+
+/** The Emscripten allocator behind the backend's tensors: tfjs' `move` mallocs each tensor's block, `disposeData` frees it. */
+interface EmscriptenAllocator {
+  _malloc(bytes: number): number;
+  _free(pointer: number): void;
+  /** Set while observeAllocations runs (it does not nest). */
+  masksubObserving?: boolean;
+}
+
+/** Told of every block the wasm backend's JS side allocates on the heap, and of its release. */
+export interface AllocationObserver {
+  allocated(pointer: number, bytes: number): void;
+  /** A block allocated while observed is freed (the release of blocks from before is not reported). */
+  freed(pointer: number, bytes: number): void;
+}
+
+/**
+ * Runs `run` with every malloc / free of the wasm backend's JS side (tensor data) reported to
+ * `observer`, pointers unsigned (wasm only). Allocations inside the module's C++ (XNNPACK's packed weights)
+ * and the allocator's own fragmentation are not seen.
+ */
+export function observeAllocations<T>(observer: AllocationObserver, run: () => T): T {
+  if (tf.getBackend() !== 'wasm') throw new Error(`observeAllocations needs the wasm backend, not '${tf.getBackend()}'`);
+  const module = (tf.backend() as unknown as WasmBackend).wasm as unknown as EmscriptenAllocator;
+  if (module.masksubObserving) throw new Error('observeAllocations does not nest');
+  // Emscripten's first call of each replaces the module's property with the raw export: resolve
+  // both now, so that replacement cannot drop the wrappers below.
+  module._free(module._malloc(4));
+  const malloc = module._malloc;
+  const free = module._free;
+  const blocks = new Map<number, number>();
+  module.masksubObserving = true;
+  // _malloc returns a signed int32 above 2 GiB; tfjs keeps `>>> 0` of it and frees that.
+  module._malloc = (bytes) => {
+    const pointer = malloc(bytes);
+    blocks.set(pointer >>> 0, bytes);
+    observer.allocated(pointer >>> 0, bytes);
+    return pointer;
+  };
+  module._free = (pointer) => {
+    const bytes = blocks.get(pointer >>> 0);
+    if (bytes !== undefined) {
+      blocks.delete(pointer >>> 0);
+      observer.freed(pointer >>> 0, bytes);
+    }
+    free(pointer);
+  };
+  try {
+    return run();
+  } finally {
+    module._malloc = malloc;
+    module._free = free;
+    module.masksubObserving = false;
+  }
+}
+
+/**
+ * The most bytes `run`'s tensor allocations on the wasm heap held at once (what was alive before
+ * is not counted, and a block of before freed inside `run` is not subtracted, so the count errs
+ * high). Exact where the heap's size cannot be: the heap grows in steps of up to 96 MiB and never
+ * shrinks, so its size says little about one step's needs, and nothing after an earlier, larger
+ * one. What the module's C++ and fragmentation add is not seen: a plan keeps headroom for it.
+ */
+export function peakAllocationDuring(run: () => void): number {
+  let live = 0;
+  let peak = 0;
+  const observer: AllocationObserver = {
+    allocated: (_, bytes) => {
+      live += bytes;
+      if (live > peak) peak = live;
+    },
+    freed: (_, bytes) => {
+      live -= bytes;
+    },
+  };
+  observeAllocations(observer, run);
+  return peak;
+}
