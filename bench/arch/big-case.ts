@@ -55,15 +55,11 @@ const rows = (b: Batch, start: number, n: number): Batch =>
     inputs: Object.fromEntries(Object.entries(b.inputs).map(([k, t]) => [k, tf.slice(t, start, n)])) as Batch['inputs'],
     targets: { labels: tf.slice((b.targets as { labels: tf.Tensor1D }).labels, start, n) },
   }));
-const disposeBatch = (b: Batch) => tf.dispose([...Object.values(b.inputs), (b.targets as { labels: tf.Tensor1D }).labels]);
 
-// Probed on at most 8 examples (steps at 2 and 4): probing at a quarter and a half of batch 16
-// would itself run a step of 8, which may be what does not fit.
-const probe = rows(w.batch, 0, Math.min(batchSize, 8));
 const limit = backendMemoryLimitBytes() ?? 2 ** 32;
+// As the trainer: probed on the whole batch (after one example, no probe larger than is safe).
 // The optimizer exists (its moments are created with it): the probes count them.
-const estimate = await estimateStepMemory(trainer, probe, { limitBytes: limit });
-disposeBatch(probe);
+const estimate = await estimateStepMemory(trainer, w.batch, { limitBytes: limit });
 const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: batchSize, accumulationBytes: 4 * parameters });
 const base: BigCaseResult = {
   status: 'ok',

@@ -49,6 +49,41 @@ describe('estimateStepMemory', () => {
   });
 });
 
+describe('estimateStepMemory under a limit', () => {
+  it('probes one example first and no size its upper bound calls unsafe, even where a quarter of the batch is', async () => {
+    await tf.setBackend('cpu');
+    const net = tf.sequential({
+      layers: [
+        tf.layers.conv2d({ inputShape: [16, 16, 3], filters: 16, kernelSize: 3, padding: 'same', activation: 'relu' }),
+        tf.layers.globalAveragePooling2d({}),
+        tf.layers.dense({ units: 10 }),
+      ],
+    });
+    const model = fromLayersModel(net, { patch: 8 });
+    const trainer = withMaskSub(model, { variant: 'none' });
+    const batchSize = 64;
+    const x = tf.randomNormal([batchSize, 16, 16, 3], 0, 1, 'float32', 2);
+    const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
+    const batch = { inputs: { pixel_values: x }, targets: { labels } };
+    const floor = tf.memory().numBytes;
+    const free = await estimateStepMemory(trainer, batch);
+    expect(free.probeSizes).toEqual([16, 32]);
+    // A limit under which 12 examples are safe by the line, the quarter (16) not.
+    const limitBytes = (floor + 12 * free.bytesPerExample) / 0.8;
+    const estimate = await estimateStepMemory(trainer, batch, { limitBytes });
+    expect(estimate.probeSizes[0]).toBe(1);
+    expect(Math.max(...estimate.probeSizes)).toBeLessThan(16);
+    expect(estimate.probeSizes.length).toBeGreaterThanOrEqual(2);
+    expect(estimate.peakBytes).toBeGreaterThanOrEqual(free.peakBytes * 0.95);
+    // A limit under which not even two examples are safe: one probe, its upper bound.
+    const tight = await estimateStepMemory(trainer, batch, { limitBytes: floor / 0.8 + 1 });
+    expect(tight.probeSizes).toEqual([1]);
+    expect(tight.peakBytes).toBeGreaterThan(free.peakBytes);
+    tf.dispose([x, labels]);
+    model.dispose();
+  });
+});
+
 describe('estimateStepMemory when the fixed gradient phase hides the activations', () => {
   // Wide dense layers, few activations per example: the parameters' gradients (held from the main
   // pass's backward to the end of the step) set the peak at 4 and 8 examples alike, so those
@@ -89,13 +124,15 @@ describe('estimateStepMemory when the fixed gradient phase hides the activations
   it('where no larger probe is safe under the limit, returns an upper bound, never less than the step needs', async () => {
     const m = await flatPhaseModel();
     const tensorsBefore = tf.memory().numTensors;
-    // A limit below what the bound gives 9 examples: the third probe is not taken.
+    const floor = tf.memory().numBytes;
+    // Under a limit of the whole step's peak, the gradients (charged to the one-example probe)
+    // leave no second probe safe.
     const estimate = await estimateStepMemory(m.trainer, m.batch, { limitBytes: m.measuredPeak });
     expect(tf.memory().numTensors).toBe(tensorsBefore);
-    expect(estimate.probeSizes).toEqual([4, 8]);
-    expect(estimate.probeExamples).toBe(8);
+    expect(estimate.probeSizes).toEqual([1]);
     expect(estimate.peakBytes).toBeGreaterThanOrEqual(m.measuredPeak);
-    expect(estimate.peakBytes).toBeLessThan(3 * m.measuredPeak);
+    // The bound: floor plus 16 times the one-example step's bytes above it.
+    expect(estimate.peakBytes).toBe(floor + 16 * estimate.bytesPerExample);
     m.dispose();
   });
 });

@@ -5,7 +5,9 @@
  *
  * The estimate is measured, not modelled: the step's gradient computation runs on the first n
  * and 2n examples of the batch (n = max(1, floor(B / 4))); activation memory grows linearly with
- * the batch, so peak(B) = peak(n) + (B - n) * (peak(2n) - peak(n)) / n. Everything alive before
+ * the batch, so peak(B) = peak(n) + (B - n) * (peak(2n) - peak(n)) / n. Under a memory limit a
+ * probe on one example comes first, and no probe is larger than its upper bound says is safe: a
+ * probe is a step, and a quarter of a large batch can be what does not fit. Everything alive before
  * the probes counts as it is: the weights, the batch and the optimizer's state (masksub's
  * optimizers create theirs with the optimizer, so create it first). A probe's peak is the tensor
  * memory held at once: on wasm the allocations counted at the allocator (backend/wasm_heap.ts),
@@ -84,8 +86,9 @@ export function batchSizeOf(batch: Batch): number {
 }
 
 /**
- * Measures the step's peak tensor memory on the first quarter and half of the batch and
- * extrapolates to the batch's size.
+ * Measures the step's peak tensor memory on the first quarter and half of the batch (under
+ * `limitBytes`: after one example, and only as many as that probe's upper bound says are safe)
+ * and extrapolates to the batch's size.
  *
  * A step's peak is the larger of two phases: the activations of a pass (growing with the batch)
  * and the end of the backward passes, when every parameter's gradient exists at once (fixed: the
@@ -131,26 +134,42 @@ export async function estimateStepMemory(
   const resolved = (a: { n: number; peak: number }, b: { n: number; peak: number }) => b.peak - a.peak >= (b.peak - floor) / 20;
   /** Bytes per example if every byte above the floor grew with the examples: an upper bound. */
   const boundPerExample = (p: { n: number; peak: number }) => Math.max(0, p.peak - floor) / p.n;
+  /** The most examples the upper bound from probe `p` says are safe to probe under the limit. */
+  const safeExamples = (p: { n: number; peak: number }) => {
+    const pe = boundPerExample(p);
+    return pe > 0 ? Math.floor(((options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION - floor) / pe) : Infinity;
+  };
+  const largest = () => probes[probes.length - 1];
   try {
-    const n1 = Math.max(1, Math.floor(size / 4));
-    for (const n of size >= 2 ? [n1, 2 * n1] : [1]) await probe(n);
-    const [a, b] = probes;
-    if (b !== undefined && !resolved(a, b) && size > b.n) {
-      const budget = (options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION - floor;
-      const pe = boundPerExample(b);
-      const m = pe > 0 ? Math.min(size, Math.floor(budget / pe)) : size;
-      if (m > b.n) await probe(m);
+    const quarter = Math.max(1, Math.floor(size / 4));
+    if (size === 1) await probe(1);
+    else {
+      // A probe is a step itself, and a quarter of the batch may be what does not fit (ViT-B/16
+      // at batch 128: 32 examples): under a limit, one example first bounds what is safe to probe.
+      if (options.limitBytes !== undefined && quarter > 1) await probe(1);
+      const first = probes.length ? Math.min(quarter, safeExamples(largest())) : quarter;
+      if (first > (probes.length ? largest().n : 0)) await probe(first);
+      const second = Math.min(2 * quarter, safeExamples(largest()));
+      if (second > largest().n) await probe(second);
+      const [a, b] = probes.slice(-2);
+      if (b !== undefined && !resolved(a, b) && size > b.n) {
+        const m = Math.min(size, safeExamples(b));
+        if (m > b.n) await probe(m);
+      }
     }
   } finally {
     trainer.rng.setState(rngState);
     buffers.forEach(([, v], i) => v.assign(saved[i]));
     tf.dispose(saved);
   }
-  const last = probes[probes.length - 1];
   if (probes.length === 1) {
-    // One example: no growth to measure; all of the probe's bytes per example (an upper bound).
-    return { peakBytes: size * last.peak, bytesPerExample: last.peak, probeBytes: last.peak, probeExamples: 1, probeSizes: [1] };
+    // One example: no growth to measure (a batch of 1, or nothing larger was safe to probe).
+    // Every byte above the floor is charged to the examples: exact for one, an upper bound for
+    // more (the plan then errs towards micro-batches).
+    const p = probes[0];
+    return { peakBytes: floor + size * boundPerExample(p), bytesPerExample: boundPerExample(p), probeBytes: p.peak, probeExamples: 1, probeSizes: [1] };
   }
+  const last = probes[probes.length - 1];
   const prev = probes[probes.length - 2];
   const perExample = resolved(prev, last) ? (last.peak - prev.peak) / (last.n - prev.n) : boundPerExample(last);
   // Extrapolated from the largest probe (at the batch's size itself, when it was safe to run it).
