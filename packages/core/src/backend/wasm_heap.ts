@@ -25,6 +25,8 @@ export interface WasmBackend {
   typedArrayFromHeap(info: TensorInfo): tf.TypedArray;
   disposeData(dataId: object, force?: boolean): boolean;
   incRef(dataId: object): void;
+  /** How many tensors hold the data (1: only the tensor the kernel was given). */
+  refCount(dataId: object): number;
   /** The Emscripten module; `tfjs.disposeData` unregisters a tensor id without freeing memory. */
   wasm: { tfjs: { disposeData(id: number): void } };
 }

@@ -8,6 +8,7 @@ import { tf } from '../../tf.js';
 import { createOptimizer } from '../../optim/optimizer.js';
 import { initBackend } from '../select.js';
 import { ADAMW_UPDATE } from './adamw.js';
+import { peakAllocationDuring } from '../wasm_heap.js';
 
 beforeAll(async () => {
   delete process.env.MASKSUB_BACKEND;
@@ -81,5 +82,30 @@ describe('fused AdamW update on wasm', () => {
       }
       expect(maxDiff, `${key}: max diff ${maxDiff} vs scale ${scale}`).toBeLessThanOrEqual(1e-6 * Math.max(scale, 1e-3));
     }
+  });
+
+  it('updates the optimizer\'s variables in place, and a block another tensor shares keeps its values', async () => {
+    await tf.setBackend('wasm');
+    const init = tf.tensor([1, 2, 3, 4]);
+    const p = tf.variable(init);
+    init.dispose();
+    const opt = createOptimizer({ kind: 'adamw', weightDecay: 0 }, new Map([['w', p]]), {});
+    const g = tf.tensor([0.5, -0.5, 1, -1]);
+    const dataId = p.dataId;
+    const bytes = tf.memory().numBytes;
+    // No block allocated: p, m and v are rewritten where they are.
+    expect(peakAllocationDuring(() => opt.step(new Map([['w', g]]), 0.1))).toBe(0);
+    expect(p.dataId).toBe(dataId);
+    expect(tf.memory().numBytes).toBe(bytes);
+    const after = Array.from(p.dataSync());
+    expect(after).not.toEqual([1, 2, 3, 4]);
+    // An EMA-style copy shares p's data: the update must not write through it.
+    const copy = tf.variable(p, false);
+    opt.step(new Map([['w', g]]), 0.1);
+    expect(Array.from(copy.dataSync())).toEqual(after);
+    expect(p.dataId).not.toBe(copy.dataId);
+    expect(Array.from(p.dataSync())).not.toEqual(after);
+    tf.dispose([p, g, copy]);
+    opt.dispose();
   });
 });

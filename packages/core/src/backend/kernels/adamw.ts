@@ -8,6 +8,13 @@
  *   m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g²
  *   p' = p (1 - lr wd) - (lr / bc1) m' / (√v' / √bc2 + eps)
  * evaluated in float64 and stored as float32.
+ *
+ * In place where it may be: p, m and v are rewritten in their own blocks when no other tensor
+ * holds their data (the usual case: the optimizer's variables). New blocks for all three at every
+ * update, freed one parameter later, cut the heap into holes the next step's activations did not
+ * fit: BERT-base at batch 8 grew its wasm heap to 2,737 MiB with them, against 2,377 MiB when the
+ * same steps ran without the optimizer (2,147 MiB of tensors at the peak either way). A block
+ * another tensor shares (an EMA copy made from the weights) gets a new one, as before.
  */
 import { nativeFused } from '../native.js';
 import { allocate, heapF32, type KernelCall, type TensorInfo } from '../wasm_heap.js';
@@ -52,33 +59,36 @@ export function adamwUpdate(
   }
 }
 
-/** Inputs param, grad, m, v (float32, same shape); outputs [param', m', v']. */
+/**
+ * Inputs param, grad, m, v (float32, same shape); outputs [param', m', v']: each the input's own
+ * block, updated in place, when only its input tensor holds it, else a new block.
+ */
 export const adamwUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
   const p = inputs.param as TensorInfo;
   const g = inputs.grad as TensorInfo;
   const m = inputs.m as TensorInfo;
   const v = inputs.v as TensorInfo;
-  const pOut = allocate(backend, [...p.shape], 'float32');
-  const mOut = allocate(backend, [...p.shape], 'float32');
-  const vOut = allocate(backend, [...p.shape], 'float32');
+  const output = (input: TensorInfo): TensorInfo => {
+    if (backend.refCount(input.dataId) === 1) {
+      // The output is the input's data: one more holder (as tfjs' Identity does).
+      backend.incRef(input.dataId);
+      return { dataId: input.dataId, shape: [...input.shape], dtype: input.dtype };
+    }
+    return allocate(backend, [...input.shape], 'float32');
+  };
+  const pOut = output(p);
+  const mOut = output(m);
+  const vOut = output(v);
   const a = attrs as unknown as AdamWUpdateAttrs;
   const native = nativeFused();
-  // Views after the allocations (the heap may have grown).
+  // Views after the allocations (the heap may have grown). Reading element i of p, m and v
+  // before writing element i of the outputs (both forms) is what makes the update safe in place.
+  const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
   if (native !== null) {
     // Same arithmetic, threaded and vectorised: large tables (a BERT vocabulary) are ~4M values.
-    const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
     native.adamwUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);
-    return [pOut, mOut, vOut];
+  } else {
+    adamwUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a);
   }
-  adamwUpdate(
-    heapF32(backend, p),
-    heapF32(backend, g),
-    heapF32(backend, m),
-    heapF32(backend, v),
-    heapF32(backend, pOut),
-    heapF32(backend, mOut),
-    heapF32(backend, vOut),
-    a,
-  );
   return [pOut, mOut, vOut];
 };
