@@ -1,94 +1,95 @@
 import { describe, expect, it } from 'vitest';
 import { fromLayersModel } from './layers-model.js';
 import { withMaskSub } from './masksub.js';
-import { backendMemoryLimitBytes, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, planMicroBatch } from './memory.js';
+import { backendMemoryLimitBytes, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, planMicroBatch, stepBytesAt, type MemoryProbe } from './memory.js';
 import { createOptimizer } from './optim/index.js';
 import { tf } from './tf.js';
 
+/** A small conv net under withMaskSub with a batch of `batchSize` 16x16 images. */
+function convWorkload(batchSize: number, options: { batchNorm?: boolean; variant?: 'masksub' | 'none' } = {}) {
+  const net = tf.sequential({
+    layers: [
+      tf.layers.conv2d({ inputShape: [16, 16, 3], filters: 8, kernelSize: 3, padding: 'same', activation: 'relu' }),
+      ...(options.batchNorm ? [tf.layers.batchNormalization({})] : []),
+      tf.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', activation: 'relu' }),
+      tf.layers.globalAveragePooling2d({}),
+      tf.layers.dense({ units: 10 }),
+    ],
+  });
+  const model = fromLayersModel(net, { patch: 8 });
+  const trainer = withMaskSub(model, { seed: 5, variant: options.variant ?? 'masksub' });
+  const x = tf.randomNormal([batchSize, 16, 16, 3], 0, 1, 'float32', 2);
+  const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
+  const batch = { inputs: { pixel_values: x }, targets: { labels } };
+  const step = () => {
+    const r = trainer.computeGradients(batch, 0);
+    tf.dispose([...r.grads.values(), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+  };
+  return { model, trainer, batch, step, dispose: () => (tf.dispose([x, labels]), model.dispose()) };
+}
+
+const examples = (probes: MemoryProbe[]) => probes.map((p) => p.examples);
+
 describe('estimateStepMemory', () => {
-  it('extrapolates a step peak from a quarter and a half of the batch to within 10 % of the measured peak, and leaves no trace', async () => {
+  it('without a limit measures the batch itself, counts an optimizer made before it once, and leaves no trace', async () => {
     await tf.setBackend('cpu');
     expect(backendMemoryLimitBytes()).toBeNull();
-    const net = tf.sequential({
-      layers: [
-        tf.layers.conv2d({ inputShape: [16, 16, 3], filters: 8, kernelSize: 3, padding: 'same', activation: 'relu' }),
-        tf.layers.batchNormalization({}),
-        tf.layers.conv2d({ filters: 8, kernelSize: 3, padding: 'same', activation: 'relu' }),
-        tf.layers.globalAveragePooling2d({}),
-        tf.layers.dense({ units: 10 }),
-      ],
-    });
-    const model = fromLayersModel(net, { patch: 8 });
-    const trainer = withMaskSub(model, { seed: 5 });
-    const batchSize = 8;
-    const x = tf.randomNormal([batchSize, 16, 16, 3], 0, 1, 'float32', 2);
-    const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
-    const batch = { inputs: { pixel_values: x }, targets: { labels } };
-    const rngBefore = JSON.stringify(trainer.rng.getState());
-    const buffersBefore = [...model.params.variables].filter(([n]) => !model.params.trainable().has(n)).map(([n, v]) => [n, Array.from(v.dataSync())] as const);
+    const w = convWorkload(8, { batchNorm: true });
+    const rngBefore = JSON.stringify(w.trainer.rng.getState());
+    const buffersBefore = [...w.model.params.variables].filter(([n]) => !w.model.params.trainable().has(n)).map(([n, v]) => [n, Array.from(v.dataSync())] as const);
     const tensorsBefore = tf.memory().numTensors;
 
-    const estimate = await estimateStepMemory(trainer, batch);
+    const estimate = await estimateStepMemory(w.trainer, w.batch);
 
     expect(tf.memory().numTensors).toBe(tensorsBefore);
-    expect(JSON.stringify(trainer.rng.getState())).toBe(rngBefore);
-    for (const [name, values] of buffersBefore) expect(Array.from(model.params.get(name).dataSync())).toEqual(values);
-    const measured = await tf.profile(() => {
-      const r = trainer.computeGradients(batch, 0);
-      tf.dispose([...r.grads.values(), r.mainLogits, r.subLogits!]);
-    });
-    expect(estimate.bytesPerExample).toBeGreaterThan(0);
-    expect(Math.abs(estimate.peakBytes - measured.peakBytes) / measured.peakBytes).toBeLessThan(0.1);
-    // An optimizer made before the estimate (its state is created with it) is counted, once.
-    const optimizer = createOptimizer({ kind: 'adamw' }, model.params.trainable());
-    const withState = await estimateStepMemory(trainer, batch);
-    expect(withState.peakBytes - estimate.peakBytes).toBe(2 * 4 * model.params.countTrainable());
+    expect(JSON.stringify(w.trainer.rng.getState())).toBe(rngBefore);
+    for (const [name, values] of buffersBefore) expect(Array.from(w.model.params.get(name).dataSync())).toEqual(values);
+    expect(examples(estimate.probes)).toEqual([8]);
+    expect(estimate.floorBytes).toBe(tf.memory().numBytes);
+    const measured = (await tf.profile(w.step)).peakBytes;
+    expect(Math.abs(estimate.peakBytes - measured) / measured).toBeLessThan(0.01);
+    // The optimizer's state exists from its creation: it is in the floor, counted once.
+    const optimizer = createOptimizer({ kind: 'adamw' }, w.model.params.trainable());
+    const withState = await estimateStepMemory(w.trainer, w.batch);
+    expect(withState.peakBytes - estimate.peakBytes).toBe(2 * 4 * w.model.params.countTrainable());
     optimizer.dispose();
-    tf.dispose([x, labels]);
-    model.dispose();
+    w.dispose();
   });
 });
 
 describe('estimateStepMemory under a limit', () => {
-  it('probes one example first and no size its upper bound calls unsafe, even where a quarter of the batch is', async () => {
+  it('probes one example first, then as large as each upper bound says is safe, up to the batch', async () => {
     await tf.setBackend('cpu');
-    const net = tf.sequential({
-      layers: [
-        tf.layers.conv2d({ inputShape: [16, 16, 3], filters: 16, kernelSize: 3, padding: 'same', activation: 'relu' }),
-        tf.layers.globalAveragePooling2d({}),
-        tf.layers.dense({ units: 10 }),
-      ],
-    });
-    const model = fromLayersModel(net, { patch: 8 });
-    const trainer = withMaskSub(model, { variant: 'none' });
-    const batchSize = 64;
-    const x = tf.randomNormal([batchSize, 16, 16, 3], 0, 1, 'float32', 2);
-    const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
-    const batch = { inputs: { pixel_values: x }, targets: { labels } };
+    const w = convWorkload(64, { variant: 'none' });
+    const measured = (await tf.profile(w.step)).peakBytes;
     const floor = tf.memory().numBytes;
-    const free = await estimateStepMemory(trainer, batch);
-    expect(free.probeSizes).toEqual([16, 32]);
-    // A limit under which 12 examples are safe by the line, the quarter (16) not.
-    const limitBytes = (floor + 12 * free.bytesPerExample) / 0.8;
-    const estimate = await estimateStepMemory(trainer, batch, { limitBytes });
-    expect(estimate.probeSizes[0]).toBe(1);
-    expect(Math.max(...estimate.probeSizes)).toBeLessThan(16);
-    expect(estimate.probeSizes.length).toBeGreaterThanOrEqual(2);
-    expect(estimate.peakBytes).toBeGreaterThanOrEqual(free.peakBytes * 0.95);
-    // A limit under which not even two examples are safe: one probe, its upper bound.
-    const tight = await estimateStepMemory(trainer, batch, { limitBytes: floor / 0.8 + 1 });
-    expect(tight.probeSizes).toEqual([1]);
-    expect(tight.peakBytes).toBeGreaterThan(free.peakBytes);
-    tf.dispose([x, labels]);
-    model.dispose();
+    // A generous limit: one example, then the whole batch (its estimate is its measurement).
+    const roomy = await estimateStepMemory(w.trainer, w.batch, { limitBytes: 100 * measured });
+    expect(examples(roomy.probes)).toEqual([1, 64]);
+    expect(roomy.peakBytes).toBe(roomy.probes[1].bytes);
+    expect(Math.abs(roomy.peakBytes - measured) / measured).toBeLessThan(0.01);
+    // A limit under which the batch is not safe to probe: every probe was safe by the one
+    // before it, and the estimate past the largest is an upper bound.
+    const limitBytes = (floor + 0.4 * (measured - floor)) / 0.8;
+    const tight = await estimateStepMemory(w.trainer, w.batch, { limitBytes });
+    expect(tight.probes[0].examples).toBe(1);
+    for (let i = 1; i < tight.probes.length; i++) {
+      const prev = tight.probes[i - 1];
+      const bound = floor + (tight.probes[i].examples * (prev.bytes - floor)) / prev.examples;
+      expect(bound).toBeLessThanOrEqual(0.8 * limitBytes);
+    }
+    expect(Math.max(...examples(tight.probes))).toBeLessThan(64);
+    expect(tight.peakBytes).toBeGreaterThanOrEqual(measured);
+    // Not even two examples safe: one probe, and its upper bound.
+    const one = await estimateStepMemory(w.trainer, w.batch, { limitBytes: floor / 0.8 + 1 });
+    expect(examples(one.probes)).toEqual([1]);
+    expect(one.peakBytes).toBe(floor + 64 * (one.probes[0].bytes - floor));
+    w.dispose();
   });
-});
 
-describe('estimateStepMemory when the fixed gradient phase hides the activations', () => {
-  // Wide dense layers, few activations per example: the parameters' gradients (held from the main
-  // pass's backward to the end of the step) set the peak at 4 and 8 examples alike, so those
-  // probes measure no growth.
-  async function flatPhaseModel() {
+  it('is never below the step where the gradients, not the activations, set the small probes\' peaks', async () => {
+    // Wide dense layers, few activations per example: the parameters' gradients (held to the end
+    // of the backward) set the peak at small batches, so the peak is flat and then grows.
     await tf.setBackend('cpu');
     const net = tf.sequential({
       layers: [
@@ -101,101 +102,85 @@ describe('estimateStepMemory when the fixed gradient phase hides the activations
     });
     const model = fromLayersModel(net, { patch: 4 });
     const trainer = withMaskSub(model, { seed: 5 });
-    const n = 16;
+    const n = 64;
     const x = tf.randomNormal([n, 8, 8, 1], 0, 1, 'float32', 3);
     const labels = tf.tensor1d(Array.from({ length: n }, (_, i) => i % 10), 'int32');
     const batch = { inputs: { pixel_values: x }, targets: { labels } };
-    const measured = await tf.profile(() => {
-      const r = trainer.computeGradients(batch, 0);
-      tf.dispose([...r.grads.values(), r.mainLogits, r.subLogits!]);
-    });
-    return { model, trainer, batch, measuredPeak: measured.peakBytes, dispose: () => (tf.dispose([x, labels]), model.dispose()) };
-  }
-
-  it('takes a larger probe, at the batch size when that is safe, instead of extrapolating no growth', async () => {
-    const m = await flatPhaseModel();
-    const estimate = await estimateStepMemory(m.trainer, m.batch);
-    expect(estimate.probeSizes).toEqual([4, 8, 16]); // the quarter and half probes were flat
-    expect(estimate.probeExamples).toBe(16);
-    expect(Math.abs(estimate.peakBytes - m.measuredPeak) / m.measuredPeak).toBeLessThan(0.02);
-    m.dispose();
+    const measured = (
+      await tf.profile(() => {
+        const r = trainer.computeGradients(batch, 0);
+        tf.dispose([...r.grads.values(), r.mainLogits, r.subLogits!]);
+      })
+    ).peakBytes;
+    for (const share of [1, 1.5, 2, 4]) {
+      const estimate = await estimateStepMemory(trainer, batch, { limitBytes: share * measured });
+      expect(estimate.peakBytes, `limit ${share} x the step`).toBeGreaterThanOrEqual(measured * 0.999);
+    }
+    tf.dispose([x, labels]);
+    model.dispose();
   });
+});
 
-  it('where no larger probe is safe under the limit, returns an upper bound, never less than the step needs', async () => {
-    const m = await flatPhaseModel();
-    const tensorsBefore = tf.memory().numTensors;
-    const floor = tf.memory().numBytes;
-    // Under a limit of the whole step's peak, the gradients (charged to the one-example probe)
-    // leave no second probe safe.
-    const estimate = await estimateStepMemory(m.trainer, m.batch, { limitBytes: m.measuredPeak });
-    expect(tf.memory().numTensors).toBe(tensorsBefore);
-    expect(estimate.probeSizes).toEqual([1]);
-    expect(estimate.peakBytes).toBeGreaterThanOrEqual(m.measuredPeak);
-    // The bound: floor plus 16 times the one-example step's bytes above it.
-    expect(estimate.peakBytes).toBe(floor + 16 * estimate.bytesPerExample);
-    m.dispose();
+describe('stepBytesAt', () => {
+  // A convex peak, max(200 + 5 n, 100 + 30 n) over a floor of 100: the gradients' phase to n = 4, the activations' after.
+  const peak = (n: number) => Math.max(200 + 5 * n, 100 + 30 * n);
+  const estimate = { floorBytes: 100, probes: [1, 2, 4].map((n) => ({ examples: n, bytes: peak(n) })) };
+  it('is each probe at its size, the line between probes, the smallest probe below them', () => {
+    for (const n of [1, 2, 4]) expect(stepBytesAt(estimate, n)).toBe(peak(n));
+    expect(stepBytesAt(estimate, 3)).toBe((peak(2) + peak(4)) / 2);
+    expect(stepBytesAt(estimate, 3)).toBeGreaterThanOrEqual(peak(3));
+    expect(stepBytesAt({ floorBytes: 100, probes: [{ examples: 4, bytes: peak(4) }] }, 2)).toBe(peak(4));
+  });
+  it('past the largest probe is the line from the floor through it: never below the peak, where a line through two probes is', () => {
+    for (const n of [5, 8, 16, 64]) {
+      expect(stepBytesAt(estimate, n)).toBe(100 + n * ((peak(4) - 100) / 4));
+      expect(stepBytesAt(estimate, n)).toBeGreaterThanOrEqual(peak(n));
+    }
+    const throughTwo = peak(4) + (8 - 4) * ((peak(4) - peak(2)) / 2);
+    expect(throughTwo).toBeLessThan(peak(8));
   });
 });
 
 describe('estimateStepMemory on wasm', () => {
-  it('counts tensor allocations, not the heap, and predicts a 4x larger batch within 3 % of what it then holds', async () => {
+  it('counts tensor allocations, not the heap, and measures the batch itself when the limit allows', async () => {
     const { initBackend } = await import('./backend/index.js');
     const { peakAllocationDuring } = await import('./backend/wasm_heap.js');
     const info = await initBackend({ prefer: 'wasm', log: () => {} });
     expect(info.name).toBe('wasm');
     expect(backendMemoryLimitBytes()).toBe(2 ** 32);
-    const net = tf.sequential({
-      layers: [
-        tf.layers.conv2d({ inputShape: [64, 64, 3], filters: 32, kernelSize: 3, padding: 'same', activation: 'relu' }),
-        tf.layers.conv2d({ filters: 32, kernelSize: 3, padding: 'same', activation: 'relu' }),
-        tf.layers.globalAveragePooling2d({}),
-        tf.layers.dense({ units: 10 }),
-      ],
-    });
-    const model = fromLayersModel(net, { patch: 16 });
-    const trainer = withMaskSub(model, { variant: 'none' });
-    const batchSize = 48;
-    const x = tf.randomNormal([batchSize, 64, 64, 3], 0, 1, 'float32', 2);
-    const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
-    const batch = { inputs: { pixel_values: x }, targets: { labels } };
-    const step = () => {
-      const r = trainer.computeGradients(batch, 0);
-      tf.dispose([...r.grads.values(), r.mainLogits]);
-    };
+    const w = convWorkload(48, { variant: 'none' });
     // A heap already grown far past the step (as after an earlier, larger run in the process):
     // its size would say nothing about the step.
-    const ballast = tf.zeros([128 * 2 ** 20]);
-    ballast.dispose();
-    const estimate = await estimateStepMemory(trainer, batch);
-    const held = tf.memory().numBytes + peakAllocationDuring(step);
-    expect(estimate.probeSizes).toEqual([12, 24]);
-    expect(Math.abs(estimate.peakBytes - held) / held).toBeLessThan(0.03);
-    tf.dispose([x, labels]);
-    model.dispose();
+    tf.zeros([128 * 2 ** 20]).dispose();
+    const estimate = await estimateStepMemory(w.trainer, w.batch, { limitBytes: 2 ** 32 });
+    const held = tf.memory().numBytes + peakAllocationDuring(w.step);
+    expect(examples(estimate.probes)).toEqual([1, 48]);
+    expect(estimate.peakBytes).toBe(held);
+    w.dispose();
     await tf.setBackend('cpu');
   });
 });
 
 describe('planMicroBatch', () => {
-  // 100 bytes fixed (weights), 10 per example: a probe at 2 examples peaked at 120.
-  const estimate = { peakBytes: 0, bytesPerExample: 10, probeBytes: 120, probeExamples: 2, probeSizes: [1, 2] };
+  // 100 bytes held before the step, 10 per example past the probes.
+  const estimate = { floorBytes: 100, probes: [{ examples: 1, bytes: 110 }, { examples: 2, bytes: 120 }] };
   it('keeps the whole batch when its step fits with the headroom, with no accumulation', () => {
     // 180 bytes x 1.15 = 207 <= 207.
     expect(planMicroBatch(estimate, { limitBytes: 207, totalExamples: 8 })).toMatchObject({ microBatch: 8, accumSteps: 1, stepBytes: 180 });
-    // Under 207 the whole batch would sit inside the estimate's error: planned as micro-batches.
+    // Under 207 the whole batch would sit inside the headroom: planned as micro-batches.
     expect(planMicroBatch(estimate, { limitBytes: 200, totalExamples: 8 })).toMatchObject({ microBatch: 4, accumSteps: 2 });
     expect(fitsWithMargin(180, 207)).toBe(true);
     expect(fitsWithMargin(180, 206)).toBe(false);
   });
   it('else picks the largest divisor of the batch that fits with the same headroom, counting the gradient sum', () => {
-    // Probes that ran beside 20 bytes of optimizer state: 120 bytes fixed. The whole batch needs
+    // Probes that ran beside 20 bytes of optimizer state: a floor of 120. The whole batch needs
     // 120 + 80 = 200, x 1.15 = 230 > 220. 220 / 1.15 = 191.3 bytes usable; with the 10-byte sum
-    // 61.3 are left for examples: 6 fit, and the largest divisor of 8 up to 6 is 4 (120 + 40 + 10 = 170 bytes).
-    const withState = { ...estimate, probeBytes: 140 };
+    // 6 examples fit, and the largest divisor of 8 up to 6 is 4 (120 + 40 + 10 = 170 bytes).
+    const withState = { floorBytes: 120, probes: [{ examples: 1, bytes: 130 }, { examples: 2, bytes: 140 }] };
     const plan = planMicroBatch(withState, { limitBytes: 220, totalExamples: 8, accumulationBytes: 10 });
     expect(plan).toMatchObject({ microBatch: 4, accumSteps: 2, fitsExamples: 6, stepBytes: 170 });
     expect(MEMORY_PLAN_MARGIN).toBe(0.15);
-    // Without the state and the sum the whole batch (180 x 1.15 = 207 bytes) would wrongly be planned.
+    // Without the state the whole batch (180 x 1.15 = 207 bytes) would wrongly be planned.
     expect(planMicroBatch(estimate, { limitBytes: 220, totalExamples: 8 }).microBatch).toBe(8);
     // The sum costs an example's room: 7 fit without it (120 + 70 = 190 <= 191.3).
     expect(planMicroBatch(withState, { limitBytes: 220, totalExamples: 8 })).toMatchObject({ microBatch: 4, fitsExamples: 7, stepBytes: 160 });

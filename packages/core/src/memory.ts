@@ -4,19 +4,28 @@
  * growing the heap until the process crawls or is killed (tfjs' wasm heap is 32-bit: 4 GiB).
  *
  * The estimate is measured, not modelled: the step's gradient computation runs on the first n
- * and 2n examples of the batch (n = max(1, floor(B / 4))); activation memory grows linearly with
- * the batch, so peak(B) = peak(n) + (B - n) * (peak(2n) - peak(n)) / n. Under a memory limit a
- * probe on one example comes first, and no probe is larger than its upper bound says is safe: a
- * probe is a step, and a quarter of a large batch can be what does not fit. Everything alive before
- * the probes counts as it is: the weights, the batch and the optimizer's state (masksub's
- * optimizers create theirs with the optimizer, so create it first). A probe's peak is the tensor
- * memory held at once: on wasm the allocations counted at the allocator (backend/wasm_heap.ts),
- * not the heap's size, which grows in steps of up to 96 MiB and never shrinks (heap-size probes
- * of ViT-B/16 at 2 and 4 examples read 98 MiB per example where the step holds 150); elsewhere
- * tf.profile's peak bytes. (tfjs' byte count during a step is no measure on wasm: views over one
- * buffer, which masksub's native kernels make, are counted once each; for ViT-B/16 it reads 2.7x.)
- * The probe leaves no trace: the trainer's RNG and every non-trainable variable (batch-norm
- * running statistics) are restored afterwards.
+ * examples of the batch for a few n (probes), each probe's peak is the tensor memory it held at
+ * once, and the step at other sizes is read off those points. A step's peak is the larger of a
+ * few phases, each linear in the batch with an intercept no lower than what was held before
+ * (the floor): the activations of a pass; the end of a backward, when every parameter's gradient
+ * exists (with a MaskSub sub pass running on top of them). The peak is therefore convex in the
+ * batch: between two probes the straight line lies above it, and past the largest probe the line
+ * from the floor through it, floor + n (peak - floor) / examples, is an upper bound. (A line
+ * through two probes, extrapolated, is not: BERT-base standard holds 418, 418, 453, 894 and 1,776
+ * MiB above the floor at 1, 2, 4, 8 and 16 examples, the gradients' phase first, and the line
+ * through 2 and 4 put batch 8 at 523.) So the probes go as large as is safe: under a memory limit
+ * one example first, then each probe as large as the previous one's upper bound says stays under
+ * SAFE_PROBE_FRACTION of the limit (a probe is a step, and a quarter of a large batch can be what
+ * does not fit), up to the batch itself, whose estimate is then its measurement; without a limit
+ * the batch itself. Everything alive before the probes is in the floor as it is: the weights, the
+ * batch and the optimizer's state (masksub's optimizers create theirs with the optimizer, so
+ * create it first). A probe's peak on wasm is the allocations counted at the allocator
+ * (backend/wasm_heap.ts), not the heap's size, which grows in steps of up to 96 MiB and never
+ * shrinks (heap-size probes of ViT-B/16 at 2 and 4 examples read 98 MiB per example where the
+ * step holds 150); elsewhere tf.profile's peak bytes. (tfjs' byte count during a step is no
+ * measure on wasm: views over one buffer, which masksub's native kernels make, are counted once
+ * each; for ViT-B/16 it reads 2.7x.) The probes leave no trace: the trainer's RNG and every
+ * non-trainable variable (batch-norm running statistics) are restored afterwards.
  */
 import { OptionError } from './errors.js';
 import { tf } from './tf.js';
@@ -50,19 +59,38 @@ export function wasmHeapBytes(): number | null {
   return heap ? heap.length : null;
 }
 
+/** One probe: a gradient computation on the first `examples` examples and the bytes it held at its peak. */
+export interface MemoryProbe {
+  examples: number;
+  bytes: number;
+}
+
 export interface StepMemoryEstimate {
-  /** Tensor bytes of a step at the batch size asked for (peak, including the weights). */
+  /** Tensor bytes of a step at the batch size asked for (peak, including everything held before). */
   peakBytes: number;
-  /** What each example adds. */
-  bytesPerExample: number;
-  /**
-   * A point of the estimate's line: the largest probe's number of examples and the bytes the line
-   * gives there (its measured peak, or the upper bound when the probes measured no growth).
-   */
-  probeBytes: number;
-  probeExamples: number;
-  /** The examples of each probe step that ran, in order (2 or 3 of them; 1 for a batch of 1). */
-  probeSizes: number[];
+  /** What was held before the probes (weights, optimizer state, the batch). */
+  floorBytes: number;
+  /** The probes that ran, by examples ascending (the last is the batch itself where that was safe). */
+  probes: MemoryProbe[];
+}
+
+/**
+ * A step's peak bytes at `examples` by the estimate's probes: their measurement at a probed size,
+ * the line between the two probes around it, the smallest probe below them (the peak does not
+ * fall with the batch), and past the largest the line from the floor through it (see the module
+ * comment: an upper bound for a peak convex in the batch).
+ */
+export function stepBytesAt(estimate: Pick<StepMemoryEstimate, 'floorBytes' | 'probes'>, examples: number): number {
+  const { probes, floorBytes } = estimate;
+  if (probes.length === 0) throw new Error('stepBytesAt: the estimate has no probes');
+  const first = probes[0];
+  if (examples <= first.examples) return first.bytes;
+  for (let i = 1; i < probes.length; i++) {
+    const [a, b] = [probes[i - 1], probes[i]];
+    if (examples <= b.examples) return a.bytes + ((examples - a.examples) * (b.bytes - a.bytes)) / (b.examples - a.examples);
+  }
+  const last = probes[probes.length - 1];
+  return floorBytes + (examples * Math.max(0, last.bytes - floorBytes)) / last.examples;
 }
 
 function firstRows(t: tf.Tensor, n: number): tf.Tensor {
@@ -86,22 +114,9 @@ export function batchSizeOf(batch: Batch): number {
 }
 
 /**
- * Measures the step's peak tensor memory on the first quarter and half of the batch (under
- * `limitBytes`: after one example, and only as many as that probe's upper bound says are safe)
- * and extrapolates to the batch's size.
- *
- * A step's peak is the larger of two phases: the activations of a pass (growing with the batch)
- * and the end of the backward passes, when every parameter's gradient exists at once (fixed: the
- * parameters' bytes, which a sub pass adds its own onto). At small sizes a large model's fixed
- * phase can hide the activations entirely: ViT-B/16 MaskSub peaked at 1,152 MiB at both 2 and 4
- * examples, then needed 3,579 MiB at 16 (when the step still held both passes' gradients, 2 x the
- * parameters, at its end), so the two probes' difference says
- * nothing about the batch. Such probes (differing by less than a twentieth of what they hold above
- * the memory before probing) are not a measurement of growth; then a larger probe is taken, as
- * large as the batch but only as large as an upper bound says is safe under `limitBytes` (every
- * byte above the floor charged to the examples), and the growth is measured between the two
- * largest probes. Where no safe larger probe exists, that upper bound is the estimate: the plan
- * then errs towards micro-batches, never towards a step that does not fit.
+ * Measures the step's peak tensor memory on probes of the batch (see the module comment): under
+ * `limitBytes` one example first, then each probe as large as the previous one's upper bound
+ * says is safe, up to the batch itself; without a limit the batch itself.
  */
 export async function estimateStepMemory(
   trainer: MaskSubTrainer,
@@ -115,77 +130,59 @@ export async function estimateStepMemory(
   const buffers = [...store.variables].filter(([name]) => !trainable.has(name));
   const saved = buffers.map(([, v]) => tf.clone(v));
   // What is held before any probe (weights, optimizer state, the batch): the floor the
-  // per-example bytes sit on. Between steps every tensor owns its block, so tfjs' count is exact.
-  const floor = tf.memory().numBytes;
-  const probes: { n: number; peak: number }[] = [];
+  // per-example bytes sit on. tfjs counts each tensor's bytes between steps (a buffer two
+  // tensors share, as an EMA copy and its weights until the first update, twice: errs high).
+  const floorBytes = tf.memory().numBytes;
+  const probes: MemoryProbe[] = [];
   const probe = async (n: number) => {
-    const sub: Batch = tf.tidy(() => ({
-      inputs: Object.fromEntries(Object.entries(batch.inputs).map(([k, t]) => [k, firstRows(t, n)])) as ModelInputs,
-      targets: sliceTargets(batch.targets, n),
-    }));
+    // The batch itself at its own size (a copy would add its bytes to the measurement).
+    const whole = n === size;
+    const sub: Batch = whole
+      ? batch
+      : tf.tidy(() => ({
+          inputs: Object.fromEntries(Object.entries(batch.inputs).map(([k, t]) => [k, firstRows(t, n)])) as ModelInputs,
+          targets: sliceTargets(batch.targets, n),
+        }));
     const run = () => {
       const r = trainer.computeGradients(sub, 0);
       tf.dispose([...r.grads.values(), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
     };
-    const peak = tf.getBackend() === 'wasm' ? floor + peakAllocationDuring(run) : (await tf.profile(run)).peakBytes;
-    tf.dispose([...Object.values(sub.inputs), 'soft' in sub.targets ? sub.targets.soft : sub.targets.labels]);
-    probes.push({ n, peak });
+    const bytes = tf.getBackend() === 'wasm' ? floorBytes + peakAllocationDuring(run) : (await tf.profile(run)).peakBytes;
+    if (!whole) tf.dispose([...Object.values(sub.inputs), 'soft' in sub.targets ? sub.targets.soft : sub.targets.labels]);
+    probes.push({ examples: n, bytes });
   };
-  const resolved = (a: { n: number; peak: number }, b: { n: number; peak: number }) => b.peak - a.peak >= (b.peak - floor) / 20;
-  /** Bytes per example if every byte above the floor grew with the examples: an upper bound. */
-  const boundPerExample = (p: { n: number; peak: number }) => Math.max(0, p.peak - floor) / p.n;
-  /** The most examples the upper bound from probe `p` says are safe to probe under the limit. */
-  const safeExamples = (p: { n: number; peak: number }) => {
-    const pe = boundPerExample(p);
-    return pe > 0 ? Math.floor(((options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION - floor) / pe) : Infinity;
+  const budget = (options.limitBytes ?? Infinity) * SAFE_PROBE_FRACTION;
+  /** The most examples the upper bound through probe `p` keeps under the probes' budget. */
+  const safeExamples = (p: MemoryProbe) => {
+    const perExample = Math.max(0, p.bytes - floorBytes) / p.examples;
+    return perExample > 0 ? Math.floor((budget - floorBytes) / perExample) : Infinity;
   };
-  const largest = () => probes[probes.length - 1];
   try {
-    const quarter = Math.max(1, Math.floor(size / 4));
-    if (size === 1) await probe(1);
-    else {
-      // A probe is a step itself, and a quarter of the batch may be what does not fit (ViT-B/16
-      // at batch 128: 32 examples): under a limit, one example first bounds what is safe to probe.
-      if (options.limitBytes !== undefined && quarter > 1) await probe(1);
-      const first = probes.length ? Math.min(quarter, safeExamples(largest())) : quarter;
-      if (first > (probes.length ? largest().n : 0)) await probe(first);
-      const second = Math.min(2 * quarter, safeExamples(largest()));
-      if (second > largest().n) await probe(second);
-      const [a, b] = probes.slice(-2);
-      if (b !== undefined && !resolved(a, b) && size > b.n) {
-        const m = Math.min(size, safeExamples(b));
-        if (m > b.n) await probe(m);
-      }
+    await probe(options.limitBytes === undefined ? size : 1);
+    for (;;) {
+      const largest = probes[probes.length - 1];
+      const next = Math.min(size, safeExamples(largest));
+      if (next <= largest.examples) break;
+      await probe(next);
     }
   } finally {
     trainer.rng.setState(rngState);
     buffers.forEach(([, v], i) => v.assign(saved[i]));
     tf.dispose(saved);
   }
-  if (probes.length === 1) {
-    // One example: no growth to measure (a batch of 1, or nothing larger was safe to probe).
-    // Every byte above the floor is charged to the examples: exact for one, an upper bound for
-    // more (the plan then errs towards micro-batches).
-    const p = probes[0];
-    return { peakBytes: floor + size * boundPerExample(p), bytesPerExample: boundPerExample(p), probeBytes: p.peak, probeExamples: 1, probeSizes: [1] };
-  }
-  const last = probes[probes.length - 1];
-  const prev = probes[probes.length - 2];
-  const perExample = resolved(prev, last) ? (last.peak - prev.peak) / (last.n - prev.n) : boundPerExample(last);
-  // Extrapolated from the largest probe (at the batch's size itself, when it was safe to run it).
-  const fixed = resolved(prev, last) ? last.peak - last.n * perExample : floor;
-  const probeSizes = probes.map((p) => p.n);
-  return { peakBytes: fixed + size * perExample, bytesPerExample: perExample, probeBytes: fixed + last.n * perExample, probeExamples: last.n, probeSizes };
+  return { peakBytes: stepBytesAt({ floorBytes, probes }, size), floorBytes, probes };
 }
 
 /** A larger probe is taken only when an upper bound puts it below this share of the memory limit. */
 const SAFE_PROBE_FRACTION = 0.8;
 
 /**
- * Headroom a planned step keeps under the memory limit: the estimate has come out 13 % under the
- * heap a step then used (ViT-B/16 at batch 16: 3,479 MiB planned, 3,924 MiB of heap; the heap
- * grows in steps of up to 96 MiB and fragments more at larger batches than at the probes' sizes).
- * A step planned into that 13 % would crash the process instead of failing before the first update.
+ * Headroom a planned step keeps under the memory limit: the wasm heap a step grows to is more than
+ * the tensor bytes it holds at its peak (the estimate), by the allocator's fragmentation, the
+ * module's own allocations and the heap's growth steps. Measured over four updates after the
+ * probes: BERT-base batch 8 standard 2,377 MiB of heap for 2,147 MiB of tensors (10.7 % more),
+ * ViT-B/16 batch 8 MaskSub 2,332 for 2,212 (5.4 %). A step planned into that gap would crash the
+ * process instead of failing before the first update.
  */
 export const MEMORY_PLAN_MARGIN = 0.15;
 
@@ -200,7 +197,7 @@ export interface MicroBatchPlan {
   microBatch: number;
   /** Micro-batches per optimizer update (microBatch * accumSteps = totalExamples). */
   accumSteps: number;
-  /** The most examples one step can hold under the limit with the plan's headroom (0: not even one; the plan is then micro-batch 1 and will not fit). */
+  /** The most examples one step can hold under the limit with the plan's headroom, up to the total (0: not even one; the plan is then micro-batch 1 and will not fit). */
   fitsExamples: number;
   /** Estimated peak bytes of a step at microBatch (with accumulation, the gradient sum included). */
   stepBytes: number;
@@ -208,29 +205,28 @@ export interface MicroBatchPlan {
 
 /**
  * The largest micro-batch that runs an update of `totalExamples` under `limitBytes`, from a
- * measured estimate (estimateStepMemory at any batch size: its probes give the fixed bytes and
- * the bytes per example). The whole batch when it fits; else the largest divisor of the total
+ * measured estimate (estimateStepMemory at any batch size; {@link stepBytesAt} reads the step at
+ * each size off its probes). The whole batch when it fits; else the largest divisor of the total
  * that fits, counting the gradient sum accumulation holds across micro-batches
  * (`accumulationBytes`, 4 bytes per trainable parameter). Either way with the same headroom
  * ({@link MEMORY_PLAN_MARGIN}). The one place that picks micro-batch x accumulation: the
  * trainer's error message and the bench use it.
  */
 export function planMicroBatch(
-  estimate: StepMemoryEstimate,
+  estimate: Pick<StepMemoryEstimate, 'floorBytes' | 'probes'>,
   options: { limitBytes: number; totalExamples: number; accumulationBytes?: number },
 ): MicroBatchPlan {
   const total = options.totalExamples;
   if (!(Number.isInteger(total) && total >= 1)) throw new Error(`planMicroBatch: totalExamples must be a positive integer, got ${total}`);
-  const fixed = estimate.probeBytes - estimate.probeExamples * estimate.bytesPerExample;
   const accumulation = options.accumulationBytes ?? 0;
-  const stepBytes = (n: number) => fixed + n * estimate.bytesPerExample + (n < total ? accumulation : 0);
-  /** The most examples a step holding `extra` bytes besides them can take. */
-  const capacity = (extra: number) => Math.max(0, Math.floor((options.limitBytes / (1 + MEMORY_PLAN_MARGIN) - fixed - extra) / Math.max(estimate.bytesPerExample, 1)));
+  const stepBytes = (n: number) => stepBytesAt(estimate, n) + (n < total ? accumulation : 0);
   if (fitsWithMargin(stepBytes(total), options.limitBytes)) {
-    return { microBatch: total, accumSteps: 1, fitsExamples: Math.max(total, capacity(0)), stepBytes: stepBytes(total) };
+    return { microBatch: total, accumSteps: 1, fitsExamples: total, stepBytes: stepBytes(total) };
   }
-  const fitsExamples = capacity(accumulation);
+  // The peak only grows with the examples: the first size that does not fit ends the search.
+  let fitsExamples = 0;
+  while (fitsExamples < total - 1 && fitsWithMargin(stepBytesAt(estimate, fitsExamples + 1) + accumulation, options.limitBytes)) fitsExamples++;
   let micro = 1;
-  for (let d = 1; d <= Math.min(total, fitsExamples); d++) if (total % d === 0) micro = d;
+  for (let d = 1; d <= fitsExamples; d++) if (total % d === 0) micro = d;
   return { microBatch: micro, accumSteps: total / micro, fitsExamples, stepBytes: stepBytes(micro) };
 }

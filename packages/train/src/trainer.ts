@@ -354,7 +354,7 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
   if (limit === null) return;
   const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { limitBytes: limit });
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
-  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probeSizes.join(', ')} examples; the backend holds ${gib(limit)} GiB)`);
+  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples; the backend holds ${gib(limit)} GiB)`);
   if (fitsWithMargin(estimate.peakBytes, limit)) return;
   const total = batchSize * accum;
   // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
