@@ -11,9 +11,10 @@
  * exists (with a MaskSub sub pass running on top of them). The peak is therefore convex in the
  * batch: between two probes the straight line lies above it, and past the largest probe the line
  * from the floor through it, floor + n (peak - floor) / examples, is an upper bound. (A line
- * through two probes, extrapolated, is not: BERT-base standard holds 418, 418, 453, 894 and 1,776
- * MiB above the floor at 1, 2, 4, 8 and 16 examples, the gradients' phase first, and the line
- * through 2 and 4 put batch 8 at 523.) So the probes go as large as is safe: under a memory limit
+ * through two probes, extrapolated, is not: through probes at 2 and 4 examples, where the
+ * gradients' phase set the peak, it planned BERT-base batch 8 standard at 1,774 MiB (`pnpm bench
+ * --arch bert-base` at ec9815e); the step holds 2,147 (measured at 8 at 83ae75b).) So the probes
+ * go as large as is safe: under a memory limit
  * one example first, then each probe as large as the previous one's upper bound says stays under
  * SAFE_PROBE_FRACTION of the limit (a probe is a step, and a quarter of a large batch can be what
  * does not fit), up to the batch itself, whose estimate is then its measurement; without a limit
@@ -21,8 +22,7 @@
  * batch and the optimizer's state (masksub's optimizers create theirs with the optimizer, so
  * create it first). A probe's peak on wasm is the allocations counted at the allocator
  * (backend/wasm_heap.ts), not the heap's size, which grows in steps of up to 96 MiB and never
- * shrinks (heap-size probes of ViT-B/16 at 2 and 4 examples read 98 MiB per example where the
- * step holds 150); elsewhere tf.profile's peak bytes. (tfjs' byte count during a step is no
+ * shrinks, so it says little about one probe; elsewhere tf.profile's peak bytes. (tfjs' byte count during a step is no
  * measure on wasm: views over one buffer, which masksub's native kernels make, are counted once
  * each; for ViT-B/16 it reads 2.7x.) The probes leave no trace: the trainer's RNG and every
  * non-trainable variable (batch-norm running statistics) are restored afterwards.
@@ -179,10 +179,10 @@ const SAFE_PROBE_FRACTION = 0.8;
 /**
  * Headroom a planned step keeps under the memory limit: the wasm heap a step grows to is more than
  * the tensor bytes it holds at its peak (the estimate), by the allocator's fragmentation, the
- * module's own allocations and the heap's growth steps. Measured over four updates after the
- * probes: BERT-base batch 8 standard 2,377 MiB of heap for 2,147 MiB of tensors (10.7 % more),
- * ViT-B/16 batch 8 MaskSub 2,332 for 2,212 (5.4 %). A step planned into that gap would crash the
- * process instead of failing before the first update.
+ * module's own allocations and the heap's growth steps. In `pnpm bench --arch vit-b16,bert-base`
+ * at 83ae75b (each plan the measurement at its batch) the heap ended 3-13 % above the plan, most
+ * for BERT-base batch 8 MaskSub (2,886 MiB for 2,562). A step planned into that gap would crash
+ * the process instead of failing before the first update.
  */
 export const MEMORY_PLAN_MARGIN = 0.15;
 

@@ -12,9 +12,9 @@
  * In place where it may be: p, m and v are rewritten in their own blocks when no other tensor
  * holds their data (the usual case: the optimizer's variables). New blocks for all three at every
  * update, freed one parameter later, cut the heap into holes the next step's activations did not
- * fit: BERT-base at batch 8 grew its wasm heap to 2,737 MiB with them, against 2,377 MiB when the
- * same steps ran without the optimizer (2,147 MiB of tensors at the peak either way). A block
- * another tensor shares (an EMA copy made from the weights) gets a new one, as before.
+ * fit: BERT-base batch 8 standard grew its wasm heap to 2,726 MiB with them (`pnpm bench --arch
+ * bert-base` at ec9815e) and to 2,379 MiB in place (83ae75b), for 2,147 MiB of tensors at the
+ * step's peak. A block another tensor shares (an EMA copy made from the weights) gets a new one.
  */
 import { nativeFused } from '../native.js';
 import { allocate, heapF32, type KernelCall, type TensorInfo } from '../wasm_heap.js';
