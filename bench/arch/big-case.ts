@@ -98,12 +98,12 @@ const update = (i: number) => {
   tf.dispose([...grads.values()]);
   sample();
 };
-// Two untimed updates first. The probe above ran the kernels, but not at this batch; the first
-// update's optimizer step gives every parameter and moment a new block, so the second update's
-// passes are the first on the heap's settled layout and may grow it again onto pages touched for
-// the first time (BERT-base batch 8 standard, the heap after each update, at 64b2c26: 2,558,
-// 3,006, 3,184 MiB, then steady; those updates took 6.1, 6.3, 5.4, then 5.0 and 5.4 s). With one
-// warm-up update the first timed one was the slowest in 7 of 8 cases.
+// Two untimed updates first, so the timed ones run on a settled heap. Until 3943d75 the first
+// update's optimizer step gave every parameter and moment a new block, and the second update's
+// passes grew the heap again onto pages touched for the first time (BERT-base batch 8 standard,
+// the heap after each update, at 64b2c26: 2,558, 3,006, 3,184 MiB, then steady; those updates
+// took 6.1, 6.3, 5.4, then 5.0 and 5.4 s); with one warm-up update the first timed one was the
+// slowest in 7 of 8 cases. AdamW now updates in place, but the twins keep the same warm-up.
 for (let i = 0; i < WARMUP_UPDATES; i++) update(0);
 const times: number[] = [];
 for (let i = 1; i <= updates; i++) {

@@ -4,25 +4,29 @@
  * growing the heap until the process crawls or is killed (tfjs' wasm heap is 32-bit: 4 GiB).
  *
  * The estimate is measured, not modelled: the step's gradient computation runs on the first n
- * examples of the batch for a few n (probes), each probe's peak is the tensor memory it held at
- * once, and the step at other sizes is read off those points. A step's peak is the larger of a
- * few phases, each linear in the batch with an intercept no lower than what was held before
- * (the floor): the activations of a pass; the end of a backward, when every parameter's gradient
- * exists (with a MaskSub sub pass running on top of them). The peak is therefore convex in the
- * batch: between two probes the straight line lies above it, and past the largest probe the line
- * from the floor through it, floor + n (peak - floor) / examples, is an upper bound. (A line
- * through two probes, extrapolated, is not: through probes at 2 and 4 examples, where the
- * gradients' phase set the peak, it planned BERT-base batch 8 standard at 1,774 MiB (`pnpm bench
- * --arch bert-base` at ec9815e); the step holds 2,147 (measured at 8 at 83ae75b).) So the probes
- * go as large as is safe: under a memory limit
- * one example first, then each probe as large as the previous one's upper bound says stays under
- * SAFE_PROBE_FRACTION of the limit (a probe is a step, and a quarter of a large batch can be what
- * does not fit), up to the batch itself, whose estimate is then its measurement; without a limit
- * the batch itself. Everything alive before the probes is in the floor as it is: the weights, the
- * batch and the optimizer's state (masksub's optimizers create theirs with the optimizer, so
- * create it first). A probe's peak on wasm is the allocations counted at the allocator
- * (backend/wasm_heap.ts), not the heap's size, which grows in steps of up to 96 MiB and never
- * shrinks, so it says little about one probe; elsewhere tf.profile's peak bytes. (tfjs' byte count during a step is no
+ * examples of the batch for a few n (probes); each probe's peak is the tensor memory it held at
+ * once, and the step at other sizes is read off those points.
+ *
+ * A step's peak is the larger of a few phases, each linear in the batch with an intercept no
+ * lower than what was held before (the floor): the activations of a pass; the end of a backward,
+ * when every parameter's gradient exists (with a MaskSub sub pass running on top of them). The
+ * peak is therefore convex in the batch: between two probes the straight line lies above it, and
+ * past the largest probe the line from the floor through it, floor + n (peak - floor) / examples,
+ * is an upper bound. A line through two probes, extrapolated, is not: through probes at 2 and 4
+ * examples, where the gradients' phase set the peak, it planned BERT-base batch 8 standard at
+ * 1,774 MiB (`pnpm bench --arch bert-base` at ec9815e); the step holds 2,147 (measured at 8 at
+ * 83ae75b).
+ *
+ * So the probes go as large as is safe. Under a memory limit: one example first, then each probe
+ * as large as the previous one's upper bound keeps under SAFE_PROBE_FRACTION of the limit (a
+ * probe is a step, and a quarter of a large batch can be what does not fit), up to the batch
+ * itself, whose estimate is then its measurement. Without a limit: the batch itself.
+ *
+ * Everything alive before the probes is in the floor as it is: the weights, the batch and the
+ * optimizer's state (masksub's optimizers create theirs with the optimizer, so create it first).
+ * A probe's peak on wasm is the allocations counted at the allocator (backend/wasm_heap.ts), not
+ * the heap's size, which grows in steps of up to 96 MiB and never shrinks, so it says little
+ * about one probe; elsewhere tf.profile's peak bytes. (tfjs' byte count during a step is no
  * measure on wasm: views over one buffer, which masksub's native kernels make, are counted once
  * each; for ViT-B/16 it reads 2.7x.) The probes leave no trace: the trainer's RNG and every
  * non-trainable variable (batch-norm running statistics) are restored afterwards.
