@@ -49,6 +49,13 @@ describe('the memory check before the first update', () => {
     // Nothing was trained: no train line, no checkpoint.
     expect(readFileSync(join(c.run.dir, 'metrics.jsonl'), 'utf8')).not.toMatch(/"type":"train"/);
     expect(existsSync(join(c.run.dir, 'checkpoints'))).toBe(false);
+    // What it names runs under the same limit (its check counts the gradient sum it then holds).
+    const logs: string[] = [];
+    const base = config();
+    const suggested = parseRunConfig({ ...JSON.parse(JSON.stringify(base)), train: { ...base.train, batch_size: Number(micro), accum_steps: Number(steps) } });
+    const r = await trainRun(suggested, { ...quiet, log: (m) => logs.push(m) });
+    expect(r.steps).toBe(2);
+    expect(logs.find((l) => l.startsWith('memory:'))).toMatch(new RegExp(`at batch ${micro} needs about .* with the .* GiB gradient sum of train\\.accum_steps`));
   });
 
   it('from the CLI: exit code 2 with the message, and the process ends (the loader worker is stopped too)', () => {

@@ -353,15 +353,21 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
   const limit = backendMemoryLimitBytes();
   if (limit === null) return;
   const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { limitBytes: limit });
+  // With train.accum_steps the gradient sum is held beside every micro-batch's step.
+  const accumulationBytes = 4 * parameters;
+  const stepBytes = estimate.peakBytes + (accum > 1 ? accumulationBytes : 0);
   const gib = (b: number) => (b / 2 ** 30).toFixed(2);
-  log(`memory: a step at batch ${batch.size} needs about ${gib(estimate.peakBytes)} GiB (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples; the backend holds ${gib(limit)} GiB)`);
-  if (fitsWithMargin(estimate.peakBytes, limit)) return;
+  log(
+    `memory: a step at batch ${batch.size} needs about ${gib(stepBytes)} GiB (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples` +
+      `${accum > 1 ? `, with the ${gib(accumulationBytes)} GiB gradient sum of train.accum_steps` : ''}; the backend holds ${gib(limit)} GiB)`,
+  );
+  if (fitsWithMargin(stepBytes, limit)) return;
   const total = batchSize * accum;
   // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
   // module's own allocations): a step is planned only with MEMORY_PLAN_MARGIN of headroom, and
   // the message says so when that is what failed.
-  const needs = `about ${gib(estimate.peakBytes)} GiB of tensor memory${estimate.peakBytes <= limit ? ` (${gib(estimate.peakBytes * (1 + MEMORY_PLAN_MARGIN))} GiB with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
-  const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes: 4 * parameters });
+  const needs = `about ${gib(stepBytes)} GiB of tensor memory${stepBytes <= limit ? ` (${gib(stepBytes * (1 + MEMORY_PLAN_MARGIN))} GiB with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
+  const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes });
   const micro = plan.microBatch;
   if (plan.fitsExamples === 0) {
     throw new OptionError(
