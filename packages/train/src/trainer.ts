@@ -356,29 +356,30 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
   // With train.accum_steps the gradient sum is held beside every micro-batch's step.
   const accumulationBytes = 4 * parameters;
   const stepBytes = estimate.peakBytes + (accum > 1 ? accumulationBytes : 0);
-  const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+  // GiB to two places, MiB below one GiB (a small model's gradient sum would read 0.00 GiB).
+  const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${Math.ceil(b / 2 ** 20)} MiB`);
   log(
-    `memory: a step at batch ${batch.size} needs about ${gib(stepBytes)} GiB (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples` +
-      `${accum > 1 ? `, with the ${gib(accumulationBytes)} GiB gradient sum of train.accum_steps` : ''}; the backend holds ${gib(limit)} GiB)`,
+    `memory: a step at batch ${batch.size} needs about ${size(stepBytes)} (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples` +
+      `${accum > 1 ? `, with the ${size(accumulationBytes)} gradient sum of train.accum_steps` : ''}; the backend holds ${size(limit)})`,
   );
   if (fitsWithMargin(stepBytes, limit)) return;
   const total = batchSize * accum;
   // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
   // module's own allocations): a step is planned only with MEMORY_PLAN_MARGIN of headroom, and
   // the message says so when that is what failed.
-  const needs = `about ${gib(stepBytes)} GiB of tensor memory${stepBytes <= limit ? ` (${gib(stepBytes * (1 + MEMORY_PLAN_MARGIN))} GiB with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
+  const needs = `about ${size(stepBytes)} of tensor memory${stepBytes <= limit ? ` (${size(stepBytes * (1 + MEMORY_PLAN_MARGIN))} with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
   const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes });
   const micro = plan.microBatch;
   if (plan.fitsExamples === 0) {
     throw new OptionError(
       'train.batch_size',
-      `a training step needs ${needs} at batch ${batchSize}, and even one example per micro-batch does not fit the ${gib(limit)} GiB the wasm backend can address. ` +
+      `a training step needs ${needs} at batch ${batchSize}, and even one example per micro-batch does not fit the ${size(limit)} the wasm backend can address. ` +
         `Use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit, or a smaller model. (run.memory_check: false skips this check.)`,
     );
   }
   throw new OptionError(
     'train.batch_size',
-    `a training step at batch ${batchSize} needs ${needs}, more than the ${gib(limit)} GiB the wasm backend can address. ` +
+    `a training step at batch ${batchSize} needs ${needs}, more than the ${size(limit)} the wasm backend can address. ` +
       `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${total / micro} (the same ${total} examples per update), ` +
       `or use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit. (run.memory_check: false skips this check.)`,
   );
