@@ -18,6 +18,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Command } from 'commander';
 import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
@@ -54,6 +56,12 @@ const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
 const archs = opts.arch.split(',').map((a) => a.trim()).filter((a) => a !== '');
 for (const a of archs) if (a !== 'vit' && !(a in ARCHS) && !(a in BIG_ARCHS)) throw new Error(`--arch: unknown architecture '${a}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 const benchVit = archs.includes('vit');
+
+/** V8's full collection, exposed at run time (the bench runs under tsx, without --expose-gc). */
+function collectGarbage(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -122,8 +130,12 @@ async function benchBackend(name: BackendName) {
   const c = CASES[1];
   for (let i = 0; i < 5; i++) small.step(c, i);
   const tensors0 = tf.memory().numTensors;
+  // RSS after a full garbage collection at both ends: without it the reading is mostly JS garbage
+  // V8 had not collected yet (+103 MiB over 300 steps at 83ae75b, the tensor count flat).
+  collectGarbage();
   const rss0 = process.memoryUsage().rss;
   for (let i = 5; i < 5 + driftSteps; i++) small.step(c, i);
+  collectGarbage();
   const drift = { steps: driftSteps, tensors: tf.memory().numTensors - tensors0, rssMiB: (process.memoryUsage().rss - rss0) / 2 ** 20 };
   small.dispose();
   const matmul = await benchMatmul(name, quick ? { size: 256, runs: 2, warmup: 1 } : {});
