@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { fromLayersModel } from './layers-model.js';
 import { withMaskSub } from './masksub.js';
-import { backendMemoryLimitBytes, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, planMicroBatch, stepBytesAt, type MemoryProbe } from './memory.js';
+import { backendMemoryLimit, backendMemoryLimitBytes, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, planMicroBatch, stepBytesAt, type MemoryProbe } from './memory.js';
 import { createOptimizer } from './optim/index.js';
 import { tf } from './tf.js';
 
@@ -148,6 +148,10 @@ describe('estimateStepMemory on wasm', () => {
     const info = await initBackend({ prefer: 'wasm', log: () => {} });
     expect(info.name).toBe('wasm');
     expect(backendMemoryLimitBytes()).toBe(2 ** 32);
+    expect(backendMemoryLimit()).toEqual({ bytes: 2 ** 32, source: 'wasm' });
+    process.env.MASKSUB_MEMORY_LIMIT_MIB = '512';
+    expect(backendMemoryLimit()).toEqual({ bytes: 512 * 2 ** 20, source: 'env' });
+    delete process.env.MASKSUB_MEMORY_LIMIT_MIB;
     const w = convWorkload(48, { variant: 'none' });
     // A heap already grown far past the step (as after an earlier, larger run in the process):
     // its size would say nothing about the step.

@@ -41,19 +41,31 @@ import type { Targets } from './contract/loss.js';
 /** Environment variable: a tensor-memory limit in MiB, for any backend (e.g. to leave room for other jobs). */
 export const MEMORY_LIMIT_ENV = 'MASKSUB_MEMORY_LIMIT_MIB';
 
+/** A tensor-memory limit and where it comes from. */
+export interface MemoryLimit {
+  bytes: number;
+  /** 'env': MASKSUB_MEMORY_LIMIT_MIB; 'wasm': the 32-bit wasm heap. */
+  source: 'env' | 'wasm';
+}
+
 /**
  * The largest tensor memory the running backend can hold, or null when only the machine bounds
  * it; MASKSUB_MEMORY_LIMIT_MIB sets a lower one on any backend.
  */
-export function backendMemoryLimitBytes(): number | null {
+export function backendMemoryLimit(): MemoryLimit | null {
   const raw = process.env[MEMORY_LIMIT_ENV];
   if (raw !== undefined && raw !== '') {
     const mib = Number(raw);
     if (!(Number.isFinite(mib) && mib > 0)) throw new OptionError(MEMORY_LIMIT_ENV, `must be a positive number of MiB, got '${raw}'`);
-    return mib * 2 ** 20;
+    return { bytes: mib * 2 ** 20, source: 'env' };
   }
   // tfjs' wasm module is built for a 32-bit address space (memory growth up to 4 GiB).
-  return wasmHeapBytes() === null ? null : 2 ** 32;
+  return wasmHeapBytes() === null ? null : { bytes: 2 ** 32, source: 'wasm' };
+}
+
+/** {@link backendMemoryLimit}'s bytes. */
+export function backendMemoryLimitBytes(): number | null {
+  return backendMemoryLimit()?.bytes ?? null;
 }
 
 /** Size of the running backend's heap when it has one that only grows (wasm), else null. */

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimitBytes, type BackendInfo, buildFromConfig, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, type SaveLayout, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
+import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimit, backendMemoryLimitBytes, MEMORY_LIMIT_ENV, type BackendInfo, buildFromConfig, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, type SaveLayout, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
 import { DEFAULT_LR, labelConfig, openTask, resolveNumLabels, taskKindOf, type TaskBatch, type TaskEval } from './tasks/index.js';
 import { configToYaml, parseRunConfig, readConfigFile, resolveWarmupSteps, type RunConfig } from './config.js';
@@ -350,14 +350,15 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
  * (the 32-bit wasm heap): at that size the heap grows until the process crawls or is killed.
  */
 async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, parameters: number, batchSize: number, accum: number, log: (m: string) => void): Promise<void> {
-  const limit = backendMemoryLimitBytes();
-  if (limit === null) return;
+  const memoryLimit = backendMemoryLimit();
+  if (memoryLimit === null) return;
+  const limit = memoryLimit.bytes;
   const estimate = await estimateStepMemory(trainer, { inputs: batch.inputs, targets: batch.targets }, { limitBytes: limit });
   // With train.accum_steps the gradient sum is held beside every micro-batch's step.
   const accumulationBytes = 4 * parameters;
   const stepBytes = estimate.peakBytes + (accum > 1 ? accumulationBytes : 0);
-  // GiB to two places, MiB below one GiB (a small model's gradient sum would read 0.00 GiB).
-  const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${Math.ceil(b / 2 ** 20)} MiB`);
+  // GiB to two places, MiB or KiB below (a small model's gradient sum would read 0.00 GiB).
+  const size = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : b >= 2 ** 20 ? `${Math.round(b / 2 ** 20)} MiB` : `${Math.ceil(b / 2 ** 10)} KiB`);
   log(
     `memory: a step at batch ${batch.size} needs about ${size(stepBytes)} (measured at ${estimate.probes.map((p) => p.examples).join(', ')} examples` +
       `${accum > 1 ? `, with the ${size(accumulationBytes)} gradient sum of train.accum_steps` : ''}; the backend holds ${size(limit)})`,
@@ -367,20 +368,22 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
   // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
   // module's own allocations): a step is planned only with MEMORY_PLAN_MARGIN of headroom, and
   // the message says so when that is what failed.
+  const limitText = memoryLimit.source === 'env' ? `the ${size(limit)} ${MEMORY_LIMIT_ENV} allows` : `the ${size(limit)} the wasm backend can address`;
+  const otherwise = memoryLimit.source === 'env' ? `raise ${MEMORY_LIMIT_ENV}` : 'use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit';
   const needs = `about ${size(stepBytes)} of tensor memory${stepBytes <= limit ? ` (${size(stepBytes * (1 + MEMORY_PLAN_MARGIN))} with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
   const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes });
   const micro = plan.microBatch;
   if (plan.fitsExamples === 0) {
     throw new OptionError(
       'train.batch_size',
-      `a training step needs ${needs} at batch ${batchSize}, and even one example per micro-batch does not fit the ${size(limit)} the wasm backend can address. ` +
-        `Use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit, or a smaller model. (run.memory_check: false skips this check.)`,
+      `a training step needs ${needs} at batch ${batchSize}, and even one example per micro-batch does not fit ${limitText}. ` +
+        `${otherwise[0].toUpperCase()}${otherwise.slice(1)}, or use a smaller model. (run.memory_check: false skips this check.)`,
     );
   }
   throw new OptionError(
     'train.batch_size',
-    `a training step at batch ${batchSize} needs ${needs}, more than the ${size(limit)} the wasm backend can address. ` +
+    `a training step at batch ${batchSize} needs ${needs}, more than ${limitText}. ` +
       `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${total / micro} (the same ${total} examples per update), ` +
-      `or use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit. (run.memory_check: false skips this check.)`,
+      `or ${otherwise}. (run.memory_check: false skips this check.)`,
   );
 }
