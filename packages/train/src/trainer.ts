@@ -368,8 +368,9 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
   // The heap a step uses is more than the tensor memory it holds (fragmentation, the wasm
   // module's own allocations): a step is planned only with MEMORY_PLAN_MARGIN of headroom, and
   // the message says so when that is what failed.
-  const limitText = memoryLimit.source === 'env' ? `the ${size(limit)} ${MEMORY_LIMIT_ENV} allows` : `the ${size(limit)} the wasm backend can address`;
-  const otherwise = memoryLimit.source === 'env' ? `raise ${MEMORY_LIMIT_ENV}` : 'use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit';
+  const fromEnv = memoryLimit.source === 'env';
+  const wayOut = fromEnv ? `raise ${MEMORY_LIMIT_ENV}` : 'use @tensorflow/tfjs-node (run.backend: tensorflow), which has no such limit';
+  const limitText = fromEnv ? `the ${size(limit)} ${MEMORY_LIMIT_ENV} allows` : `the ${size(limit)} the wasm backend can address`;
   const needs = `about ${size(stepBytes)} of tensor memory${stepBytes <= limit ? ` (${size(stepBytes * (1 + MEMORY_PLAN_MARGIN))} with the ${Math.round(100 * MEMORY_PLAN_MARGIN)} % headroom the estimate needs)` : ''}`;
   const plan = planMicroBatch(estimate, { limitBytes: limit, totalExamples: total, accumulationBytes });
   const micro = plan.microBatch;
@@ -377,13 +378,13 @@ async function checkStepFits(trainer: MaskSubTrainer, batch: TaskBatch, paramete
     throw new OptionError(
       'train.batch_size',
       `a training step needs ${needs} at batch ${batchSize}, and even one example per micro-batch does not fit ${limitText}. ` +
-        `${otherwise[0].toUpperCase()}${otherwise.slice(1)}, or use a smaller model. (run.memory_check: false skips this check.)`,
+        `${wayOut.charAt(0).toUpperCase()}${wayOut.slice(1)}, or use a smaller model. (run.memory_check: false skips this check.)`,
     );
   }
   throw new OptionError(
     'train.batch_size',
     `a training step at batch ${batchSize} needs ${needs}, more than ${limitText}. ` +
       `Run the same batch as micro-batches: train.batch_size ${micro} with train.accum_steps ${total / micro} (the same ${total} examples per update), ` +
-      `or ${otherwise}. (run.memory_check: false skips this check.)`,
+      `or ${wayOut}. (run.memory_check: false skips this check.)`,
   );
 }
