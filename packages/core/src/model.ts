@@ -200,16 +200,18 @@ export class ParameterStore {
     this.specMap = new Map(specs.map((s) => [s.name, s]));
     if (!rng) return;
     checkBudget(specs);
-    for (const spec of specs) {
-      const values = toInternal(spec, initialValues(spec, rng));
-      // tfjs variable names are global: prefix them so two models can live side by side.
-      const init = tf.tensor(values, internalShape(spec));
-      this.variables.set(spec.name, tf.variable(init, spec.trainable ?? true, `${this.prefix}/${spec.name}`));
-      // The variable shares init's data: left alive, init would keep the initial values in memory
-      // after the first update (or a checkpoint load) replaced the variable's own: one whole copy
-      // of the model's parameters for the rest of the run.
-      init.dispose();
-    }
+    for (const spec of specs) this.createVariable(spec, toInternal(spec, initialValues(spec, rng)));
+  }
+
+  /** A new variable for `spec` holding `values` (internal layout), the one place variables are made. */
+  private createVariable(spec: ParamSpec, values: Float32Array): void {
+    const init = tf.tensor(values, internalShape(spec));
+    // tfjs variable names are global: prefix them so two models can live side by side.
+    this.variables.set(spec.name, tf.variable(init, spec.trainable ?? true, `${this.prefix}/${spec.name}`));
+    // The variable shares init's data: left alive, init would keep the initial values in memory
+    // after the first update (or a checkpoint load) replaced the variable's own: one whole copy
+    // of the model's parameters for the rest of the run.
+    init.dispose();
   }
 
   /** The parameters this model has, by checkpoint name. */
@@ -234,10 +236,14 @@ export class ParameterStore {
       const data = value(spec.name);
       const existing = this.variables.get(spec.name);
       if (existing && !data) continue;
-      const init = tf.tensor(data ? toInternal(spec, data) : new Float32Array(numel(internalShape(spec))), internalShape(spec));
-      if (existing) existing.assign(init);
-      else this.variables.set(spec.name, tf.variable(init, spec.trainable ?? true, `${this.prefix}/${spec.name}`));
-      init.dispose(); // a variable holds its own reference to the data
+      const values = data ? toInternal(spec, data) : new Float32Array(numel(internalShape(spec)));
+      if (!existing) {
+        this.createVariable(spec, values);
+        continue;
+      }
+      const init = tf.tensor(values, internalShape(spec));
+      existing.assign(init);
+      init.dispose(); // the variable holds its own reference to the data
     }
     this.specMap = next;
   }
