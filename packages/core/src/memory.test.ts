@@ -5,7 +5,21 @@ import { backendMemoryLimit, backendMemoryLimitBytes, estimateStepMemory, fitsWi
 import { createOptimizer } from './optim/index.js';
 import { tf } from './tf.js';
 
-/** A small conv net under withMaskSub with a batch of `batchSize` 16x16 images. */
+/** `net` under withMaskSub with a batch of `batchSize` random images of its input shape (seeded). */
+function workload(net: tf.Sequential, patch: number, batchSize: number, options: { variant?: 'masksub' | 'none'; seed?: number } = {}) {
+  const model = fromLayersModel(net, { patch });
+  const trainer = withMaskSub(model, { seed: 5, variant: options.variant ?? 'masksub' });
+  const x = tf.randomNormal([batchSize, ...(net.inputs[0].shape.slice(1) as number[])], 0, 1, 'float32', options.seed ?? 2);
+  const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
+  const batch = { inputs: { pixel_values: x }, targets: { labels } };
+  const step = () => {
+    const r = trainer.computeGradients(batch, 0);
+    tf.dispose([...r.grads.values(), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
+  };
+  return { model, trainer, batch, step, dispose: () => (tf.dispose([x, labels]), model.dispose()) };
+}
+
+/** A small conv net on 16x16 images. */
 function convWorkload(batchSize: number, options: { batchNorm?: boolean; variant?: 'masksub' | 'none' } = {}) {
   const net = tf.sequential({
     layers: [
@@ -16,16 +30,7 @@ function convWorkload(batchSize: number, options: { batchNorm?: boolean; variant
       tf.layers.dense({ units: 10 }),
     ],
   });
-  const model = fromLayersModel(net, { patch: 8 });
-  const trainer = withMaskSub(model, { seed: 5, variant: options.variant ?? 'masksub' });
-  const x = tf.randomNormal([batchSize, 16, 16, 3], 0, 1, 'float32', 2);
-  const labels = tf.tensor1d(Array.from({ length: batchSize }, (_, i) => i % 10), 'int32');
-  const batch = { inputs: { pixel_values: x }, targets: { labels } };
-  const step = () => {
-    const r = trainer.computeGradients(batch, 0);
-    tf.dispose([...r.grads.values(), r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
-  };
-  return { model, trainer, batch, step, dispose: () => (tf.dispose([x, labels]), model.dispose()) };
+  return workload(net, 8, batchSize, options);
 }
 
 const examples = (probes: MemoryProbe[]) => probes.map((p) => p.examples);
@@ -100,24 +105,13 @@ describe('estimateStepMemory under a limit', () => {
         tf.layers.dense({ units: 10 }),
       ],
     });
-    const model = fromLayersModel(net, { patch: 4 });
-    const trainer = withMaskSub(model, { seed: 5 });
-    const n = 64;
-    const x = tf.randomNormal([n, 8, 8, 1], 0, 1, 'float32', 3);
-    const labels = tf.tensor1d(Array.from({ length: n }, (_, i) => i % 10), 'int32');
-    const batch = { inputs: { pixel_values: x }, targets: { labels } };
-    const measured = (
-      await tf.profile(() => {
-        const r = trainer.computeGradients(batch, 0);
-        tf.dispose([...r.grads.values(), r.mainLogits, r.subLogits!]);
-      })
-    ).peakBytes;
+    const w = workload(net, 4, 64, { seed: 3 });
+    const measured = (await tf.profile(w.step)).peakBytes;
     for (const share of [1, 1.5, 2, 4]) {
-      const estimate = await estimateStepMemory(trainer, batch, { limitBytes: share * measured });
+      const estimate = await estimateStepMemory(w.trainer, w.batch, { limitBytes: share * measured });
       expect(estimate.peakBytes, `limit ${share} x the step`).toBeGreaterThanOrEqual(measured * 0.999);
     }
-    tf.dispose([x, labels]);
-    model.dispose();
+    w.dispose();
   });
 });
 
