@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { initBackend } from './backend/select.js';
 import { expectClose, randomInput, runOn, type Input } from './backend/testing/compare.js';
-import { batchToken, blockDropPathRate, embedKeptPatches, embedding, geluExact, layerNorm, linear, passDropoutRates, patchify, removeTokens } from './nn.js';
+import { batchToken, blockDropPathRate, embedKeptPatches, embedding, geluExact, layerNorm, linear, multiHeadAttention, passDropoutRates, patchify, removeTokens, type AttentionWeights } from './nn.js';
 import { Rng } from './rng.js';
 import { tf } from './tf.js';
 
@@ -79,6 +79,41 @@ describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
       expectClose(got, want, 1e-5, `gelu [${shape}]`);
     });
   }
+});
+
+describe.each(['cpu', 'wasm'])('multiHeadAttention with `queries` on %s', (backend) => {
+  // The leading query rows of the full attention, values and every gradient (x, weights, biases):
+  // a final layer read only at CLS computes those rows alone.
+  for (const [queries, biasKind] of [[1, 'none'], [2, 'per-key'], [3, 'per-query']] as const) {
+    it(`${queries} of 7 queries, ${biasKind} bias: the full attention's leading rows`, async () => {
+      const rng = new Rng(90 + queries);
+      const [b, t, d, heads] = [2, 7, 8, 2];
+      const weights = ['q', 'k', 'v', 'out'].flatMap(() => [randomInput(rng, [d, d]), randomInput(rng, [d])]);
+      const biasShape = biasKind === 'per-key' ? [b, 1, 1, t] : [1, heads, t, t];
+      const bias = biasKind === 'none' ? [] : [randomInput(rng, biasShape)];
+      const inputs: Input[] = [randomInput(rng, [b, t, d]), ...weights, ...bias, randomInput(rng, [b, queries, d])];
+      const attention = (rows: number | undefined) => (x: tf.Tensor, ...rest: tf.Tensor[]) => {
+        const w = rest.slice(0, 8);
+        const pair = (i: number): [tf.Tensor, tf.Tensor] => [w[2 * i], w[2 * i + 1]];
+        const attn: AttentionWeights = { q: pair(0), k: pair(1), v: pair(2), out: pair(3) };
+        const y = multiHeadAttention(x, attn, heads, { bias: biasKind === 'none' ? undefined : rest[8], queries: rows });
+        return rows === undefined ? tf.slice(y, [0, 0, 0], [b, queries, d]) : y;
+      };
+      const got = await runOn(backend, inputs, valueAndGrads(attention(queries)));
+      const want = await runOn(backend, inputs, valueAndGrads(attention(undefined)));
+      expectClose(got, want, 1e-5, `attention, ${queries} queries`);
+    });
+  }
+
+  it('refuses a query count outside [1, T], naming the option', async () => {
+    await tf.setBackend(backend);
+    const x = tf.zeros([1, 3, 4]);
+    const w = tf.zeros([4, 4]);
+    const attn: AttentionWeights = { q: [w], k: [w], v: [w], out: [w] };
+    expect(() => multiHeadAttention(x, attn, 2, { queries: 4 })).toThrow(/queries must be an integer in \[1, 3\], got 4/);
+    expect(() => multiHeadAttention(x, attn, 2, { queries: 0 })).toThrow(/queries/);
+    tf.dispose([x, w]);
+  });
 });
 
 describe('embedding (gather with a scatter-add gradient)', () => {

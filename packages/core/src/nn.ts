@@ -291,25 +291,39 @@ export interface AttentionWeights {
 
 /**
  * Multi-head self-attention on x [B, T, D]. `bias` (optional) is added to the scores
- * [B or 1, heads or 1, T, T] (padding masks, relative positions). Attention dropout on the
+ * [B or 1, heads or 1, T or 1, T] (padding masks, relative positions). Attention dropout on the
  * probabilities when `dropoutRate` > 0.
+ *
+ * With `queries` n < T only the first n tokens attend (keys and values come from all T) and the
+ * result is [B, n, D]: the rows a final layer computes when its caller reads only the leading
+ * tokens (a CLS pool), the same values those rows have in the full product at a fraction of the
+ * work (in the last of 6 ViT blocks, every product but K and V shrinks from 65 rows to 1).
  */
 export function multiHeadAttention(
   x: tf.Tensor,
   w: AttentionWeights,
   heads: number,
-  opts: { bias?: tf.Tensor; dropoutRate?: number; seed?: number; scale?: number } = {},
+  opts: { bias?: tf.Tensor; dropoutRate?: number; seed?: number; scale?: number; queries?: number } = {},
 ): tf.Tensor {
   return tf.tidy(() => {
-    const [b, t, d] = x.shape;
+    const [b, t, d] = x.shape as [number, number, number];
+    const n = opts.queries ?? t;
+    if (!Number.isInteger(n) || n < 1 || n > t) throw new OptionError('queries', `multiHeadAttention: queries must be an integer in [1, ${t}], got ${n}`);
     const dh = d / heads;
-    const split = (y: tf.Tensor) => tf.transpose(tf.reshape(y, [b, t, heads, dh]), [0, 2, 1, 3]);
-    const q = split(linear(x, w.q[0], w.q[1]));
-    const k = split(linear(x, w.k[0], w.k[1]));
-    const v = split(linear(x, w.v[0], w.v[1]));
-    let probs = scaledSoftmax(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh), opts.bias);
+    const split = (y: tf.Tensor, rows: number) => tf.transpose(tf.reshape(y, [b, rows, heads, dh]), [0, 2, 1, 3]);
+    const q = split(linear(n < t ? tf.slice(x, [0, 0, 0], [b, n, d]) : x, w.q[0], w.q[1]), n);
+    const k = split(linear(x, w.k[0], w.k[1]), t);
+    const v = split(linear(x, w.v[0], w.v[1]), t);
+    let bias = opts.bias;
+    // A per-query bias (causal, relative positions) keeps the rows of the queries that attend.
+    if (bias && n < t && bias.shape[bias.rank - 2] === t) {
+      const begin = bias.shape.map(() => 0);
+      const size = [...bias.shape.slice(0, -2), n, t];
+      bias = tf.slice(bias, begin, size);
+    }
+    let probs = scaledSoftmax(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh), bias);
     if (opts.dropoutRate) probs = dropout(probs, opts.dropoutRate, opts.seed ?? 0);
-    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, t, d]);
+    const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, n, d]);
     return linear(ctx, w.out[0], w.out[1]);
   });
 }
