@@ -150,9 +150,13 @@ export class ViTModel implements AdapterModel {
       const pathRate = options.dropPathRate ?? (training ? cfg.dropPathRate : 0);
       const pathRule = options.dropPathRule ?? cfg.dropPathRule;
       const seed = options.seed ?? 0;
+      // The head reads only the CLS token (DeiT's too: HF's classifier takes row 0): the last
+      // layer computes just that row (its keys and values still come from every token).
+      const lastLayer = cfg.numHiddenLayers - 1;
       for (let i = 0; i < cfg.numHiddenLayers; i++) {
         const l = (name: string) => this.p(`encoder.layer.${i}.${name}`);
         const layerPath = blockDropPathRate(pathRate, pathRule, i, cfg.numHiddenLayers);
+        const queries = i === lastLayer ? 1 : undefined;
         const attnIn = layerNorm(h, l('layernorm_before.weight'), l('layernorm_before.bias'), cfg.layerNormEps);
         const qkv = (name: string): [tf.Tensor, tf.Tensor?] => [
           l(`attention.attention.${name}.weight`),
@@ -162,9 +166,10 @@ export class ViTModel implements AdapterModel {
           attnIn,
           { q: qkv('query'), k: qkv('key'), v: qkv('value'), out: [l('attention.output.dense.weight'), l('attention.output.dense.bias')] },
           cfg.numAttentionHeads,
-          { dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0) },
+          { dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0), queries },
         );
         attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
+        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
         h = tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2)));
         const mlpIn = layerNorm(h, l('layernorm_after.weight'), l('layernorm_after.bias'), cfg.layerNormEps);
         const hidden = dropout(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));

@@ -294,9 +294,13 @@ export class TimmViTModel implements AdapterModel {
       const attnDropRate = options.dropoutRate ?? (training ? cfg.attnDropRate : 0);
       const pathRate = options.dropPathRate ?? (training ? cfg.dropPathRate : 0);
       const seed = options.seed ?? 0;
+      // A 'token' pool reads only the class token: the last block computes just that row (its
+      // keys and values still come from every token). 'avg' reads every patch token.
+      const lastQueries = cfg.globalPool === 'token' ? 1 : undefined;
       for (let i = 0; i < cfg.depth; i++) {
         const l = (name: string) => this.p(`blocks.${i}.${name}`);
         const layerPath = cfg.depth > 1 ? (pathRate * i) / (cfg.depth - 1) : pathRate;
+        const queries = i === cfg.depth - 1 ? lastQueries : undefined;
         const scale = (y: tf.Tensor, which: 'ls1' | 'ls2') => (cfg.layerScale ? tf.mul(y, l(`${which}.gamma`)) : y);
         const attnIn = layerNorm(h, l('norm1.weight'), l('norm1.bias'), cfg.layerNormEps);
         // fused qkv: internal [D, 3D] (in, out) -> query, key, value column blocks
@@ -306,8 +310,10 @@ export class TimmViTModel implements AdapterModel {
         let attn = multiHeadAttention(attnIn, { q: part(0), k: part(1), v: part(2), out: [l('attn.proj.weight'), l('attn.proj.bias')] }, cfg.numHeads, {
           dropoutRate: attnDropRate,
           seed: layerSeed(seed, i, 0),
+          queries,
         });
         attn = dropout(attn, dropRate, layerSeed(seed, i, 1));
+        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
         h = tf.add(h, dropPath(scale(attn, 'ls1'), layerPath, layerSeed(seed, i, 2)));
         const mlpIn = layerNorm(h, l('norm2.weight'), l('norm2.bias'), cfg.layerNormEps);
         let mlp = linear(dropout(this.act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), dropRate, layerSeed(seed, i, 5)), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
