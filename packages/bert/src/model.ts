@@ -210,14 +210,18 @@ export class BertModel implements AdapterModel {
       for (let i = 0; i < cfg.numHiddenLayers; i++) {
         const l = (name: string) => this.p(`bert.encoder.layer.${i}.${name}`);
         const layerPath = blockDropPathRate(pathRate, pathRule, i, cfg.numHiddenLayers);
+        // The pooler reads only [CLS]: the last layer computes just that row (its keys and
+        // values still come from every token).
+        const queries = i === cfg.numHiddenLayers - 1 ? 1 : undefined;
         const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`attention.self.${name}.weight`), l(`attention.self.${name}.bias`)];
         let attn = multiHeadAttention(
           h,
           { q: proj('query'), k: proj('key'), v: proj('value'), out: [l('attention.output.dense.weight'), l('attention.output.dense.bias')] },
           cfg.numAttentionHeads,
-          { bias, dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0) },
+          { bias, dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0), queries },
         );
         attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
+        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
         // Post-LN: the norm follows the residual sum (BertSelfOutput / BertOutput).
         h = layerNorm(tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2))), l('attention.output.LayerNorm.weight'), l('attention.output.LayerNorm.bias'), cfg.layerNormEps);
         const hidden = dropout(this.act(linear(h, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));
