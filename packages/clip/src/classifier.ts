@@ -119,7 +119,10 @@ export class ClipVisionClassifier implements AdapterModel {
   lastHiddenState(inputs: ModelInputs, options: ForwardOptions = {}): tf.Tensor3D {
     const problem = pixelShapeProblem(inputs.pixel_values, this.cfg.vision);
     if (problem) throw new OptionError('pixel_values', `CLIP classifier ${problem}${inputs.pixel_values ? '' : `, got [${Object.keys(inputs)}]`}`);
-    return visionHiddenStates(this.params, this.cfg.vision, this.act, inputs.pixel_values!, options, this.cfg.dropPathRate, this.cfg.dropPathRule);
+    return visionHiddenStates(this.params, this.cfg.vision, this.act, inputs.pixel_values!, options, {
+      configDropPathRate: this.cfg.dropPathRate,
+      configDropPathRule: this.cfg.dropPathRule,
+    });
   }
 
   /** The mean of the patch tokens of the last hidden state [B, hidden_size]: what the head sees. */

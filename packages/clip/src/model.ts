@@ -164,7 +164,12 @@ export class ClipModel implements AdapterModel {
     const x = this.checkPixels(inputs);
     const v = this.cfg.vision;
     return tf.tidy(() => {
-      const h = visionHiddenStates(this.params, v, this.visionAct, x, options, this.cfg.dropPathRate, this.cfg.dropPathRule);
+      // Image features read CLS alone: the last layer computes only that row.
+      const h = visionHiddenStates(this.params, v, this.visionAct, x, options, {
+        configDropPathRate: this.cfg.dropPathRate,
+        configDropPathRule: this.cfg.dropPathRule,
+        clsOnly: true,
+      });
       const [b, , d] = h.shape;
       const pooled = layerNorm(
         tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, d]), [b, d]),

@@ -27,6 +27,11 @@ import type { ClipEncoderConfig, ClipVisionConfig } from './config.js';
 export interface EncoderRun {
   /** Additive attention bias [B or 1, 1, T, T]. */
   bias?: tf.Tensor;
+  /**
+   * The caller reads only the first n tokens of the result (CLIPModel's image features read
+   * CLS): the last layer computes just those rows, and the result is [B, n, D].
+   */
+  readTokens?: number;
   /** Dropout rates by where they apply (HF CLIP: attention probabilities only; DropSub adds the rest). */
   drop: PassDropoutRates;
   dropPathRate: number;
@@ -48,13 +53,16 @@ export function clipEncoder(
     const l = (name: string) => params.get(`${prefix}.encoder.layers.${i}.${name}`);
     const proj = (name: string): [tf.Tensor, tf.Tensor] => [l(`self_attn.${name}.weight`), l(`self_attn.${name}.bias`)];
     const layerPath = blockDropPathRate(run.dropPathRate, run.dropPathRule, i, c.numHiddenLayers);
+    const queries = i === c.numHiddenLayers - 1 ? run.readTokens : undefined;
     const attnIn = layerNorm(h, l('layer_norm1.weight'), l('layer_norm1.bias'), c.layerNormEps);
     let attn = multiHeadAttention(attnIn, { q: proj('q_proj'), k: proj('k_proj'), v: proj('v_proj'), out: proj('out_proj') }, c.numAttentionHeads, {
       bias: run.bias,
       dropoutRate: run.drop.attentionProbs,
       seed: layerSeed(run.seed, i, 0),
+      queries,
     });
     attn = dropout(attn, run.drop.attentionOutput, layerSeed(run.seed, i, 1));
+    if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [h.shape[0] as number, queries, h.shape[2] as number]);
     h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
     const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
     const hidden = dropout(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), run.drop.mlpHidden, layerSeed(run.seed, i, 5));
@@ -63,6 +71,14 @@ export function clipEncoder(
     h = tf.add(h, dropPath(mlp, layerPath, layerSeed(run.seed, i, 4)));
   }
   return h;
+}
+
+/** How a vision tower runs: the config's drop-path, and whether its caller reads only CLS. */
+export interface VisionRun {
+  configDropPathRate: number;
+  configDropPathRule: DropPathRule;
+  /** Only the CLS row is read (CLIPModel): the last layer computes it alone, the result is [B, 1, D]. */
+  clsOnly?: boolean;
 }
 
 /**
@@ -77,9 +93,9 @@ export function visionHiddenStates(
   act: (x: tf.Tensor) => tf.Tensor,
   x: tf.Tensor,
   options: ForwardOptions,
-  configDropPathRate: number,
-  configDropPathRule: DropPathRule = 'linear',
+  run: VisionRun,
 ): tf.Tensor3D {
+  const { configDropPathRate, configDropPathRule } = run;
   return tf.tidy(() => {
     const b = x.shape[0];
     const d = v.hiddenSize;
@@ -104,6 +120,7 @@ export function visionHiddenStates(
       dropPathRate: options.dropPathRate ?? (training ? configDropPathRate : 0),
       dropPathRule: options.dropPathRule ?? configDropPathRule,
       seed: options.seed ?? 0,
+      readTokens: run.clsOnly ? 1 : undefined,
     }) as tf.Tensor3D;
   });
 }
