@@ -19,10 +19,11 @@ afterEach(() => {
   delete process.env[MEMORY_LIMIT_ENV];
 });
 
+// Two layers: the last one computes only the CLS row, so a one-layer step is too small for 1 MiB to refuse batch 16.
 const modelFile = join(tmp, 'vit.json');
 writeFileSync(
   modelFile,
-  JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }),
+  JSON.stringify({ model_type: 'vit', image_size: 28, patch_size: 7, num_channels: 1, hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32, num_labels: 10 }),
 );
 let runs = 0;
 const config = (run: Record<string, unknown> = {}) =>
