@@ -46,6 +46,20 @@ export function heapF32(backend: WasmBackend, info: TensorInfo): Float32Array {
   return view;
 }
 
+/**
+ * The block an update kernel writes its result for `input` into: the input's own when only its
+ * tensor holds it (the output is that data with one more holder, as tfjs' Identity does), else a
+ * new one (a block another tensor shares, such as an EMA copy made from the weights, keeps its
+ * values). Update kernels read element i of every input before writing element i of any output.
+ */
+export function updateInPlaceOrNew(backend: WasmBackend, input: TensorInfo): TensorInfo {
+  if (backend.refCount(input.dataId) === 1) {
+    backend.incRef(input.dataId);
+    return { dataId: input.dataId, shape: [...input.shape], dtype: input.dtype };
+  }
+  return allocate(backend, [...input.shape], input.dtype);
+}
+
 /** Allocate a new tensor on the wasm heap (contents undefined unless `zero`). */
 export function allocate(backend: WasmBackend, shape: number[], dtype: tf.DataType, zero = false): TensorInfo {
   const info = backend.makeOutput(shape, dtype);

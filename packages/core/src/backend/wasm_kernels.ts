@@ -14,6 +14,7 @@ import {
   makeConv2DBackpropFilter,
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
+import { SGD_UPDATE, sgdUpdateKernel } from './kernels/sgd.js';
 import { registerFusedKernels } from './kernels/fused.js';
 import { registerBatchNormKernels } from './kernels/batch_norm.js';
 import { makeConv2DBackpropInput } from './kernels/conv_backprop_input.js';
@@ -94,6 +95,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   addIfMissing(tf.DepthwiseConv2dNativeBackpropFilter, depthwiseConv2dBackpropFilter, added);
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
+  addIfMissing(SGD_UPDATE, sgdUpdateKernel, added);
   added.push(...registerFusedKernels());
   added.push(...registerBatchNormKernels());
   return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2D, tf.Conv2DBackpropInput] };

@@ -9,6 +9,7 @@
 import { tf } from '../tf.js';
 import { OptionError, TensorMismatchError } from '../errors.js';
 import { ADAMW_UPDATE, type AdamWUpdateAttrs } from '../backend/kernels/adamw.js';
+import { SGD_UPDATE, type SgdUpdateAttrs } from '../backend/kernels/sgd.js';
 import { globalGradNorm } from './clip.js';
 import { resolveParamHypers, type ParamGroupRules, type ParamHyper } from './param-groups.js';
 
@@ -217,7 +218,7 @@ class NamedParamOptimizer implements Optimizer {
     const v = this.slot('exp_avg_sq', name);
     const bc1 = 1 - Math.pow(beta1, t);
     const bc2 = 1 - Math.pow(beta2, t);
-    if (fusedAdamWAvailable()) {
+    if (hasFusedUpdate(ADAMW_UPDATE)) {
       // One kernel instead of ~14 (see backend/kernels/adamw.ts); same formula.
       const attrs: AdamWUpdateAttrs = { beta1, beta2, eps, lr, weightDecay: wd, biasCorrection1: bc1, biasCorrection2: bc2 };
       const [pOut, mOut, vOut] = tf.engine().runKernel(ADAMW_UPDATE, { param: p, grad: g, m, v }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
@@ -239,6 +240,16 @@ class NamedParamOptimizer implements Optimizer {
   /** torch.optim.SGD: coupled decay (g += wd*p), buffer = g on the first step, optional nesterov. */
   private sgd(name: string, p: tf.Variable, g: tf.Tensor, t: number, lr: number, wd: number): void {
     const { momentum, dampening, nesterov } = this.spec;
+    if (hasFusedUpdate(SGD_UPDATE)) {
+      // One kernel instead of 4-7, p and the buffer rewritten in place (backend/kernels/sgd.ts); same formula.
+      const attrs: SgdUpdateAttrs = { lr, weightDecay: wd, momentum, dampening, nesterov, firstStep: t === 1 };
+      const buf = momentum > 0 ? this.slot('momentum_buffer', name) : undefined;
+      const inputs: tf.NamedTensorMap = buf ? { param: p, grad: g, buf } : { param: p, grad: g };
+      const [pOut, bufOut] = tf.engine().runKernel(SGD_UPDATE, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      if (buf) buf.assign(bufOut);
+      p.assign(pOut);
+      return;
+    }
     let d = wd !== 0 ? tf.add(g, tf.mul(p, wd)) : g;
     if (momentum > 0) {
       const buf = this.slot('momentum_buffer', name);
@@ -358,8 +369,9 @@ class NamedParamOptimizer implements Optimizer {
 }
 
 /** The fused AdamW kernel exists only on wasm (registered with masksub's wasm kernels). */
-function fusedAdamWAvailable(): boolean {
-  return tf.getBackend() === 'wasm' && tf.getKernel(ADAMW_UPDATE, 'wasm') != null;
+/** The fused update kernels exist on wasm only (registered with masksub's wasm kernels). */
+function hasFusedUpdate(kernel: typeof ADAMW_UPDATE | typeof SGD_UPDATE): boolean {
+  return tf.getBackend() === 'wasm' && tf.getKernel(kernel, 'wasm') != null;
 }
 
 function sameShape(a: readonly number[], b: readonly number[]): boolean {

@@ -17,7 +17,7 @@
  * step's peak. A block another tensor shares (an EMA copy made from the weights) gets a new one.
  */
 import { nativeFused } from '../native.js';
-import { allocate, heapF32, type KernelCall, type TensorInfo } from '../wasm_heap.js';
+import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
 export const ADAMW_UPDATE = 'MasksubAdamWUpdate';
 
@@ -68,17 +68,9 @@ export const adamwUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
   const g = inputs.grad as TensorInfo;
   const m = inputs.m as TensorInfo;
   const v = inputs.v as TensorInfo;
-  const output = (input: TensorInfo): TensorInfo => {
-    if (backend.refCount(input.dataId) === 1) {
-      // The output is the input's data: one more holder (as tfjs' Identity does).
-      backend.incRef(input.dataId);
-      return { dataId: input.dataId, shape: [...input.shape], dtype: input.dtype };
-    }
-    return allocate(backend, [...input.shape], 'float32');
-  };
-  const pOut = output(p);
-  const mOut = output(m);
-  const vOut = output(v);
+  const pOut = updateInPlaceOrNew(backend, p);
+  const mOut = updateInPlaceOrNew(backend, m);
+  const vOut = updateInPlaceOrNew(backend, v);
   const a = attrs as unknown as AdamWUpdateAttrs;
   const native = nativeFused();
   // Views after the allocations (the heap may have grown). Reading element i of p, m and v
