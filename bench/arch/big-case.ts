@@ -6,6 +6,11 @@
  * updates with gradient accumulation (core's addGradients / scaleGradients: one optimizer update
  * per effective batch, as train.accum_steps), and prints one JSON line (BigCaseResult).
  * A case that cannot fit even at micro-batch 1 prints status 'does-not-fit' without stepping.
+ * The MaskSub case also times a standard update (the same model, micro-batches and optimizer)
+ * before each of its own, and reports the median of the pairs' ratios: this VM's speed drifts by
+ * a quarter within minutes, and two cases timed one after the other in two processes carry that
+ * drift into their ratio (ViT-B/16 batch 8 at 1c7ab64: 1.64 from the two processes' medians,
+ * 1.42-1.59 in alternated pairs a few minutes later).
  *
  * Why a process per case: the wasm heap only grows, so in one long process the second case's RSS
  * and heap readings would be the first case's high-water mark; a fresh process measures each
@@ -48,7 +53,8 @@ const sample = () => {
 
 const w = spec.make(batchSize);
 const parameters = w.model.params.countTrainable();
-const trainer = withMaskSub(w.model, masksub ? { variant: 'masksub', seed: 1, ...spec.masksub } : { variant: 'none', seed: 1 });
+const standardTrainer = withMaskSub(w.model, { variant: 'none', seed: 1 });
+const trainer = masksub ? withMaskSub(w.model, { variant: 'masksub', seed: 1, ...spec.masksub }) : standardTrainer;
 const optimizer = createOptimizer(spec.optimizer, w.model.params.trainable());
 const rows = (b: Batch, start: number, n: number): Batch =>
   tf.tidy(() => ({
@@ -85,10 +91,10 @@ const micros = Array.from({ length: plan.accumSteps }, (_, k) => rows(w.batch, k
 const lr = spec.lr;
 /** Untimed updates before the timed ones (see below). */
 const WARMUP_UPDATES = 2;
-const update = (i: number) => {
+const update = (i: number, stepper = trainer) => {
   let sum: Map<string, tf.Tensor> | null = null;
   for (const mb of micros) {
-    const r = trainer.computeGradients(mb, i);
+    const r = stepper.computeGradients(mb, i);
     tf.dispose([r.mainLogits, ...(r.subLogits ? [r.subLogits] : [])]);
     sum = sum ? addGradients(sum, r.grads) : r.grads;
     sample();
@@ -104,20 +110,31 @@ const update = (i: number) => {
 // the heap after each update, at 64b2c26: 2,558, 3,006, 3,184 MiB, then steady; those updates
 // took 6.1, 6.3, 5.4, then 5.0 and 5.4 s); with one warm-up update the first timed one was the
 // slowest in 7 of 8 cases. AdamW now updates in place, but the twins keep the same warm-up.
+// (A standard step never needs more memory than the MaskSub step at the same micro-batch: it is
+// that step's main pass.)
 for (let i = 0; i < WARMUP_UPDATES; i++) update(0);
+if (masksub) update(0, standardTrainer);
 const times: number[] = [];
-for (let i = 1; i <= updates; i++) {
+const pairedStandard: number[] = [];
+const timed = (i: number, stepper = trainer): number => {
   const t0 = performance.now();
-  update(i);
-  times.push(performance.now() - t0);
+  update(i, stepper);
+  return performance.now() - t0;
+};
+for (let i = 1; i <= updates; i++) {
+  if (masksub) pairedStandard.push(timed(i, standardTrainer));
+  times.push(timed(i));
 }
-const sorted = [...times].sort((a, b) => a - b);
-const median = sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+const median = (xs: number[]): number => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
+};
 console.log(
   JSON.stringify({
     ...base,
-    ms_per_update: median,
+    ms_per_update: median(times),
     ms_per_update_all: times,
+    ...(masksub ? { paired_standard_ms: pairedStandard, masksub_ratio_paired: median(times.map((t, k) => t / pairedStandard[k])) } : {}),
     peak_rss_mib: mib(peakRss - rss0),
     heap_high_water_mib: mib(wasmHeapBytes() ?? 0),
     peak_tensor_mib: mib(peakTensorBytes),

@@ -55,6 +55,10 @@ export interface BigCaseResult {
   heap_high_water_mib: number | null;
   /** Peak of tf.memory().numBytes sampled after every micro-batch (counts views over one buffer once each). */
   peak_tensor_mib: number | null;
+  /** MaskSub case: the standard update timed before each MaskSub update, in the same process. */
+  paired_standard_ms?: number[];
+  /** MaskSub case: the median over those pairs of MaskSub / standard. */
+  masksub_ratio_paired?: number;
   message?: string;
 }
 
