@@ -368,7 +368,6 @@ class NamedParamOptimizer implements Optimizer {
   }
 }
 
-/** The fused AdamW kernel exists only on wasm (registered with masksub's wasm kernels). */
 /** The fused update kernels exist on wasm only (registered with masksub's wasm kernels). */
 function hasFusedUpdate(kernel: typeof ADAMW_UPDATE | typeof SGD_UPDATE): boolean {
   return tf.getBackend() === 'wasm' && tf.getKernel(kernel, 'wasm') != null;
