@@ -17,6 +17,7 @@ import {
   embedding,
   layerNorm,
   layerSeed,
+  leadingTokens,
   linear,
   multiHeadAttention,
   passDropoutRates,
@@ -221,7 +222,7 @@ export class BertModel implements AdapterModel {
           { bias, dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0), queries },
         );
         attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
-        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
+        h = leadingTokens(h, queries);
         // Post-LN: the norm follows the residual sum (BertSelfOutput / BertOutput).
         h = layerNorm(tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2))), l('attention.output.LayerNorm.weight'), l('attention.output.LayerNorm.bias'), cfg.layerNormEps);
         const hidden = dropout(this.act(linear(h, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));

@@ -12,6 +12,7 @@ import {
   embedKeptPatches,
   layerNorm,
   layerSeed,
+  leadingTokens,
   linear,
   multiHeadAttention,
   passDropoutRates,
@@ -62,7 +63,7 @@ export function clipEncoder(
       queries,
     });
     attn = dropout(attn, run.drop.attentionOutput, layerSeed(run.seed, i, 1));
-    if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [h.shape[0] as number, queries, h.shape[2] as number]);
+    h = leadingTokens(h, queries);
     h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
     const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
     const hidden = dropout(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), run.drop.mlpHidden, layerSeed(run.seed, i, 5));

@@ -290,6 +290,15 @@ export interface AttentionWeights {
 }
 
 /**
+ * The first n tokens of x [B, T, D] (x itself when n is undefined): the rows a last layer keeps
+ * when its caller reads only the leading tokens (see multiHeadAttention's `queries`).
+ */
+export function leadingTokens(x: tf.Tensor, n: number | undefined): tf.Tensor {
+  const [b, t, d] = x.shape as [number, number, number];
+  return n === undefined || n === t ? x : tf.slice(x, [0, 0, 0], [b, n, d]);
+}
+
+/**
  * Multi-head self-attention on x [B, T, D]. `bias` (optional) is added to the scores
  * [B or 1, heads or 1, T or 1, T] (padding masks, relative positions). Attention dropout on the
  * probabilities when `dropoutRate` > 0.
@@ -311,7 +320,7 @@ export function multiHeadAttention(
     if (!Number.isInteger(n) || n < 1 || n > t) throw new OptionError('queries', `multiHeadAttention: queries must be an integer in [1, ${t}], got ${n}`);
     const dh = d / heads;
     const split = (y: tf.Tensor, rows: number) => tf.transpose(tf.reshape(y, [b, rows, heads, dh]), [0, 2, 1, 3]);
-    const q = split(linear(n < t ? tf.slice(x, [0, 0, 0], [b, n, d]) : x, w.q[0], w.q[1]), n);
+    const q = split(linear(leadingTokens(x, n), w.q[0], w.q[1]), n);
     const k = split(linear(x, w.k[0], w.k[1]), t);
     const v = split(linear(x, w.v[0], w.v[1]), t);
     let bias = opts.bias;

@@ -17,6 +17,7 @@ import {
   embedKeptPatches,
   layerNorm,
   layerSeed,
+  leadingTokens,
   linear,
   maskTokenSwap,
   multiHeadAttention,
@@ -169,7 +170,7 @@ export class ViTModel implements AdapterModel {
           { dropoutRate: drop.attentionProbs, seed: layerSeed(seed, i, 0), queries },
         );
         attn = dropout(attn, drop.attentionOutput, layerSeed(seed, i, 1));
-        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
+        h = leadingTokens(h, queries);
         h = tf.add(h, dropPath(attn, layerPath, layerSeed(seed, i, 2)));
         const mlpIn = layerNorm(h, l('layernorm_after.weight'), l('layernorm_after.bias'), cfg.layerNormEps);
         const hidden = dropout(this.act(linear(mlpIn, l('intermediate.dense.weight'), l('intermediate.dense.bias'))), drop.mlpHidden, layerSeed(seed, i, 5));

@@ -18,6 +18,7 @@ import {
   embedKeptPatches,
   layerNorm,
   layerSeed,
+  leadingTokens,
   linear,
   multiHeadAttention,
   patchify,
@@ -313,7 +314,7 @@ export class TimmViTModel implements AdapterModel {
           queries,
         });
         attn = dropout(attn, dropRate, layerSeed(seed, i, 1));
-        if (queries !== undefined) h = tf.slice(h, [0, 0, 0], [b, queries, d]);
+        h = leadingTokens(h, queries);
         h = tf.add(h, dropPath(scale(attn, 'ls1'), layerPath, layerSeed(seed, i, 2)));
         const mlpIn = layerNorm(h, l('norm2.weight'), l('norm2.bias'), cfg.layerNormEps);
         let mlp = linear(dropout(this.act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), dropRate, layerSeed(seed, i, 5)), l('mlp.fc2.weight'), l('mlp.fc2.bias'));
