@@ -44,8 +44,11 @@ export async function runOn(backend: string, inputs: Input[], fn: (...xs: tf.Ten
   return values;
 }
 
-/** max |a - e| <= rtol * max(|e|): the tolerance scales with the output's magnitude. */
-export function expectClose(actual: Float32Array[], expected: Float32Array[], rtol = 1e-4, what = ''): void {
+/**
+ * max |a - e| <= rtol * max(|e|, floor): the tolerance scales with the output's magnitude, and
+ * `floor` keeps it from vanishing on outputs near zero.
+ */
+export function expectClose(actual: Float32Array[], expected: Float32Array[], rtol = 1e-4, what = '', floor = 1e-6): void {
   expect(actual.length).toBe(expected.length);
   for (let o = 0; o < expected.length; o++) {
     const a = actual[o];
@@ -58,7 +61,7 @@ export function expectClose(actual: Float32Array[], expected: Float32Array[], rt
       const d = Math.abs(a[i] - e[i]);
       maxDiff = Number.isNaN(d) ? Infinity : Math.max(maxDiff, d);
     }
-    expect(maxDiff, `${what} output ${o}: max diff ${maxDiff} vs scale ${maxAbs}`).toBeLessThanOrEqual(rtol * Math.max(maxAbs, 1e-6));
+    expect(maxDiff, `${what} output ${o}: max diff ${maxDiff} vs scale ${maxAbs}`).toBeLessThanOrEqual(rtol * Math.max(maxAbs, floor));
   }
 }
 

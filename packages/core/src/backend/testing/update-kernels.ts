@@ -8,6 +8,7 @@ import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
 import { createOptimizer, type OptimizerSpec } from '../../optim/optimizer.js';
 import { peakAllocationDuring } from '../wasm_heap.js';
+import { expectClose } from './compare.js';
 
 function values(rng: Rng, n: number, scale = 1): Float32Array {
   return Float32Array.from({ length: n }, () => rng.normal() * scale);
@@ -50,19 +51,11 @@ export async function afterFourUpdates(
   return out;
 }
 
-/** Every array of `got` within 1e-6 of `want`'s largest magnitude (floored at 1e-3). */
+/** The same keys, and every array of `got` within 1e-6 of `want`'s largest magnitude (floored at 1e-3). */
 export function expectSameState(got: Map<string, Float32Array>, want: Map<string, Float32Array>): void {
-  expect([...got.keys()].sort()).toEqual([...want.keys()].sort());
-  for (const [key, w] of want) {
-    const g = got.get(key)!;
-    let maxDiff = 0;
-    let scale = 0;
-    for (let i = 0; i < w.length; i++) {
-      maxDiff = Math.max(maxDiff, Math.abs(g[i] - w[i]));
-      scale = Math.max(scale, Math.abs(w[i]));
-    }
-    expect(maxDiff, `${key}: max diff ${maxDiff} vs scale ${scale}`).toBeLessThanOrEqual(1e-6 * Math.max(scale, 1e-3));
-  }
+  const keys = [...want.keys()].sort();
+  expect([...got.keys()].sort()).toEqual(keys);
+  for (const key of keys) expectClose([got.get(key)!], [want.get(key)!], 1e-6, key, 1e-3);
 }
 
 /**
