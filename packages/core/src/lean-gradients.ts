@@ -20,6 +20,18 @@
  */
 import * as tf from '@tensorflow/tfjs';
 
+/**
+ * How the walk adds a gradient onto a partial sum it owns and frees right after: `tf.add` until
+ * the wasm kernels register, which install backend/kernels/add_into.ts' in-place sum (set here
+ * rather than imported: the backend's modules import tf.ts, which installs this walk).
+ */
+let addOwned: (sum: tf.Tensor, addend: tf.Tensor) => tf.Tensor = (sum, addend) => tf.add(sum, addend);
+
+/** Installs the sum the walk uses for partial sums it owns (see {@link addOwned}). */
+export function setOwnedSum(sum: (sum: tf.Tensor, addend: tf.Tensor) => tf.Tensor): void {
+  addOwned = sum;
+}
+
 interface TapeNode {
   id: number;
   kernelName: string;
@@ -108,6 +120,11 @@ class GradientMap {
     this.unhold(t);
   }
 
+  /** Whether exactly one entry holds `t` and the caller does not keep it (setting that entry frees it). */
+  holdsAlone(t: tf.Tensor): boolean {
+    return this.holders.get(t) === 1 && !this.keepAlive.has(t);
+  }
+
   /** Frees a tensor no entry holds (a partial gradient once it has been summed in). */
   disposeIfUnheld(t: tf.Tensor): void {
     if (!this.holders.has(t) && !this.keepAlive.has(t)) t.dispose();
@@ -129,7 +146,8 @@ function accumulate(grads: GradientMap, x: tf.Tensor, dx: tf.Tensor): void {
   if (current === undefined) {
     grads.set(x.id, dx);
   } else {
-    grads.set(x.id, tf.add(current, dx));
+    // A partial sum only this entry holds is freed by the set below: the sum may take its block.
+    grads.set(x.id, grads.holdsAlone(current) ? addOwned(current, dx) : tf.add(current, dx));
     grads.disposeIfUnheld(dx);
   }
 }
@@ -159,7 +177,7 @@ class PriorGradients {
       this.pending.delete(id);
       const own = grads.get(id);
       // prior + own, in that order: the sum a caller would have taken after the walk, bit for bit.
-      grads.set(id, own === undefined ? prior : tf.add(prior, own));
+      grads.set(id, own === undefined ? prior : addOwned(prior, own));
       if (own !== undefined) prior.dispose();
     }
   }

@@ -16,6 +16,7 @@ import { weightSchedule } from './contract/schedule.js';
 import { OptionError } from './errors.js';
 import type { ForwardOptions, MaskSubModel, ModelInputs, SharedBranch } from './model.js';
 import { Rng } from './rng.js';
+import { addOwned } from './backend/kernels/add_into.js';
 import { gradientsOnto } from './lean-gradients.js';
 import { outsideTape } from './tape.js';
 import { tf } from './tf.js';
@@ -397,7 +398,7 @@ function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, 
     if (!g) continue;
     const prev = into.get(name);
     if (prev) {
-      into.set(name, tf.add(prev, g));
+      into.set(name, addOwned(prev, g));
       prev.dispose();
       g.dispose();
     } else {
@@ -409,7 +410,7 @@ function addGrads(into: Map<string, tf.Tensor>, vars: Map<string, tf.Variable>, 
 /** a + b, either of which may be absent; the inputs are disposed. */
 function sumOwned(a: tf.Tensor | null, b: tf.Tensor | null): tf.Tensor | null {
   if (!a || !b) return a ?? b;
-  const sum = tf.add(a, b);
+  const sum = addOwned(a, b);
   a.dispose();
   b.dispose();
   return sum;

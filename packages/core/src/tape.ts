@@ -38,3 +38,11 @@ export function outsideTape<T>(f: () => T): T {
     state.gradientDepth = gradientDepth;
   }
 }
+
+/** Whether ops run now are recorded for a gradient (tfjs' isTapeOn: inside a gradients() forward). */
+export function tapeRecording(): boolean {
+  // (activeTape exists only once a tape has been opened: only the depth is asked for here.)
+  const depth = (tf.engine() as unknown as { state?: { gradientDepth?: unknown } }).state?.gradientDepth;
+  if (typeof depth !== 'number') throw new Error(`tapeRecording: this tfjs-core (${tf.version_core}) has no engine.state.gradientDepth; masksub needs tfjs-core 4.x`);
+  return depth > 0;
+}

@@ -275,6 +275,17 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// addInto(sum, addend): sum[i] += addend[i].
+napi_value AddInto(napi_env env, napi_callback_info info) {
+  Args a(env, info, "addInto", 2);
+  size_t ns, na;
+  float* sum = a.f32(0, "sum", &ns);
+  const float* addend = a.f32(1, "addend", &na);
+  a.same(ns, na, "sum and addend differ in length");
+  if (a.ok) masksub::add_into(sum, addend, static_cast<long>(ns), g_threads);
+  return nullptr;
+}
+
 // columnSums(x, cols, out): out[c] = sum over rows of x[r, c].
 napi_value ColumnSums(napi_env env, napi_callback_info info) {
   Args a(env, info, "columnSums", 3);
@@ -486,6 +497,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxForward", nullptr, SoftmaxForward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"batchNormStats", nullptr, BatchNormStats, nullptr, nullptr, nullptr, napi_default, nullptr},

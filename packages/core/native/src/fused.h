@@ -42,6 +42,10 @@ struct AdamWArgs {
 void adamw_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
                   long n, const AdamWArgs& a, int threads);
 
+// sum[i] += addend[i]: a gradient summed into the block of a partial sum its owner consumes
+// (IEEE float32 adds, the same bits as any other x + y).
+void add_into(float* sum, const float* addend, long n, int threads);
+
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 

@@ -401,6 +401,14 @@ void adamw_update(const float* p, const float* g, const float* m, const float* v
   });
 }
 
+void add_into(float* sum, const float* addend, long n, int threads) {
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    for_lanes(begin, end, [&](long i, __m256i m, bool tail) {
+      store8(sum + i, m, tail, _mm256_add_ps(load8(sum + i, m, tail), load8(addend + i, m, tail)));
+    });
+  });
+}
+
 void column_sums(const float* x, long rows, long cols, float* out, int threads) {
   // Split the columns (not the rows) across threads: no partial sums to combine, and each
   // thread streams whole cache lines of its own column band.

@@ -88,6 +88,8 @@ export interface NativeGemmAddon {
     biasCorrection1: number,
     biasCorrection2: number,
   ): void;
+  /** sum[i] += addend[i] (native/src/fused_avx2.cc); absent from addons built before it. */
+  addInto?(sum: Float32Array, addend: Float32Array): void;
   // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.
   /**
    * dims: [batch, inH, inW, inC, outH, outW, outC, kH, kW, strideH, strideW, dilationH,
@@ -199,6 +201,13 @@ function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null 
   if (gemm === null) return null;
   const fused = [gemm.geluForward, gemm.geluBackward, gemm.quickGeluForward, gemm.quickGeluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
+}
+
+/** The addon when it is loaded, enabled and has `addInto`; else null. */
+export function nativeAddInto(): (NativeGemmAddon & Required<Pick<NativeGemmAddon, 'addInto'>>) | null {
+  if (!enabled) return null;
+  const gemm = nativeGemmStatus().gemm;
+  return gemm !== null && typeof gemm.addInto === 'function' ? (gemm as NativeGemmAddon & Required<Pick<NativeGemmAddon, 'addInto'>>) : null;
 }
 
 /** The addon when it is loaded, enabled and has the convolution kernels; else null. */

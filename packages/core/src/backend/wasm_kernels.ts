@@ -15,6 +15,8 @@ import {
 } from './kernels/conv_backprop.js';
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { SGD_UPDATE, sgdUpdateKernel } from './kernels/sgd.js';
+import { ADD_INTO, addIntoKernel, addOwned } from './kernels/add_into.js';
+import { setOwnedSum } from '../lean-gradients.js';
 import { registerFusedKernels } from './kernels/fused.js';
 import { registerBatchNormKernels } from './kernels/batch_norm.js';
 import { makeConv2DBackpropInput } from './kernels/conv_backprop_input.js';
@@ -96,6 +98,8 @@ export function registerWasmKernels(): WasmKernelRegistration {
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
   addIfMissing(SGD_UPDATE, sgdUpdateKernel, added);
+  addIfMissing(ADD_INTO, addIntoKernel, added);
+  setOwnedSum(addOwned);
   added.push(...registerFusedKernels());
   added.push(...registerBatchNormKernels());
   return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2D, tf.Conv2DBackpropInput] };

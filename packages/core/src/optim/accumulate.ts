@@ -4,13 +4,14 @@
  * loops). Shared by the trainer (train.accum_steps) and the bench, so both do the same arithmetic.
  */
 import { tf } from '../tf.js';
+import { addOwned } from '../backend/kernels/add_into.js';
 
 /** a + b per parameter (both maps' tensors are consumed; a parameter in only one keeps its gradient). */
 export function addGradients(a: Map<string, tf.Tensor>, b: Map<string, tf.Tensor>): Map<string, tf.Tensor> {
   for (const [name, g] of b) {
     const prev = a.get(name);
     if (prev) {
-      a.set(name, tf.add(prev, g));
+      a.set(name, addOwned(prev, g));
       tf.dispose([prev, g]);
     } else a.set(name, g);
   }
