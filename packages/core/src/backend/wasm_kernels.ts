@@ -16,6 +16,7 @@ import {
 import { ADAMW_UPDATE, adamwUpdateKernel } from './kernels/adamw.js';
 import { SGD_UPDATE, sgdUpdateKernel } from './kernels/sgd.js';
 import { ADD_INTO, addIntoKernel, addOwned } from './kernels/add_into.js';
+import { LAMB_UPDATE, lambUpdateKernel } from './kernels/lamb.js';
 import { setOwnedSum } from '../lean-gradients.js';
 import { registerFusedKernels } from './kernels/fused.js';
 import { registerBatchNormKernels } from './kernels/batch_norm.js';
@@ -98,6 +99,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   addIfMissing(tf.DepthwiseConv2dNativeBackpropInput, depthwiseConv2dBackpropInput, added);
   addIfMissing(ADAMW_UPDATE, adamwUpdateKernel, added);
   addIfMissing(SGD_UPDATE, sgdUpdateKernel, added);
+  addIfMissing(LAMB_UPDATE, lambUpdateKernel, added);
   addIfMissing(ADD_INTO, addIntoKernel, added);
   setOwnedSum(addOwned);
   added.push(...registerFusedKernels());

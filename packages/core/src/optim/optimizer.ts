@@ -10,6 +10,7 @@ import { tf } from '../tf.js';
 import { OptionError, TensorMismatchError } from '../errors.js';
 import { ADAMW_UPDATE, type AdamWUpdateAttrs } from '../backend/kernels/adamw.js';
 import { SGD_UPDATE, type SgdUpdateAttrs } from '../backend/kernels/sgd.js';
+import { LAMB_UPDATE, type LambUpdateAttrs } from '../backend/kernels/lamb.js';
 import { globalGradNorm } from './clip.js';
 import { resolveParamHypers, type ParamGroupRules, type ParamHyper } from './param-groups.js';
 
@@ -202,7 +203,7 @@ class NamedParamOptimizer implements Optimizer {
           const g = grad.dtype === 'float32' ? grad : tf.cast(grad, 'float32');
           if (this.kind === 'adamw') this.adamw(name, param, g, t, lrEff, h.weightDecay);
           else if (this.kind === 'sgd') this.sgd(name, param, g, t, lrEff, h.weightDecay);
-          else this.lamb(name, param, clipDivisor ? tf.div(g, clipDivisor) : g, t, lrEff, h.weightDecay);
+          else this.lamb(name, param, g, clipDivisor, t, lrEff, h.weightDecay);
         });
       }
     } finally {
@@ -264,10 +265,31 @@ class NamedParamOptimizer implements Optimizer {
    * timm's Lamb: Adam direction (bias corrected, grad averaging), plus wd*p, scaled by the trust
    * ratio ||p|| / ||update|| (1 where either norm is 0) for parameters with weight decay.
    */
-  private lamb(name: string, p: tf.Variable, g: tf.Tensor, t: number, lr: number, wd: number): void {
+  private lamb(name: string, p: tf.Variable, grad: tf.Tensor, clipDivisor: tf.Scalar | null, t: number, lr: number, wd: number): void {
     const { beta1, beta2, eps, trustClip, alwaysAdapt } = this.spec;
     const m = this.slot('exp_avg', name);
     const v = this.slot('exp_avg_sq', name);
+    if (hasFusedUpdate(LAMB_UPDATE)) {
+      // One kernel of two passes instead of ~20, p, m and v rewritten in place (backend/kernels/lamb.ts); same formula.
+      const attrs: LambUpdateAttrs = {
+        beta1,
+        beta2,
+        eps,
+        lr,
+        weightDecay: wd,
+        biasCorrection1: 1 - Math.pow(beta1, t),
+        biasCorrection2: 1 - Math.pow(beta2, t),
+        adapt: wd !== 0 || alwaysAdapt,
+        trustClip,
+      };
+      const inputs: tf.NamedTensorMap = clipDivisor ? { param: p, grad, m, v, clip: clipDivisor } : { param: p, grad, m, v };
+      const [pOut, mOut, vOut] = tf.engine().runKernel(LAMB_UPDATE, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
+      m.assign(mOut);
+      v.assign(vOut);
+      p.assign(pOut);
+      return;
+    }
+    const g = clipDivisor ? tf.div(grad, clipDivisor) : grad;
     const mNew = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
     const vNew = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
     const bc1 = 1 - Math.pow(beta1, t);
@@ -369,7 +391,7 @@ class NamedParamOptimizer implements Optimizer {
 }
 
 /** The fused update kernels exist on wasm only (registered with masksub's wasm kernels). */
-function hasFusedUpdate(kernel: typeof ADAMW_UPDATE | typeof SGD_UPDATE): boolean {
+function hasFusedUpdate(kernel: typeof ADAMW_UPDATE | typeof SGD_UPDATE | typeof LAMB_UPDATE): boolean {
   return tf.getBackend() === 'wasm' && tf.getKernel(kernel, 'wasm') != null;
 }
 

@@ -1,0 +1,103 @@
+/**
+ * One LAMB update of one parameter (timm's Lamb, grad averaging on) as a single kernel on the
+ * wasm heap:
+ *   g = grad / clip (clip: the global-norm divisor, 1 when off)
+ *   m' = b1 m + (1 - b1) g;  v' = b2 v + (1 - b2) g²
+ *   u = (m' / bc1) / (√v' / √bc2 + eps) + wd p
+ *   adapt (wd != 0 or always_adapt): u *= trust, trust = ||p|| / ||u|| (1 where either norm is 0),
+ *                                    at most 1 with trust_clip
+ *   p' = p - lr u
+ * evaluated in float64 and stored as float32; u is evaluated from the stored float32 m' and v'
+ * (the op form's values), once for its norm and once for the write.
+ *
+ * Why a kernel: as tfjs ops the update is ~20 kernels per parameter, each a pass over memory,
+ * and writes new blocks for p, m and v at every update: the holes those leave in the heap are
+ * what AdamW's and SGD's in-place kernels removed (adamw.ts, sgd.ts). LAMB is DeiT-III's
+ * optimizer, so it runs on ViT-B-sized tables too. The trust ratio needs both norms before any
+ * write of p: two passes, the first writing m' and v' (in place) and summing the squares, the
+ * second writing p'.
+ */
+import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
+
+export const LAMB_UPDATE = 'MasksubLambUpdate';
+
+export interface LambUpdateAttrs {
+  beta1: number;
+  beta2: number;
+  eps: number;
+  lr: number;
+  weightDecay: number;
+  /** 1 - beta1^t and 1 - beta2^t for this parameter's step t. */
+  biasCorrection1: number;
+  biasCorrection2: number;
+  /** Scale the update by the trust ratio (timm: weight_decay != 0 or always_adapt). */
+  adapt: boolean;
+  /** Clip the trust ratio at 1 (timm's trust_clip, LAMBC). */
+  trustClip: boolean;
+}
+
+/**
+ * The update on plain arrays; `clip` divides the gradient (1: no clipping). Element i of p is read
+ * before element i of pOut is written and m', v' are written before the second pass reads them,
+ * so the outputs may alias the inputs.
+ */
+export function lambUpdate(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  pOut: Float32Array,
+  mOut: Float32Array,
+  vOut: Float32Array,
+  clip: number,
+  a: LambUpdateAttrs,
+): void {
+  const { beta1, beta2, eps, weightDecay: wd } = a;
+  const c1 = 1 - beta1;
+  const c2 = 1 - beta2;
+  const bc1 = a.biasCorrection1;
+  const sqrtBc2 = Math.sqrt(a.biasCorrection2);
+  const direction = (i: number) => mOut[i] / bc1 / (Math.sqrt(vOut[i]) / sqrtBc2 + eps) + wd * p[i];
+  let pSquares = 0;
+  let uSquares = 0;
+  for (let i = 0; i < p.length; i++) {
+    const gi = g[i] / clip;
+    mOut[i] = beta1 * m[i] + c1 * gi;
+    vOut[i] = beta2 * v[i] + c2 * gi * gi;
+    if (a.adapt) {
+      const u = direction(i);
+      pSquares += p[i] * p[i];
+      uSquares += u * u;
+    }
+  }
+  let scale = a.lr;
+  if (a.adapt) {
+    const pNorm = Math.sqrt(pSquares);
+    const uNorm = Math.sqrt(uSquares);
+    let trust = pNorm > 0 && uNorm > 0 ? pNorm / uNorm : 1;
+    if (a.trustClip) trust = Math.min(trust, 1);
+    scale *= trust;
+  }
+  for (let i = 0; i < p.length; i++) pOut[i] = p[i] - scale * direction(i);
+}
+
+/**
+ * Inputs param, grad, m, v (float32, one shape) and, when the gradients are clipped, clip (the
+ * divisor, one float32); outputs [param', m', v']: each the input's own block, updated in place,
+ * when only its input tensor holds it, else a new block.
+ */
+export const lambUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
+  const p = inputs.param as TensorInfo;
+  const g = inputs.grad as TensorInfo;
+  const m = inputs.m as TensorInfo;
+  const v = inputs.v as TensorInfo;
+  const clipInput = inputs.clip as TensorInfo | undefined;
+  const pOut = updateInPlaceOrNew(backend, p);
+  const mOut = updateInPlaceOrNew(backend, m);
+  const vOut = updateInPlaceOrNew(backend, v);
+  // Views after the allocations (the heap may have grown).
+  const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
+  const clip = clipInput ? heapF32(backend, clipInput)[0] : 1;
+  lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, clip, attrs as unknown as LambUpdateAttrs);
+  return [pOut, mOut, vOut];
+};
