@@ -117,8 +117,8 @@ napi_value SetThreads(napi_env env, napi_callback_info info) {
 struct Args {
   napi_env env;
   const char* fn;
-  napi_value argv[16];
-  size_t argc = 16;
+  napi_value argv[20];
+  size_t argc = 20;
   bool ok = true;
   Args(napi_env e, napi_callback_info info, const char* name, size_t want) : env(e), fn(name) {
     napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr);
@@ -272,6 +272,22 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   a.same(ny, ndx, "y and dx differ in length");
   if (a.ok && ny % static_cast<size_t>(cols) != 0) a.fail("y's length is not a multiple of cols");
   if (a.ok) masksub::softmax_backward(y, dy, static_cast<float>(scale), static_cast<long>(ny) / cols, cols, dx, g_threads);
+  return nullptr;
+}
+
+// lambUpdate(p, g, m, v, pOut, mOut, vOut, beta1, beta2, eps, lr, weightDecay, biasCorrection1,
+// biasCorrection2, clip, adapt, trustClip).
+napi_value LambUpdate(napi_env env, napi_callback_info info) {
+  Args a(env, info, "lambUpdate", 17);
+  size_t n[7];
+  const char* names[7] = {"p", "g", "m", "v", "pOut", "mOut", "vOut"};
+  float* arrays[7];
+  for (size_t i = 0; i < 7; i++) arrays[i] = a.f32(i, names[i], &n[i]);
+  for (size_t i = 1; i < 7; i++) a.same(n[0], n[i], (std::string(names[i]) + " differs in length from p").c_str());
+  masksub::LambArgs h{a.num(7, "beta1"), a.num(8, "beta2"), a.num(9, "eps"), a.num(10, "lr"), a.num(11, "weightDecay"),
+                      a.num(12, "biasCorrection1"), a.num(13, "biasCorrection2"), a.num(14, "clip"), a.optional_bool(15, "adapt"), a.optional_bool(16, "trustClip")};
+  if (a.ok)
+    masksub::lamb_update(arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], static_cast<long>(n[0]), h, g_threads);
   return nullptr;
 }
 
@@ -498,6 +514,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"lambUpdate", nullptr, LambUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"batchNormStats", nullptr, BatchNormStats, nullptr, nullptr, nullptr, napi_default, nullptr},

@@ -42,6 +42,18 @@ struct AdamWArgs {
 void adamw_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
                   long n, const AdamWArgs& a, int threads);
 
+// One LAMB step (timm's Lamb, grad averaging) in float64, stored as float32; the same operations
+// in the same order as masksub's JS kernel (kernels/lamb.ts), norms included: their squares are
+// summed in blocks of kLambBlock elements, four interleaved lanes per block, lanes joined as
+// (0 + 1) + (2 + 3), blocks joined in order. The gradient is divided by `clip` first.
+constexpr long kLambBlock = 8192;
+struct LambArgs {
+  double beta1, beta2, eps, lr, weight_decay, bias_correction1, bias_correction2, clip;
+  bool adapt, trust_clip;
+};
+void lamb_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
+                 long n, const LambArgs& a, int threads);
+
 // sum[i] += addend[i]: a gradient summed into the block of a partial sum its owner consumes
 // (IEEE float32 adds, the same bits as any other x + y).
 void add_into(float* sum, const float* addend, long n, int threads);

@@ -401,6 +401,81 @@ void adamw_update(const float* p, const float* g, const float* m, const float* v
   });
 }
 
+void lamb_update(const float* p, const float* g, const float* m, const float* v, float* p_out, float* m_out, float* v_out,
+                 long n, const LambArgs& a, int threads) {
+  const double c1 = 1 - a.beta1, c2 = 1 - a.beta2, bc1 = a.bias_correction1, sqrt_bc2 = std::sqrt(a.bias_correction2);
+  const __m256d beta1 = _mm256_set1_pd(a.beta1), beta2 = _mm256_set1_pd(a.beta2), vc1 = _mm256_set1_pd(c1), vc2 = _mm256_set1_pd(c2);
+  const __m256d vclip = _mm256_set1_pd(a.clip), vbc1 = _mm256_set1_pd(bc1), vsqrt_bc2 = _mm256_set1_pd(sqrt_bc2);
+  const __m256d veps = _mm256_set1_pd(a.eps), vwd = _mm256_set1_pd(a.weight_decay);
+  // u from the stored float32 m' and v' (the op form's values), in the JS kernel's order.
+  auto direction4 = [&](long i) {
+    const __m256d q = _mm256_div_pd(_mm256_div_pd(_mm256_cvtps_pd(_mm_loadu_ps(m_out + i)), vbc1),
+                                    _mm256_add_pd(_mm256_div_pd(_mm256_sqrt_pd(_mm256_cvtps_pd(_mm_loadu_ps(v_out + i))), vsqrt_bc2), veps));
+    return _mm256_add_pd(q, _mm256_mul_pd(vwd, _mm256_cvtps_pd(_mm_loadu_ps(p + i))));
+  };
+  auto direction = [&](long i) {
+    return static_cast<double>(m_out[i]) / bc1 / (std::sqrt(static_cast<double>(v_out[i])) / sqrt_bc2 + a.eps) + a.weight_decay * static_cast<double>(p[i]);
+  };
+  const long blocks = (n + kLambBlock - 1) / kLambBlock;
+  std::vector<double> p_squares(static_cast<size_t>(blocks)), u_squares(static_cast<size_t>(blocks));
+  parallel_for(blocks, std::max(1L, kMinElementsPerThread / kLambBlock), threads, [&](long b0, long b1) {
+    for (long b = b0; b < b1; b++) {
+      const long begin = b * kLambBlock, end = std::min(n, begin + kLambBlock);
+      __m256d ps = _mm256_setzero_pd(), us = _mm256_setzero_pd();
+      long i = begin;
+      for (; i + 4 <= end; i += 4) {
+        const __m256d gi = _mm256_div_pd(_mm256_cvtps_pd(_mm_loadu_ps(g + i)), vclip);
+        const __m256d mi = _mm256_add_pd(_mm256_mul_pd(beta1, _mm256_cvtps_pd(_mm_loadu_ps(m + i))), _mm256_mul_pd(vc1, gi));
+        const __m256d vi = _mm256_add_pd(_mm256_mul_pd(beta2, _mm256_cvtps_pd(_mm_loadu_ps(v + i))), _mm256_mul_pd(_mm256_mul_pd(vc2, gi), gi));
+        _mm_storeu_ps(m_out + i, _mm256_cvtpd_ps(mi));
+        _mm_storeu_ps(v_out + i, _mm256_cvtpd_ps(vi));
+        if (a.adapt) {
+          const __m256d pi = _mm256_cvtps_pd(_mm_loadu_ps(p + i));
+          const __m256d u = direction4(i);
+          ps = _mm256_add_pd(ps, _mm256_mul_pd(pi, pi));
+          us = _mm256_add_pd(us, _mm256_mul_pd(u, u));
+        }
+      }
+      alignas(32) double pl[4], ul[4];
+      _mm256_store_pd(pl, ps);
+      _mm256_store_pd(ul, us);
+      for (; i < end; i++) {
+        const double gi = static_cast<double>(g[i]) / a.clip;
+        m_out[i] = static_cast<float>(a.beta1 * m[i] + c1 * gi);
+        v_out[i] = static_cast<float>(a.beta2 * v[i] + c2 * gi * gi);
+        if (a.adapt) {
+          const double pi = p[i], u = direction(i);
+          pl[(i - begin) % 4] += pi * pi;
+          ul[(i - begin) % 4] += u * u;
+        }
+      }
+      p_squares[static_cast<size_t>(b)] = (pl[0] + pl[1]) + (pl[2] + pl[3]);
+      u_squares[static_cast<size_t>(b)] = (ul[0] + ul[1]) + (ul[2] + ul[3]);
+    }
+  });
+  double scale = a.lr;
+  if (a.adapt) {
+    double pt = 0, ut = 0;
+    for (long b = 0; b < blocks; b++) {
+      pt += p_squares[static_cast<size_t>(b)];
+      ut += u_squares[static_cast<size_t>(b)];
+    }
+    const double p_norm = std::sqrt(pt), u_norm = std::sqrt(ut);
+    double trust = p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1;
+    if (a.trust_clip) trust = std::min(trust, 1.0);
+    scale *= trust;
+  }
+  const __m256d vscale = _mm256_set1_pd(scale);
+  parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
+    long i = begin;
+    for (; i + 4 <= end; i += 4) {
+      const __m256d pi = _mm256_cvtps_pd(_mm_loadu_ps(p + i));
+      _mm_storeu_ps(p_out + i, _mm256_cvtpd_ps(_mm256_sub_pd(pi, _mm256_mul_pd(vscale, direction4(i)))));
+    }
+    for (; i < end; i++) p_out[i] = static_cast<float>(static_cast<double>(p[i]) - scale * direction(i));
+  });
+}
+
 void add_into(float* sum, const float* addend, long n, int threads) {
   parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
     for_lanes(begin, end, [&](long i, __m256i m, bool tail) {

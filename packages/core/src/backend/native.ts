@@ -88,6 +88,26 @@ export interface NativeGemmAddon {
     biasCorrection1: number,
     biasCorrection2: number,
   ): void;
+  /** One LAMB step, float64 math and norm order as kernels/lamb.ts (identical bits), threaded; absent from addons built before it. */
+  lambUpdate?(
+    p: Float32Array,
+    g: Float32Array,
+    m: Float32Array,
+    v: Float32Array,
+    pOut: Float32Array,
+    mOut: Float32Array,
+    vOut: Float32Array,
+    beta1: number,
+    beta2: number,
+    eps: number,
+    lr: number,
+    weightDecay: number,
+    biasCorrection1: number,
+    biasCorrection2: number,
+    clip: number,
+    adapt: boolean,
+    trustClip: boolean,
+  ): void;
   /** sum[i] += addend[i] (native/src/fused_avx2.cc); absent from addons built before it. */
   addInto?(sum: Float32Array, addend: Float32Array): void;
   // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.
@@ -201,6 +221,13 @@ function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null 
   if (gemm === null) return null;
   const fused = [gemm.geluForward, gemm.geluBackward, gemm.quickGeluForward, gemm.quickGeluBackward, gemm.layerNormForward, gemm.layerNormBackward, gemm.softmaxForward, gemm.softmaxBackward, gemm.columnSums, gemm.dropout, gemm.adamwUpdate];
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
+}
+
+/** The addon when it is loaded, enabled and has `lambUpdate`; else null. */
+export function nativeLamb(): (NativeGemmAddon & Required<Pick<NativeGemmAddon, 'lambUpdate'>>) | null {
+  if (!enabled) return null;
+  const gemm = nativeGemmStatus().gemm;
+  return gemm !== null && typeof gemm.lambUpdate === 'function' ? (gemm as NativeGemmAddon & Required<Pick<NativeGemmAddon, 'lambUpdate'>>) : null;
 }
 
 /** The addon when it is loaded, enabled and has `addInto`; else null. */

@@ -17,6 +17,7 @@
  * write of p: two passes, the first writing m' and v' (in place) and summing the squares, the
  * second writing p'.
  */
+import { nativeLamb } from '../native.js';
 import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
 export const LAMB_UPDATE = 'MasksubLambUpdate';
@@ -37,8 +38,16 @@ export interface LambUpdateAttrs {
 }
 
 /**
+ * Elements per block of the norms' sums: each block sums its squares in four interleaved lanes,
+ * joined as (0 + 1) + (2 + 3), and the blocks' sums are joined in order; the native kernel
+ * (threaded over blocks, four float64 lanes) does the same, so both give the same bits whatever
+ * the thread count. Equal to the addon's kLambBlock.
+ */
+export const LAMB_NORM_BLOCK = 8192;
+
+/**
  * The update on plain arrays; `clip` divides the gradient (1: no clipping). Element i of p is read
- * before element i of pOut is written and m', v' are written before the second pass reads them,
+ * before element i of pOut is written and m', v' are written before anything reads them back,
  * so the outputs may alias the inputs.
  */
 export function lambUpdate(
@@ -60,15 +69,24 @@ export function lambUpdate(
   const direction = (i: number) => mOut[i] / bc1 / (Math.sqrt(vOut[i]) / sqrtBc2 + eps) + wd * p[i];
   let pSquares = 0;
   let uSquares = 0;
-  for (let i = 0; i < p.length; i++) {
-    const gi = g[i] / clip;
-    mOut[i] = beta1 * m[i] + c1 * gi;
-    vOut[i] = beta2 * v[i] + c2 * gi * gi;
-    if (a.adapt) {
-      const u = direction(i);
-      pSquares += p[i] * p[i];
-      uSquares += u * u;
+  const pLanes = new Float64Array(4);
+  const uLanes = new Float64Array(4);
+  for (let begin = 0; begin < p.length; begin += LAMB_NORM_BLOCK) {
+    const end = Math.min(p.length, begin + LAMB_NORM_BLOCK);
+    pLanes.fill(0);
+    uLanes.fill(0);
+    for (let i = begin; i < end; i++) {
+      const gi = g[i] / clip;
+      mOut[i] = beta1 * m[i] + c1 * gi;
+      vOut[i] = beta2 * v[i] + c2 * gi * gi;
+      if (a.adapt) {
+        const u = direction(i);
+        pLanes[(i - begin) & 3] += p[i] * p[i];
+        uLanes[(i - begin) & 3] += u * u;
+      }
     }
+    pSquares += pLanes[0] + pLanes[1] + (pLanes[2] + pLanes[3]);
+    uSquares += uLanes[0] + uLanes[1] + (uLanes[2] + uLanes[3]);
   }
   let scale = a.lr;
   if (a.adapt) {
@@ -98,6 +116,13 @@ export const lambUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
   // Views after the allocations (the heap may have grown).
   const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
   const clip = clipInput ? heapF32(backend, clipInput)[0] : 1;
-  lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, clip, attrs as unknown as LambUpdateAttrs);
+  const a = attrs as unknown as LambUpdateAttrs;
+  const native = nativeLamb();
+  if (native !== null) {
+    // Same arithmetic, threaded and vectorised (a ViT-B/16 step updates 86 M values).
+    native.lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2, clip, a.adapt, a.trustClip);
+  } else {
+    lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, clip, a);
+  }
   return [pOut, mOut, vOut];
 };
