@@ -211,11 +211,10 @@ export class ClipModel implements AdapterModel {
         // The same noise in both passes of a step (the reference embeds the texts once), new
         // noise each step.
         seed: options.stepSeed ?? 0,
+        // The features read each caption's EOS token alone: the last layer computes only that row.
+        readTokens: { at: eos },
       });
-      h = layerNorm(h, this.params.get('text_model.final_layer_norm.weight'), this.params.get('text_model.final_layer_norm.bias'), t.layerNormEps);
-      // Flat gather (b * L + position): its gradient is a plain UnsortedSegmentSum on every backend.
-      const flat = Int32Array.from(eos, (p, i) => i * len + p);
-      const pooled = tf.gather(tf.reshape(h, [b * len, d]), tf.tensor1d(flat, 'int32'));
+      const pooled = layerNorm(tf.reshape(h, [b, d]), this.params.get('text_model.final_layer_norm.weight'), this.params.get('text_model.final_layer_norm.bias'), t.layerNormEps);
       return linear(pooled, this.params.get('text_projection.weight')) as tf.Tensor2D;
     });
   }

@@ -12,7 +12,8 @@ import {
   embedKeptPatches,
   layerNorm,
   layerSeed,
-  leadingTokens,
+  selectTokens,
+  type TokenRows,
   linear,
   multiHeadAttention,
   passDropoutRates,
@@ -29,10 +30,11 @@ export interface EncoderRun {
   /** Additive attention bias [B or 1, 1, T, T]. */
   bias?: tf.Tensor;
   /**
-   * The caller reads only the first n tokens of the result (CLIPModel's image features read
-   * CLS): the last layer computes just those rows, and the result is [B, n, D].
+   * The caller reads only these tokens of the result: the first n (CLIPModel's image features
+   * read CLS) or one per sequence (its text features read EOS). The last layer computes just
+   * those rows, and the result is [B, n, D] ([B, 1, D] for one position per sequence).
    */
-  readTokens?: number;
+  readTokens?: TokenRows;
   /** Dropout rates by where they apply (HF CLIP: attention probabilities only; DropSub adds the rest). */
   drop: PassDropoutRates;
   dropPathRate: number;
@@ -63,7 +65,7 @@ export function clipEncoder(
       queries,
     });
     attn = dropout(attn, run.drop.attentionOutput, layerSeed(run.seed, i, 1));
-    h = leadingTokens(h, queries);
+    h = selectTokens(h, queries);
     h = tf.add(h, dropPath(attn, layerPath, layerSeed(run.seed, i, 2)));
     const mlpIn = layerNorm(h, l('layer_norm2.weight'), l('layer_norm2.bias'), c.layerNormEps);
     const hidden = dropout(act(linear(mlpIn, l('mlp.fc1.weight'), l('mlp.fc1.bias'))), run.drop.mlpHidden, layerSeed(run.seed, i, 5));

@@ -105,6 +105,43 @@ describe.each(['cpu', 'wasm'])('multiHeadAttention with `queries` on %s', (backe
     });
   }
 
+  // One query row per sequence at its own position (a text tower's EOS pool), bias of one or B rows.
+  for (const biasKind of ['none', 'per-key', 'per-query shared', 'per-query per sequence'] as const) {
+    it(`one query per sequence at its position, ${biasKind} bias: the full attention's rows there`, async () => {
+      const rng = new Rng(120 + biasKind.length);
+      const [b, t, d, heads] = [3, 6, 8, 2];
+      const at = Int32Array.of(5, 0, 3);
+      const weights = ['q', 'k', 'v', 'out'].flatMap(() => [randomInput(rng, [d, d]), randomInput(rng, [d])]);
+      const biasShape = biasKind === 'per-key' ? [b, 1, 1, t] : biasKind === 'per-query shared' ? [1, 1, t, t] : [b, heads, t, t];
+      const bias = biasKind === 'none' ? [] : [randomInput(rng, biasShape)];
+      // The last input weighs the output [B, 1, D] (valueAndGrads' cotangent).
+      const inputs: Input[] = [randomInput(rng, [b, t, d]), ...weights, ...bias, randomInput(rng, [b, 1, d])];
+      const attention = (select: boolean) => (x: tf.Tensor, ...rest: tf.Tensor[]) => {
+        const w = rest.slice(0, 8);
+        const pair = (i: number): [tf.Tensor, tf.Tensor] => [w[2 * i], w[2 * i + 1]];
+        const attn: AttentionWeights = { q: pair(0), k: pair(1), v: pair(2), out: pair(3) };
+        const opts = { bias: biasKind === 'none' ? undefined : rest[8] };
+        if (select) return multiHeadAttention(x, attn, heads, { ...opts, queries: { at } });
+        const full = multiHeadAttention(x, attn, heads, opts);
+        // Row at[i] of sequence i, by slices (a different path from the selection's gather).
+        return tf.concat(Array.from(at, (p, i) => tf.slice(full, [i, p, 0], [1, 1, d])), 0);
+      };
+      const got = await runOn(backend, inputs, valueAndGrads(attention(true)));
+      const want = await runOn(backend, inputs, valueAndGrads(attention(false)));
+      expectClose(got, want, 1e-5, `attention at ${Array.from(at)}, ${biasKind} bias`);
+    });
+  }
+
+  it('refuses positions outside [0, T) or not one per sequence, naming the option', async () => {
+    await tf.setBackend(backend);
+    const x = tf.zeros([2, 3, 4]);
+    const w = tf.zeros([4, 4]);
+    const attn: AttentionWeights = { q: [w], k: [w], v: [w], out: [w] };
+    expect(() => multiHeadAttention(x, attn, 2, { queries: { at: Int32Array.of(0, 3) } })).toThrow(/queries.*position 3 of sequence 1 is outside \[0, 3\)/);
+    expect(() => multiHeadAttention(x, attn, 2, { queries: { at: Int32Array.of(1) } })).toThrow(/queries.*1 positions for a batch of 2/);
+    tf.dispose([x, w]);
+  });
+
   it('refuses a query count outside [1, T], naming the option', async () => {
     await tf.setBackend(backend);
     const x = tf.zeros([1, 3, 4]);

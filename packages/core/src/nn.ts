@@ -290,6 +290,17 @@ export interface AttentionWeights {
 }
 
 /**
+ * The tokens a caller reads from a last layer: the first n of each sequence, or (`at`) one
+ * position per sequence, such as the EOS token a CLIP text tower pools at.
+ */
+export type TokenRows = number | { at: Int32Array };
+
+/** How many tokens per sequence a selection keeps (T when it is undefined). */
+function selectedCount(rows: TokenRows | undefined, t: number): number {
+  return rows === undefined ? t : typeof rows === 'number' ? rows : 1;
+}
+
+/**
  * The first n tokens of x [B, T, D] (x itself when n is undefined): the rows a last layer keeps
  * when its caller reads only the leading tokens (see multiHeadAttention's `queries`).
  */
@@ -299,42 +310,73 @@ export function leadingTokens(x: tf.Tensor, n: number | undefined): tf.Tensor {
 }
 
 /**
+ * The rows a selection keeps: of x [B, T, D] the leading n ({@link leadingTokens}); of x [B, T, ...]
+ * one per sequence at `at[b]`, [B, 1, ...]; x itself when `rows` is undefined. Positions outside [0, T)
+ * or a count other than B are refused, naming `queries`.
+ */
+export function selectTokens(x: tf.Tensor, rows: TokenRows | undefined): tf.Tensor {
+  if (rows === undefined || typeof rows === 'number') return leadingTokens(x, rows);
+  const [b, t] = x.shape;
+  const at = rows.at;
+  if (at.length !== b) throw new OptionError('queries', `one position per sequence: ${at.length} positions for a batch of ${b}`);
+  const flat = new Int32Array(b);
+  for (let i = 0; i < b; i++) {
+    if (!(Number.isInteger(at[i]) && at[i] >= 0 && at[i] < t)) throw new OptionError('queries', `position ${at[i]} of sequence ${i} is outside [0, ${t})`);
+    flat[i] = i * t + at[i];
+  }
+  return tf.tidy(() => {
+    const inner = x.shape.slice(2);
+    // A flat gather (b * T + position): its gradient is a plain UnsortedSegmentSum on every backend.
+    const picked = tf.gather(tf.reshape(x, [b * t, ...inner]), tf.tensor1d(flat, 'int32'));
+    return tf.reshape(picked, [b, 1, ...inner]);
+  });
+}
+
+/**
  * Multi-head self-attention on x [B, T, D]. `bias` (optional) is added to the scores
  * [B or 1, heads or 1, T or 1, T] (padding masks, relative positions). Attention dropout on the
  * probabilities when `dropoutRate` > 0.
  *
- * With `queries` n < T only the first n tokens attend (keys and values come from all T) and the
- * result is [B, n, D]: the rows a final layer computes when its caller reads only the leading
- * tokens (a CLS pool), the same values those rows have in the full product at a fraction of the
- * work (in the last of 6 ViT blocks, every product but K and V shrinks from 65 rows to 1).
+ * With `queries` only some tokens attend (keys and values come from all T): the first n, or one
+ * position per sequence (`{ at }`), and the result is [B, n, D] (n = 1 for `at`). They are the
+ * rows a final layer computes when its caller reads only those tokens (a CLS pool, a text tower's
+ * EOS pool), the same values those rows have in the full product at a fraction of the work (in
+ * the last of 6 ViT blocks, every product but K and V shrinks from 65 rows to 1).
  */
 export function multiHeadAttention(
   x: tf.Tensor,
   w: AttentionWeights,
   heads: number,
-  opts: { bias?: tf.Tensor; dropoutRate?: number; seed?: number; scale?: number; queries?: number } = {},
+  opts: { bias?: tf.Tensor; dropoutRate?: number; seed?: number; scale?: number; queries?: TokenRows } = {},
 ): tf.Tensor {
   return tf.tidy(() => {
     const [b, t, d] = x.shape as [number, number, number];
-    const n = opts.queries ?? t;
+    const n = selectedCount(opts.queries, t);
     if (!Number.isInteger(n) || n < 1 || n > t) throw new OptionError('queries', `multiHeadAttention: queries must be an integer in [1, ${t}], got ${n}`);
     const dh = d / heads;
     const split = (y: tf.Tensor, rows: number) => tf.transpose(tf.reshape(y, [b, rows, heads, dh]), [0, 2, 1, 3]);
-    const q = split(linear(leadingTokens(x, n), w.q[0], w.q[1]), n);
+    const q = split(linear(selectTokens(x, opts.queries), w.q[0], w.q[1]), n);
     const k = split(linear(x, w.k[0], w.k[1]), t);
     const v = split(linear(x, w.v[0], w.v[1]), t);
     let bias = opts.bias;
     // A per-query bias (causal, relative positions) keeps the rows of the queries that attend.
-    if (bias && n < t && bias.shape[bias.rank - 2] === t) {
-      const begin = bias.shape.map(() => 0);
-      const size = [...bias.shape.slice(0, -2), n, t];
-      bias = tf.slice(bias, begin, size);
-    }
+    const selected = typeof opts.queries === 'number' ? opts.queries < t : opts.queries !== undefined;
+    if (bias && selected && bias.shape[bias.rank - 2] === t) bias = queryBiasRows(bias, opts.queries!, b);
     let probs = scaledSoftmax(tf.matMul(q, k, false, true), opts.scale ?? 1 / Math.sqrt(dh), bias);
     if (opts.dropoutRate) probs = dropout(probs, opts.dropoutRate, opts.seed ?? 0);
     const ctx = tf.reshape(tf.transpose(tf.matMul(probs, v), [0, 2, 1, 3]), [b, n, d]);
     return linear(ctx, w.out[0], w.out[1]);
   });
+}
+
+/** A per-query bias [B or 1, H or 1, T, T] cut to the selected query rows [., ., n, T]. */
+function queryBiasRows(bias: tf.Tensor, rows: TokenRows, batch: number): tf.Tensor {
+  const [bb, hh, t, tk] = bias.shape as [number, number, number, number];
+  if (typeof rows === 'number') return tf.slice(bias, [0, 0, 0, 0], [bb, hh, rows, tk]);
+  // Positions differ per sequence: the bias needs its batch axis, then the rows as tokens.
+  const perSequence = bb === batch ? bias : tf.broadcastTo(bias, [batch, hh, t, tk]);
+  const picked = selectTokens(tf.transpose(perSequence, [0, 2, 1, 3]), rows);
+  return tf.transpose(picked, [0, 2, 1, 3]);
 }
 
 /**
