@@ -275,19 +275,32 @@ napi_value SoftmaxBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The seven arrays of an Adam-family update (p, g, m, v, pOut, mOut, vOut), one length, and the
+// hyper-parameters after them (beta1, beta2, eps, lr, weightDecay, biasCorrection1,
+// biasCorrection2): what adamwUpdate and lambUpdate read first.
+struct MomentUpdate {
+  float* arrays[7];
+  size_t n = 0;
+  masksub::AdamWArgs h{};
+  explicit MomentUpdate(Args& a) {
+    const char* names[7] = {"p", "g", "m", "v", "pOut", "mOut", "vOut"};
+    size_t lengths[7];
+    for (size_t i = 0; i < 7; i++) arrays[i] = a.f32(i, names[i], &lengths[i]);
+    for (size_t i = 1; i < 7; i++) a.same(lengths[0], lengths[i], (std::string(names[i]) + " differs in length from p").c_str());
+    n = lengths[0];
+    h = {a.num(7, "beta1"), a.num(8, "beta2"), a.num(9, "eps"), a.num(10, "lr"), a.num(11, "weightDecay"), a.num(12, "biasCorrection1"), a.num(13, "biasCorrection2")};
+  }
+};
+
 // lambUpdate(p, g, m, v, pOut, mOut, vOut, beta1, beta2, eps, lr, weightDecay, biasCorrection1,
 // biasCorrection2, clip, adapt, trustClip).
 napi_value LambUpdate(napi_env env, napi_callback_info info) {
   Args a(env, info, "lambUpdate", 17);
-  size_t n[7];
-  const char* names[7] = {"p", "g", "m", "v", "pOut", "mOut", "vOut"};
-  float* arrays[7];
-  for (size_t i = 0; i < 7; i++) arrays[i] = a.f32(i, names[i], &n[i]);
-  for (size_t i = 1; i < 7; i++) a.same(n[0], n[i], (std::string(names[i]) + " differs in length from p").c_str());
-  masksub::LambArgs h{a.num(7, "beta1"), a.num(8, "beta2"), a.num(9, "eps"), a.num(10, "lr"), a.num(11, "weightDecay"),
-                      a.num(12, "biasCorrection1"), a.num(13, "biasCorrection2"), a.num(14, "clip"), a.optional_bool(15, "adapt"), a.optional_bool(16, "trustClip")};
-  if (a.ok)
-    masksub::lamb_update(arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], static_cast<long>(n[0]), h, g_threads);
+  MomentUpdate u(a);
+  const masksub::LambArgs h{u.h.beta1, u.h.beta2, u.h.eps, u.h.lr, u.h.weight_decay, u.h.bias_correction1, u.h.bias_correction2,
+                            a.num(14, "clip"), a.optional_bool(15, "adapt"), a.optional_bool(16, "trustClip")};
+  float** x = u.arrays;
+  if (a.ok) masksub::lamb_update(x[0], x[1], x[2], x[3], x[4], x[5], x[6], static_cast<long>(u.n), h, g_threads);
   return nullptr;
 }
 
@@ -334,15 +347,9 @@ napi_value Dropout(napi_env env, napi_callback_info info) {
 // adamwUpdate(p, g, m, v, pOut, mOut, vOut, beta1, beta2, eps, lr, weightDecay, biasCorrection1, biasCorrection2).
 napi_value AdamWUpdate(napi_env env, napi_callback_info info) {
   Args a(env, info, "adamwUpdate", 14);
-  size_t n[7];
-  const char* names[7] = {"p", "g", "m", "v", "pOut", "mOut", "vOut"};
-  float* arrays[7];
-  for (size_t i = 0; i < 7; i++) arrays[i] = a.f32(i, names[i], &n[i]);
-  for (size_t i = 1; i < 7; i++) a.same(n[0], n[i], (std::string(names[i]) + " differs in length from p").c_str());
-  masksub::AdamWArgs h{a.num(7, "beta1"), a.num(8, "beta2"), a.num(9, "eps"), a.num(10, "lr"), a.num(11, "weightDecay"),
-                       a.num(12, "biasCorrection1"), a.num(13, "biasCorrection2")};
-  if (a.ok)
-    masksub::adamw_update(arrays[0], arrays[1], arrays[2], arrays[3], arrays[4], arrays[5], arrays[6], static_cast<long>(n[0]), h, g_threads);
+  MomentUpdate u(a);
+  float** x = u.arrays;
+  if (a.ok) masksub::adamw_update(x[0], x[1], x[2], x[3], x[4], x[5], x[6], static_cast<long>(u.n), u.h, g_threads);
   return nullptr;
 }
 

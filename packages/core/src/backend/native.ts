@@ -12,6 +12,11 @@ import { fileURLToPath } from 'node:url';
 
 export const NATIVE_ENV = 'MASKSUB_NATIVE';
 
+/** The arrays of an Adam-family update, in the addon's order (outputs may alias inputs). */
+type MomentArrays = [p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, pOut: Float32Array, mOut: Float32Array, vOut: Float32Array];
+/** Its hyper-parameters, after the arrays. */
+type AdamHypers = [beta1: number, beta2: number, eps: number, lr: number, weightDecay: number, biasCorrection1: number, biasCorrection2: number];
+
 /** The addon's exports (see native/src/binding.cc). */
 export interface NativeGemmAddon {
   /**
@@ -72,42 +77,9 @@ export interface NativeGemmAddon {
    */
   dropout?(x: Float32Array, y: Float32Array, seed: number, rate: number): void;
   /** One AdamW step, float64 math as kernels/adamw.ts (identical bits), threaded. */
-  adamwUpdate?(
-    p: Float32Array,
-    g: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    pOut: Float32Array,
-    mOut: Float32Array,
-    vOut: Float32Array,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    lr: number,
-    weightDecay: number,
-    biasCorrection1: number,
-    biasCorrection2: number,
-  ): void;
+  adamwUpdate?(...args: [...MomentArrays, ...AdamHypers]): void;
   /** One LAMB step, float64 math and norm order as kernels/lamb.ts (identical bits), threaded; absent from addons built before it. */
-  lambUpdate?(
-    p: Float32Array,
-    g: Float32Array,
-    m: Float32Array,
-    v: Float32Array,
-    pOut: Float32Array,
-    mOut: Float32Array,
-    vOut: Float32Array,
-    beta1: number,
-    beta2: number,
-    eps: number,
-    lr: number,
-    weightDecay: number,
-    biasCorrection1: number,
-    biasCorrection2: number,
-    clip: number,
-    adapt: boolean,
-    trustClip: boolean,
-  ): void;
+  lambUpdate?(...args: [...MomentArrays, ...AdamHypers, clip: number, adapt: boolean, trustClip: boolean]): void;
   /** sum[i] += addend[i] (native/src/fused_avx2.cc); absent from addons built before it. */
   addInto?(sum: Float32Array, addend: Float32Array): void;
   // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.

@@ -17,20 +17,14 @@
  * write of p: two passes, the first writing m' and v' (in place) and summing the squares, the
  * second writing p'.
  */
+import type { AdamWUpdateAttrs } from './adamw.js';
 import { nativeLamb } from '../native.js';
 import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
 export const LAMB_UPDATE = 'MasksubLambUpdate';
 
-export interface LambUpdateAttrs {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  lr: number;
-  weightDecay: number;
-  /** 1 - beta1^t and 1 - beta2^t for this parameter's step t. */
-  biasCorrection1: number;
-  biasCorrection2: number;
+/** AdamW's hyper-parameters (the same moments and bias corrections), and what LAMB adds. */
+export interface LambUpdateAttrs extends AdamWUpdateAttrs {
   /** Scale the update by the trust ratio (timm: weight_decay != 0 or always_adapt). */
   adapt: boolean;
   /** Clip the trust ratio at 1 (timm's trust_clip, LAMBC). */
