@@ -12,17 +12,17 @@ import {
   embedKeptPatches,
   layerNorm,
   layerSeed,
-  selectTokens,
-  type TokenRows,
   linear,
   multiHeadAttention,
   passDropoutRates,
   patchify,
+  selectTokens,
   tf,
   type DropPathRule,
   type ForwardOptions,
   type PassDropoutRates,
   type ParameterStore,
+  type TokenRows,
 } from '@masksub/core';
 import type { ClipEncoderConfig, ClipVisionConfig } from './config.js';
 
