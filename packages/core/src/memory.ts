@@ -196,9 +196,12 @@ const SAFE_PROBE_FRACTION = 0.8;
  * Headroom a planned step keeps under the memory limit: the wasm heap a step grows to is more than
  * the tensor bytes it holds at its peak (the estimate), by the allocator's fragmentation, the
  * module's own allocations and the heap's growth steps. In `pnpm bench --arch vit-b16,bert-base`
- * at 83ae75b (each plan the measurement at its batch) the heap ended 2.9-12.6 % above the plan, most
- * for BERT-base batch 8 MaskSub (2,886 MiB for 2,562). A step planned into that gap would crash
- * the process instead of failing before the first update.
+ * at c79475c (each plan the measurement at its batch) the heap ended 2.9-6.0 % above the plan in
+ * all eight cases, most for BERT-base batch 8 standard (2,229 MiB for 2,102). Before 9edcf64 it
+ * ended 17.8 % above for BERT-base batch 8 MaskSub (2,944 MiB for 2,500): the sum of the two
+ * passes' 89 MiB word-embedding gradients found no free run that long; gradient sums now write
+ * into the partial sum they consume (backend/kernels/add_into.ts). A step planned into that gap
+ * would crash the process instead of failing before the first update.
  */
 export const MEMORY_PLAN_MARGIN = 0.15;
 
