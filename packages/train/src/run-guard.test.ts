@@ -1,6 +1,6 @@
 /** Data-loss and bad-input protections of `masksub train` / `eval` (issue 11 cases 4, 6, 7, 9, 13, 14). */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,13 +57,26 @@ describe('run folders and resume (in process)', () => {
   }, 120_000);
 
   it('a batch larger than the dataset fails at start; diverged weights are never checkpointed', async () => {
-    await expect(trainRun(run(join(tmp, 'big-batch'), { train: { batch_size: 17, steps: 1, seed: 0 } }), quiet)).rejects.toThrow(
+    const bigBatch = join(tmp, 'big-batch');
+    await expect(trainRun(run(bigBatch, { train: { batch_size: 17, steps: 1, seed: 0 } }), quiet)).rejects.toThrow(
       /option 'train\.batch_size': 17 is larger than the 16 samples/,
     );
+    // A fresh start that failed before its first update takes back its folder: the corrected
+    // command runs there without --force.
+    expect(existsSync(bigBatch)).toBe(false);
+    await trainRun(run(bigBatch, { train: { batch_size: 8, steps: 1, seed: 0 } }), quiet);
+    expect(readFileSync(join(bigBatch, 'metrics.jsonl'), 'utf8')).toMatch(/"type":"train"/);
+    // A folder that was there before (empty) stays, emptied of what the start wrote.
+    const mine = join(tmp, 'made-by-user');
+    mkdirSync(mine);
+    await expect(trainRun(run(mine, { train: { batch_size: 17, steps: 1, seed: 0 } }), quiet)).rejects.toThrow(/train\.batch_size/);
+    expect(readdirSync(mine)).toEqual([]);
     const dir = join(tmp, 'diverge');
     const err = await trainRun(run(dir, { optimizer: { kind: 'sgd', lr: 1e300, weight_decay: 0 }, train: { batch_size: 8, steps: 1, seed: 0 } }), quiet).catch((e: unknown) => e);
     expect((err as Error).message).toMatch(/weights diverged at step 1|loss diverged/);
     expect(() => readFileSync(join(dir, 'checkpoints', 'latest'))).toThrow();
+    // Update 1 was made (its weights were what diverged): its record stays.
+    expect(readFileSync(join(dir, 'metrics.jsonl'), 'utf8')).toMatch(/"type":"train","step":1/);
   }, 120_000);
 
   it('a resume may change how the run reports and writes its model, nothing that moves the weights', () => {

@@ -4,7 +4,7 @@
  * augmentation, masks, dropout seeds) comes from seeded streams whose states are checkpointed,
  * so a killed run resumed from its last checkpoint reaches the same weights as one that was not.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { addGradients, type AdapterModel, type ArchitectureAdapter, backendMemoryLimit, backendMemoryLimitBytes, MEMORY_LIMIT_ENV, type BackendInfo, buildFromConfig, estimateStepMemory, fitsWithMargin, MEMORY_PLAN_MARGIN, clipGradNorm, createOptimizer, globalGradNormValue, hasSubPass, initBackend, loadPretrained, planMicroBatch, readConfig, type MaskSubTrainer, OptionError, type RngState, type SaveLayout, saveModel, tf, createSchedule, scaleGradients, withMaskSub } from '@masksub/core';
 import { disposeCheckpoint, loadLatestCheckpoint, restoreVariables, saveCheckpoint, type JsonValue } from './checkpoint/checkpoint.js';
@@ -113,7 +113,33 @@ function renameOption<T>(option: string, key: string, f: () => T): T {
   }
 }
 
+/**
+ * Trains one run. A fresh start that fails before its first update (a model or data path that
+ * does not open, a step that does not fit the memory limit, a first update that diverges) takes
+ * back the files it wrote, and the run folder when it made it: the corrected command can then
+ * reuse the folder without --force, and nothing of a run was lost (there was none).
+ */
 export async function trainRun(input: RunConfig, options: TrainRunOptions = {}): Promise<TrainRunResult> {
+  const start: StartRecord = { written: [], updated: false };
+  const madeDir = !options.resume && !existsSync(input.run.dir);
+  try {
+    return await runTraining(input, options, start);
+  } catch (e) {
+    if (!options.resume && !start.updated) {
+      for (const file of start.written) rmSync(file, { force: true });
+      if (madeDir && existsSync(input.run.dir) && readdirSync(input.run.dir).length === 0) rmdirSync(input.run.dir);
+    }
+    throw e;
+  }
+}
+
+/** What a start has written so far (the files a failed fresh start removes) and whether it has made an update. */
+interface StartRecord {
+  written: string[];
+  updated: boolean;
+}
+
+async function runTraining(input: RunConfig, options: TrainRunOptions, start: StartRecord): Promise<TrainRunResult> {
   const log = options.log ?? ((m: string) => process.stderr.write(`${m}\n`));
   const runDir = input.run.dir;
   let config = input;
@@ -125,7 +151,10 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   if (!options.resume) prepareFreshRunDir(runDir, options.force ?? false, RESOLVED_CONFIG);
   const backend = await initBackend({ prefer: config.run.backend, log });
   mkdirSync(runDir, { recursive: true });
-  if (!options.resume) writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
+  if (!options.resume) {
+    writeFileSync(join(runDir, RESOLVED_CONFIG), configToYaml(config));
+    start.written.push(join(runDir, RESOLVED_CONFIG));
+  }
 
   const { model, adapter, checkpointDir, layout } = await openModel(config, log);
   const task = await openTask({ config, model, adapter, checkpointDir });
@@ -193,6 +222,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
   }
 
   const metrics = new MetricsWriter(runDir, options.resume ? { resumeStep: step } : {});
+  if (!options.resume) start.written.push(metrics.file);
   const progress = new TrainingProgress({ totalSteps, startStep: step, quiet: config.run.quiet || undefined, logEvery: config.run.log_every, stream: options.stream });
   const checkpoint = async (at: StreamPosition) => {
     const opt = optimizer.getState();
@@ -297,6 +327,7 @@ export async function trainRun(input: RunConfig, options: TrainRunOptions = {}):
         grads = clipped.grads;
       }
       optimizer.step(grads, lr);
+      start.updated = true;
       tf.dispose([...grads.values()]);
       ema?.update();
       step++;
