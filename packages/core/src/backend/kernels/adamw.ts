@@ -32,17 +32,22 @@ export interface AdamWUpdateAttrs {
   biasCorrection2: number;
 }
 
+/**
+ * The arrays of an Adam-family update (AdamW here, LAMB in lamb.ts): the parameter, its gradient,
+ * the two moments, and where each updated value goes (an output may be its input's own array).
+ */
+export interface MomentArrays {
+  p: Float32Array;
+  g: Float32Array;
+  m: Float32Array;
+  v: Float32Array;
+  pOut: Float32Array;
+  mOut: Float32Array;
+  vOut: Float32Array;
+}
+
 /** The update on plain arrays (also the reference the kernel test checks the op form against). */
-export function adamwUpdate(
-  p: Float32Array,
-  g: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  pOut: Float32Array,
-  mOut: Float32Array,
-  vOut: Float32Array,
-  a: AdamWUpdateAttrs,
-): void {
+export function adamwUpdate({ p, g, m, v, pOut, mOut, vOut }: MomentArrays, a: AdamWUpdateAttrs): void {
   const { beta1, beta2, eps } = a;
   const decay = a.weightDecay !== 0 ? 1 - a.lr * a.weightDecay : 1;
   const step = a.lr / a.biasCorrection1;
@@ -80,7 +85,7 @@ export const adamwUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
     // Same arithmetic, threaded and vectorised: large tables (a BERT vocabulary) are ~4M values.
     native.adamwUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);
   } else {
-    adamwUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a);
+    adamwUpdate({ p: hp, g: hg, m: hm, v: hv, pOut: hpo, mOut: hmo, vOut: hvo }, a);
   }
   return [pOut, mOut, vOut];
 };

@@ -276,7 +276,7 @@ describe.runIf(haveFused)('native AdamW update', () => {
     const v = Float32Array.from(make(0.001), (x) => x * x);
     const attrs = { beta1: 0.9, beta2: 0.999, eps: 1e-8, lr: 3e-4, weightDecay: 0.05, biasCorrection1: 1 - 0.9 ** 3, biasCorrection2: 1 - 0.999 ** 3 };
     const js = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];
-    adamwUpdate(p, g, m, v, js[0], js[1], js[2], attrs);
+    adamwUpdate({ p, g, m, v, pOut: js[0], mOut: js[1], vOut: js[2] }, attrs);
     const nat = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];
     const a = attrs;
     nativeFused()!.adamwUpdate(p, g, m, v, nat[0], nat[1], nat[2], a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);

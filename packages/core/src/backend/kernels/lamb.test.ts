@@ -98,7 +98,7 @@ describe('native LAMB update', () => {
       for (const [k, a] of settings.entries()) {
         const clip = k === 0 ? 2.5 : 1;
         const js = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];
-        lambUpdate(p, g, m, v, js[0], js[1], js[2], clip, a);
+        lambUpdate({ p, g, m, v, pOut: js[0], mOut: js[1], vOut: js[2] }, clip, a);
         for (const t of [1, 2]) {
           native.setThreads(t);
           const out = [new Float32Array(n), new Float32Array(n), new Float32Array(n)];

@@ -17,7 +17,7 @@
  * write of p: two passes, the first writing m' and v' (in place) and summing the squares, the
  * second writing p'.
  */
-import type { AdamWUpdateAttrs } from './adamw.js';
+import type { AdamWUpdateAttrs, MomentArrays } from './adamw.js';
 import { nativeLamb } from '../native.js';
 import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
@@ -44,17 +44,7 @@ export const LAMB_NORM_BLOCK = 8192;
  * before element i of pOut is written and m', v' are written before anything reads them back,
  * so the outputs may alias the inputs.
  */
-export function lambUpdate(
-  p: Float32Array,
-  g: Float32Array,
-  m: Float32Array,
-  v: Float32Array,
-  pOut: Float32Array,
-  mOut: Float32Array,
-  vOut: Float32Array,
-  clip: number,
-  a: LambUpdateAttrs,
-): void {
+export function lambUpdate({ p, g, m, v, pOut, mOut, vOut }: MomentArrays, clip: number, a: LambUpdateAttrs): void {
   const { beta1, beta2, eps, weightDecay: wd } = a;
   const c1 = 1 - beta1;
   const c2 = 1 - beta2;
@@ -116,7 +106,7 @@ export const lambUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
     // Same arithmetic, threaded and vectorised (a ViT-B/16 step updates 86 M values).
     native.lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2, clip, a.adapt, a.trustClip);
   } else {
-    lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, clip, a);
+    lambUpdate({ p: hp, g: hg, m: hm, v: hv, pOut: hpo, mOut: hmo, vOut: hvo }, clip, a);
   }
   return [pOut, mOut, vOut];
 };
