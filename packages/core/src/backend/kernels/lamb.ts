@@ -45,42 +45,48 @@ export const LAMB_NORM_BLOCK = 8192;
  * so the outputs may alias the inputs.
  */
 export function lambUpdate({ p, g, m, v, pOut, mOut, vOut }: MomentArrays, clip: number, a: LambUpdateAttrs): void {
-  const { beta1, beta2, eps, weightDecay: wd } = a;
+  const { beta1, beta2, eps, weightDecay: wd, adapt } = a;
   const c1 = 1 - beta1;
   const c2 = 1 - beta2;
   const bc1 = a.biasCorrection1;
   const sqrtBc2 = Math.sqrt(a.biasCorrection2);
-  const direction = (i: number) => mOut[i] / bc1 / (Math.sqrt(vOut[i]) / sqrtBc2 + eps) + wd * p[i];
+  const n = p.length;
   let pSquares = 0;
   let uSquares = 0;
-  const pLanes = new Float64Array(4);
-  const uLanes = new Float64Array(4);
-  for (let begin = 0; begin < p.length; begin += LAMB_NORM_BLOCK) {
-    const end = Math.min(p.length, begin + LAMB_NORM_BLOCK);
-    pLanes.fill(0);
-    uLanes.fill(0);
+  for (let begin = 0; begin < n; begin += LAMB_NORM_BLOCK) {
+    const end = Math.min(n, begin + LAMB_NORM_BLOCK);
+    // The four lanes as locals (element begin + 4j + l goes to lane l), in the addon's order.
+    let p0 = 0, p1 = 0, p2 = 0, p3 = 0;
+    let u0 = 0, u1 = 0, u2 = 0, u3 = 0;
     for (let i = begin; i < end; i++) {
       const gi = g[i] / clip;
       mOut[i] = beta1 * m[i] + c1 * gi;
       vOut[i] = beta2 * v[i] + c2 * gi * gi;
-      if (a.adapt) {
-        const u = direction(i);
-        pLanes[(i - begin) & 3] += p[i] * p[i];
-        uLanes[(i - begin) & 3] += u * u;
-      }
+      if (!adapt) continue;
+      const pi = p[i];
+      // u from the stored float32 m' and v' (what the second pass reads back).
+      const u = mOut[i] / bc1 / (Math.sqrt(vOut[i]) / sqrtBc2 + eps) + wd * pi;
+      const lane = (i - begin) & 3;
+      if (lane === 0) (p0 += pi * pi), (u0 += u * u);
+      else if (lane === 1) (p1 += pi * pi), (u1 += u * u);
+      else if (lane === 2) (p2 += pi * pi), (u2 += u * u);
+      else (p3 += pi * pi), (u3 += u * u);
     }
-    pSquares += pLanes[0] + pLanes[1] + (pLanes[2] + pLanes[3]);
-    uSquares += uLanes[0] + uLanes[1] + (uLanes[2] + uLanes[3]);
+    pSquares += p0 + p1 + (p2 + p3);
+    uSquares += u0 + u1 + (u2 + u3);
   }
   let scale = a.lr;
-  if (a.adapt) {
+  if (adapt) {
     const pNorm = Math.sqrt(pSquares);
     const uNorm = Math.sqrt(uSquares);
     let trust = pNorm > 0 && uNorm > 0 ? pNorm / uNorm : 1;
     if (a.trustClip) trust = Math.min(trust, 1);
     scale *= trust;
   }
-  for (let i = 0; i < p.length; i++) pOut[i] = p[i] - scale * direction(i);
+  for (let i = 0; i < n; i++) {
+    const pi = p[i];
+    pOut[i] = pi - scale * (mOut[i] / bc1 / (Math.sqrt(vOut[i]) / sqrtBc2 + eps) + wd * pi);
+  }
 }
 
 /**
