@@ -195,35 +195,34 @@ function hasFusedKernels(gemm: NativeGemmAddon | null): NativeFusedAddon | null 
   return fused.every((f) => typeof f === 'function') ? (gemm as NativeFusedAddon) : null;
 }
 
-/** The addon when it is loaded, enabled and has `lambUpdate`; else null. */
-export function nativeLamb(): (NativeGemmAddon & Required<Pick<NativeGemmAddon, 'lambUpdate'>>) | null {
+/** The addon with the optional kernels K (absent from addons built before them) present. */
+type NativeWith<K extends keyof NativeGemmAddon> = NativeGemmAddon & Required<Pick<NativeGemmAddon, K>>;
+
+/** The addon when it is loaded, enabled and has every kernel of `names`; else null. */
+function nativeWith<K extends keyof NativeGemmAddon>(...names: K[]): NativeWith<K> | null {
   if (!enabled) return null;
   const gemm = nativeGemmStatus().gemm;
-  return gemm !== null && typeof gemm.lambUpdate === 'function' ? (gemm as NativeGemmAddon & Required<Pick<NativeGemmAddon, 'lambUpdate'>>) : null;
+  return gemm !== null && names.every((name) => typeof gemm[name] === 'function') ? (gemm as NativeWith<K>) : null;
+}
+
+/** The addon when it is loaded, enabled and has `lambUpdate`; else null. */
+export function nativeLamb(): NativeWith<'lambUpdate'> | null {
+  return nativeWith('lambUpdate');
 }
 
 /** The addon when it is loaded, enabled and has `addInto`; else null. */
-export function nativeAddInto(): (NativeGemmAddon & Required<Pick<NativeGemmAddon, 'addInto'>>) | null {
-  if (!enabled) return null;
-  const gemm = nativeGemmStatus().gemm;
-  return gemm !== null && typeof gemm.addInto === 'function' ? (gemm as NativeGemmAddon & Required<Pick<NativeGemmAddon, 'addInto'>>) : null;
+export function nativeAddInto(): NativeWith<'addInto'> | null {
+  return nativeWith('addInto');
 }
 
 /** The addon when it is loaded, enabled and has the convolution kernels; else null. */
 export function nativeConv(): NativeConvAddon | null {
-  if (!enabled) return null;
-  const gemm = nativeGemmStatus().gemm;
-  if (gemm === null) return null;
-  const ok = typeof gemm.conv2dForward === 'function' && typeof gemm.conv2dBackpropInput === 'function' && typeof gemm.conv2dBackpropFilter === 'function';
-  return ok ? (gemm as NativeConvAddon) : null;
+  return nativeWith('conv2dForward', 'conv2dBackpropInput', 'conv2dBackpropFilter');
 }
 
 /** The addon when it is loaded, enabled and has the batch-norm kernels; else null. */
 export function nativeBatchNorm(): NativeBatchNormAddon | null {
-  if (!enabled) return null;
-  const gemm = nativeGemmStatus().gemm;
-  if (gemm === null) return null;
-  return typeof gemm.batchNormStats === 'function' && typeof gemm.batchNormApply === 'function' && typeof gemm.batchNormTrainBackward === 'function' ? (gemm as NativeBatchNormAddon) : null;
+  return nativeWith('batchNormStats', 'batchNormApply', 'batchNormTrainBackward');
 }
 
 /** Turns routing to the native GEMM on or off at run time (tests and benches compare both). */

@@ -269,19 +269,11 @@ class NamedParamOptimizer implements Optimizer {
     const { beta1, beta2, eps, trustClip, alwaysAdapt } = this.spec;
     const m = this.slot('exp_avg', name);
     const v = this.slot('exp_avg_sq', name);
+    const bc1 = 1 - Math.pow(beta1, t);
+    const bc2 = 1 - Math.pow(beta2, t);
     if (hasFusedUpdate(LAMB_UPDATE)) {
       // One kernel of two passes instead of ~20, p, m and v rewritten in place (backend/kernels/lamb.ts); same formula.
-      const attrs: LambUpdateAttrs = {
-        beta1,
-        beta2,
-        eps,
-        lr,
-        weightDecay: wd,
-        biasCorrection1: 1 - Math.pow(beta1, t),
-        biasCorrection2: 1 - Math.pow(beta2, t),
-        adapt: wd !== 0 || alwaysAdapt,
-        trustClip,
-      };
+      const attrs: LambUpdateAttrs = { beta1, beta2, eps, lr, weightDecay: wd, biasCorrection1: bc1, biasCorrection2: bc2, adapt: wd !== 0 || alwaysAdapt, trustClip };
       const inputs: tf.NamedTensorMap = clipDivisor ? { param: p, grad, m, v, clip: clipDivisor } : { param: p, grad, m, v };
       const [pOut, mOut, vOut] = tf.engine().runKernel(LAMB_UPDATE, inputs, attrs as unknown as tf.NamedAttrMap) as tf.Tensor[];
       m.assign(mOut);
@@ -292,8 +284,6 @@ class NamedParamOptimizer implements Optimizer {
     const g = clipDivisor ? tf.div(grad, clipDivisor) : grad;
     const mNew = tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1));
     const vNew = tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2));
-    const bc1 = 1 - Math.pow(beta1, t);
-    const bc2 = 1 - Math.pow(beta2, t);
     const denom = tf.add(tf.div(tf.sqrt(vNew), Math.sqrt(bc2)), eps);
     let update = tf.div(tf.div(mNew, bc1), denom);
     if (wd !== 0) update = tf.add(update, tf.mul(p, wd));

@@ -17,7 +17,8 @@
  * step's peak. A block another tensor shares (an EMA copy made from the weights) gets a new one.
  */
 import { nativeFused } from '../native.js';
-import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
+import type { tf } from '../../tf.js';
+import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo, type WasmBackend } from '../wasm_heap.js';
 
 export const ADAMW_UPDATE = 'MasksubAdamWUpdate';
 
@@ -65,27 +66,29 @@ export function adamwUpdate({ p, g, m, v, pOut, mOut, vOut }: MomentArrays, a: A
 }
 
 /**
- * Inputs param, grad, m, v (float32, same shape); outputs [param', m', v']: each the input's own
- * block, updated in place, when only its input tensor holds it, else a new block.
+ * The blocks of an Adam-family update kernel (AdamW here, LAMB in lamb.ts): outputs [p', m', v'],
+ * each its input's own block when only that input's tensor holds it, else a new one; and the
+ * views of all seven, taken after those allocations (a heap growth detaches earlier views).
+ * Reading element i of p, m and v before writing element i of the outputs is what makes both
+ * updates safe in place.
  */
+export function momentBlocks(backend: WasmBackend, inputs: tf.NamedTensorInfoMap): { outputs: TensorInfo[]; arrays: MomentArrays } {
+  const [p, g, m, v] = (['param', 'grad', 'm', 'v'] as const).map((name) => inputs[name] as TensorInfo);
+  const outputs = [p, m, v].map((t) => updateInPlaceOrNew(backend, t));
+  const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, ...outputs].map((t) => heapF32(backend, t));
+  return { outputs, arrays: { p: hp, g: hg, m: hm, v: hv, pOut: hpo, mOut: hmo, vOut: hvo } };
+}
+
+/** Inputs param, grad, m, v (float32, same shape); outputs [param', m', v'] ({@link momentBlocks}). */
 export const adamwUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
-  const p = inputs.param as TensorInfo;
-  const g = inputs.grad as TensorInfo;
-  const m = inputs.m as TensorInfo;
-  const v = inputs.v as TensorInfo;
-  const pOut = updateInPlaceOrNew(backend, p);
-  const mOut = updateInPlaceOrNew(backend, m);
-  const vOut = updateInPlaceOrNew(backend, v);
+  const { outputs, arrays: x } = momentBlocks(backend, inputs);
   const a = attrs as unknown as AdamWUpdateAttrs;
   const native = nativeFused();
-  // Views after the allocations (the heap may have grown). Reading element i of p, m and v
-  // before writing element i of the outputs (both forms) is what makes the update safe in place.
-  const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
   if (native !== null) {
     // Same arithmetic, threaded and vectorised: large tables (a BERT vocabulary) are ~4M values.
-    native.adamwUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);
+    native.adamwUpdate(x.p, x.g, x.m, x.v, x.pOut, x.mOut, x.vOut, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2);
   } else {
-    adamwUpdate({ p: hp, g: hg, m: hm, v: hv, pOut: hpo, mOut: hmo, vOut: hvo }, a);
+    adamwUpdate(x, a);
   }
-  return [pOut, mOut, vOut];
+  return outputs;
 };

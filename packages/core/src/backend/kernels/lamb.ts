@@ -17,9 +17,9 @@
  * write of p: two passes, the first writing m' and v' (in place) and summing the squares, the
  * second writing p'.
  */
-import type { AdamWUpdateAttrs, MomentArrays } from './adamw.js';
+import { momentBlocks, type AdamWUpdateAttrs, type MomentArrays } from './adamw.js';
 import { nativeLamb } from '../native.js';
-import { heapF32, updateInPlaceOrNew, type KernelCall, type TensorInfo } from '../wasm_heap.js';
+import { heapF32, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
 export const LAMB_UPDATE = 'MasksubLambUpdate';
 
@@ -91,28 +91,20 @@ export function lambUpdate({ p, g, m, v, pOut, mOut, vOut }: MomentArrays, clip:
 
 /**
  * Inputs param, grad, m, v (float32, one shape) and, when the gradients are clipped, clip (the
- * divisor, one float32); outputs [param', m', v']: each the input's own block, updated in place,
- * when only its input tensor holds it, else a new block.
+ * divisor, one float32); outputs [param', m', v'] (adamw.ts' momentBlocks: in place where only
+ * the input's tensor holds its block).
  */
 export const lambUpdateKernel: KernelCall = ({ inputs, backend, attrs }) => {
-  const p = inputs.param as TensorInfo;
-  const g = inputs.grad as TensorInfo;
-  const m = inputs.m as TensorInfo;
-  const v = inputs.v as TensorInfo;
+  const { outputs, arrays: x } = momentBlocks(backend, inputs);
   const clipInput = inputs.clip as TensorInfo | undefined;
-  const pOut = updateInPlaceOrNew(backend, p);
-  const mOut = updateInPlaceOrNew(backend, m);
-  const vOut = updateInPlaceOrNew(backend, v);
-  // Views after the allocations (the heap may have grown).
-  const [hp, hg, hm, hv, hpo, hmo, hvo] = [p, g, m, v, pOut, mOut, vOut].map((t) => heapF32(backend, t));
   const clip = clipInput ? heapF32(backend, clipInput)[0] : 1;
   const a = attrs as unknown as LambUpdateAttrs;
   const native = nativeLamb();
   if (native !== null) {
     // Same arithmetic, threaded and vectorised (a ViT-B/16 step updates 86 M values).
-    native.lambUpdate(hp, hg, hm, hv, hpo, hmo, hvo, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2, clip, a.adapt, a.trustClip);
+    native.lambUpdate(x.p, x.g, x.m, x.v, x.pOut, x.mOut, x.vOut, a.beta1, a.beta2, a.eps, a.lr, a.weightDecay, a.biasCorrection1, a.biasCorrection2, clip, a.adapt, a.trustClip);
   } else {
-    lambUpdate({ p: hp, g: hg, m: hm, v: hv, pOut: hpo, mOut: hmo, vOut: hvo }, clip, a);
+    lambUpdate(x, clip, a);
   }
-  return [pOut, mOut, vOut];
+  return outputs;
 };
