@@ -21,13 +21,14 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { Command } from 'commander';
-import { benchMatmul, formatMatmulRows, initBackend, tf, type BackendName } from '@masksub/core';
+import { benchMatmul, formatMatmulRows, initBackend, median, tf, type BackendName } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { ARCHS, type ArchResult } from './arch/compare.js';
 import { runChildJson } from './arch/child.js';
 import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from './arch/big.js';
 import { benchPipeline, type PipelineResult } from './pipeline.js';
 import { benchScript, runTorch, sharedScript, torchUnavailable } from './arch/torch.js';
+import { againstBar, againstPyTorch, fmtInterval, pairedRatio, type PairedRatio } from './ratio.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -63,16 +64,13 @@ function collectGarbage(): void {
   (runInNewContext('gc') as () => void)();
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 interface CaseResult {
   name: string;
   msPerStep: number;
   imgPerSec: number;
   ratio: number;
+  /** The ratio's 95 % interval (bench/ratio.ts); null for the standard case itself. */
+  ratioCi95: [number, number] | null;
   /** Each interleaved pair's case / standard time, in the order measured. */
   pairRatios: number[];
   peakBytes: number;
@@ -110,13 +108,13 @@ async function benchBackend(name: BackendName) {
     const prof = await tf.profile(() => {
       w.step(c, pairs + 1);
     });
-    const ms = median(times);
+    const ms = median(times)!;
     // Median of per-pair ratios: each pair is adjacent in time, so the VM's drift cancels
     // within a pair; the median drops pairs hit by a hiccup on either side.
     const pairRatios = c === standard ? [] : times.map((t, i) => t / stdTimes[i]);
-    const ratio = c === standard ? 1 : median(pairRatios);
-    results.push({ name: c.name, msPerStep: ms, imgPerSec: (batch * 1000) / ms, ratio, pairRatios, peakBytes: prof.peakBytes, peakRatio: 0 });
-    process.stderr.write(`  ${name} ${c.name}: ${ms.toFixed(0)} ms/step, ${ratio.toFixed(2)}x the interleaved standard steps${pairRatios.length ? ` (pairs ${Math.min(...pairRatios).toFixed(2)}-${Math.max(...pairRatios).toFixed(2)})` : ''}\n`);
+    const paired = c === standard ? { ratio: 1, ci95: null } : pairedRatio(pairRatios);
+    results.push({ name: c.name, msPerStep: ms, imgPerSec: (batch * 1000) / ms, ratio: paired.ratio, ratioCi95: paired.ci95, pairRatios, peakBytes: prof.peakBytes, peakRatio: 0 });
+    process.stderr.write(`  ${name} ${c.name}: ${ms.toFixed(0)} ms/step, ${paired.ratio.toFixed(2)}x the interleaved standard steps${pairRatios.length ? ` (95 % interval ${fmtInterval(paired.ci95)}; pairs ${Math.min(...pairRatios).toFixed(2)}-${Math.max(...pairRatios).toFixed(2)})` : ''}\n`);
   }
   const std = results[0];
   for (const r of results) r.peakRatio = r.peakBytes / std.peakBytes;
@@ -147,6 +145,7 @@ interface TorchVitPairs {
   masksub: number;
   /** Median of the per-pair ratios, as masksub's side computes its own. */
   ratio: number;
+  pair_ratios: number[];
   keep: number;
   torch: string;
   params: number;
@@ -193,9 +192,11 @@ if (main) {
     ms_standard: std.msPerStep,
     ms_masksub: tr.msPerStep,
     masksub_ratio: tr.ratio,
+    masksub_ratio_ci95: tr.ratioCi95,
     pytorch_ms_standard: torch?.standard ?? null,
     pytorch_ms_masksub: torch?.masksub ?? null,
     pytorch_masksub_ratio: torch?.ratio ?? null,
+    pytorch_masksub_ratio_ci95: torch ? pairedRatio(torch.pair_ratios).ci95 : null,
     over_pytorch: torch ? std.msPerStep / torch.standard : null,
     peak_rss_mib: main.peakRssMiB,
     pytorch_peak_rss_mib: torch?.peakRssMiB ?? null,
@@ -260,6 +261,32 @@ mkdirSync(dirname(opts.out), { recursive: true });
 writeFileSync(opts.out, `${JSON.stringify(results, null, 2)}\n`);
 
 const pad = (s: string, n: number) => s.padEnd(n);
+
+/** The issue's ratio targets per architecture: token removal <= 1.50 (the ViT), and MaskSub / standard <= PyTorch's + 0.05. */
+function ratioTargetLines(archResults: Record<string, unknown>): string[] {
+  const RATIO_SLACK = 0.05;
+  const TOKEN_REMOVAL_BAR = 1.5;
+  const out: string[] = [];
+  const asPaired = (ratio: unknown, ci: unknown): PairedRatio | null =>
+    typeof ratio === 'number' ? { ratio, ci95: Array.isArray(ci) ? (ci as [number, number]) : null } : null;
+  for (const [a, raw] of Object.entries(archResults)) {
+    const r = raw as Record<string, unknown>;
+    const ours = asPaired(r.masksub_ratio, r.masksub_ratio_ci95);
+    if (ours === null || !Array.isArray(r.masksub_ratio_ci95)) continue; // the real sizes: three pairs, no interval
+    const theirs = asPaired(r.pytorch_masksub_ratio, r.pytorch_masksub_ratio_ci95);
+    const parts: string[] = [];
+    if (a === 'vit') {
+      const point = ours.ratio <= TOKEN_REMOVAL_BAR ? 'met' : 'missed';
+      parts.push(`token removal ${ours.ratio.toFixed(3)} <= ${TOKEN_REMOVAL_BAR.toFixed(2)}: ${point} (${againstBar(ours, TOKEN_REMOVAL_BAR)})`);
+    }
+    if (theirs !== null) {
+      const point = ours.ratio <= theirs.ratio + RATIO_SLACK ? 'met' : 'missed';
+      parts.push(`${ours.ratio.toFixed(3)} <= PyTorch's ${theirs.ratio.toFixed(3)} + ${RATIO_SLACK}: ${point} (${againstPyTorch(ours, theirs, RATIO_SLACK)})`);
+    }
+    if (parts.length > 0) out.push(`${a}: ${parts.join('; ')}`);
+  }
+  return out;
+}
 for (const b of backends) {
   console.log(`\n${b.backend} (${b.detail}), ViT step batch ${batch}:`);
   console.log(`${pad('case', 24)} ${'ms/step'.padStart(9)} ${'img/s'.padStart(7)} ${'x std'.padStart(6)} ${'peak MiB'.padStart(9)} ${'x std'.padStart(6)}`);
@@ -281,10 +308,16 @@ if (torch) {
 }
 if (Object.keys(architectures).length > 0) {
   console.log('\nper architecture (wasm + native addon vs PyTorch, ms/step):');
-  console.log(`${pad('arch', 10)} ${'standard'.padStart(9)} ${'MaskSub'.padStart(9)} ${'x std'.padStart(6)} ${'torch std'.padStart(10)} ${'torch MS'.padStart(9)} ${'x std'.padStart(6)} ${'/torch'.padStart(7)} ${'RSS MiB'.padStart(8)} ${'torch RSS'.padStart(10)}`);
+  console.log(`${pad('arch', 10)} ${'standard'.padStart(9)} ${'MaskSub'.padStart(9)} ${'x std'.padStart(6)} ${'95 %'.padStart(10)} ${'torch std'.padStart(10)} ${'torch MS'.padStart(9)} ${'x std'.padStart(6)} ${'95 %'.padStart(10)} ${'/torch'.padStart(7)} ${'RSS MiB'.padStart(8)} ${'torch RSS'.padStart(10)}`);
   const f = (v: unknown, d = 0) => (typeof v === 'number' ? v.toFixed(d) : '-');
+  const ci = (v: unknown) => fmtInterval(Array.isArray(v) ? (v as [number, number]) : null);
   for (const [a, r] of Object.entries(architectures) as [string, Record<string, unknown>][]) {
-    console.log(`${pad(a, 10)} ${f(r.ms_standard).padStart(9)} ${f(r.ms_masksub).padStart(9)} ${f(r.masksub_ratio, 2).padStart(6)} ${f(r.pytorch_ms_standard).padStart(10)} ${f(r.pytorch_ms_masksub).padStart(9)} ${f(r.pytorch_masksub_ratio, 2).padStart(6)} ${f(r.over_pytorch, 2).padStart(7)} ${f(r.peak_rss_mib).padStart(8)} ${f(r.pytorch_peak_rss_mib).padStart(10)}`);
+    console.log(`${pad(a, 10)} ${f(r.ms_standard).padStart(9)} ${f(r.ms_masksub).padStart(9)} ${f(r.masksub_ratio, 2).padStart(6)} ${ci(r.masksub_ratio_ci95).padStart(10)} ${f(r.pytorch_ms_standard).padStart(10)} ${f(r.pytorch_ms_masksub).padStart(9)} ${f(r.pytorch_masksub_ratio, 2).padStart(6)} ${ci(r.pytorch_masksub_ratio_ci95).padStart(10)} ${f(r.over_pytorch, 2).padStart(7)} ${f(r.peak_rss_mib).padStart(8)} ${f(r.pytorch_peak_rss_mib).padStart(10)}`);
+  }
+  const lines = ratioTargetLines(architectures);
+  if (lines.length > 0) {
+    console.log(`\nratio targets in this run (medians; in brackets, on the 95 % intervals: "not resolved" = the bar lies inside them):`);
+    for (const l of lines) console.log(`  ${l}`);
   }
 }
 if (bigResults.length > 0) {

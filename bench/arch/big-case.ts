@@ -22,6 +22,7 @@ import {
   createOptimizer,
   estimateStepMemory,
   initBackend,
+  median,
   planMicroBatch,
   scaleGradients,
   tf,
@@ -125,16 +126,12 @@ for (let i = 1; i <= updates; i++) {
   if (masksub) pairedStandard.push(timed(i, standardTrainer));
   times.push(timed(i));
 }
-const median = (xs: number[]): number => {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2;
-};
 console.log(
   JSON.stringify({
     ...base,
-    ms_per_update: median(times),
+    ms_per_update: median(times)!,
     ms_per_update_all: times,
-    ...(masksub ? { paired_standard_ms: pairedStandard, masksub_ratio_paired: median(times.map((t, k) => t / pairedStandard[k])) } : {}),
+    ...(masksub ? { paired_standard_ms: pairedStandard, masksub_ratio_paired: median(times.map((t, k) => t / pairedStandard[k]))! } : {}),
     peak_rss_mib: mib(peakRss - rss0),
     heap_high_water_mib: mib(wasmHeapBytes() ?? 0),
     peak_tensor_mib: mib(peakTensorBytes),

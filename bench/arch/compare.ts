@@ -8,6 +8,8 @@ import { makeClipWorkload } from './clip.js';
 import { makeResNetWorkload } from './resnet.js';
 import type { ArchStep } from './step.js';
 import { makeSwinWorkload } from './swin.js';
+import { median } from '@masksub/core/base';
+import { pairedRatio } from '../ratio.js';
 import { benchScript, runTorch, sharedScript, torchUnavailable, type TorchRun } from './torch.js';
 
 export interface ArchResult {
@@ -16,9 +18,12 @@ export interface ArchResult {
   ms_standard: number;
   ms_masksub: number;
   masksub_ratio: number;
+  /** The 95 % interval of masksub_ratio, a median of pair ratios (bench/ratio.ts). */
+  masksub_ratio_ci95: [number, number] | null;
   pytorch_ms_standard: number | null;
   pytorch_ms_masksub: number | null;
   pytorch_masksub_ratio: number | null;
+  pytorch_masksub_ratio_ci95: [number, number] | null;
   over_pytorch: number | null;
   over_pytorch_masksub: number | null;
   peak_rss_mib: number;
@@ -81,11 +86,6 @@ export const ARCHS: Record<string, ArchSpec> = {
   },
 };
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
 export function benchArch(name: string, opts: { quick: boolean; pairs: number; torch: boolean; log: (s: string) => void }): ArchResult {
   const spec = ARCHS[name];
   if (spec === undefined) throw new Error(`--arch: unknown architecture '${name}' (known: vit, ${Object.keys(ARCHS).join(', ')})`);
@@ -117,15 +117,18 @@ export function benchArch(name: string, opts: { quick: boolean; pairs: number; t
     ratios.push(sub[sub.length - 1] / std[std.length - 1]);
   }
   step.dispose();
+  const paired = pairedRatio(ratios);
   const r: ArchResult = {
     arch: name,
     workload: `${spec.workload}, batch ${batch}`,
-    ms_standard: median(std),
-    ms_masksub: median(sub),
-    masksub_ratio: median(ratios),
+    ms_standard: median(std)!,
+    ms_masksub: median(sub)!,
+    masksub_ratio: paired.ratio,
+    masksub_ratio_ci95: paired.ci95,
     pytorch_ms_standard: null,
     pytorch_ms_masksub: null,
     pytorch_masksub_ratio: null,
+    pytorch_masksub_ratio_ci95: null,
     over_pytorch: null,
     over_pytorch_masksub: null,
     peak_rss_mib: (peak - rss0) / 2 ** 20,
@@ -142,9 +145,11 @@ export function benchArch(name: string, opts: { quick: boolean; pairs: number; t
   const mean = (f: (t: TorchRun) => number) => torchRuns.reduce((a, t) => a + f(t), 0) / torchRuns.length;
   r.pytorch_ms_standard = mean((t) => Number(t.result.standard));
   r.pytorch_ms_masksub = mean((t) => Number(t.result.masksub));
-  // Every PyTorch step here is timed in interleaved pairs: its ratio is the median of the pair
-  // ratios, as masksub's own (bench/torch/pairs.py).
-  r.pytorch_masksub_ratio = mean((t) => Number(t.result.ratio));
+  // Every PyTorch step here is timed in interleaved pairs (bench/torch/pairs.py): its ratio is
+  // the median of the pair ratios of both runs together, with its interval, as masksub's own.
+  const torchPaired = pairedRatio(torchRuns.flatMap((t) => (Array.isArray(t.result.pair_ratios) ? (t.result.pair_ratios as number[]) : [])));
+  r.pytorch_masksub_ratio = torchPaired.ratio;
+  r.pytorch_masksub_ratio_ci95 = torchPaired.ci95;
   r.over_pytorch = r.ms_standard / r.pytorch_ms_standard;
   r.over_pytorch_masksub = r.ms_masksub / r.pytorch_ms_masksub;
   r.pytorch_peak_rss_mib = Math.max(...torchRuns.map((t) => t.peakRssMiB));

@@ -1,5 +1,5 @@
 /**
- * `@masksub/core/base`: the errors and the seeded RNG, without TensorFlow.js.
+ * `@masksub/core/base`: the errors, the seeded RNG and the medians, without TensorFlow.js.
  *
  * The data pipeline (decoding, augmentation, the loader's worker thread) needs only these; the
  * package's main entry loads tfjs and its backends (~0.7 s), which a loader worker would
@@ -8,3 +8,4 @@
  */
 export * from './errors.js';
 export * from './rng.js';
+export * from './stats.js';

@@ -1,6 +1,6 @@
 /** @masksub/core: the sub-model contract, withMaskSub, the adapter registry, checkpoint I/O, backends. */
 export { tf } from './tf.js';
-// The tfjs-free part (errors, seeded RNG), also its own entry: @masksub/core/base.
+// The tfjs-free part (errors, seeded RNG, medians), also its own entry: @masksub/core/base.
 export * from './base.js';
 export * from './model.js';
 export * from './nn.js';

@@ -11,6 +11,7 @@
 import { activateBackend, type BackendName } from '../backend/select.js';
 import { registerWasmKernels, restoreStockMatMul } from '../backend/wasm_kernels.js';
 import { OptionError } from '../errors.js';
+import { median } from '../stats.js';
 import { tf } from '../tf.js';
 
 export interface MatmulBenchOptions {
@@ -39,12 +40,6 @@ export interface MatmulBenchRow {
   detail: string;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-}
-
 function positiveInt(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 1) throw new OptionError(name, `must be a positive integer, got ${v}`);
   return v;
@@ -59,7 +54,7 @@ function timeMedian(fn: () => void, warmup: number, runs: number): number {
     fn();
     ms.push(performance.now() - t0);
   }
-  return median(ms);
+  return median(ms) ?? Number.NaN;
 }
 
 export async function benchMatmul(backendName: BackendName, opts: MatmulBenchOptions = {}): Promise<MatmulBenchRow[]> {

@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import type { TopLevelSpec } from 'vega-lite';
-import { FileFormatError, OptionError } from '@masksub/core';
+import { FileFormatError, OptionError, median } from '@masksub/core';
 import { METRICS_FILE, PERCENT_METRICS, metricValue, primaryMetric, readMetrics, type EvalRecord, type MetricsRecord, type TrainRecord } from './metrics.js';
 import { accuracySpec, comparisonSpec, learningRateSpec, lossSpec, renderSvg, svgToPng, type RunMetrics } from './plots.js';
 import { formatDuration } from './progress.js';
@@ -49,13 +49,6 @@ const finite = (v: number | null | undefined): v is number => v !== null && v !=
 function mean(values: (number | null)[]): number | null {
   const f = values.filter(finite);
   return f.length === 0 ? null : f.reduce((a, b) => a + b, 0) / f.length;
-}
-
-function median(values: number[]): number | null {
-  const f = values.filter(finite).sort((a, b) => a - b);
-  if (f.length === 0) return null;
-  const mid = f.length >> 1;
-  return f.length % 2 === 1 ? f[mid] : (f[mid - 1] + f[mid]) / 2;
 }
 
 export function summarizeRun(name: string, records: MetricsRecord[], lossWindow = 10): RunSummary {

@@ -10,7 +10,7 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { FileFormatError, writeFileAtomic } from '@masksub/core';
+import { FileFormatError, median, writeFileAtomic } from '@masksub/core';
 import { METRICS_FILE } from '../report/metrics.js';
 import type { TrainLossMeasurement } from './measure.js';
 
@@ -55,13 +55,6 @@ function evalMetrics(record: Record<string, unknown>): Record<string, number | n
   const nested = record.metrics;
   if (nested !== null && typeof nested === 'object' && !Array.isArray(nested)) take(nested as Record<string, unknown>);
   return out;
-}
-
-function median(values: number[]): number | null {
-  const f = values.filter(Number.isFinite).sort((a, b) => a - b);
-  if (f.length === 0) return null;
-  const mid = f.length >> 1;
-  return f.length % 2 === 1 ? f[mid] : (f[mid - 1] + f[mid]) / 2;
 }
 
 /** Read a run folder's metrics.jsonl without assuming a task's metric names. */
