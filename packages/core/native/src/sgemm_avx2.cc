@@ -84,6 +84,26 @@ void pack_a(const Operand& A, long i0, long mc, long p0, long kc, float* dst) {
   }
 }
 
+// r[i][j] <- r[j][i] for an 8x8 block held in eight registers.
+inline void transpose_8x8(__m256 (&r)[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
 // Packs op(B)[p0:p0+kc, j0:j0+nc] as NR-column strips, each kc rows of NR values, zero padded.
 void pack_b(const Operand& B, long p0, long kc, long j0, long nc, float* dst) {
   for (long jr = 0; jr < nc; jr += NR) {
@@ -101,8 +121,25 @@ void pack_b(const Operand& B, long p0, long kc, long j0, long nc, float* dst) {
         }
         dst += NR;
       }
+    } else if (nr == NR) {
+      // op(B)(p, c) = B[c * k + p]: each output row is a column of 16 source rows. 8x8 blocks
+      // are transposed in registers (attention's q.k^T packs a 65 x 64 slice per product, and
+      // the scalar gather below took as long as the multiply-adds); the kc % 8 tail is scalar.
+      const float* src = B.data + (j0 + jr) * B.rows + p0;
+      long p = 0;
+      for (; p + 8 <= kc; p += 8) {
+        for (long half = 0; half < 2; half++) {
+          __m256 r[8];
+          for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (half * 8 + i) * B.rows + p);
+          transpose_8x8(r);
+          for (int i = 0; i < 8; i++) _mm256_store_ps(dst + (p + i) * NR + half * 8, r[i]);
+        }
+      }
+      for (; p < kc; p++)
+        for (long c = 0; c < NR; c++) dst[p * NR + c] = src[c * B.rows + p];
+      dst += kc * NR;
     } else {
-      // op(B)(p, c) = B[c * k + p]: walk NR source rows side by side.
+      // A partial strip: walk its nr source rows side by side, zero padded.
       for (long p = 0; p < kc; p++) {
         long c = 0;
         for (; c < nr; c++) dst[c] = B.data[(j0 + jr + c) * B.rows + p0 + p];
