@@ -6,7 +6,8 @@ export default defineConfig({
   resolve: { conditions: ['source'] },
   ssr: { resolve: { conditions: ['source'], externalConditions: ['source'] } },
   test: {
-    include: ['packages/*/src/**/*.test.ts'],
+    // bench/: only its pure helpers have tests (the timings themselves are scripts, not tests).
+    include: ['packages/*/src/**/*.test.ts', 'bench/**/*.test.ts'],
     pool: 'forks',
     testTimeout: 120_000,
     hookTimeout: 120_000,
