@@ -163,9 +163,7 @@ function torchVitPairs(): TorchVitPairs | null {
   if (torchUnavailable(script) !== null) return null;
   const pairs = quick ? 2 : steps * 3;
   const run = runTorch(benchScript('vit_masksub_torch.py'), ['--script', script, '--steps', String(pairs), '--batch', String(batch)]);
-  const r = run.result as Omit<TorchVitPairs, 'peakRssMiB' | 'ci95'>;
-  // The script's own median is replaced by the one bench/ratio.ts takes, so both sides agree on
-  // what a median of an even count is.
+  const r = run.result as Omit<TorchVitPairs, 'peakRssMiB' | 'ratio' | 'ci95'>;
   return { ...r, ...pairedRatio(r.pair_ratios), peakRssMiB: run.peakRssMiB };
 }
 

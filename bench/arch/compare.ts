@@ -3,13 +3,13 @@
  * in interleaved pairs, peak RSS growth over the pre-step process, and the identical PyTorch step
  * (its own standard / MaskSub pair) run right after in the same bench run.
  */
+import { median } from '@masksub/core/base';
+import { pairedRatio } from '../ratio.js';
 import { makeBertWorkload } from './bert.js';
 import { makeClipWorkload } from './clip.js';
 import { makeResNetWorkload } from './resnet.js';
 import type { ArchStep } from './step.js';
 import { makeSwinWorkload } from './swin.js';
-import { median } from '@masksub/core/base';
-import { pairedRatio } from '../ratio.js';
 import { benchScript, runTorch, sharedScript, torchUnavailable, type TorchRun } from './torch.js';
 
 export interface ArchResult {
