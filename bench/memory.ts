@@ -18,6 +18,7 @@ import { Command } from 'commander';
 import { initBackend, observeAllocations, tf, type AllocationObserver } from '@masksub/core';
 import { CASES, makeWorkload } from './workload.js';
 import { makeResNetWorkload } from './arch/resnet.js';
+import { usageError } from './usage.js';
 
 const program = new Command('bench:memory')
   .option('--arch <name>', 'vit (the bench ViT) or resnet20', 'vit')
@@ -39,17 +40,17 @@ let dispose: () => void;
 if (opts.arch === 'vit') {
   const w = makeWorkload(Number(opts.batch ?? 64));
   const c = CASES.find((x) => x.name === opts.case);
-  if (c === undefined) throw new Error(`--case: unknown case '${opts.case}' (known: ${CASES.map((x) => x.name).join(', ')})`);
+  if (c === undefined) usageError(program, `--case: unknown case '${opts.case}' (known: ${CASES.map((x) => x.name).join(', ')})`);
   step = (i) => void w.step(c, i);
   dispose = () => w.dispose();
 } else if (opts.arch === 'resnet20') {
   const w = makeResNetWorkload(Number(opts.batch ?? 128));
-  if (opts.case !== 'standard' && opts.case !== 'masksub') throw new Error(`--case: resnet20 has 'standard' and 'masksub', got '${opts.case}'`);
+  if (opts.case !== 'standard' && opts.case !== 'masksub') usageError(program, `--case: resnet20 has 'standard' and 'masksub', got '${opts.case}'`);
   const masksub = opts.case === 'masksub';
   step = (i) => void w.step(masksub, i);
   dispose = () => w.dispose();
 } else {
-  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, resnet20)`);
+  usageError(program, `--arch: unknown architecture '${opts.arch}' (known: vit, resnet20)`);
 }
 
 type Phase = 'forward' | 'backward' | 'after';

@@ -17,6 +17,7 @@ import { CASES, makeWorkload } from './workload.js';
 import { ARCHS } from './arch/compare.js';
 import { BIG_ARCHS } from './arch/big-spec.js';
 import { twoStepWorkload } from './arch/step.js';
+import { usageError } from './usage.js';
 
 const program = new Command('bench:profile')
   .option('--batch <n>', 'batch size', '64')
@@ -61,7 +62,7 @@ if (opts.arch === 'vit') {
   model = workload.model;
   cases = opts.cases.split(',').map((name) => {
     const c = CASES.find((x) => x.name === name.trim());
-    if (c === undefined) throw new Error(`--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
+    if (c === undefined) usageError(program, `--cases: unknown case '${name}' (known: ${CASES.map((x) => x.name).join(', ')})`);
     return { name: c.name, step: (i: number) => void workload.step(c, i) };
   });
   dispose = () => workload.dispose();
@@ -79,7 +80,7 @@ if (opts.arch === 'vit') {
   cases = [false, true].map((ms) => ({ name: ms ? 'masksub' : 'standard', step: (i: number) => void w.step(ms, i) }));
   dispose = () => w.dispose();
 } else {
-  throw new Error(`--arch: unknown architecture '${opts.arch}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
+  usageError(program, `--arch: unknown architecture '${opts.arch}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 }
 // The trainer calls model.forward (or, with a shared branch, its forwardWith) once per pass:
 // the first call of a step is the main pass.

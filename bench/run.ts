@@ -29,6 +29,7 @@ import { BIG_ARCHS, benchBigArch, formatBigArchTable, type BigArchResult } from 
 import { benchPipeline, type PipelineResult } from './pipeline.js';
 import { benchScript, runTorch, sharedScript, torchUnavailable } from './arch/torch.js';
 import { againstBar, againstPyTorch, fmtInterval, pairedRatio, type PairedRatio } from './ratio.js';
+import { usageError } from './usage.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const program = new Command('bench')
@@ -55,7 +56,7 @@ const steps = Number(opts.steps ?? (quick ? 3 : 7));
 const HEADLINE_CASE = 'masksub token-removal';
 const driftSteps = Number(opts.driftSteps ?? (quick ? 30 : 300));
 const archs = opts.arch.split(',').map((a) => a.trim()).filter((a) => a !== '');
-for (const a of archs) if (a !== 'vit' && !(a in ARCHS) && !(a in BIG_ARCHS)) throw new Error(`--arch: unknown architecture '${a}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
+for (const a of archs) if (a !== 'vit' && !(a in ARCHS) && !(a in BIG_ARCHS)) usageError(program, `--arch: unknown architecture '${a}' (known: vit, ${[...Object.keys(ARCHS), ...Object.keys(BIG_ARCHS)].join(', ')})`);
 const benchVit = archs.includes('vit');
 
 /** V8's full collection, exposed at run time (the bench runs under tsx, without --expose-gc). */
