@@ -51,6 +51,27 @@ describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
     });
   }
 
+  it('linear of data input: the same value and weight gradients, no product for the input gradient', async () => {
+    const rng = new Rng(57);
+    const inputs: Input[] = [randomInput(rng, [2, 9, 5]), randomInput(rng, [5, 7]), randomInput(rng, [7]), randomInput(rng, [2, 9, 7])];
+    const weightGrads = (dataInput: boolean) => (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dy: tf.Tensor) => {
+      const { value, grads } = tf.valueAndGrads((wt: tf.Tensor, bt: tf.Tensor) => tf.sum(tf.mul(linear(x, wt, bt, { dataInput }), dy)) as tf.Scalar)([w, b]);
+      return [value, ...grads];
+    };
+    expectClose(await runOn(backend, inputs, weightGrads(true)), await runOn(backend, inputs, weightGrads(false)), 0, 'data input', 0);
+    // The backward's products: x^T dy only (one [5, 7] matmul), no dy W^T of x's shape [18, 5].
+    await tf.setBackend(backend);
+    const [x, w, b, dy] = inputs.map((i) => tf.tensor(i.values, i.shape));
+    const products = async (dataInput: boolean) => {
+      const info = await tf.profile(() => tf.grads((wt: tf.Tensor, bt: tf.Tensor) => tf.sum(tf.mul(linear(x, wt, bt, { dataInput }), dy)))([w, b]));
+      return info.kernels.filter((k) => k.name === 'BatchMatMul').map((k) => k.outputShapes[0]?.join('x'));
+    };
+    expect(await products(true)).toEqual(['5x7']);
+    expect((await products(false)).sort()).toEqual(['18x5', '5x7']);
+    expect(() => tf.grad((xt: tf.Tensor) => tf.sum(linear(xt, w, b, { dataInput: true })))(x)).toThrow(/Cannot compute gradient/);
+    tf.dispose([x, w, b, dy]);
+  });
+
   for (const shape of SHAPES) {
     it(`layerNorm [${shape}] matches autodiff of the plain composition`, async () => {
       const rng = new Rng(shape.length * 100 + shape[shape.length - 1]);

@@ -25,18 +25,29 @@ export function batchToken(token: tf.Tensor, batch: number): tf.Tensor3D {
   return tf.add(tf.zeros([batch, 1, d]), tf.reshape(token, [1, 1, d]));
 }
 
+/** Options of {@link linear}. */
+export interface LinearOptions {
+  /**
+   * x is data (an image's patches), never differentiated: the backward computes only W's and b's
+   * gradients. With a bias the gradient is hand-written and would otherwise compute x's as well
+   * (a product the size of the forward's) for the walk to discard. Asking for x's gradient
+   * through such a layer then fails as for any tensor the output does not depend on.
+   */
+  dataInput?: boolean;
+}
+
 /**
  * y = x W + b over the last axis; W is [in, out]. A 1-D bias rides in the matmul (_FusedMatMul:
  * XNNPACK starts its accumulators from the bias on wasm), saving a full pass over y forward;
  * its gradient is the same row sum as for a separate add.
  */
-export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor, options: LinearOptions = {}): tf.Tensor {
   return tf.tidy(() => {
     const inDim = x.shape[x.rank - 1] as number;
     const outDim = weight.shape[1] as number;
     const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
     let y: tf.Tensor;
-    if (bias && bias.rank === 1) y = linearWithBias(flat, weight, bias) as tf.Tensor;
+    if (bias && bias.rank === 1) y = options.dataInput ? linearOfData(flat as tf.Tensor2D)(weight, bias) : (linearWithBias(flat, weight, bias) as tf.Tensor);
     else {
       y = tf.matMul(flat, weight);
       if (bias) y = tf.add(y, bias);
@@ -63,6 +74,22 @@ const linearWithBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) 
     },
   };
 });
+
+/** {@link linearWithBias} with x closed over, not an input: the tape has no edge to x. */
+function linearOfData(x: tf.Tensor2D): (weight: tf.Tensor, bias: tf.Tensor) => tf.Tensor {
+  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [w, b, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
+    // Saved like an input, so it outlives the forward's tidy until the backward reads it.
+    save([x]);
+    return {
+      value: tf.fused.matMul({ a: x, b: w, bias: b }),
+      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
+        const g = dy as tf.Tensor2D;
+        return [tf.matMul(saved[0] as tf.Tensor2D, g, true, false), tf.sum(g, 0)];
+      },
+    };
+  }) as (weight: tf.Tensor, bias: tf.Tensor) => tf.Tensor;
+}
 
 /**
  * LayerNorm over the last axis (biased variance, as PyTorch), with a hand-written gradient.

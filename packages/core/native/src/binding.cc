@@ -133,6 +133,20 @@ struct Args {
     if (ok && !GetFloat32(env, argv[i], fn, name, &data, length)) ok = false;
     return data;
   }
+  int* i32(size_t i, const char* name, size_t* length) {
+    bool is_typed = false;
+    napi_typedarray_type type;
+    void* ptr = nullptr;
+    napi_value buffer;
+    size_t offset = 0;
+    if (!ok) return nullptr;
+    napi_is_typedarray(env, argv[i], &is_typed);
+    if (!is_typed || napi_get_typedarray_info(env, argv[i], &type, length, &ptr, &buffer, &offset) != napi_ok || type != napi_int32_array) {
+      fail(std::string(name) + " must be an Int32Array");
+      return nullptr;
+    }
+    return static_cast<int*>(ptr);
+  }
   double num(size_t i, const char* name) {
     double d = 0;
     if (ok && napi_get_value_double(env, argv[i], &d) != napi_ok) fail(std::string(name) + " must be a number");
@@ -312,6 +326,22 @@ napi_value AddInto(napi_env env, napi_callback_info info) {
   const float* addend = a.f32(1, "addend", &na);
   a.same(ns, na, "sum and addend differ in length");
   if (a.ok) masksub::add_into(sum, addend, static_cast<long>(ns), g_threads);
+  return nullptr;
+}
+
+// segmentSum(x, ids, numSegments, out): out[ids[s], :] += x[s, :] (ids outside [0, numSegments)
+// skipped); out holds numSegments rows of x.length / ids.length floats.
+napi_value SegmentSum(napi_env env, napi_callback_info info) {
+  Args a(env, info, "segmentSum", 4);
+  size_t nx, nids, no;
+  const float* x = a.f32(0, "x", &nx);
+  const int* ids = a.i32(1, "ids", &nids);
+  const long segments = a.count(2, "numSegments");
+  float* out = a.f32(3, "out", &no);
+  if (a.ok && (nids == 0 ? nx != 0 : nx % nids != 0)) a.fail("x's length is not a multiple of ids' length");
+  const long inner = a.ok && nids > 0 ? static_cast<long>(nx / nids) : 0;
+  a.same(no, static_cast<size_t>(segments * inner), "out's length is not numSegments x (x.length / ids.length)");
+  if (a.ok && nids > 0) masksub::segment_sum(x, ids, static_cast<long>(nids), inner, segments, out, g_threads);
   return nullptr;
 }
 
@@ -521,6 +551,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"segmentSum", nullptr, SegmentSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"lambUpdate", nullptr, LambUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"adamwUpdate", nullptr, AdamWUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},

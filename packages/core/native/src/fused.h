@@ -58,6 +58,11 @@ void lamb_update(const float* p, const float* g, const float* m, const float* v,
 // (IEEE float32 adds, the same bits as any other x + y).
 void add_into(float* sum, const float* addend, long n, int threads);
 
+// out[id * inner + j] += x[s * inner + j] with id = ids[s], for s in order (ids outside
+// [0, segments) skipped): gather's gradient. The adds into each output element run in the order of
+// s, so the bits equal a sequential loop's; threads split the inner columns.
+void segment_sum(const float* x, const int* ids, long positions, long inner, long segments, float* out, int threads);
+
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 

@@ -484,6 +484,24 @@ void add_into(float* sum, const float* addend, long n, int threads) {
   });
 }
 
+void segment_sum(const float* x, const int* ids, long positions, long inner, long segments, float* out, int threads) {
+  // Column bands of 8: no two threads write one output element, and each keeps the order of s.
+  const long bands = (inner + 7) / 8;
+  const long min_bands = std::max(1L, kMinElementsPerThread / std::max(1L, positions) / 8);
+  parallel_for(bands, min_bands, threads, [&](long b0, long b1) {
+    const long c_begin = b0 * 8, c_end = std::min(inner, b1 * 8);
+    for (long s = 0; s < positions; s++) {
+      const int id = ids[s];
+      if (id < 0 || id >= segments) continue;
+      const float* src = x + s * inner;
+      float* dst = out + static_cast<long>(id) * inner;
+      for_lanes(c_begin, c_end, [&](long i, __m256i m, bool tail) {
+        store8(dst + i, m, tail, _mm256_add_ps(load8(dst + i, m, tail), load8(src + i, m, tail)));
+      });
+    }
+  });
+}
+
 void column_sums(const float* x, long rows, long cols, float* out, int threads) {
   // Split the columns (not the rows) across threads: no partial sums to combine, and each
   // thread streams whole cache lines of its own column band.

@@ -82,6 +82,12 @@ export interface NativeGemmAddon {
   lambUpdate?(...args: [...MomentArrays, ...AdamHypers, clip: number, adapt: boolean, trustClip: boolean]): void;
   /** sum[i] += addend[i] (native/src/fused_avx2.cc); absent from addons built before it. */
   addInto?(sum: Float32Array, addend: Float32Array): void;
+  /**
+   * out[ids[s], :] += x[s, :] over rows of x.length / ids.length floats, s in order (ids outside
+   * [0, numSegments) skipped): gather's gradient, the bits of a sequential loop; absent from addons
+   * built before it.
+   */
+  segmentSum?(x: Float32Array, ids: Int32Array, numSegments: number, out: Float32Array): void;
   // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.
   /**
    * dims: [batch, inH, inW, inC, outH, outW, outC, kH, kW, strideH, strideW, dilationH,
@@ -213,6 +219,11 @@ export function nativeLamb(): NativeWith<'lambUpdate'> | null {
 /** The addon when it is loaded, enabled and has `addInto`; else null. */
 export function nativeAddInto(): NativeWith<'addInto'> | null {
   return nativeWith('addInto');
+}
+
+/** The addon when it is loaded, enabled and has `segmentSum`; else null. */
+export function nativeSegmentSum(): NativeWith<'segmentSum'> | null {
+  return nativeWith('segmentSum');
 }
 
 /** The addon when it is loaded, enabled and has the convolution kernels; else null. */

@@ -5,6 +5,7 @@
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Rng } from '../../rng.js';
 import { tf } from '../../tf.js';
+import { nativeSegmentSum, setNativeGemmEnabled } from '../native.js';
 import { initBackend } from '../select.js';
 import { expectClose, expectWasmMatchesCpu, intInput, randomInput, runOn } from '../testing/compare.js';
 import { setIm2colChunkElements } from './conv_backprop.js';
@@ -39,6 +40,51 @@ describe('UnsortedSegmentSum on wasm', () => {
     const ids = intInput([5], [1, 1, 0, 2, 1]);
     const [out] = await runOn('wasm', [values, ids], (x, i) => tf.unsortedSegmentSum(x, i as tf.Tensor1D, 3));
     expect(Array.from(out)).toEqual([5, 6, 1 + 3 + 9, 2 + 4 + 10, 7, 8]);
+  });
+
+  // The native kernel splits the inner columns over threads (2^15 floats each at least): these
+  // shapes run it on one thread and on several, with an 8-lane tail, and the JS loop beside it.
+  for (const [positions, inner, segments] of [
+    [7, 3, 5],
+    [700, 100, 6],
+    [1500, 77, 40],
+  ] as const) {
+    it(`native and JS paths agree bit for bit and match cpu: ${positions} x ${inner} into ${segments} segments`, async () => {
+      const rng = new Rng(positions + inner);
+      const ids = Array.from({ length: positions }, (_, s) => (s % 11 === 5 ? segments + s : s % 13 === 7 ? -1 : rng.int(segments)));
+      const inputs = [randomInput(rng, [positions, inner]), intInput([positions], ids)];
+      const sum = (x: tf.Tensor, i: tf.Tensor) => tf.unsortedSegmentSum(x, i as tf.Tensor1D, segments);
+      // tfjs' cpu kernel accumulates in float64, the wasm kernel in float32: close, not equal.
+      const [cpu] = await runOn('cpu', inputs, sum);
+      const paths: Float32Array[] = [];
+      const withAddon = nativeSegmentSum() !== null;
+      if (!withAddon) {
+        if (process.env.CI === 'true') throw new Error('CI=true but the native addon has no segmentSum (run node packages/core/native/build.mjs)');
+        console.warn('native segmentSum skipped: the addon is not built or predates it');
+      }
+      try {
+        for (const native of withAddon ? [true, false] : [false]) {
+          setNativeGemmEnabled(native);
+          expect(nativeSegmentSum() !== null, 'the addon has segmentSum').toBe(native);
+          const [wasm] = await runOn('wasm', inputs, sum);
+          expectClose([wasm], [cpu], 1e-5, native ? 'native' : 'JS loop');
+          paths.push(wasm);
+        }
+      } finally {
+        setNativeGemmEnabled(true);
+      }
+      if (withAddon) expect(Array.from(paths[0]), 'native against the JS loop').toEqual(Array.from(paths[1]));
+    });
+  }
+
+  it('the native kernel names a wrong argument', () => {
+    const native = nativeSegmentSum();
+    if (native === null) return; // covered by the test above: CI fails without the addon
+    const x = new Float32Array(6);
+    expect(() => native.segmentSum(x, new Float32Array(3) as unknown as Int32Array, 2, new Float32Array(4))).toThrow(/segmentSum: ids must be an Int32Array/);
+    expect(() => native.segmentSum(x, new Int32Array(4), 2, new Float32Array(4))).toThrow(/x's length is not a multiple of ids' length/);
+    expect(() => native.segmentSum(x, new Int32Array(3), 2, new Float32Array(5))).toThrow(/out's length is not numSegments/);
+    expect(() => native.segmentSum(x, new Int32Array(3), 0, new Float32Array(0))).toThrow(/numSegments must be a positive integer/);
   });
 
   for (const axis of [0, 1]) {

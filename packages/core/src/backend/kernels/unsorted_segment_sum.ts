@@ -3,8 +3,11 @@
  * of gather, so every embedding / position-table / token-select backward pass needs it.
  *
  * out[id, ...] += x[s, ...] for each segment position s with id = segmentIds[s]. Ids outside
- * [0, numSegments) are dropped, as in TensorFlow. One linear pass over x.
+ * [0, numSegments) are dropped, as in TensorFlow. One linear pass over x: native (AVX2, threads
+ * over the inner columns) for float32 with masksub's addon, a JS loop otherwise; both add in the
+ * order of s, so they give the same bits.
  */
+import { nativeSegmentSum } from '../native.js';
 import { tf } from '../../tf.js';
 import { allocate, heapView, sizeOf, type KernelCall, type TensorInfo } from '../wasm_heap.js';
 
@@ -27,6 +30,11 @@ export const unsortedSegmentSum: KernelCall = ({ inputs, backend, attrs }) => {
   const xs = heapView(backend, x);
   const ids = heapView(backend, segmentIds);
   const os = heapView(backend, out);
+  const native = x.dtype === 'float32' && numSegments > 0 && positions > 0 ? nativeSegmentSum() : null;
+  if (native && xs instanceof Float32Array && os instanceof Float32Array && ids instanceof Int32Array) {
+    native.segmentSum(xs, ids, numSegments, os);
+    return out;
+  }
   for (let s = 0; s < positions; s++) {
     const id = ids[s];
     if (id < 0 || id >= numSegments) continue;
