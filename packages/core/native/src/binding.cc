@@ -17,20 +17,25 @@ napi_value Throw(napi_env env, const std::string& msg) {
   return nullptr;
 }
 
-// The data of a Float32Array (a view on an ArrayBuffer or a SharedArrayBuffer, e.g. the wasm heap).
-// Throws "<fn>: <name> must be a Float32Array" otherwise.
-bool GetFloat32(napi_env env, napi_value v, const char* fn, const char* name, float** data, size_t* length) {
+// The data of a typed array of `want` (a view on an ArrayBuffer or a SharedArrayBuffer, e.g. the
+// wasm heap). Throws "<fn>: <name> must be a <what>" otherwise.
+bool GetTyped(napi_env env, napi_value v, const char* fn, const char* name, napi_typedarray_type want, const char* what, void** data,
+              size_t* length) {
   bool is_typed = false;
   napi_is_typedarray(env, v, &is_typed);
   napi_typedarray_type type;
-  void* ptr = nullptr;
   napi_value buffer;
   size_t offset = 0;
-  if (!is_typed || napi_get_typedarray_info(env, v, &type, length, &ptr, &buffer, &offset) != napi_ok ||
-      type != napi_float32_array) {
-    Throw(env, std::string(fn) + ": " + name + " must be a Float32Array");
+  if (!is_typed || napi_get_typedarray_info(env, v, &type, length, data, &buffer, &offset) != napi_ok || type != want) {
+    Throw(env, std::string(fn) + ": " + name + " must be " + what);
     return false;
   }
+  return true;
+}
+
+bool GetFloat32(napi_env env, napi_value v, const char* fn, const char* name, float** data, size_t* length) {
+  void* ptr = nullptr;
+  if (!GetTyped(env, v, fn, name, napi_float32_array, "a Float32Array", &ptr, length)) return false;
   *data = static_cast<float*>(ptr);
   return true;
 }
@@ -134,18 +139,9 @@ struct Args {
     return data;
   }
   int* i32(size_t i, const char* name, size_t* length) {
-    bool is_typed = false;
-    napi_typedarray_type type;
-    void* ptr = nullptr;
-    napi_value buffer;
-    size_t offset = 0;
-    if (!ok) return nullptr;
-    napi_is_typedarray(env, argv[i], &is_typed);
-    if (!is_typed || napi_get_typedarray_info(env, argv[i], &type, length, &ptr, &buffer, &offset) != napi_ok || type != napi_int32_array) {
-      fail(std::string(name) + " must be an Int32Array");
-      return nullptr;
-    }
-    return static_cast<int*>(ptr);
+    void* data = nullptr;
+    if (ok && !GetTyped(env, argv[i], fn, name, napi_int32_array, "an Int32Array", &data, length)) ok = false;
+    return static_cast<int*>(data);
   }
   double num(size_t i, const char* name) {
     double d = 0;
