@@ -1,7 +1,8 @@
 // Single-precision GEMM: BLIS-style loops (NC x KC panels of B, MC x KC blocks of A, both packed
 // so the micro-kernel streams contiguous memory) around a 6x16 AVX2/FMA micro-kernel that keeps
 // 12 ymm accumulators in registers. Block sizes follow BLIS' Zen configuration (MC 144, KC 256,
-// NC 4080): a packed A block fits L2, one 16-column B strip fits L1.
+// NC 4080): a packed A block fits L2, one 16-column B strip fits L1. Outputs larger than L2 take
+// longer k-blocks (k_block), since each k-block is one more pass over C.
 //
 // Compiled with -mavx2 -mfma in its own static library: binding.cc checks the CPU before any of
 // this code runs, so a CPU without AVX2/FMA gets an error instead of SIGILL.
@@ -28,6 +29,9 @@ constexpr long MR = kTileRows;
 constexpr long NR = kTileCols;
 constexpr long MC = 144;
 constexpr long KC = 256;
+// The longest k-block, for outputs over kLargeOutputFloats (512 KiB, the L2 of one core); see k_block.
+constexpr long KC_MAX = 512;
+constexpr double kLargeOutputFloats = 128.0 * 1024;
 constexpr long NC = 4080;
 
 // Per-thread packing buffers, 64-byte aligned, grown on demand and kept between calls.
@@ -177,6 +181,19 @@ void kernel_6x16(long kc, const float* __restrict ap, const float* __restrict bp
   store_tile(acc, c, ldc, mr, nr, accumulate);
 }
 
+// The k-block length for a product of depth k whose output slice is m x n. Every k-block is one
+// more pass over C (each micro-tile loaded, added to and stored), and once C outgrows L2 each
+// pass streams it from L3 or memory: KC = 256 cut ViT-B/16's weight gradient of k = 792 (99
+// tokens x 8) into 4 passes over its 768 x 3072 C, against 7 for k = 1576 (4 x 256 + 24 and 6 x
+// 256 + 40). For such outputs k is cut into ceil(k / KC_MAX) equal blocks (rounded up to 8): no
+// thin tail, half the passes. A small C stays in L2 across passes, and there the shorter B strip
+// (KC x 16, in L1) is what pays: KC as before.
+long k_block(long k, long m, long n) {
+  if (k <= KC || static_cast<double>(m) * n <= kLargeOutputFloats) return KC;
+  const long blocks = (k + KC_MAX - 1) / KC_MAX;
+  return ((k + blocks - 1) / blocks + 7) / 8 * 8;
+}
+
 // One batch slice, restricted to output rows [i_begin, i_end) and columns [j_begin, j_end).
 void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_begin, long j_end) {
   const Operand A{g.a + slice * g.a_batch_stride, g.trans_a, g.m, g.k};
@@ -189,8 +206,9 @@ void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_
   for (long jc = j_begin; jc < j_end; jc += NC) {
     const long nc = std::min(NC, j_end - jc);
     const long nc_padded = (nc + NR - 1) / NR * NR;
-    for (long pc = 0; pc < g.k; pc += KC) {
-      const long kc = std::min(KC, g.k - pc);
+    const long kb = k_block(g.k, g.m, g.n);
+    for (long pc = 0; pc < g.k; pc += kb) {
+      const long kc = std::min(kb, g.k - pc);
       float* bp = PackBuffers::grow(buffers.b, buffers.b_size, static_cast<size_t>(nc_padded * kc));
       pack_b(B, pc, kc, jc, nc, bp);
       for (long ic = i_begin; ic < i_end; ic += MC) {
