@@ -29,9 +29,10 @@ constexpr long MR = kTileRows;
 constexpr long NR = kTileCols;
 constexpr long MC = 144;
 constexpr long KC = 256;
-// The longest k-block, for outputs over kLargeOutputFloats (512 KiB, the L2 of one core); see k_block.
+// The longest k-block, for outputs over kLargeOutputFloats (1 MiB: at 2 threads each one's half
+// of C is over the 512 KiB L2 of its core); see k_block.
 constexpr long KC_MAX = 512;
-constexpr double kLargeOutputFloats = 128.0 * 1024;
+constexpr double kLargeOutputFloats = 256.0 * 1024;
 constexpr long NC = 4080;
 
 // Per-thread packing buffers, 64-byte aligned, grown on demand and kept between calls.

@@ -119,9 +119,9 @@ describeNative('native sgemm addon', (gemm) => {
     for (const [transA, transB] of FORMS) {
       // k > KC exercises accumulation across packed panels; sizes are not multiples of 6 / 16.
       runCase(gemm, rng, { batch: 1, m: 13, k: 521, n: 17, transA, transB, shareA: false, shareB: false });
-      // An output over 128 Ki floats (kLargeOutputFloats) takes k in ceil(k / 512) equal blocks
-      // (3 x 352 rows of k here, the last one short) instead of 256s; threaded over rows.
-      runCase(gemm, rng, { batch: 1, m: 385, k: 1037, n: 347, transA, transB, shareA: false, shareB: false });
+      // An output over 256 Ki floats (kLargeOutputFloats) takes k in ceil(k / 512) equal blocks
+      // (304 and 297 rows of k here) instead of 256s; threaded over rows.
+      runCase(gemm, rng, { batch: 1, m: 517, k: 601, n: 523, transA, transB, shareA: false, shareB: false });
       // m > MC (two row blocks) and large enough (> 2 MFLOP) to split rows over threads.
       runCase(gemm, rng, { batch: 1, m: 301, k: 67, n: 53, transA, transB, shareA: false, shareB: false });
       // n > NC (two column panels), split over columns when threaded.
