@@ -31,7 +31,8 @@ export interface LinearOptions {
    * x is data (an image's patches), never differentiated: the backward computes only W's and b's
    * gradients. With a bias the gradient is hand-written and would otherwise compute x's as well
    * (a product the size of the forward's) for the walk to discard. Asking for x's gradient
-   * through such a layer then fails as for any tensor the output does not depend on.
+   * through such a layer (with a bias) then fails as for any tensor the output does not depend
+   * on; without a bias tfjs' matmul gradient is already computed per input, on demand.
    */
   dataInput?: boolean;
 }
