@@ -204,10 +204,10 @@ void gemm_block(const GemmArgs& g, long slice, long i_begin, long i_end, long j_
   if (g.k == 0 && !g.accumulate) {
     for (long i = i_begin; i < i_end; i++) std::fill(C + i * ldc + j_begin, C + i * ldc + j_end, 0.f);
   }
+  const long kb = k_block(g.k, g.m, g.n);
   for (long jc = j_begin; jc < j_end; jc += NC) {
     const long nc = std::min(NC, j_end - jc);
     const long nc_padded = (nc + NR - 1) / NR * NR;
-    const long kb = k_block(g.k, g.m, g.n);
     for (long pc = 0; pc < g.k; pc += kb) {
       const long kc = std::min(kb, g.k - pc);
       float* bp = PackBuffers::grow(buffers.b, buffers.b_size, static_cast<size_t>(nc_padded * kc));
