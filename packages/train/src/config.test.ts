@@ -36,6 +36,21 @@ describe('run config', () => {
   it('names a missing required key', () => {
     expect(() => parseRunConfig({ data: { train: 'x' }, train: { steps: 1 } }, 'flags')).toThrow(/flags: 'model' is required/);
   });
+  it('names, per key, where the bad value came from, and keeps a lone issue on its line', () => {
+    const source = (key: string) => (key.startsWith('masksub') ? '--ratio 1.5' : 'run.yaml');
+    let message = '';
+    try {
+      parseRunConfig({ ...base, masksub: { ratio: 1.5 } }, source);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    expect(message).toBe("option 'masksub.ratio': --ratio 1.5: 'masksub.ratio': Too big: expected number to be <1");
+    // Two issues: one line each, each with its own source.
+    expect(() => parseRunConfig({ ...base, masksub: { ratio: 1.5 }, train: { steps: 1, batch_size: 0 } }, source)).toThrow(
+      /: ?\n(?=[\s\S]*--ratio 1\.5: 'masksub\.ratio')(?=[\s\S]*run\.yaml: 'train\.batch_size')/,
+    );
+    expect(() => parseRunConfig({ ...base, optimizer: { lr: 0.1, blr: 1e-3 } }, (key) => `source of ${key}`)).toThrow(/source of optimizer\.blr: optimizer\.lr and optimizer\.blr/);
+  });
   it('names a bad value', () => {
     expect(() => parseRunConfig({ ...base, masksub: { ratio: 1 } }, 'run.yaml')).toThrow(/'masksub\.ratio'/);
     expect(() => parseRunConfig({ ...base, masksub: { variant: 'masked' } }, 'run.yaml')).toThrow(/'masksub\.variant'/);

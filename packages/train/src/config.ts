@@ -202,34 +202,52 @@ export const runConfigSchema = z
 export type RunConfig = z.infer<typeof runConfigSchema>;
 export type RunConfigInput = z.input<typeof runConfigSchema>;
 
-function describeIssues(error: z.ZodError, source: string): string {
+/**
+ * Where a config value came from, for error messages: one name for the whole input (a file, or
+ * 'flags'), or a name per dotted key (the CLI names the flag that set a key, else the file).
+ */
+export type ConfigSource = string | ((key: string) => string);
+
+function sourceOf(source: ConfigSource, key: string): string {
+  return typeof source === 'string' ? source : source(key);
+}
+
+function describeIssues(error: z.ZodError, source: ConfigSource): string {
   return error.issues
     .map((i) => {
       const path = i.path.join('.') || '(root)';
-      if (i.code === 'invalid_type' && i.message.includes('received undefined')) return `${source}: '${path}' is required (in the config file, or as a flag)`;
-      if (i.code === 'unrecognized_keys') return `${source}: unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `'${[...i.path, k].join('.')}'`).join(', ')}`;
-      return `${source}: '${path}': ${i.message}`;
+      if (i.code === 'invalid_type' && i.message.includes('received undefined')) return `${sourceOf(source, path)}: '${path}' is required (in the config file, or as a flag)`;
+      if (i.code === 'unrecognized_keys') {
+        const keys = i.keys.map((k) => [...i.path, k].join('.'));
+        return `${sourceOf(source, keys[0])}: unknown key${keys.length > 1 ? 's' : ''} ${keys.map((k) => `'${k}'`).join(', ')}`;
+      }
+      return `${sourceOf(source, path)}: '${path}': ${i.message}`;
     })
     .join('\n');
 }
 
-/** Validate a config object; errors name each bad key. */
-export function parseRunConfig(input: unknown, source = 'config'): RunConfig {
+/** Validate a config object; errors name each bad key and where its value came from. */
+export function parseRunConfig(input: unknown, source: ConfigSource = 'config'): RunConfig {
   // A named recipe goes underneath: recipe < config file < flags (recipes.ts).
   const withRecipe = input !== null && typeof input === 'object' && !Array.isArray(input) ? applyRecipe(input as Record<string, unknown>) : input;
   const result = runConfigSchema.safeParse(withRecipe);
-  if (!result.success) throw new OptionError(result.error.issues[0]?.path.join('.') || 'config', `\n${describeIssues(result.error, source)}`);
+  if (!result.success) {
+    const text = describeIssues(result.error, source);
+    // Several issues go one per line under the option; one stays on its line.
+    throw new OptionError(result.error.issues[0]?.path.join('.') || 'config', result.error.issues.length > 1 ? `\n${text}` : text);
+  }
   const c = result.data;
-  if (c.train.steps === undefined && c.train.epochs === undefined) throw new OptionError('train.steps', `${source}: give train.steps or train.epochs`);
+  const at = (key: string) => sourceOf(source, key);
+  if (c.train.steps === undefined && c.train.epochs === undefined) throw new OptionError('train.steps', `${at('train.steps')}: give train.steps or train.epochs`);
   if (c.masksub.ramp !== 'constant' && (c.masksub.ratio_end === undefined || c.masksub.ratio_steps === undefined)) {
-    throw new OptionError('masksub.ramp', `${source}: a ${c.masksub.ramp} ramp needs masksub.ratio_end and masksub.ratio_steps`);
+    throw new OptionError('masksub.ramp', `${at('masksub.ramp')}: a ${c.masksub.ramp} ramp needs masksub.ratio_end and masksub.ratio_steps`);
   }
   if (c.optimizer.lr !== undefined && c.optimizer.blr !== undefined) {
-    throw new OptionError('optimizer.blr', `${source}: optimizer.lr and optimizer.blr are alternatives (the peak lr, or MAE's base lr scaled by batch_size * accum_steps / 256); set one`);
+    throw new OptionError('optimizer.blr', `${at('optimizer.blr')}: optimizer.lr and optimizer.blr are alternatives (the peak lr, or MAE's base lr scaled by batch_size * accum_steps / 256); set one`);
   }
   if (c.augment.rand_augment !== null) parseRandAugment(c.augment.rand_augment);
   if (c.augment.rand_augment !== null && c.augment.three_augment) {
-    throw new OptionError('augment.three_augment', `${source}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);
+    throw new OptionError('augment.three_augment', `${at('augment.three_augment')}: augment.rand_augment and augment.three_augment are alternatives (timm's RandAugment or DeiT-III's ThreeAugment); set one`);
   }
   return c;
 }

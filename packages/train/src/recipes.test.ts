@@ -12,7 +12,7 @@ import { loadPretrained, OptionError } from '@masksub/core';
 import { describeShared, fixturePath } from '../../core/src/testing/shared.js';
 import { parseRunConfig, resolveWarmupSteps } from './config.js';
 import { applyRecipe, listRecipes, mergeUnder, readRecipe, recipeNames } from './recipes.js';
-import { rawConfig } from './cli/main.js';
+import { configSource, rawConfig } from './cli/main.js';
 import { parseStudy } from './study/schema.js';
 import { studyCells } from './study/cells.js';
 
@@ -84,6 +84,18 @@ describeShared('fixtures/hf-tiny', "each recipe's model_config is read by the ar
 });
 
 describe('precedence: recipe < config file < flags', () => {
+  it('a bad value is reported with the flag that set it, else the file', () => {
+    const file = join(tmp, 'attribution.yaml');
+    writeFileSync(file, YAML.stringify({ ...run, optimizer: { weight_decay: -1 } }));
+    const flagged = new Map<string, string>();
+    const raw = rawConfig({ config: file, ratio: '1.5', set: ['augment={"mixup":-1}'] }, flagged);
+    const source = configSource(flagged, file);
+    expect(source('masksub.ratio')).toBe('--ratio 1.5');
+    expect(source('augment.mixup')).toBe('--set augment={"mixup":-1}');
+    expect(source('optimizer.weight_decay')).toBe(file);
+    expect(() => parseRunConfig(raw, source)).toThrow(/--ratio 1\.5: 'masksub\.ratio'/);
+    expect(() => parseRunConfig(raw, source)).toThrow(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: 'optimizer\\.weight_decay'`));
+  });
   it('the file overrides the recipe, a flag or --set overrides the file, the rest comes from the recipe', () => {
     const file = join(tmp, 'run.yaml');
     writeFileSync(file, YAML.stringify({ recipe: 'mae-finetune', ...run, optimizer: { weight_decay: 0.1 }, augment: { mixup: 0.5, cutmix: 0.5 } }));

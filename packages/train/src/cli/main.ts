@@ -24,7 +24,7 @@ import { evaluate } from '../evaluate.js';
 import { writeReport } from '../report/report.js';
 import { PERCENT_METRICS } from '../report/metrics.js';
 import { limitDataset } from '../subset.js';
-import { readRunConfig, resolveLearningRate, trainRun, type TrainRunResult } from '../trainer.js';
+import { RESOLVED_CONFIG, readRunConfig, resolveLearningRate, trainRun, type TrainRunResult } from '../trainer.js';
 import { readStudy } from '../study/schema.js';
 import { runStudy } from '../study/run.js';
 import { evaluateText, isImageTextConfig, parseGlueSpec, taskKindOf } from '../tasks/index.js';
@@ -67,12 +67,17 @@ function parseSetValue(v: string): unknown {
   return v;
 }
 
-/** The config file (if any), then the flags and --set values on top, unvalidated. */
-export function rawConfig(opts: Record<string, unknown>): Record<string, unknown> {
+/**
+ * The config file (if any), then the flags and --set values on top, unvalidated; `flagged` maps
+ * each key a flag set to that flag as typed, so errors can name it.
+ */
+export function rawConfig(opts: Record<string, unknown>, flagged = new Map<string, string>()): Record<string, unknown> {
   const raw: Record<string, unknown> = opts.config ? readConfigFile(String(opts.config)) : {};
   for (const [flag, key, parse] of CONFIG_FLAGS) {
     const name = camel(flag.split(' ')[0].slice(2));
-    if (opts[name] !== undefined) setPath(raw, key, parse(String(opts[name])));
+    if (opts[name] === undefined) continue;
+    setPath(raw, key, parse(String(opts[name])));
+    flagged.set(key, `${flag.split(' ')[0]} ${String(opts[name])}`);
   }
   for (const kv of (opts.set as string[] | undefined) ?? []) {
     const eq = kv.indexOf('=');
@@ -84,9 +89,21 @@ export function rawConfig(opts: Record<string, unknown>): Record<string, unknown
       throw new OptionError('set', `'${kv}': the value is not valid JSON (${(e as Error).message})`);
     }
     setPath(raw, kv.slice(0, eq), value);
+    flagged.set(kv.slice(0, eq), `--set ${kv}`);
   }
   if (opts.quiet) setPath(raw, 'run.quiet', true);
   return raw;
+}
+
+/**
+ * Where the value of a config key came from: the flag that set it (or set an object holding
+ * it, `--set masksub={...}`), else `fallback` (the config file, or the stored run config).
+ */
+export function configSource(flagged: ReadonlyMap<string, string>, fallback: string): (key: string) => string {
+  return (key) => {
+    for (const [k, flag] of flagged) if (key === k || key.startsWith(`${k}.`)) return flag;
+    return fallback;
+  };
 }
 
 /** Every leaf of a nested object as [dotted key, value]. */
@@ -103,9 +120,10 @@ function leaves(o: Record<string, unknown>, prefix = ''): [string, unknown][] {
 function resumeConfig(runDir: string, opts: Record<string, unknown>): RunConfig {
   const stored = readRunConfig(runDir);
   const merged = JSON.parse(JSON.stringify(stored)) as Record<string, unknown>;
-  for (const [key, value] of leaves(rawConfig(opts))) setPath(merged, key, value);
+  const flagged = new Map<string, string>();
+  for (const [key, value] of leaves(rawConfig(opts, flagged))) setPath(merged, key, value);
   setPath(merged, 'run.dir', runDir);
-  const config = parseRunConfig(merged, 'flags');
+  const config = parseRunConfig(merged, configSource(flagged, join(runDir, RESOLVED_CONFIG)));
   const changes = checkResumeChanges(
     configChanges(stored, config).filter((c) => c.key !== 'run.dir'),
     'the flags given with --resume',
@@ -123,8 +141,9 @@ function positiveIntFlag(flag: string, value: string | undefined): number | unde
 }
 
 function resolveConfig(opts: Record<string, unknown>): RunConfig {
-  const raw = rawConfig(opts);
-  const config = parseRunConfig(raw, opts.config ? String(opts.config) : 'flags');
+  const flagged = new Map<string, string>();
+  const raw = rawConfig(opts, flagged);
+  const config = parseRunConfig(raw, configSource(flagged, opts.config ? String(opts.config) : 'flags'));
   if (config.optimizer.blr !== undefined) {
     log(`optimizer.lr from optimizer.blr: ${config.optimizer.blr} * ${config.train.batch_size * config.train.accum_steps} / 256 = ${resolveLearningRate(config)} (batch_size * accum_steps / 256)`);
   } else if (config.optimizer.lr === undefined) {
