@@ -4,7 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { FileFormatError, type ModelInputs, type TextCapability, type TextEncodeOptions, type TextInput, type TextTokenizer } from '@masksub/core';
+import { FileFormatError, folderFile, type ModelInputs, type TextCapability, type TextEncodeOptions, type TextInput, type TextTokenizer } from '@masksub/core';
 import { loadBertTokenizer, tokenizeBatch } from './tokenizer.js';
 
 /** The files of a BERT tokenizer folder, in the order HF writes them; a fine-tuned folder copies those present. */
@@ -20,7 +20,8 @@ export const bertTextCapability: TextCapability = {
     const source = resolve(dir);
     if (!hasTokenizer(source)) throw new FileFormatError(source, 'has no tokenizer: expected tokenizer.json or vocab.txt (set data.tokenizer to a folder with one)');
     const tokenizer = await loadBertTokenizer(source);
-    const files = BERT_TOKENIZER_FILES.map((f) => join(source, f)).filter((f) => existsSync(f));
+    // Copied into the fine-tuned folder: folderFile refuses one that is a symlink out of this folder.
+    const files = BERT_TOKENIZER_FILES.map((f) => folderFile(source, f)).filter((f): f is string => f !== undefined);
     return {
       source,
       files,

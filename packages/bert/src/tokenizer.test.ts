@@ -4,11 +4,13 @@
  * pairs, padded to 14); a tokenizer built from vocab.txt alone encodes the same; bert-base-uncased
  * from the shared vocab.txt gives the known BERT ids.
  */
-import { readFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readSafetensors, tf, toFloat32 } from '@masksub/core';
+import { FileFormatError, readSafetensors, tf, toFloat32 } from '@masksub/core';
 import { describeShared, fixturePath, sharedPath } from '../../core/src/testing/shared.js';
-import { longestFirstLengths, loadBertTokenizer, specialTokensOf, tokenizeBatch, type PreTrainedTokenizer, type TextInput } from './index.js';
+import { bertTextCapability, longestFirstLengths, loadBertTokenizer, specialTokensFromFolder, specialTokensOf, tokenizeBatch, type PreTrainedTokenizer, type TextInput } from './index.js';
 
 describeShared('fixtures/hf-tiny/bert', 'BERT tokenization (fixture tokenizer)', () => {
   let sentences: TextInput[];
@@ -98,4 +100,25 @@ describeShared('data/tokenizers/bert-base-uncased', 'BERT tokenization (bert-bas
     expect(specialTokensOf(tok)).toEqual({ maskTokenId: 103, specialIds: [0, 101, 102] });
     tf.dispose(Object.values(enc));
   });
+  it('refuses a tokenizer folder whose files are symlinks out of it (they would be read and copied into the fine-tuned folder)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'masksub-tok-'));
+    try {
+      symlinkSync(sharedPath('data/tokenizers/bert-base-uncased/vocab.txt'), join(dir, 'vocab.txt'));
+      await expect(loadBertTokenizer(dir)).rejects.toThrow(/vocab\.txt: leads outside the folder/);
+      await expect(bertTextCapability.loadTokenizer(dir)).rejects.toThrow(FileFormatError);
+      expect(() => specialTokensFromFolder(dir)).toThrow(/vocab\.txt: leads outside the folder/);
+      // A copy inside the folder is what the fine-tuned folder gets, and loads.
+      rmSync(join(dir, 'vocab.txt'));
+      copyFileSync(sharedPath('data/tokenizers/bert-base-uncased/vocab.txt'), join(dir, 'vocab.txt'));
+      symlinkSync(join(dir, 'vocab.txt'), join(dir, 'special_tokens_map.json'));
+      const text = await bertTextCapability.loadTokenizer(dir);
+      expect(text.files).toEqual([join(dir, 'vocab.txt'), join(dir, 'special_tokens_map.json')]);
+      rmSync(join(dir, 'special_tokens_map.json'));
+      symlinkSync(sharedPath('data/tokenizers/bert-base-uncased/tokenizer_config.json'), join(dir, 'special_tokens_map.json'));
+      await expect(bertTextCapability.loadTokenizer(dir)).rejects.toThrow(/special_tokens_map\.json: leads outside the folder/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
+

@@ -4,10 +4,10 @@
  * original BERT release, /work/shared/data/tokenizers/bert-base-uncased) gets the tokenizer.json
  * that transformers' BertTokenizerFast converter would write, built in memory.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
 import { AutoTokenizer, BertTokenizer, env, type PreTrainedTokenizer } from '@huggingface/transformers';
-import { FileFormatError, OptionError, tf, type TextInput } from '@masksub/core';
+import { FileFormatError, OptionError, folderFile, tf, type TextInput } from '@masksub/core';
 import type { SpecialTokens } from './model.js';
 
 export type { PreTrainedTokenizer } from '@huggingface/transformers';
@@ -101,9 +101,10 @@ export function bertTokenizerJson(vocab: readonly string[], config: TokenizerCon
  */
 export async function loadBertTokenizer(dir: string): Promise<PreTrainedTokenizer> {
   const folder = resolve(dir);
-  const configPath = join(folder, 'tokenizer_config.json');
-  const config = (existsSync(configPath) ? readJson(configPath) : {}) as TokenizerConfigFile;
-  if (existsSync(join(folder, 'tokenizer.json'))) {
+  // Files found by name in an untrusted folder: folderFile refuses symlinks out of it.
+  const configPath = folderFile(folder, 'tokenizer_config.json');
+  const config = (configPath !== undefined ? readJson(configPath) : {}) as TokenizerConfigFile;
+  if (folderFile(folder, 'tokenizer.json') !== undefined) {
     env.allowRemoteModels = false;
     env.allowLocalModels = true;
     const previous = env.localModelPath;
@@ -114,8 +115,8 @@ export async function loadBertTokenizer(dir: string): Promise<PreTrainedTokenize
       env.localModelPath = previous;
     }
   }
-  const vocabPath = join(folder, 'vocab.txt');
-  if (!existsSync(vocabPath)) throw new FileFormatError(folder, 'has neither tokenizer.json nor vocab.txt');
+  const vocabPath = folderFile(folder, 'vocab.txt');
+  if (vocabPath === undefined) throw new FileFormatError(folder, 'has neither tokenizer.json nor vocab.txt');
   const lines = readFileSync(vocabPath, 'utf8').split('\n');
   if (lines[lines.length - 1] === '') lines.pop();
   const vocab = lines.map((l) => l.replace(/\r$/, ''));
@@ -142,8 +143,8 @@ export function specialTokensOf(tokenizer: PreTrainedTokenizer): SpecialTokens {
  */
 export function specialTokensFromFolder(dir: string): SpecialTokens | undefined {
   const names = { mask: '[MASK]', cls: '[CLS]', sep: '[SEP]', pad: '[PAD]' };
-  const configPath = join(dir, 'tokenizer_config.json');
-  if (existsSync(configPath)) {
+  const configPath = folderFile(dir, 'tokenizer_config.json');
+  if (configPath !== undefined) {
     try {
       const c = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
       for (const key of ['mask', 'cls', 'sep', 'pad'] as const) {
@@ -156,9 +157,9 @@ export function specialTokensFromFolder(dir: string): SpecialTokens | undefined 
     }
   }
   const ids = new Map<string, number>();
-  const jsonPath = join(dir, 'tokenizer.json');
-  const vocabPath = join(dir, 'vocab.txt');
-  if (existsSync(jsonPath)) {
+  const jsonPath = folderFile(dir, 'tokenizer.json');
+  const vocabPath = jsonPath === undefined ? folderFile(dir, 'vocab.txt') : undefined;
+  if (jsonPath !== undefined) {
     let json: { added_tokens?: { id: number; content: string }[]; model?: { vocab?: Record<string, number> } };
     try {
       json = JSON.parse(readFileSync(jsonPath, 'utf8')) as typeof json;
@@ -167,7 +168,7 @@ export function specialTokensFromFolder(dir: string): SpecialTokens | undefined 
     }
     for (const [token, id] of Object.entries(json.model?.vocab ?? {})) ids.set(token, id);
     for (const t of json.added_tokens ?? []) ids.set(t.content, t.id);
-  } else if (existsSync(vocabPath)) {
+  } else if (vocabPath !== undefined) {
     readFileSync(vocabPath, 'utf8').split('\n').forEach((token, i) => {
       const t = token.replace(/\r$/, '');
       if (!ids.has(t)) ids.set(t, i);

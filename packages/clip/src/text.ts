@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { OptionError, type TextCapability, type TextTokenizer } from '@masksub/core';
+import { OptionError, folderFile, type TextCapability, type TextTokenizer } from '@masksub/core';
 import { loadClipTokenizer, tokenizeCaptions } from './tokenizer.js';
 
 /** Files a CLIP tokenizer folder may hold; the ones present are copied into fine-tuned folders. */
@@ -26,7 +26,8 @@ export const clipText: TextCapability & { loadTokenizer(dir: string): Promise<Cl
     const tok = await loadClipTokenizer(dir);
     return {
       source: dir,
-      files: CLIP_TOKENIZER_FILES.map((f) => join(dir, f)).filter((p) => existsSync(p)),
+      // Copied into the fine-tuned folder: folderFile refuses one that is a symlink out of this folder.
+      files: CLIP_TOKENIZER_FILES.map((f) => folderFile(dir, f)).filter((p): p is string => p !== undefined),
       modelMaxLength: tok.modelMaxLength,
       encode(texts, options) {
         const captions = texts.map((t) => {

@@ -2,13 +2,13 @@
  * The CLIP BPE tokenizer from OpenAI's merges file (../shared/data/tokenizers/clip): ids of known
  * captions, padding/truncation as OpenAI's clip.tokenize, and the other folder layouts.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tf } from '@masksub/core';
+import { FileFormatError, tf } from '@masksub/core';
 import { describeShared, sharedPath } from '../../core/src/testing/shared.js';
-import { clipTokenizerJson, loadClipTokenizer, tokenizeCaptions, type ClipTokenizer } from './index.js';
+import { clipText, clipTokenizerJson, loadClipTokenizer, tokenizeCaptions, type ClipTokenizer } from './index.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'masksub-clip-tok-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -17,6 +17,17 @@ describeShared('data/tokenizers/clip', 'CLIP tokenizer from bpe_simple_vocab_16e
   let tok: ClipTokenizer;
   beforeAll(async () => {
     tok = await loadClipTokenizer(sharedPath('data/tokenizers/clip'));
+  });
+
+  it('refuses a tokenizer folder whose merges file is a symlink out of it, and lists only files inside', async () => {
+    const dir = join(tmp, 'linked');
+    mkdirSync(dir);
+    symlinkSync(sharedPath('data/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz'), join(dir, 'bpe_simple_vocab_16e6.txt.gz'));
+    await expect(loadClipTokenizer(dir)).rejects.toThrow(/bpe_simple_vocab_16e6\.txt\.gz: leads outside the folder/);
+    await expect(clipText.loadTokenizer(dir)).rejects.toThrow(FileFormatError);
+    rmSync(join(dir, 'bpe_simple_vocab_16e6.txt.gz'));
+    copyFileSync(sharedPath('data/tokenizers/clip/bpe_simple_vocab_16e6.txt.gz'), join(dir, 'bpe_simple_vocab_16e6.txt.gz'));
+    expect((await clipText.loadTokenizer(dir)).files).toEqual([join(dir, 'bpe_simple_vocab_16e6.txt.gz')]);
   });
 
   it('gives the ids OpenAI CLIP gives', () => {

@@ -5,10 +5,9 @@
  * ships is rebuilt. `tokenizeCaptions` turns captions into the padded `input_ids` /
  * `attention_mask` the model takes.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
-import { FileFormatError, OptionError, tf } from '@masksub/core';
+import { FileFormatError, OptionError, folderFile, tf } from '@masksub/core';
 
 export const CLIP_SPECIAL_TOKENS = { bos: '<|startoftext|>', eos: '<|endoftext|>' } as const;
 
@@ -132,18 +131,19 @@ function parseMerges(text: string, path: string, limit?: number): string[] {
 
 /** The tokenizer.json / tokenizer_config.json pair for a folder, in the order the files are tried. */
 function readTokenizerFiles(dir: string): { json: Record<string, unknown>; config: Record<string, unknown>; source: string } {
-  const configPath = join(dir, 'tokenizer_config.json');
-  const config = { ...DEFAULT_TOKENIZER_CONFIG, ...(existsSync(configPath) ? readJson(configPath) : {}) };
-  const tokenizerJson = join(dir, 'tokenizer.json');
-  if (existsSync(tokenizerJson)) return { json: readJson(tokenizerJson), config, source: tokenizerJson };
-  const merges = join(dir, 'merges.txt');
-  if (existsSync(merges)) {
-    const vocabPath = join(dir, 'vocab.json');
-    const vocab = existsSync(vocabPath) ? (readJson(vocabPath) as Record<string, number>) : undefined;
+  // Files found by name in an untrusted folder: folderFile refuses symlinks out of it.
+  const configPath = folderFile(dir, 'tokenizer_config.json');
+  const config = { ...DEFAULT_TOKENIZER_CONFIG, ...(configPath !== undefined ? readJson(configPath) : {}) };
+  const tokenizerJson = folderFile(dir, 'tokenizer.json');
+  if (tokenizerJson !== undefined) return { json: readJson(tokenizerJson), config, source: tokenizerJson };
+  const merges = folderFile(dir, 'merges.txt');
+  if (merges !== undefined) {
+    const vocabPath = folderFile(dir, 'vocab.json');
+    const vocab = vocabPath !== undefined ? (readJson(vocabPath) as Record<string, number>) : undefined;
     return { json: clipTokenizerJson(parseMerges(readFileSync(merges, 'utf8'), merges), vocab), config, source: merges };
   }
-  const openai = join(dir, 'bpe_simple_vocab_16e6.txt.gz');
-  if (existsSync(openai)) {
+  const openai = folderFile(dir, 'bpe_simple_vocab_16e6.txt.gz');
+  if (openai !== undefined) {
     let text: string;
     try {
       text = gunzipSync(readFileSync(openai)).toString('utf8');

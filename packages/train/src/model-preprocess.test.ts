@@ -3,7 +3,8 @@
  * timm's eval transform = resize the short side to floor(size / crop_pct), center-crop to
  * input_size, /255, normalise with the config's mean and std.
  */
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FileFormatError, timmPreprocessing, type MaskSubModel } from '@masksub/core';
@@ -63,5 +64,22 @@ describe('timmPreprocessing', () => {
     expect(() => timmPreprocessing({ pretrained_cfg: { mean: [0.5, 0.5] } })).toThrow(/pretrained_cfg\.mean/);
     expect(() => timmPreprocessing({ pretrained_cfg: { interpolation: 'spline' } })).toThrow(/pretrained_cfg\.interpolation/);
     expect(() => timmPreprocessing({ pretrained_cfg: { input_size: [3, 0, 32] } })).toThrow(/pretrained_cfg\.input_size/);
+  });
+});
+
+describe('preprocessor_config.json of a model folder', () => {
+  it('is refused when it is a symlink out of the folder', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'masksub-pp-'));
+    try {
+      const model = join(root, 'model');
+      mkdirSync(model);
+      writeFileSync(join(root, 'elsewhere.json'), JSON.stringify({ do_resize: true, size: { height: 8, width: 8 } }));
+      symlinkSync(join(root, 'elsewhere.json'), join(model, 'preprocessor_config.json'));
+      const loading = preprocessForModel(withConfig({ image_size: 8 }), model);
+      await expect(loading).rejects.toThrow(FileFormatError);
+      await expect(preprocessForModel(withConfig({ image_size: 8 }), model)).rejects.toThrow(/model\/preprocessor_config\.json: leads outside the folder/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -5,9 +5,9 @@
  * timm's eval transform); otherwise the model's image size with ImageNet statistics. Explicit
  * values (run config or CLI flags) override any of them.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { FileFormatError, type MaskSubModel, OptionError, type TimmPreprocessing, timmPreprocessing } from '@masksub/core';
+import { FileFormatError, type MaskSubModel, OptionError, type TimmPreprocessing, folderFile, timmPreprocessing } from '@masksub/core';
 import { IMAGENET_MEAN, IMAGENET_STD, explicitPreprocessSpec, loadPreprocessorConfig, type PreprocessSpec } from './data/preprocess.js';
 
 export interface PreprocessOverrides {
@@ -19,11 +19,12 @@ export interface PreprocessOverrides {
 export async function preprocessForModel(model: MaskSubModel, modelDir: string, overrides: PreprocessOverrides = {}): Promise<PreprocessSpec> {
   const mc = model.config as Record<string, unknown>;
   const channels = (mc.num_channels === 1 ? 1 : 3) as 1 | 3;
-  const ppPath = join(modelDir, 'preprocessor_config.json');
+  // Found by name in an untrusted folder: folderFile refuses a symlink out of it.
+  const ppPath = folderFile(modelDir, 'preprocessor_config.json');
   let spec: PreprocessSpec;
-  let source = ppPath;
-  const timm = existsSync(ppPath) ? undefined : timmPreprocessing(mc, join(modelDir, 'config.json'));
-  if (existsSync(ppPath)) {
+  let source = ppPath ?? join(modelDir, 'preprocessor_config.json');
+  const timm = ppPath !== undefined ? undefined : timmPreprocessing(mc, join(modelDir, 'config.json'));
+  if (ppPath !== undefined) {
     spec = await loadPreprocessorConfig(ppPath, channels);
   } else if (timm) {
     spec = timmEvalSpec(timm);
@@ -87,8 +88,8 @@ function checkNormalisation(values: number[] | null, channels: number, source: s
  * which applies the same resize / rescale / normalise keys).
  */
 export function imageProcessorType(modelDir: string): string | undefined {
-  const ppPath = join(modelDir, 'preprocessor_config.json');
-  if (!existsSync(ppPath)) return undefined;
+  const ppPath = folderFile(modelDir, 'preprocessor_config.json');
+  if (ppPath === undefined) return undefined;
   try {
     const json = JSON.parse(readFileSync(ppPath, 'utf8')) as { image_processor_type?: unknown };
     return typeof json.image_processor_type === 'string' ? json.image_processor_type : undefined;

@@ -1,11 +1,15 @@
 /**
- * Files a model folder points at (ONNX external data, safetensors index shards) must stay inside
- * that folder: a downloaded model is untrusted input, and a `location` of `../../secret.txt` or a
- * symlink out of the folder would otherwise copy an arbitrary file's bytes into the weights (and
- * from there into a fine-tuned checkpoint someone shares).
+ * Files a model folder holds or points at (its config, weights, tokenizer and preprocessor files,
+ * ONNX external data, safetensors index shards) must stay inside that folder: a downloaded model
+ * is untrusted input, and a `location` of `../../secret.txt` or a symlink out of the folder would
+ * otherwise copy an arbitrary file's bytes into the weights (and from there into a fine-tuned
+ * checkpoint someone shares).
+ *
+ * One exception keeps the Hugging Face cache working: a folder `<repo>/snapshots/<revision>`
+ * holds symlinks into `<repo>/blobs/`, and those count as inside.
  */
-import { realpathSync, statSync } from 'node:fs';
-import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FileFormatError } from '../errors.js';
 
 /**
@@ -36,12 +40,50 @@ export function resolveInsideFolder(root: string, location: string, referrer: st
     if (!isWithin(realRoot, resolve(realRoot, location))) throw outside(referrer, what, location, realRoot);
     throw new FileFormatError(target, `${what}: cannot open file (${code ?? (e as Error).message})`);
   }
-  if (!isWithin(realRoot, real)) throw outside(referrer, what, location, realRoot);
+  if (!insideFolder(realRoot, real)) throw outside(referrer, what, location, realRoot);
   const st = statSync(real);
   if (!st.isFile()) {
     throw new FileFormatError(target, `${what}: not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
   }
   return real;
+}
+
+/**
+ * `folder/name` when that file exists, undefined when there is none; a file that is a symlink
+ * must end inside the folder (as for {@link resolveInsideFolder}) and be a regular file. For the
+ * files a folder is searched for by name: config.json, the weights, tokenizer and preprocessor
+ * files. The path returned is the one in the folder (its name says the format; in the Hugging
+ * Face cache the target is a hash).
+ */
+export function folderFile(folder: string, name: string): string | undefined {
+  const path = join(folder, name);
+  try {
+    // lstat: a dangling symlink is present (and refused below), not absent.
+    lstatSync(path);
+  } catch {
+    return undefined;
+  }
+  let realRoot: string;
+  let real: string;
+  try {
+    realRoot = realpathSync(folder);
+    real = realpathSync(path);
+  } catch (e) {
+    throw new FileFormatError(path, `cannot open file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (!insideFolder(realRoot, real)) {
+    throw new FileFormatError(path, `leads outside the folder ${realRoot} (to ${real}; refused: a model or tokenizer folder may only hold files inside itself)`);
+  }
+  const st = statSync(real);
+  if (!st.isFile()) throw new FileFormatError(path, `not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
+  return path;
+}
+
+/** Inside the real folder, or in the blobs of the Hugging Face cache repo whose snapshot it is. */
+function insideFolder(realRoot: string, real: string): boolean {
+  if (isWithin(realRoot, real)) return true;
+  const snapshots = dirname(realRoot);
+  return basename(snapshots) === 'snapshots' && isWithin(join(dirname(snapshots), 'blobs'), real);
 }
 
 function isWithin(root: string, path: string): boolean {

@@ -7,7 +7,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { FileFormatError, OptionError } from '../errors.js';
 import type { AliasTable, Finding, OnnxReport } from './onnx.js';
 import { readOnnxWeights } from './onnx.js';
-import { resolveInsideFolder } from './contained-path.js';
+import { folderFile, resolveInsideFolder } from './contained-path.js';
 import { readPth, type PthReadResult } from './pth.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorMap } from './types.js';
@@ -47,7 +47,7 @@ export const WEIGHT_CANDIDATES: readonly { file: string; format: WeightsFormat }
 /** Locate config.json and the weights of a model folder (or of a weights file inside one). */
 export function discoverCheckpoint(dirOrFile: string, opts: DiscoverOptions = {}): CheckpointLocation {
   const { dir, weightsPath, format } = locateWeights(dirOrFile, opts);
-  return { dir, config: readConfig(join(dir, 'config.json')), weightsPath, format };
+  return { dir, config: readConfig(folderFile(dir, 'config.json') ?? join(dir, 'config.json')), weightsPath, format };
 }
 
 /** Like discoverCheckpoint, without requiring config.json (for inspecting a bare weights file). */
@@ -76,9 +76,10 @@ export function locateWeights(dirOrFile: string, opts: DiscoverOptions = {}): Om
     if (!found) throw new OptionError('weights', `no weights file at ${candidates.join(' or ')}`);
     return { dir, weightsPath: found, format: formatOfFile(found) };
   }
+  // Found by name, so untrusted: a symlink must not lead out of the folder (contained-path.ts).
   for (const c of WEIGHT_CANDIDATES) {
-    const p = c.file.startsWith('*') ? lonePth(dir) : join(dir, c.file);
-    if (p !== undefined && existsSync(p)) return { dir, weightsPath: p, format: c.format };
+    const p = c.file.startsWith('*') ? lonePth(dir) : folderFile(dir, c.file);
+    if (p !== undefined) return { dir, weightsPath: p, format: c.format };
   }
   throw new FileFormatError(dir, `no weights found; looked for ${WEIGHT_CANDIDATES.map((c) => c.file).join(', ')}`);
 }
@@ -87,7 +88,7 @@ export function locateWeights(dirOrFile: string, opts: DiscoverOptions = {}): Om
 function lonePth(dir: string): string | undefined {
   const found = readdirSync(dir).filter((f) => /\.(pth|pt)$/i.test(f));
   if (found.length > 1) throw new OptionError('weights', `${dir} holds several PyTorch checkpoints (${found.join(', ')}); name one`);
-  return found.length === 1 ? join(dir, found[0] as string) : undefined;
+  return found.length === 1 ? folderFile(dir, found[0] as string) : undefined;
 }
 
 /** The format a weights file name announces. */

@@ -2,8 +2,7 @@
  * `masksub inspect`: what a checkpoint holds, as the reader sees it: format, every tensor, where
  * each anonymous ONNX tensor came from, findings, and the parameter count.
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { folderFile } from './contained-path.js';
 import type { WeightsFormat } from './hf-folder.js';
 import { locateWeights, readConfig, readWeights } from './hf-folder.js';
 import type { AliasTable, Finding, InitializerRecord, Resolution } from './onnx.js';
@@ -38,8 +37,8 @@ export interface InspectReport {
 
 export function inspectCheckpoint(path: string, opts: { weights?: string; aliases?: AliasTable } = {}): InspectReport {
   const located = locateWeights(path, { weights: opts.weights });
-  const configPath = join(located.dir, 'config.json');
-  const modelType = existsSync(configPath) ? readConfig(configPath).model_type : undefined;
+  const configPath = folderFile(located.dir, 'config.json');
+  const modelType = configPath !== undefined ? readConfig(configPath).model_type : undefined;
   const { tensors, report } = readWeights(located, opts.aliases);
 
   const byName = new Map<string, InitializerRecord>();

@@ -12,10 +12,10 @@
  *   masksub bench [--quick]
  */
 import { Command, CommanderError, Option } from 'commander';
-import { existsSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, OPTIMIZER_KINDS, VARIANTS, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, readConfig, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
+import { BACKEND_NAMES, DEFAULT_TOLERANCES, LOSS_KINDS, MASK_DROP_KINDS, OPTIMIZER_KINDS, VARIANTS, folderFile, formatInspectReport, formatVerifyReport, initBackend, inspectCheckpoint, listAdapters, loadPretrained, readConfig, MaskSubError, OptionError, textCapabilityOf, verifyModel } from '@masksub/core';
 import { configToYaml, parseRunConfig, readConfigFile, setPath, type RunConfig } from '../config.js';
 import { listRecipes, readRecipe } from '../recipes.js';
 import { openDataSpec } from '../data/spec.js';
@@ -261,8 +261,8 @@ export async function main(argv: string[]): Promise<void> {
         console.log(`zero-shot top-1 ${z.metrics.top1.toFixed(2)}%  top-5 ${z.metrics.top5.toFixed(2)}%  loss ${z.loss.toFixed(4)}  (${z.count} images, ${z.classes} classes, ${z.templates} templates)`);
         return;
       }
-      const modelConfig = join(opts.model!, 'config.json');
-      if (existsSync(modelConfig) && isImageTextConfig(readConfig(modelConfig))) {
+      const modelConfig = folderFile(opts.model!, 'config.json');
+      if (modelConfig !== undefined && isImageTextConfig(readConfig(modelConfig))) {
         // An image-text folder (CLIPModel): what contrastive training logs for an eval split.
         const templates = opts.templates as string | string[] | undefined;
         const r = await runImageTextEval({ model: opts.model!, data: opts.data!, weights: opts.weights, classes: opts.classes, templates: Array.isArray(templates) && templates.length === 1 ? templates[0] : templates, tokenizer: opts.tokenizer, batchSize, limit, mean: list(opts.mean), std: list(opts.std), log });

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { FileFormatError, OptionError, readConfig, textCapabilityOf, type AdapterModel, type ArchitectureAdapter } from '@masksub/core';
+import { FileFormatError, OptionError, folderFile, readConfig, textCapabilityOf, type AdapterModel, type ArchitectureAdapter } from '@masksub/core';
 import type { RunConfig } from '../config.js';
 import { glueNumLabels, glueTaskName, readGlueTask, type GlueTask } from '../data/glue.js';
 import { openDataSpec } from '../data/spec.js';
@@ -68,9 +68,9 @@ export function isImageTextConfig(c: Readonly<Record<string, unknown>>, architec
 
 /** The model's config.json, when it can be read here (opening the model reports why not). */
 function modelConfigOf(config: RunConfig): Record<string, unknown> | undefined {
-  const file = config.model.endsWith('.json') ? config.model : join(config.model, 'config.json');
-  if (!existsSync(file)) return undefined;
   try {
+    const file = config.model.endsWith('.json') ? config.model : folderFile(config.model, 'config.json');
+    if (file === undefined || !existsSync(file)) return undefined;
     return readConfig(file);
   } catch {
     return undefined;
