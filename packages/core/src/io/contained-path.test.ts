@@ -123,8 +123,20 @@ describe('files found by name in a model folder stay inside it (folderFile)', ()
     expect(found.weightsPath).toBe(join(snapshot, 'model.safetensors.index.json'));
     expect(found.format).toBe('safetensors');
     expect(readShardedSafetensors(found.weightsPath).tensors.get('a')!.data).toEqual(new Float32Array([2]));
+    // ONNX in the snapshot's onnx/ folder, its external data a link into the blobs too.
+    mkdirSync(join(snapshot, 'onnx'));
+    writeFileSync(join(blobs, 'h-data'), new Uint8Array(new Float32Array([5, 6, 7, 8]).buffer));
+    symlinkSync('../../../blobs/h-data', join(snapshot, 'onnx', 'model.onnx_data'));
+    expect(Array.from(decodeTensorProto(ext('model.onnx_data'), join(snapshot, 'onnx', 'model.onnx')).data as Float32Array)).toEqual([5, 6, 7, 8]);
     // Only the repo's own blobs: a snapshot symlink anywhere else is still outside.
     symlinkSync(join(root, 'secret.txt'), join(snapshot, 'vocab.txt'));
     expect(() => folderFile(snapshot, 'vocab.txt')).toThrow(/leads outside the folder/);
+    // And only in a cache repo: a plain folder named snapshots/ gets no blobs exception.
+    const plain = join(folder('not-a-cache-repo'), 'snapshots', 'rev');
+    mkdirSync(plain, { recursive: true });
+    mkdirSync(join(root, 'not-a-cache-repo', 'blobs'));
+    writeFileSync(join(root, 'not-a-cache-repo', 'blobs', 'h'), config);
+    symlinkSync('../../blobs/h', join(plain, 'config.json'));
+    expect(() => folderFile(plain, 'config.json')).toThrow(/leads outside the folder/);
   });
 });

@@ -5,8 +5,8 @@
  * otherwise copy an arbitrary file's bytes into the weights (and from there into a fine-tuned
  * checkpoint someone shares).
  *
- * One exception keeps the Hugging Face cache working: a folder `<repo>/snapshots/<revision>`
- * holds symlinks into `<repo>/blobs/`, and those count as inside.
+ * One exception keeps the Hugging Face cache working: the files of `<repo>/snapshots/<revision>/`
+ * (and of its folders, `onnx/`) are symlinks into `<repo>/blobs/`, and those count as inside.
  */
 import { lstatSync, realpathSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
@@ -79,11 +79,18 @@ export function folderFile(folder: string, name: string): string | undefined {
   return path;
 }
 
-/** Inside the real folder, or in the blobs of the Hugging Face cache repo whose snapshot it is. */
+/**
+ * Inside the real folder, or in the blobs of the Hugging Face cache repo (`models--<org>--<name>`)
+ * whose snapshot holds the folder: the snapshot itself, or a folder in it such as `onnx/`.
+ */
 function insideFolder(realRoot: string, real: string): boolean {
   if (isWithin(realRoot, real)) return true;
-  const snapshots = dirname(realRoot);
-  return basename(snapshots) === 'snapshots' && isWithin(join(dirname(snapshots), 'blobs'), real);
+  for (let dir = realRoot; dirname(dir) !== dir; dir = dirname(dir)) {
+    const snapshots = dirname(dir);
+    const repo = dirname(snapshots);
+    if (basename(snapshots) === 'snapshots' && /^(models|datasets)--/.test(basename(repo))) return isWithin(join(repo, 'blobs'), real);
+  }
+  return false;
 }
 
 function isWithin(root: string, path: string): boolean {
