@@ -51,11 +51,20 @@ export function resolveInsideFolder(root: string, location: string, referrer: st
 /**
  * `folder/name` when that file exists, undefined when there is none; a file that is a symlink
  * must end inside the folder (as for {@link resolveInsideFolder}) and be a regular file. For the
- * files a folder is searched for by name: config.json, the weights, tokenizer and preprocessor
- * files. The path returned is the one in the folder (its name says the format; in the Hugging
+ * files a folder is searched for by name or listed: config.json, the weights, tokenizer and
+ * preprocessor files, a data folder's files. The path returned is the one in the folder (its name says the format; in the Hugging
  * Face cache the target is a hash).
  */
 export function folderFile(folder: string, name: string): string | undefined {
+  return folderEntry(folder, name, 'file');
+}
+
+/** {@link folderFile} for a sub-folder (an image folder's class folder, which may be a symlink). */
+export function folderSubfolder(folder: string, name: string): string | undefined {
+  return folderEntry(folder, name, 'folder');
+}
+
+function folderEntry(folder: string, name: string, kind: 'file' | 'folder'): string | undefined {
   const path = join(folder, name);
   try {
     // lstat: a dangling symlink is present (and refused below), not absent.
@@ -72,10 +81,12 @@ export function folderFile(folder: string, name: string): string | undefined {
     throw new FileFormatError(path, `cannot open file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
   if (!insideFolder(realRoot, real)) {
-    throw new FileFormatError(path, `leads outside the folder ${realRoot} (to ${real}; refused: a model or tokenizer folder may only hold files inside itself)`);
+    throw new FileFormatError(path, `leads outside the folder ${realRoot} (to ${real}; refused: a model, tokenizer or data folder may only hold files inside itself)`);
   }
   const st = statSync(real);
-  if (!st.isFile()) throw new FileFormatError(path, `not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
+  if (kind === 'folder' ? !st.isDirectory() : !st.isFile()) {
+    throw new FileFormatError(path, kind === 'folder' ? 'not a folder' : `not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
+  }
   return path;
 }
 

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -34,5 +34,33 @@ describe('image folder', () => {
   it('rejects a folder without class directories, naming it', async () => {
     const empty = join(root, 'zebra');
     await expect(ImageFolderDataset.open(empty)).rejects.toThrow(/zebra: no class sub-directories/);
+  });
+});
+
+describe('image folder symlinks', () => {
+  it('reads class folders and images linked inside the root, and refuses those that lead out of it', async () => {
+    const base = mkdtempSync(join(tmpdir(), 'masksub-folder-links-'));
+    try {
+      const png = await sharp(Buffer.alloc(2 * 2 * 3, 90), { raw: { width: 2, height: 2, channels: 3 } }).png().toBuffer();
+      const data = join(base, 'data');
+      for (const dir of [join(data, 'cat'), join(data, 'store'), join(base, 'outside')]) mkdirSync(dir, { recursive: true });
+      writeFileSync(join(data, 'store', 'kept.png'), png);
+      writeFileSync(join(base, 'outside', 'private.png'), png);
+      // Inside: a class folder that is a link to another folder of the root, and a linked image.
+      symlinkSync(join(data, 'store'), join(data, 'dog'));
+      symlinkSync(join(data, 'store', 'kept.png'), join(data, 'cat', 'linked.png'));
+      const ds = await ImageFolderDataset.open(data);
+      expect(ds.classes).toEqual(['cat', 'dog', 'store']);
+      expect(ds.size).toBe(3);
+      expect((await ds.get(0)).label).toBe(0);
+      // Out: an image linked to a file elsewhere, then a class folder linked to a folder elsewhere.
+      symlinkSync(join(base, 'outside', 'private.png'), join(data, 'cat', 'private.png'));
+      await expect(ImageFolderDataset.open(data)).rejects.toThrow(/cat\/private\.png: leads outside the folder .*private\.png; refused/);
+      rmSync(join(data, 'cat', 'private.png'));
+      symlinkSync(join(base, 'outside'), join(data, 'bird'));
+      await expect(ImageFolderDataset.open(data)).rejects.toThrow(/data\/bird: leads outside the folder/);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });

@@ -3,11 +3,19 @@
  * are the sub-directory names sorted (so indices are stable), files sorted within each class.
  */
 import { readdir, readFile } from 'node:fs/promises';
+import { statSync, type Dirent } from 'node:fs';
 import { extname, join } from 'node:path';
-import { FileFormatError, OptionError } from '@masksub/core/base';
+import { FileFormatError, OptionError, folderFile, folderSubfolder } from '@masksub/core/base';
 import { decodeSample } from './decode.js';
 import type { ImageDataset, ImageSample, RawSample } from './types.js';
 import { IMAGE_EXTENSIONS } from './webdataset.js';
+
+/** A class folder: a sub-directory, or a symlink to one inside the root (one leading out is refused). */
+function isClassFolder(root: string, e: Dirent): boolean {
+  if (e.isDirectory()) return true;
+  if (!e.isSymbolicLink() || statSync(join(root, e.name), { throwIfNoEntry: false })?.isDirectory() !== true) return false;
+  return folderSubfolder(root, e.name) !== undefined;
+}
 
 function isImageFile(name: string): boolean {
   return (IMAGE_EXTENSIONS as readonly string[]).includes(extname(name).slice(1).toLowerCase());
@@ -43,11 +51,14 @@ export class ImageFolderDataset implements ImageDataset {
     const entries = await readdir(root, { withFileTypes: true }).catch((e: NodeJS.ErrnoException) => {
       throw new FileFormatError(root, `cannot list image folder: ${e.code ?? e.message}`);
     });
-    const classes = entries.filter((e) => e.isDirectory()).map((e) => e.name).sort(byCodeUnits);
+    // The folder is untrusted: a class folder or image that is a symlink must stay inside it.
+    const classes = entries.filter((e) => isClassFolder(root, e)).map((e) => e.name).sort(byCodeUnits);
     if (classes.length === 0) throw new FileFormatError(root, 'no class sub-directories (expected root/<class>/*.jpg)');
     const files: { path: string; label: number }[] = [];
     for (const [label, cls] of classes.entries()) {
-      const names = (await readdir(join(root, cls))).filter(isImageFile).sort(byCodeUnits);
+      const listed = (await readdir(join(root, cls), { withFileTypes: true })).filter((e) => isImageFile(e.name));
+      for (const e of listed) if (e.isSymbolicLink()) folderFile(root, join(cls, e.name));
+      const names = listed.map((e) => e.name).sort(byCodeUnits);
       for (const name of names) files.push({ path: join(root, cls, name), label });
     }
     if (files.length === 0) throw new FileFormatError(root, `no images (.${IMAGE_EXTENSIONS.join('/.')}) in the class folders`);

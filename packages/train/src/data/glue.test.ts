@@ -1,4 +1,4 @@
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -59,5 +59,10 @@ describe('GLUE errors', () => {
     await expect(readGlueTask(dir, 'SST-2', 'dev')).rejects.toThrow(/SST-2\/dev\.tsv: line 3: bad label 'x'/);
     await expect(readGlueTask(dir, 'QQP', 'dev')).rejects.toThrow(/option 'task'/);
     await expect(readGlueTask(dir, 'CoLA', 'dev')).rejects.toThrow(/CoLA\/dev\.tsv: cannot read/);
+  });
+  it('refuses a split file that is a symlink out of the task folder', async () => {
+    writeFileSync(join(dir, 'elsewhere.tsv'), 'sentence\tlabel\nsecret \t1\n');
+    symlinkSync(join(dir, 'elsewhere.tsv'), join(dir, 'SST-2', 'train.tsv'));
+    await expect(readGlueTask(dir, 'SST-2', 'train')).rejects.toThrow(/SST-2\/train\.tsv: leads outside the folder/);
   });
 });

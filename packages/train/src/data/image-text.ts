@@ -8,9 +8,9 @@
  *   in label order) and prompt templates ("a photo of a {}."): the caption of a sample is a
  *   template filled with its class name, drawn per sample and step (a seeded choice).
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { FileFormatError, OptionError, type Rng } from '@masksub/core/base';
+import { FileFormatError, OptionError, folderFile, type Rng } from '@masksub/core/base';
 import { readTarMembers } from './tar.js';
 import type { RawSample, StreamingImageDataset } from './types.js';
 import { expandBraces, IMAGE_EXTENSIONS, shuffleBuffered, splitMemberName } from './webdataset.js';
@@ -118,8 +118,7 @@ export function defaultClassFile(spec: string): string | undefined {
   } else if (kind === 'folder') {
     return undefined;
   }
-  const file = dir ? join(dir, 'classes.txt') : undefined;
-  return file && existsSync(file) ? file : undefined;
+  return dir ? folderFile(dir, 'classes.txt') : undefined;
 }
 
 /**
