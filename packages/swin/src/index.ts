@@ -13,7 +13,7 @@ export { mlpDim, numFeatures, parseSwinConfig, stageDim, type SwinConfig } from 
 export { SwinModel } from './model.js';
 export { swinAliases, swinIgnoredWeights, swinParamSpecs } from './weights.js';
 export { TIMM_SWIN_ARCHITECTURES, splitTimmSwinQkv, timmSwinAliases, timmSwinToHfConfig } from './timm.js';
-export { relativePositionIndex, roll2d, shiftedWindowMask, windowPartition, windowPlan, windowReverse, type WindowPlan } from './windows.js';
+export { relativePositionIndex, roll2d, shiftedWindowMask, shiftedWindowPartition, shiftedWindowReverse, windowPartition, windowPlan, windowReverse, type WindowPlan } from './windows.js';
 
 /** The HF config of any Swin config.json (timm hub configs converted). */
 const hfConfig = (config: HFConfig): HFConfig => (isTimmConfig(config) ? timmSwinToHfConfig(config) : config);

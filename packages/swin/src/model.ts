@@ -34,7 +34,7 @@ import {
 } from '@masksub/core';
 import { parseSwinConfig, type SwinConfig } from './config.js';
 import { swinParamSpecs } from './weights.js';
-import { relativePositionIndex, roll2d, shiftedWindowMask, windowPartition, windowPlan, windowReverse } from './windows.js';
+import { relativePositionIndex, shiftedWindowMask, shiftedWindowPartition, shiftedWindowReverse, windowPartition, windowPlan, windowReverse } from './windows.js';
 import { swinParamGroups } from './param-groups.js';
 import type { ParamGroups } from '@masksub/core';
 
@@ -198,15 +198,13 @@ export class SwinModel implements AdapterModel {
     if (padB || padR) x = tf.pad(x, [[0, 0], [0, padB], [0, padR], [0, 0]]);
     const heightPad = height + padB;
     const widthPad = width + padR;
-    if (shift) x = roll2d(x, -shift);
-
-    const windows = windowPartition(x, window);
+    // The cyclic shift (torch.roll by -shift) and the partition in one gather when shifted.
+    const windows = shift ? shiftedWindowPartition(x, window, shift) : windowPartition(x, window);
     const mask = shift ? shiftedWindowMask(heightPad, widthPad, window, shift) : null;
     let attn = this.windowAttention(windows, stage, index, window, b, mask, noise, global);
     attn = dropout(attn, noise.drop.attentionOutput, layerSeed(noise.seed, global, 1));
 
-    let merged = windowReverse(attn, window, heightPad, widthPad);
-    if (shift) merged = roll2d(merged, shift);
+    let merged = shift ? shiftedWindowReverse(attn, window, heightPad, widthPad, shift) : windowReverse(attn, window, heightPad, widthPad);
     if (padB || padR) merged = tf.slice(merged, [0, 0, 0, 0], [b, height, width, c]);
     h = tf.add(h, dropPath(tf.reshape(merged, [b, length, c]), pathRate, layerSeed(noise.seed, global, 2)));
 

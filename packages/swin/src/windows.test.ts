@@ -1,7 +1,7 @@
 /** Swin's window geometry against element-by-element versions of the HF definitions. */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { tf } from '@masksub/core';
-import { relativePositionIndex, roll2d, shiftedWindowMask, windowPartition, windowPlan, windowReverse } from './index.js';
+import { relativePositionIndex, roll2d, shiftedWindowMask, shiftedWindowPartition, shiftedWindowReverse, windowPartition, windowPlan, windowReverse } from './index.js';
 
 beforeAll(async () => {
   await tf.setBackend('cpu');
@@ -118,6 +118,26 @@ describe('window partition, reverse and cyclic shift', () => {
       // Autodiff through the slices would pad each slice's gradient to the whole map.
       expect(info.kernelNames).not.toContain('PadV2');
       tf.dispose([weights, dx!, expected]);
+    }
+  });
+
+  it('the shifted partition and reverse are roll + partition and reverse + roll exactly, forward and gradient', () => {
+    for (const [win, s] of [[4, 2], [2, 1]] as const) {
+      const expected = windowPartition(roll2d(x, -s), win);
+      const windows = shiftedWindowPartition(x, win, s);
+      expect(windows.shape).toEqual(expected.shape);
+      expect(Array.from(windows.dataSync())).toEqual(Array.from(expected.dataSync()));
+      const back = shiftedWindowReverse(windows, win, 8, 12, s);
+      expect(Array.from(back.dataSync())).toEqual(Array.from(roll2d(windowReverse(windows, win, 8, 12), s).dataSync()));
+      expect(Array.from(back.dataSync())).toEqual(Array.from(x.dataSync()));
+      // Gradients: through a weighted sum of the windows, and of the map put back.
+      const wWin = tf.randomNormal(expected.shape, 0, 1, 'float32', 3);
+      const wMap = tf.randomNormal(shape, 0, 1, 'float32', 4);
+      const viaGather = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(shiftedWindowReverse(tf.mul(shiftedWindowPartition(t, win, s), wWin), win, 8, 12, s), wMap)));
+      const viaRoll = tf.grad((t: tf.Tensor) => tf.sum(tf.mul(roll2d(windowReverse(tf.mul(windowPartition(roll2d(t, -s), win), wWin), win, 8, 12), s), wMap)));
+      const [g1, g2] = [viaGather(x), viaRoll(x)];
+      expect(Array.from(g1.dataSync())).toEqual(Array.from(g2.dataSync()));
+      tf.dispose([expected, windows, back, wWin, wMap, g1, g2]);
     }
   });
 

@@ -105,6 +105,64 @@ export function windowReverse(windows: tf.Tensor, window: number, height: number
   return tf.reshape(tf.transpose(grouped, [0, 2, 1, 3]), [b, height, width, c]);
 }
 
+const shiftedOrderCache = new Map<string, { order: Int32Array; inverse: Int32Array }>();
+
+/**
+ * For the rows of [B, H, W, C] flattened to [B*H*W, C]: `order[j]` is the source row of row j of
+ * windowPartition(roll2d(x, -shift)), windows in (b, row, col) order and tokens row-major inside
+ * each; `inverse` is its inverse permutation (the reverse and roll back).
+ */
+function shiftedOrder(b: number, h: number, w: number, window: number, shift: number): { order: Int32Array; inverse: Int32Array } {
+  const key = `${b}x${h}x${w}/${window}/${shift}`;
+  const cached = shiftedOrderCache.get(key);
+  if (cached) return cached;
+  const order = new Int32Array(b * h * w);
+  const inverse = new Int32Array(b * h * w);
+  let j = 0;
+  for (let bb = 0; bb < b; bb++) {
+    for (let wy = 0; wy < h / window; wy++) {
+      for (let wx = 0; wx < w / window; wx++) {
+        for (let ty = 0; ty < window; ty++) {
+          for (let tx = 0; tx < window; tx++, j++) {
+            // roll by -shift: position p of the rolled map holds p + shift of the input
+            const y = (wy * window + ty + shift) % h;
+            const x = (wx * window + tx + shift) % w;
+            const src = (bb * h + y) * w + x;
+            order[j] = src;
+            inverse[src] = j;
+          }
+        }
+      }
+    }
+  }
+  const made = { order, inverse };
+  shiftedOrderCache.set(key, made);
+  return made;
+}
+
+/**
+ * windowPartition(roll2d(x, -shift), window) for x [B, H, W, C] (shift > 0), as one row gather:
+ * the roll's slices and concats copy the whole map four times and the partition once more, each
+ * way. The same values exactly; the gradient is one segment sum.
+ */
+export function shiftedWindowPartition(x: tf.Tensor, window: number, shift: number): tf.Tensor {
+  const [b, h, w, c] = x.shape as [number, number, number, number];
+  return tf.tidy(() => {
+    const rows = tf.gather(tf.reshape(x, [b * h * w, c]), tf.tensor1d(shiftedOrder(b, h, w, window, shift).order, 'int32'));
+    return tf.reshape(rows, [b * (h / window) * (w / window), window * window, c]);
+  });
+}
+
+/** roll2d(windowReverse(windows, window, height, width), shift): the inverse of {@link shiftedWindowPartition}. */
+export function shiftedWindowReverse(windows: tf.Tensor, window: number, height: number, width: number, shift: number): tf.Tensor {
+  const c = windows.shape[2] as number;
+  const b = (windows.shape[0] as number) / ((height / window) * (width / window));
+  return tf.tidy(() => {
+    const rows = tf.gather(tf.reshape(windows, [b * height * width, c]), tf.tensor1d(shiftedOrder(b, height, width, window, shift).inverse, 'int32'));
+    return tf.reshape(rows, [b, height, width, c]);
+  });
+}
+
 /**
  * torch.roll(x, shifts=(s, s), dims=(1, 2)) on [B, H, W, C]: two slice + concat pairs. Its
  * gradient is the roll back by -s, written as such: autodiff through the slices and concats
