@@ -51,25 +51,34 @@ describe.each(['cpu', 'wasm'])('nn fused-gradient ops on %s', (backend) => {
     });
   }
 
-  it('linear of data input: the same value and weight gradients, no product for the input gradient', async () => {
+  it("linear computes an input's gradient only when asked: no product for x when only W and b are differentiated", async () => {
     const rng = new Rng(57);
     const inputs: Input[] = [randomInput(rng, [2, 9, 5]), randomInput(rng, [5, 7]), randomInput(rng, [7]), randomInput(rng, [2, 9, 7])];
-    const weightGrads = (dataInput: boolean) => (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dy: tf.Tensor) => {
-      const { value, grads } = tf.valueAndGrads((wt: tf.Tensor, bt: tf.Tensor) => tf.sum(tf.mul(linear(x, wt, bt, { dataInput }), dy)) as tf.Scalar)([w, b]);
+    const loss = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dy: tf.Tensor) => tf.sum(tf.mul(linear(x, w, b), dy)) as tf.Scalar;
+    // W's and b's gradients alone are those of the full gradient, bit for bit.
+    const weightsOnly = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dy: tf.Tensor) => {
+      const { value, grads } = tf.valueAndGrads((wt: tf.Tensor, bt: tf.Tensor) => loss(x, wt, bt, dy))([w, b]);
       return [value, ...grads];
     };
-    expectClose(await runOn(backend, inputs, weightGrads(true)), await runOn(backend, inputs, weightGrads(false)), 0, 'data input', 0);
+    const all = (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, dy: tf.Tensor) => {
+      const { value, grads } = tf.valueAndGrads((xt: tf.Tensor, wt: tf.Tensor, bt: tf.Tensor) => loss(xt, wt, bt, dy))([x, w, b]);
+      return [value, grads[1], grads[2]];
+    };
+    expectClose(await runOn(backend, inputs, weightsOnly), await runOn(backend, inputs, all), 0, 'W and b alone', 0);
     // The backward's products: x^T dy only (one [5, 7] matmul), no dy W^T of x's shape [18, 5].
     await tf.setBackend(backend);
     const [x, w, b, dy] = inputs.map((i) => tf.tensor(i.values, i.shape));
-    const products = async (dataInput: boolean) => {
-      const info = await tf.profile(() => tf.grads((wt: tf.Tensor, bt: tf.Tensor) => tf.sum(tf.mul(linear(x, wt, bt, { dataInput }), dy)))([w, b]));
+    const products = async (withX: boolean) => {
+      const info = await tf.profile(() => (withX ? tf.grads((xt: tf.Tensor, wt: tf.Tensor, bt: tf.Tensor) => loss(xt, wt, bt, dy))([x, w, b]) : tf.grads((wt: tf.Tensor, bt: tf.Tensor) => loss(x, wt, bt, dy))([w, b])));
       return info.kernels.filter((k) => k.name === 'BatchMatMul').map((k) => k.outputShapes[0]?.join('x'));
     };
-    expect(await products(true)).toEqual(['5x7']);
-    expect((await products(false)).sort()).toEqual(['18x5', '5x7']);
-    expect(() => tf.grad((xt: tf.Tensor) => tf.sum(linear(xt, w, b, { dataInput: true })))(x)).toThrow(/Cannot compute gradient/);
-    tf.dispose([x, w, b, dy]);
+    expect(await products(false)).toEqual(['5x7']);
+    expect((await products(true)).sort()).toEqual(['18x5', '5x7']);
+    // x's gradient, when asked for, is dy W^T.
+    const dx = tf.grad((xt: tf.Tensor) => loss(xt, w, b, dy))(x);
+    const want = tf.reshape(tf.matMul(tf.reshape(dy, [18, 7]), w, false, true), [2, 9, 5]);
+    expect(Array.from(dx.dataSync())).toEqual(Array.from(want.dataSync()));
+    tf.dispose([x, w, b, dy, dx, want]);
   });
 
   for (const shape of SHAPES) {

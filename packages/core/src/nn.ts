@@ -13,6 +13,7 @@ import {
 } from './backend/kernels/batch_norm.js';
 export type { BatchNormEpilogue, BatchNormTrainResult } from './backend/kernels/batch_norm.js';
 import { FileFormatError, OptionError } from './errors.js';
+import { opWithInputGradients } from './tape.js';
 import { tf } from './tf.js';
 
 /**
@@ -25,30 +26,18 @@ export function batchToken(token: tf.Tensor, batch: number): tf.Tensor3D {
   return tf.add(tf.zeros([batch, 1, d]), tf.reshape(token, [1, 1, d]));
 }
 
-/** Options of {@link linear}. */
-export interface LinearOptions {
-  /**
-   * x is data (an image's patches), never differentiated: the backward computes only W's and b's
-   * gradients. With a bias the gradient is hand-written and would otherwise compute x's as well
-   * (a product the size of the forward's) for the walk to discard. Asking for x's gradient
-   * through such a layer (with a bias) then fails as for any tensor the output does not depend
-   * on; without a bias tfjs' matmul gradient is already computed per input, on demand.
-   */
-  dataInput?: boolean;
-}
-
 /**
  * y = x W + b over the last axis; W is [in, out]. A 1-D bias rides in the matmul (_FusedMatMul:
  * XNNPACK starts its accumulators from the bias on wasm), saving a full pass over y forward;
  * its gradient is the same row sum as for a separate add.
  */
-export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor, options: LinearOptions = {}): tf.Tensor {
+export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor): tf.Tensor {
   return tf.tidy(() => {
     const inDim = x.shape[x.rank - 1] as number;
     const outDim = weight.shape[1] as number;
     const flat = x.rank === 2 ? x : tf.reshape(x, [-1, inDim]);
     let y: tf.Tensor;
-    if (bias && bias.rank === 1) y = options.dataInput ? linearOfData(flat as tf.Tensor2D)(weight, bias) : (linearWithBias(flat, weight, bias) as tf.Tensor);
+    if (bias && bias.rank === 1) y = linearWithBias(flat as tf.Tensor2D, weight, bias);
     else {
       y = tf.matMul(flat, weight);
       if (bias) y = tf.add(y, bias);
@@ -61,37 +50,23 @@ export function linear(x: tf.Tensor, weight: tf.Tensor, bias?: tf.Tensor, option
  * tf.fused.matMul with a bias, keeping for the backward only x and W: tfjs' fused op also saves
  * its output y (for an activation's gradient; there is none here), which holds one tensor of
  * every linear layer's output until the backward reaches it (in the bench ViT, the qkv, proj
- * and fc2 outputs: a fifth of the step's peak).
+ * and fc2 outputs: a fifth of the step's peak). Each input's gradient is computed only when the
+ * walk asks for it: x's (a product the size of the forward's) not at all when x is data, such as
+ * the patches of a patch embedding.
  */
-/** W's and b's gradients of y = x W + b for dy = g: xᵀ g and g's column sums. */
-function weightAndBiasGradients(x: tf.Tensor2D, g: tf.Tensor2D): [tf.Tensor, tf.Tensor] {
-  return [tf.matMul(x, g, true, false), tf.sum(g, 0)];
-}
-
-const linearWithBias = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-  const [a, w, b, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
-  save([a, w]);
-  return {
-    value: tf.fused.matMul({ a, b: w, bias: b }),
-    gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => {
-      const [x, weight] = saved as [tf.Tensor2D, tf.Tensor2D];
-      const g = dy as tf.Tensor2D;
-      return [tf.matMul(g, weight, false, true), ...weightAndBiasGradients(x, g)];
+function linearWithBias(x: tf.Tensor2D, weight: tf.Tensor, bias: tf.Tensor): tf.Tensor {
+  return opWithInputGradients(
+    { x, weight, bias },
+    (save) => {
+      save([x, weight]);
+      return tf.fused.matMul({ a: x, b: weight as tf.Tensor2D, bias });
     },
-  };
-});
-
-/** {@link linearWithBias} with x closed over, not an input: the tape has no edge to x. */
-function linearOfData(x: tf.Tensor2D): (weight: tf.Tensor, bias: tf.Tensor) => tf.Tensor {
-  return tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [w, b, save] = args as [tf.Tensor2D, tf.Tensor1D, tf.GradSaveFunc];
-    // Saved like an input, so it outlives the forward's tidy until the backward reads it.
-    save([x]);
-    return {
-      value: tf.fused.matMul({ a: x, b: w, bias: b }),
-      gradFunc: (dy: tf.Tensor | tf.Tensor[], saved: tf.Tensor[]) => weightAndBiasGradients(saved[0] as tf.Tensor2D, dy as tf.Tensor2D),
-    };
-  }) as (weight: tf.Tensor, bias: tf.Tensor) => tf.Tensor;
+    (dy, saved) => {
+      const [xs, w] = saved as [tf.Tensor2D, tf.Tensor2D];
+      const g = dy as tf.Tensor2D;
+      return { x: () => tf.matMul(g, w, false, true), weight: () => tf.matMul(xs, g, true, false), bias: () => tf.sum(g, 0) };
+    },
+  );
 }
 
 /**

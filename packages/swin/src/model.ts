@@ -132,8 +132,7 @@ export class SwinModel implements AdapterModel {
     const gh = (h + padH) / p;
     const gw = (w + padW) / p;
     const patches = patchify(padded, p);
-    // The pixels are data: the backward skips their gradient.
-    const tokens = linear(patches, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'), { dataInput: true });
+    const tokens = linear(patches, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
     return { tokens, height: gh, width: gw };
   }
 

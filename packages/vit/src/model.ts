@@ -120,9 +120,8 @@ export class ViTModel implements AdapterModel {
       const b = x.shape[0];
       const d = cfg.hiddenSize;
       const n = this.numPatches;
-      // The pixels are data: the backward skips their gradient.
       const embed = (raw: tf.Tensor) =>
-        linear(raw, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'), { dataInput: true });
+        linear(raw, this.p('embeddings.patch_embeddings.projection.weight'), this.p('embeddings.patch_embeddings.projection.bias'));
       const prefix = [batchToken(this.p('embeddings.cls_token'), b)];
       if (cfg.modelType === 'deit') prefix.push(batchToken(this.p('embeddings.distillation_token'), b));
       const pos = this.p('embeddings.position_embeddings');

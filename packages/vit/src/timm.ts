@@ -267,8 +267,7 @@ export class TimmViTModel implements AdapterModel {
       const b = x.shape[0] as number;
       const d = cfg.embedDim;
       const n = this.numPatches;
-      // The pixels are data: the backward skips their gradient.
-      const embed = (raw: tf.Tensor) => linear(raw, this.p('patch_embed.proj.weight'), this.p('patch_embed.proj.bias'), { dataInput: true });
+      const embed = (raw: tf.Tensor) => linear(raw, this.p('patch_embed.proj.weight'), this.p('patch_embed.proj.bias'));
       const cls = batchToken(this.p('cls_token'), b);
       const pos = this.p('pos_embed');
       // no_embed_class: the class token has no position; otherwise it takes pos_embed[0].
