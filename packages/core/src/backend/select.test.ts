@@ -1,6 +1,8 @@
+import os from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 import { OptionError } from '../errors.js';
 import { tf } from '../tf.js';
+import { nativeGemm } from './native.js';
 import { BACKEND_ENV, initBackend, WASM_THREADS_ENV } from './select.js';
 
 const saved = process.env[BACKEND_ENV];
@@ -13,11 +15,15 @@ afterEach(() => {
 describe('initBackend', () => {
   it('picks wasm by default here (tfjs-node is not installed) and registers the masksub kernels', async () => {
     delete process.env[BACKEND_ENV];
+    delete process.env[WASM_THREADS_ENV];
     const logs: string[] = [];
     const info = await initBackend({ log: (m) => logs.push(m) });
     expect(info.name).toBe('wasm');
     expect(tf.getBackend()).toBe('wasm');
-    expect(info.detail).toMatch(/^wasm simd/);
+    // One XNNPACK thread beside the native addon (its pool has the cores), else one per CPU.
+    const threads = nativeGemm() !== null ? 1 : Math.min(os.availableParallelism(), 8);
+    expect(info.detail).toMatch(new RegExp(`^wasm simd, ${threads} threads?, `));
+    expect((await import('@tensorflow/tfjs-backend-wasm')).getThreadsCount()).toBe(threads);
     expect(tf.getKernel('UnsortedSegmentSum', 'wasm')).toBeDefined();
     expect(tf.getKernel('Conv2DBackpropFilter', 'wasm')).toBeDefined();
     expect(logs).toHaveLength(1);

@@ -3,9 +3,10 @@
  *   tensorflow (tfjs-node-gpu, then tfjs-node; optional peers) -> wasm (SIMD) -> cpu.
  * `MASKSUB_BACKEND=wasm|cpu|tensorflow` forces one; `prefer` moves one to the front.
  *
- * wasm starts tfjs' threaded SIMD build with one XNNPACK thread per CPU (made to work under
- * Node by wasm_threads.ts; MASKSUB_WASM_THREADS=1 or `wasmThreads: 1` keeps the single-threaded
- * build). Before wasm is used, masksub's wasm kernels (missing training kernels and the fast matmul)
+ * wasm starts tfjs' single-threaded SIMD build when the native addon is loaded (the addon's pool
+ * runs the heavy kernels on every core), else the threaded build with one XNNPACK thread per CPU
+ * (made to work under Node by wasm_threads.ts); MASKSUB_WASM_THREADS or `wasmThreads` overrides
+ * either way. Before wasm is used, masksub's wasm kernels (missing training kernels and the fast matmul)
  * are registered. The choice is logged once per distinct selection; repeated calls are cheap.
  */
 import os from 'node:os';
@@ -38,7 +39,8 @@ export interface BackendInfo {
 export interface InitBackendOptions {
   prefer?: BackendName;
   /**
-   * XNNPACK threads for wasm (MASKSUB_WASM_THREADS overrides; default: the CPU count, max 8).
+   * XNNPACK threads for wasm (MASKSUB_WASM_THREADS overrides; default: 1 with the native addon,
+   * else the CPU count, max 8).
    * Only the first wasm start counts: the module's thread pool cannot be resized later.
    */
   wasmThreads?: number;
@@ -85,11 +87,24 @@ async function tryTensorflow(_ctx: TryContext): Promise<Attempt> {
   return { ok: false, why: reasons.join('; ') };
 }
 
-/** How many XNNPACK threads wasm should start with: env, then option, then the CPU count. */
+/**
+ * XNNPACK threads for wasm when neither MASKSUB_WASM_THREADS nor `wasmThreads` says: one when the
+ * native addon is loaded, else one per CPU (at most 8). With the addon, the products, fused
+ * activations, norms and optimizer updates run on its own pool, which already uses every core;
+ * what stays on XNNPACK is small element-wise work between those kernels, and a second pool
+ * sized to the same cores made it slower: each such op woke threads that had to wait for cores
+ * the addon's workers still held. Measured with both engines' steps side by side (docs/perf.md,
+ * 2026-12-08): Swin's and CLIP's steps 4-8 % faster on one thread, the others no slower.
+ */
+function defaultWasmThreads(): number {
+  return nativeGemm() !== null ? 1 : Math.min(os.availableParallelism(), MAX_WASM_THREADS);
+}
+
+/** How many XNNPACK threads wasm should start with: env, then option, then `defaultWasmThreads`. */
 function resolveWasmThreads(option: number | undefined): number {
   const env = process.env[WASM_THREADS_ENV]?.trim();
   const source = env ? WASM_THREADS_ENV : 'wasmThreads';
-  const value = env ? Number(env) : option ?? Math.min(os.availableParallelism(), MAX_WASM_THREADS);
+  const value = env ? Number(env) : option ?? defaultWasmThreads();
   if (!Number.isInteger(value) || value < 1 || value > MAX_WASM_THREADS) {
     throw new OptionError(source, `must be an integer from 1 to ${MAX_WASM_THREADS}, got '${env ?? option}'`);
   }
