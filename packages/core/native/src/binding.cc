@@ -325,6 +325,48 @@ napi_value AddInto(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// permuteRows(x, y, shape, perm): y = x transposed by perm (Int32Arrays of one length, 2-8,
+// perm[rank - 1] = rank - 1), float32 (or int32 bits) of x.length = y.length = prod(shape).
+napi_value PermuteRows(napi_env env, napi_callback_info info) {
+  Args a(env, info, "permuteRows", 4);
+  size_t nx, ny, ns, np;
+  const float* x = a.f32(0, "x", &nx);
+  float* y = a.f32(1, "y", &ny);
+  const int* shape = a.i32(2, "shape", &ns);
+  const int* perm = a.i32(3, "perm", &np);
+  a.same(nx, ny, "x and y differ in length");
+  a.same(ns, np, "shape and perm differ in length");
+  if (a.ok && (ns < 2 || ns > 8)) a.fail("rank must be 2-8");
+  if (!a.ok) return nullptr;
+  const int rank = static_cast<int>(ns);
+  long dims[8];
+  bool seen[8] = {false};
+  double size = 1;
+  for (int d = 0; d < rank; d++) {
+    if (shape[d] < 0) {
+      a.fail("shape has a negative length");
+      return nullptr;
+    }
+    if (perm[d] < 0 || perm[d] >= rank || seen[perm[d]]) {
+      a.fail("perm is not a permutation of 0..rank-1");
+      return nullptr;
+    }
+    seen[perm[d]] = true;
+    dims[d] = shape[d];
+    size *= shape[d];
+  }
+  if (perm[rank - 1] != rank - 1) {
+    a.fail("perm must keep the last axis last");
+    return nullptr;
+  }
+  if (size != static_cast<double>(nx)) {
+    a.fail("x's length is not the product of shape");
+    return nullptr;
+  }
+  masksub::permute_rows(x, y, dims, perm, rank, g_threads);
+  return nullptr;
+}
+
 // segmentSum(x, ids, numSegments, out): out[ids[s], :] += x[s, :] (ids outside [0, numSegments)
 // skipped); out holds numSegments rows of x.length / ids.length floats.
 napi_value SegmentSum(napi_env env, napi_callback_info info) {
@@ -547,6 +589,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"softmaxBackward", nullptr, SoftmaxBackward, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"columnSums", nullptr, ColumnSums, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"addInto", nullptr, AddInto, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"permuteRows", nullptr, PermuteRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"segmentSum", nullptr, SegmentSum, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"lambUpdate", nullptr, LambUpdate, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"dropout", nullptr, Dropout, nullptr, nullptr, nullptr, napi_default, nullptr},

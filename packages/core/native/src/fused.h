@@ -63,6 +63,11 @@ void add_into(float* sum, const float* addend, long n, int threads);
 // s, so the bits equal a sequential loop's; threads split the inner columns.
 void segment_sum(const float* x, const int* ids, long positions, long inner, long segments, float* out, int threads);
 
+// y = x transposed by perm (rank <= 8, perm[rank - 1] == rank - 1) for 4-byte elements: each row
+// of y (its last axis, shape[rank - 1] elements) is one contiguous run of x, copied whole.
+// Attention's head split and merge ([B, T, H, D] <-> [B, H, T, D]) and window partitions.
+void permute_rows(const float* x, float* y, const long* shape, const int* perm, int rank, int threads);
+
 // out[c] = sum_r x[r * cols + c] (bias gradients), accumulated in float32 per thread block.
 void column_sums(const float* x, long rows, long cols, float* out, int threads);
 

@@ -476,6 +476,46 @@ void lamb_update(const float* p, const float* g, const float* m, const float* v,
   });
 }
 
+void permute_rows(const float* x, float* y, const long* shape, const int* perm, int rank, int threads) {
+  const long row = shape[rank - 1];
+  long rows = 1;
+  for (int d = 0; d < rank - 1; d++) rows *= shape[perm[d]];
+  if (rows == 0 || row == 0) return;
+  // x's stride (in elements) along each of y's leading axes, and those axes' lengths.
+  long x_strides[8];
+  long stride = row;
+  for (int d = rank - 2; d >= 0; d--) {
+    x_strides[d] = stride;
+    stride *= shape[d];
+  }
+  long step[8], extent[8];
+  for (int d = 0; d < rank - 1; d++) {
+    step[d] = x_strides[perm[d]];
+    extent[d] = shape[perm[d]];
+  }
+  const size_t bytes = static_cast<size_t>(row) * sizeof(float);
+  const long min_rows = std::max(1L, kMinElementsPerThread / row);
+  parallel_for(rows, min_rows, threads, [&](long begin, long end) {
+    // y's coordinates of row `begin`, then an odometer: no division per row.
+    long coord[8];
+    long offset = 0;
+    for (long d = rank - 2, r = begin; d >= 0; d--) {
+      coord[d] = r % extent[d];
+      r /= extent[d];
+      offset += coord[d] * step[d];
+    }
+    for (long r = begin; r < end; r++) {
+      std::memcpy(y + r * row, x + offset, bytes);
+      for (int d = rank - 2; d >= 0; d--) {
+        offset += step[d];
+        if (++coord[d] < extent[d]) break;
+        offset -= coord[d] * step[d];
+        coord[d] = 0;
+      }
+    }
+  });
+}
+
 void add_into(float* sum, const float* addend, long n, int threads) {
   parallel_for(n, kMinElementsPerThread, threads, [&](long begin, long end) {
     for_lanes(begin, end, [&](long i, __m256i m, bool tail) {

@@ -88,6 +88,12 @@ export interface NativeGemmAddon {
    * built before it.
    */
   segmentSum?(x: Float32Array, ids: Int32Array, numSegments: number, out: Float32Array): void;
+  /**
+   * y = x transposed by perm (shape and perm of one rank 2-8, perm keeping the last axis last):
+   * whole rows of the last axis copied, on the pool's threads. 4-byte elements (int32 as their
+   * bits in a Float32Array view).
+   */
+  permuteRows?(x: Float32Array, y: Float32Array, shape: Int32Array, perm: Int32Array): void;
   // NHWC convolution (native/src/conv_avx2.cc); absent from addons built before it.
   /**
    * dims: [batch, inH, inW, inC, outH, outW, outC, kH, kW, strideH, strideW, dilationH,
@@ -224,6 +230,11 @@ export function nativeAddInto(): NativeWith<'addInto'> | null {
 /** The addon when it is loaded, enabled and has `segmentSum`; else null. */
 export function nativeSegmentSum(): NativeWith<'segmentSum'> | null {
   return nativeWith('segmentSum');
+}
+
+/** The addon when it is loaded, enabled and has `permuteRows`; else null. */
+export function nativePermuteRows(): NativeWith<'permuteRows'> | null {
+  return nativeWith('permuteRows');
 }
 
 /** The addon when it is loaded, enabled and has the convolution kernels; else null. */

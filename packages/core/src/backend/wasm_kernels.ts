@@ -25,6 +25,7 @@ import { makeNativeConv2D, makeNativeConv2DBackpropFilter, makeNativeConv2DBackp
 import { makeFastGatherV2, makeFastSlice, makeFastSplitV } from './kernels/copy.js';
 import { makeSharedCast, makeSharedIdentity } from './kernels/identity.js';
 import { makeLeadingAxesSum } from './kernels/sum.js';
+import { makeFastTranspose } from './kernels/transpose.js';
 import { unsortedSegmentSum } from './kernels/unsorted_segment_sum.js';
 import type { KernelCall } from './wasm_heap.js';
 
@@ -91,6 +92,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   replace(tf.GatherV2, makeFastGatherV2);
   replace(tf.Slice, makeFastSlice);
   replace(tf.SplitV, makeFastSplitV);
+  replace(tf.Transpose, makeFastTranspose);
   const added: string[] = [];
   addIfMissing(tf.UnsortedSegmentSum, unsortedSegmentSum, added);
   // im2col + the fast BatchMatMul (native GEMM when loaded, else XNNPACK).
@@ -104,7 +106,7 @@ export function registerWasmKernels(): WasmKernelRegistration {
   setOwnedSum(addOwned);
   added.push(...registerFusedKernels());
   added.push(...registerBatchNormKernels());
-  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Conv2D, tf.Conv2DBackpropInput] };
+  return { added, replaced: [tf.BatchMatMul, tf._FusedMatMul, tf.Identity, tf.Cast, tf.Sum, tf.GatherV2, tf.Slice, tf.SplitV, tf.Transpose, tf.Conv2D, tf.Conv2DBackpropInput] };
 }
 
 /** Test/bench hook: put the stock BatchMatMul / _FusedMatMul back (to measure "before"). */
