@@ -3,9 +3,12 @@
  * run of the input: perms that keep the last axis last. Those are attention's head split and
  * merge ([B, T, H, D] <-> [B, H, T, D], in every ViT, BERT, CLIP and Swin block, forward and
  * backward) and Swin's window partitions. tfjs' C++ Transpose walks them element by element on
- * one thread: [64, 65, 3, 64] (the bench ViT's heads) took 0.22-0.35 ms against 0.09-0.10 ms
- * for whole rows copied on the addon's two threads (bench/adhoc, 2026-12-08). A copy, so the same
- * bits. Other perms, other dtypes, small tensors and an absent addon keep the stock kernel.
+ * one thread: [64, 65, 3, 64] (the bench ViT's heads) took 0.22-0.35 ms alone against 0.09-0.10
+ * ms for whole rows copied on the addon's two threads. Inside a training step the data comes
+ * cold from memory and the gain shrinks: the bench ViT's 44 head transposes per standard step
+ * went from 15.1 to 8.6 ms (`pnpm bench:profile --shapes`, about 1.4 % of the step); Swin's
+ * smaller ones did not measurably change (docs/perf.md, 2026-12-08). A copy, so the same bits.
+ * Other perms, other dtypes, small tensors and an absent addon keep the stock kernel.
  */
 import { nativePermuteRows } from '../native.js';
 import { allocate, sizeOf, type KernelCall, type TensorInfo, type WasmBackend } from '../wasm_heap.js';
