@@ -92,9 +92,10 @@ async function tryTensorflow(_ctx: TryContext): Promise<Attempt> {
  * native addon is loaded, else one per CPU (at most 8). With the addon, the products, fused
  * activations, norms and optimizer updates run on its own pool, which already uses every core;
  * what stays on XNNPACK is small element-wise work between those kernels, and a second pool
- * sized to the same cores made it slower: each such op woke threads that had to wait for cores
- * the addon's workers still held. Measured with both engines' steps side by side (docs/perf.md,
- * 2026-12-08): Swin's and CLIP's steps 4-8 % faster on one thread, the others no slower.
+ * sized to the same cores made it slower (most likely each such op woke threads that then waited
+ * for cores the addon's workers held; not traced). `pnpm bench --arch swin,clip` alternated with
+ * MASKSUB_WASM_THREADS=2 (docs/perf.md, 2026-12-08): Swin's and CLIP's steps 5-15 % faster on one
+ * thread; the ViT's, ResNet-20's and BERT's were no slower.
  */
 function defaultWasmThreads(): number {
   return nativeGemm() !== null ? 1 : Math.min(os.availableParallelism(), MAX_WASM_THREADS);

@@ -37,7 +37,7 @@ function shapeOf(rng: Rng, rank: number, elements: number): number[] {
 describe('fast Transpose on wasm', () => {
   const rng = new Rng(5);
   const cases: { shape: number[]; perm: number[] }[] = [
-    // The hot shapes: the bench ViT's head split and merge, a Swin window's heads.
+    // The hot shapes: the bench ViT's head split (main and sub pass) and a rank-6 window partition.
     { shape: [64, 65, 3, 64], perm: [0, 2, 1, 3] },
     { shape: [64, 3, 33, 64], perm: [0, 2, 1, 3] },
     { shape: [2, 4, 2, 4, 2, 32], perm: [0, 1, 3, 2, 4, 5] },
