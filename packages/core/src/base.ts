@@ -9,4 +9,4 @@
 export * from './errors.js';
 export * from './rng.js';
 export * from './stats.js';
-export { folderFile, folderSubfolder } from './io/contained-path.js';
+export { folderFile, folderSubfolder, requiredFolderFile } from './io/contained-path.js';

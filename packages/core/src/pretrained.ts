@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { type CheckpointLocation, discoverCheckpoint, locateWeights, readConfig, readWeights, renameByAliases, type ReadWeightsResult, type WeightsFormat } from './io/hf-folder.js';
-import { folderFile } from './io/contained-path.js';
+import { requiredFolderFile } from './io/contained-path.js';
 import { writePth } from './io/pth-write.js';
 import { writeFileAtomic, writeSafetensors } from './io/safetensors.js';
 import type { HostTensor, TensorMap } from './io/types.js';
@@ -322,7 +322,7 @@ export function buildFromConfig(
   let config: HFConfig;
   let source = 'config';
   if (typeof configOrPath === 'string') {
-    source = configOrPath.endsWith('.json') ? configOrPath : (folderFile(configOrPath, 'config.json') ?? join(configOrPath, 'config.json'));
+    source = configOrPath.endsWith('.json') ? configOrPath : requiredFolderFile(configOrPath, 'config.json');
     config = readConfig(source) as HFConfig;
   } else {
     config = configOrPath;

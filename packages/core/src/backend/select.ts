@@ -48,7 +48,8 @@ export interface InitBackendOptions {
 }
 
 interface TryContext {
-  wasmThreads: number;
+  /** An explicit XNNPACK thread count (validated), or undefined for `defaultWasmThreads`. */
+  wasmThreads: number | undefined;
 }
 
 /** Whether the wasm module has been started (its thread count is fixed from then on). */
@@ -101,11 +102,15 @@ function defaultWasmThreads(): number {
   return nativeGemm() !== null ? 1 : Math.min(os.availableParallelism(), MAX_WASM_THREADS);
 }
 
-/** How many XNNPACK threads wasm should start with: env, then option, then `defaultWasmThreads`. */
-function resolveWasmThreads(option: number | undefined): number {
+/**
+ * The XNNPACK thread count asked for, env before option, validated; undefined when neither says
+ * (wasm then takes `defaultWasmThreads` when it starts, so other backends never load the addon).
+ */
+function resolveWasmThreads(option: number | undefined): number | undefined {
   const env = process.env[WASM_THREADS_ENV]?.trim();
   const source = env ? WASM_THREADS_ENV : 'wasmThreads';
-  const value = env ? Number(env) : option ?? defaultWasmThreads();
+  const value = env ? Number(env) : option;
+  if (value === undefined) return undefined;
   if (!Number.isInteger(value) || value < 1 || value > MAX_WASM_THREADS) {
     throw new OptionError(source, `must be an integer from 1 to ${MAX_WASM_THREADS}, got '${env ?? option}'`);
   }
@@ -124,9 +129,10 @@ async function tryWasm(ctx: TryContext): Promise<Attempt> {
   let threadNote = '';
   if (!wasmStarted) {
     // The thread count is fixed when the wasm module starts; later requests cannot change it.
-    if (ctx.wasmThreads > 1) {
-      wasm.setThreadsCount(ctx.wasmThreads);
-      const restore = enableThreadedWasmInNode(ctx.wasmThreads);
+    const startThreads = ctx.wasmThreads ?? defaultWasmThreads();
+    if (startThreads > 1) {
+      wasm.setThreadsCount(startThreads);
+      const restore = enableThreadedWasmInNode(startThreads);
       let ok = false;
       try {
         ok = await tf.setBackend('wasm');

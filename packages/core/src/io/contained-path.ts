@@ -8,7 +8,7 @@
  * One exception keeps the Hugging Face cache working: the files of `<repo>/snapshots/<revision>/`
  * (and of its folders, `onnx/`) are symlinks into `<repo>/blobs/`, and those count as inside.
  */
-import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { FileFormatError } from '../errors.js';
 
@@ -42,21 +42,31 @@ export function resolveInsideFolder(root: string, location: string, referrer: st
   }
   if (!insideFolder(realRoot, real)) throw outside(referrer, what, location, realRoot);
   const st = statSync(real);
-  if (!st.isFile()) {
-    throw new FileFormatError(target, `${what}: not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
-  }
+  if (!st.isFile()) throw new FileFormatError(target, `${what}: ${notRegularFile(st)}`);
   return real;
+}
+
+function notRegularFile(st: Stats): string {
+  return `not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`;
 }
 
 /**
  * `folder/name` when that file exists, undefined when there is none; a file that is a symlink
  * must end inside the folder (as for {@link resolveInsideFolder}) and be a regular file. For the
  * files a folder is searched for by name or listed: config.json, the weights, tokenizer and
- * preprocessor files, a data folder's files. The path returned is the one in the folder (its name says the format; in the Hugging
- * Face cache the target is a hash).
+ * preprocessor files, a data folder's files. The path returned is the one in the folder (its
+ * name says the format; in the Hugging Face cache the target is a hash).
  */
 export function folderFile(folder: string, name: string): string | undefined {
   return folderEntry(folder, name, 'file');
+}
+
+/**
+ * {@link folderFile} for a file the caller requires: its checked path, or the plain
+ * `folder/name` when it is absent, for the reader to report missing.
+ */
+export function requiredFolderFile(folder: string, name: string): string {
+  return folderFile(folder, name) ?? join(folder, name);
 }
 
 /** {@link folderFile} for a sub-folder (an image folder's class folder, which may be a symlink). */
@@ -84,9 +94,7 @@ function folderEntry(folder: string, name: string, kind: 'file' | 'folder'): str
     throw new FileFormatError(path, `leads outside the folder ${realRoot} (to ${real}; refused: a model, tokenizer or data folder may only hold files inside itself)`);
   }
   const st = statSync(real);
-  if (kind === 'folder' ? !st.isDirectory() : !st.isFile()) {
-    throw new FileFormatError(path, kind === 'folder' ? 'not a folder' : `not a regular file (${st.isDirectory() ? 'a folder' : 'a special file'})`);
-  }
+  if (kind === 'folder' ? !st.isDirectory() : !st.isFile()) throw new FileFormatError(path, kind === 'folder' ? 'not a folder' : notRegularFile(st));
   return path;
 }
 

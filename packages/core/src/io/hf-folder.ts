@@ -7,7 +7,7 @@ import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import { FileFormatError, OptionError } from '../errors.js';
 import type { AliasTable, Finding, OnnxReport } from './onnx.js';
 import { readOnnxWeights } from './onnx.js';
-import { folderFile, resolveInsideFolder } from './contained-path.js';
+import { folderFile, requiredFolderFile, resolveInsideFolder } from './contained-path.js';
 import { readPth, type PthReadResult } from './pth.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorMap } from './types.js';
@@ -47,7 +47,7 @@ export const WEIGHT_CANDIDATES: readonly { file: string; format: WeightsFormat }
 /** Locate config.json and the weights of a model folder (or of a weights file inside one). */
 export function discoverCheckpoint(dirOrFile: string, opts: DiscoverOptions = {}): CheckpointLocation {
   const { dir, weightsPath, format } = locateWeights(dirOrFile, opts);
-  return { dir, config: readConfig(folderFile(dir, 'config.json') ?? join(dir, 'config.json')), weightsPath, format };
+  return { dir, config: readConfig(requiredFolderFile(dir, 'config.json')), weightsPath, format };
 }
 
 /** Like discoverCheckpoint, without requiring config.json (for inspecting a bare weights file). */

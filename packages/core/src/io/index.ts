@@ -23,7 +23,7 @@ export type { CheckpointLocation, DiscoverOptions, HfConfig, ReadWeightsResult, 
 export { WEIGHT_CANDIDATES, discoverCheckpoint, formatOfFile, locateWeights, readConfig, readShardedSafetensors, readWeights } from './hf-folder.js';
 export type { InspectedTensor, InspectReport } from './inspect.js';
 export { formatInspectReport, inspectCheckpoint } from './inspect.js';
-export { folderFile, folderSubfolder } from './contained-path.js';
+export { folderFile, folderSubfolder, requiredFolderFile } from './contained-path.js';
 export { permute, transpose2d } from './permute.js';
 export type { PthReadResult } from './pth.js';
 export { ForbiddenGlobalError, STATE_DICT_KEYS, parsePth, readPth } from './pth.js';

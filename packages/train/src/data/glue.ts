@@ -9,7 +9,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FileFormatError, OptionError, folderFile } from '@masksub/core/base';
+import { FileFormatError, OptionError, requiredFolderFile } from '@masksub/core/base';
 
 export type GlueTask = 'sst2' | 'cola' | 'rte' | 'mrpc' | 'stsb';
 
@@ -89,7 +89,7 @@ export async function readGlueTask(dir: string, task: GlueTask | string, split: 
   const layout = LAYOUTS[glueTaskName(task)];
   if (!/^[\w-]+$/.test(split)) throw new OptionError('split', `'${split}' is not a split name`);
   // A data folder is untrusted: folderFile refuses a symlink out of it.
-  const file = folderFile(join(dir, layout.folder), `${split}.tsv`) ?? join(dir, layout.folder, `${split}.tsv`);
+  const file = requiredFolderFile(join(dir, layout.folder), `${split}.tsv`);
   const text = await readFile(file, 'utf8').catch((e: NodeJS.ErrnoException) => {
     throw new FileFormatError(file, `cannot read: ${e.code ?? e.message}`);
   });
